@@ -1,0 +1,746 @@
+/* Clone, walk the plan, exec: the part of isolate that runs where Python cannot.
+ *
+ * The child is created with CLONE_VM, so it costs the same whatever the
+ * caller's memory, and it shares the caller's memory until it execs. Hence,
+ * after clone: no malloc, no locks, no glibc functions that touch thread state
+ * (ids change with raw syscalls, never setuid(3), which signals every thread),
+ * signal handlers reset before anything is unblocked.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "isolate.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+#define ISO_MOUNT_ATTR_RDONLY 0x00000001
+
+#define STACK_SIZE (256 * 1024)
+
+/* ---------------------------------------------------------------- errors */
+
+static const char *const step_names[ISO_STEP_COUNT] = {
+    [ISO_STEP_NONE] = "none",
+    [ISO_STEP_CLONE] = "clone",
+    [ISO_STEP_SETNS] = "setns",
+    [ISO_STEP_MOUNT] = "mount",
+    [ISO_STEP_BIND] = "bind mount",
+    [ISO_STEP_REMOUNT] = "remount",
+    [ISO_STEP_MKDIR] = "mkdir",
+    [ISO_STEP_TOUCH] = "create mount target",
+    [ISO_STEP_MKNOD] = "mknod",
+    [ISO_STEP_SYMLINK] = "symlink",
+    [ISO_STEP_PIVOT_ROOT] = "pivot_root",
+    [ISO_STEP_WRITE] = "write",
+    [ISO_STEP_SETHOSTNAME] = "sethostname",
+    [ISO_STEP_LO_UP] = "bring up lo",
+    [ISO_STEP_UNSHARE] = "unshare",
+    [ISO_STEP_CHDIR] = "chdir",
+    [ISO_STEP_STDIO] = "set up stdio",
+    [ISO_STEP_CLOSE_FDS] = "close fds",
+    [ISO_STEP_SETSID] = "setsid",
+    [ISO_STEP_SETGROUPS] = "setgroups",
+    [ISO_STEP_SETGID] = "setgid",
+    [ISO_STEP_SETUID] = "setuid",
+    [ISO_STEP_EXEC] = "exec",
+    [ISO_STEP_EXEC_INIT] = "exec init",
+    [ISO_STEP_INIT] = "container init",
+    [ISO_STEP_MEMFD] = "memfd_create",
+    [ISO_STEP_SOCKET] = "socketpair",
+    [ISO_STEP_WAIT] = "wait",
+};
+
+const char *iso_step_name(int step)
+{
+    if (step < 0 || step >= ISO_STEP_COUNT || step_names[step] == NULL)
+        return "unknown step";
+    return step_names[step];
+}
+
+static int fail(iso_error_t *e, int step, const char *path)
+{
+    e->step = step;
+    e->err = errno;
+    size_t i = 0;
+    if (path != NULL)
+        for (; path[i] != '\0' && i < sizeof e->path - 1; i++)
+            e->path[i] = path[i];
+    e->path[i] = '\0';
+    return -1;
+}
+
+/* ------------------------------------------------------------ clone3/clone */
+
+struct iso_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+        set_tid, set_tid_size, cgroup;
+};
+
+#if defined(__x86_64__)
+/* clone3 with a new stack: the child cannot return into C frames of the
+ * parent, so it calls fn(arg) on its stack and exits (as glibc's own does). */
+long iso_raw_clone3(struct iso_clone_args *args, size_t size, int (*fn)(void *), void *arg);
+__asm__(".text\n"
+        ".globl iso_raw_clone3\n"
+        ".hidden iso_raw_clone3\n"
+        ".type iso_raw_clone3,@function\n"
+        "iso_raw_clone3:\n"
+        "    mov %rdx, %r9\n"        /* fn: kept across syscall */
+        "    mov %rcx, %r8\n"        /* arg */
+        "    mov $435, %eax\n"       /* SYS_clone3 */
+        "    syscall\n"
+        "    test %rax, %rax\n"
+        "    jnz 1f\n"
+        "    xor %ebp, %ebp\n"
+        "    mov %r8, %rdi\n"
+        "    call *%r9\n"
+        "    mov %eax, %edi\n"
+        "    mov $60, %eax\n"        /* SYS_exit */
+        "    syscall\n"
+        "    hlt\n"
+        "1:  ret\n"
+        ".size iso_raw_clone3, .-iso_raw_clone3\n");
+#define HAVE_RAW_CLONE3 1
+#endif
+
+static int clone3_missing;
+
+/* Start fn(arg) in a child sharing our memory, on the given stack. The child's
+ * exit signal is SIGCHLD. With pidfd, a pidfd for it is stored there. */
+static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
+                      unsigned long flags, int *pidfd)
+{
+    flags |= CLONE_VM;
+    if (pidfd != NULL)
+        flags |= CLONE_PIDFD;
+#ifdef HAVE_RAW_CLONE3
+    if (!clone3_missing) {
+        struct iso_clone_args a;
+        memset(&a, 0, sizeof a);
+        a.flags = flags;
+        a.pidfd = (uint64_t)(uintptr_t)pidfd;
+        a.exit_signal = SIGCHLD;
+        a.stack = (uint64_t)(uintptr_t)stack;
+        a.stack_size = size;
+        long r = iso_raw_clone3(&a, sizeof a, fn, arg);
+        if (r >= 0)
+            return (pid_t)r;
+        if (r != -ENOSYS && r != -E2BIG) {
+            errno = (int)-r;
+            return -1;
+        }
+        clone3_missing = 1;
+    }
+#endif
+    return clone(fn, stack + size, (int)(flags | SIGCHLD), arg, pidfd);
+}
+
+static char *stack_alloc(size_t size)
+{
+    /* one guard page below the stack */
+    char *p = mmap(NULL, size + 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    mprotect(p, 4096, PROT_NONE);
+    return p + 4096;
+}
+
+static void stack_free(char *stack, size_t size)
+{
+    munmap(stack - 4096, size + 4096);
+}
+
+static void block_all(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    /* the raw call: glibc's wrapper leaves its own internal signals open */
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, old, _NSIG / 8);
+}
+
+static void restore_mask(const sigset_t *old)
+{
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, _NSIG / 8);
+}
+
+/* In the child: handlers set by the caller (Python's among them) must not
+ * run here, and ignored signals must not stay ignored in the container. */
+static void reset_signals_in_child(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+}
+
+static void unblock_all_in_child(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8);
+}
+
+/* ------------------------------------------------------------------- plan */
+
+static int mkdir_p(const char *path, mode_t mode, iso_error_t *e)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return fail(e, ISO_STEP_MKDIR, path);
+    }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return fail(e, ISO_STEP_MKDIR, buf);
+        buf[i] = c;
+    }
+    return 0;
+}
+
+/* Flags of the mount at path that a remount inside a user namespace must keep. */
+static unsigned long locked_flags(const char *path)
+{
+    struct statvfs sv;
+    if (statvfs(path, &sv) < 0)
+        return 0;
+    return sv.f_flag & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+                        MS_NODIRATIME | MS_RELATIME);
+}
+
+static int lo_up(iso_error_t *e)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return fail(e, ISO_STEP_LO_UP, "lo");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (r == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        r = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    if (r < 0) {
+        fail(e, ISO_STEP_LO_UP, "lo");
+        close(s);
+        return -1;
+    }
+    close(s);
+    return 0;
+}
+
+static int run_op(const iso_op_t *op, iso_error_t *e)
+{
+    switch (op->kind) {
+    case ISO_OP_MOUNT:
+        if (mount(op->src, op->dst, op->fstype, op->flags, op->data) < 0)
+            return fail(e, ISO_STEP_MOUNT, op->dst);
+        return 0;
+
+    case ISO_OP_BIND: {
+        if (mount(op->src, op->dst, NULL, MS_BIND | (op->flags & MS_REC), NULL) < 0)
+            return fail(e, ISO_STEP_BIND, op->src);
+        unsigned long extra = op->flags & ~(unsigned long)MS_REC;
+        if (extra == 0)
+            return 0;
+        extra |= locked_flags(op->dst);
+        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | extra, NULL) < 0)
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        return 0;
+    }
+
+    case ISO_OP_RDONLY_REC: {
+        uint64_t attr[4] = {ISO_MOUNT_ATTR_RDONLY, 0, 0, 0};
+        if (syscall(SYS_mount_setattr, AT_FDCWD, op->dst, AT_RECURSIVE, attr, sizeof attr) == 0)
+            return 0;
+        if (errno != ENOSYS)
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        /* before Linux 5.12: the top mount only */
+        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
+                  NULL) < 0)
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        return 0;
+    }
+
+    case ISO_OP_MKDIR:
+        return mkdir_p(op->dst, (mode_t)op->arg, e);
+
+    case ISO_OP_TOUCH: {
+        struct stat st;
+        if (lstat(op->dst, &st) == 0)
+            return 0;
+        int fd = open(op->dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return fail(e, ISO_STEP_TOUCH, op->dst);
+        close(fd);
+        return 0;
+    }
+
+    case ISO_OP_MKNOD:
+        if (mknod(op->dst, S_IFCHR | (mode_t)op->flags, (dev_t)op->arg) < 0)
+            return fail(e, ISO_STEP_MKNOD, op->dst);
+        return 0;
+
+    case ISO_OP_SYMLINK:
+        if (symlink(op->src, op->dst) < 0 && errno != EEXIST)
+            return fail(e, ISO_STEP_SYMLINK, op->dst);
+        return 0;
+
+    case ISO_OP_PIVOT_ROOT:
+        if (op->src != NULL) {
+            if (syscall(SYS_pivot_root, op->dst, op->src) < 0)
+                return fail(e, ISO_STEP_PIVOT_ROOT, op->dst);
+            if (chdir("/") < 0)
+                return fail(e, ISO_STEP_CHDIR, "/");
+            return 0;
+        }
+        if (chdir(op->dst) < 0)
+            return fail(e, ISO_STEP_CHDIR, op->dst);
+        if (syscall(SYS_pivot_root, ".", ".") < 0)
+            return fail(e, ISO_STEP_PIVOT_ROOT, op->dst);
+        if (umount2(".", MNT_DETACH) < 0)
+            return fail(e, ISO_STEP_PIVOT_ROOT, "old root");
+        if (chdir("/") < 0)
+            return fail(e, ISO_STEP_CHDIR, "/");
+        return 0;
+
+    case ISO_OP_WRITE: {
+        int fd = open(op->dst, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return fail(e, ISO_STEP_WRITE, op->dst);
+        size_t n = strlen(op->data);
+        ssize_t w = write(fd, op->data, n);
+        if (w != (ssize_t)n) {
+            if (w >= 0)
+                errno = EIO;
+            fail(e, ISO_STEP_WRITE, op->dst);
+            close(fd);
+            return -1;
+        }
+        close(fd);
+        return 0;
+    }
+
+    case ISO_OP_HOSTNAME:
+        if (sethostname(op->data, strlen(op->data)) < 0)
+            return fail(e, ISO_STEP_SETHOSTNAME, op->data);
+        return 0;
+
+    case ISO_OP_LO_UP:
+        return lo_up(e);
+
+    case ISO_OP_UNSHARE:
+        if (unshare((int)op->flags) < 0)
+            return fail(e, ISO_STEP_UNSHARE, op->data);
+        return 0;
+    }
+    errno = EINVAL;
+    return fail(e, ISO_STEP_NONE, "unknown plan step");
+}
+
+/* ------------------------------------------------------------------- exec */
+
+/* Mark every fd from `from` up close-on-exec. */
+static int cloexec_from(int from)
+{
+    if (syscall(SYS_close_range, (unsigned)from, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    if (errno != ENOSYS && errno != EINVAL)
+        return -1;
+    /* before Linux 5.11: walk /proc/self/fd */
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    char buf[1024];
+    long n;
+    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            const char *name = buf + off + 19;
+            int fd = 0, digits = 0;
+            for (; *name >= '0' && *name <= '9'; name++, digits++)
+                fd = fd * 10 + (*name - '0');
+            if (digits > 0 && *name == '\0' && fd >= from && fd != dir)
+                fcntl(fd, F_SETFD, FD_CLOEXEC);
+            off += reclen;
+        }
+    }
+    close(dir);
+    return n < 0 ? -1 : 0;
+}
+
+/* Everything between the plan and execve: stdio, fds, session, directory,
+ * ids, umask. keep (if >= 0) is moved to keep_at and stays open across exec. */
+static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t *e)
+{
+    int tmp[3];
+    for (int i = 0; i < 3; i++) {
+        tmp[i] = -1;
+        if (x->stdio[i] >= 0 && (tmp[i] = fcntl(x->stdio[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            return fail(e, ISO_STEP_STDIO, "stdio");
+    }
+    if (keep >= 0 && (keep = fcntl(keep, F_DUPFD_CLOEXEC, 10)) < 0)
+        return fail(e, ISO_STEP_STDIO, "control socket");
+    for (int i = 0; i < 3; i++)
+        if (tmp[i] >= 0 && dup2(tmp[i], i) < 0)
+            return fail(e, ISO_STEP_STDIO, "stdio");
+    if (keep >= 0 && dup2(keep, keep_at) < 0)
+        return fail(e, ISO_STEP_STDIO, "control socket");
+
+    if (cloexec_from(3) < 0)
+        return fail(e, ISO_STEP_CLOSE_FDS, "");
+    if (keep >= 0)
+        fcntl(keep_at, F_SETFD, 0);
+    for (size_t i = 0; i < x->npass_fds; i++)
+        if (fcntl(x->pass_fds[i], F_SETFD, 0) < 0)
+            return fail(e, ISO_STEP_CLOSE_FDS, "pass_fds");
+
+    if (x->new_session && setsid() < 0)
+        return fail(e, ISO_STEP_SETSID, "");
+    if (x->cwd != NULL && chdir(x->cwd) < 0)
+        return fail(e, ISO_STEP_CHDIR, x->cwd);
+    if (x->set_ids) {
+        if (x->set_groups && syscall(SYS_setgroups, x->ngroups, x->groups) < 0)
+            return fail(e, ISO_STEP_SETGROUPS, "");
+        if (syscall(SYS_setresgid, x->gid, x->gid, x->gid) < 0)
+            return fail(e, ISO_STEP_SETGID, "");
+        if (syscall(SYS_setresuid, x->uid, x->uid, x->uid) < 0)
+            return fail(e, ISO_STEP_SETUID, "");
+    }
+    umask(x->umask);
+    return 0;
+}
+
+/* -------------------------------------------------------------- container */
+
+struct start_ctx {
+    const iso_container_t *c;
+    int ctl;
+};
+
+static int container_child(void *arg)
+{
+    const struct start_ctx *s = arg;
+    const iso_container_t *c = s->c;
+    int ctl = s->ctl;
+    iso_msg_t msg;
+    memset(&msg, 0, sizeof msg);
+    msg.kind = ISO_MSG_ERROR;
+
+    reset_signals_in_child();
+    umask(0);
+    for (size_t i = 0; i < c->nops; i++)
+        if (run_op(&c->ops[i], &msg.error) < 0)
+            goto out;
+    if (prepare_exec(&c->init, ctl, c->ctl_at, &msg.error) < 0)
+        goto out;
+    ctl = c->ctl_at;
+    unblock_all_in_child();
+    syscall(SYS_execveat, c->init_fd, "", c->init.argv, c->init.envp, AT_EMPTY_PATH);
+    fail(&msg.error, ISO_STEP_EXEC_INIT, "isolate-init");
+out:
+    send(ctl, &msg, sizeof msg, MSG_NOSIGNAL);
+    _exit(127);
+}
+
+static int fd_above_stdio(int fd)
+{
+    if (fd >= 3)
+        return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    close(fd);
+    return n;
+}
+
+int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out, int *ctl_out,
+                        iso_msg_t *first, iso_error_t *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return fail(err, ISO_STEP_SOCKET, "control socket");
+    sv[0] = fd_above_stdio(sv[0]);
+    sv[1] = fd_above_stdio(sv[1]);
+    char *stack = stack_alloc(STACK_SIZE);
+    if (stack == NULL) {
+        fail(err, ISO_STEP_CLONE, "stack");
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+
+    struct start_ctx s = {c, sv[1]};
+    int pidfd = -1;
+    sigset_t old;
+    block_all(&old);
+    pid_t pid = clone_vm(container_child, &s, stack, STACK_SIZE, c->clone_flags, &pidfd);
+    int clone_errno = errno;
+    restore_mask(&old);
+    close(sv[1]);
+    if (pid < 0) {
+        errno = clone_errno;
+        fail(err, ISO_STEP_CLONE, "");
+        stack_free(stack, STACK_SIZE);
+        close(sv[0]);
+        return -1;
+    }
+
+    /* The first message comes from the init once it runs, or from the child
+     * when a step failed; end of file means the child died. */
+    ssize_t n;
+    do
+        n = recv(sv[0], first, sizeof *first, 0);
+    while (n < 0 && errno == EINTR);
+
+    if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_READY) {
+        stack_free(stack, STACK_SIZE);
+        *pid_out = pid;
+        *pidfd_out = pidfd;
+        *ctl_out = sv[0];
+        return 0;
+    }
+    if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_ERROR) {
+        *err = first->error;
+    } else {
+        errno = n < 0 ? errno : ECHILD;
+        fail(err, ISO_STEP_INIT, "");
+    }
+    kill(pid, SIGKILL);
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
+        ;
+    stack_free(stack, STACK_SIZE);
+    if (pidfd >= 0)
+        close(pidfd);
+    close(sv[0]);
+    return -1;
+}
+
+/* ------------------------------------------------------------------- join */
+
+const unsigned long iso_ns_order[] = {
+    CLONE_NEWUSER, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
+    CLONE_NEWPID,  CLONE_NEWNS,     0,
+};
+
+struct exec_ctx {
+    int pidfd;
+    const int *ns_fds;
+    unsigned long nsflags;
+    const iso_exec_t *x;
+    int errfd;
+    char *stack2;
+    volatile pid_t child;
+};
+
+static int exec_grandchild(void *arg)
+{
+    struct exec_ctx *s = arg;
+    iso_error_t e;
+    char buf[PATH_MAX];
+    memset(&e, 0, sizeof e);
+    if (prepare_exec(s->x, -1, -1, &e) == 0) {
+        unblock_all_in_child();
+        iso_exec_search(s->x->file, s->x->argv, s->x->envp, s->x->path, buf);
+        fail(&e, ISO_STEP_EXEC, s->x->file);
+    }
+    (void)!write(s->errfd, &e, sizeof e);
+    _exit(127);
+}
+
+static int exec_intermediate(void *arg)
+{
+    struct exec_ctx *s = arg;
+    iso_error_t e;
+    memset(&e, 0, sizeof e);
+    reset_signals_in_child();
+
+    if (s->pidfd >= 0) {
+        if (setns(s->pidfd, (int)s->nsflags) < 0) {
+            fail(&e, ISO_STEP_SETNS, "container");
+            goto out;
+        }
+    } else {
+        for (int i = 0; iso_ns_order[i] != 0; i++) {
+            if (!(s->nsflags & iso_ns_order[i]))
+                continue;
+            if (setns(s->ns_fds[i], (int)iso_ns_order[i]) < 0) {
+                fail(&e, ISO_STEP_SETNS, "container");
+                goto out;
+            }
+        }
+    }
+    /* setns(CLONE_NEWPID) applies to children: one more clone, whose parent
+     * is the caller (CLONE_PARENT), which reaps it like any child. */
+    pid_t pid = clone(exec_grandchild, s->stack2, CLONE_VM | CLONE_VFORK | CLONE_PARENT, s);
+    if (pid < 0) {
+        fail(&e, ISO_STEP_CLONE, "container");
+        goto out;
+    }
+    s->child = pid;
+    _exit(0);
+out:
+    (void)!write(s->errfd, &e, sizeof e);
+    _exit(127);
+}
+
+pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
+                  iso_error_t *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return fail(err, ISO_STEP_SOCKET, "pipe");
+    p[0] = fd_above_stdio(p[0]);
+    p[1] = fd_above_stdio(p[1]);
+    char *stack = stack_alloc(2 * STACK_SIZE);
+    if (stack == NULL) {
+        fail(err, ISO_STEP_CLONE, "stack");
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, p[1], stack + 2 * STACK_SIZE, -1};
+
+    sigset_t old;
+    block_all(&old);
+    /* CLONE_VFORK: back here once the intermediate child has exited, which it
+     * does once the grandchild has exec'd or failed. */
+    pid_t mid = clone(exec_intermediate, stack + STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &s);
+    int clone_errno = errno;
+    restore_mask(&old);
+    close(p[1]);
+    if (mid < 0) {
+        errno = clone_errno;
+        fail(err, ISO_STEP_CLONE, "");
+        stack_free(stack, 2 * STACK_SIZE);
+        close(p[0]);
+        return -1;
+    }
+    int status;
+    while (waitpid(mid, &status, __WALL) < 0 && errno == EINTR)
+        ;
+    stack_free(stack, 2 * STACK_SIZE);
+
+    iso_error_t e;
+    ssize_t n;
+    do
+        n = read(p[0], &e, sizeof e);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    pid_t child = s.child;
+    if (n == 0 && child > 0)
+        return child;
+    if (n == (ssize_t)sizeof e) {
+        *err = e;
+    } else {
+        errno = n < 0 ? errno : ECHILD;
+        fail(err, ISO_STEP_INIT, "");
+    }
+    if (child > 0)
+        while (waitpid(child, &status, __WALL) < 0 && errno == EINTR)
+            ;
+    return -1;
+}
+
+/* ------------------------------------------------------------------- init */
+
+/* The init program, linked in at build time (see setup.py). */
+#ifndef ISO_INIT_PATH
+#error "ISO_INIT_PATH must name the built init program"
+#endif
+extern const unsigned char iso_init_blob[];
+extern const unsigned char iso_init_blob_end[];
+__asm__(".section .rodata\n"
+        ".balign 16\n"
+        ".globl iso_init_blob\n"
+        ".hidden iso_init_blob\n"
+        "iso_init_blob:\n"
+        ".incbin \"" ISO_INIT_PATH "\"\n"
+        ".globl iso_init_blob_end\n"
+        ".hidden iso_init_blob_end\n"
+        "iso_init_blob_end:\n"
+        ".previous\n");
+
+static int init_fd = -1;
+
+/* A sealed memfd, so that no process in a container can write the program
+ * that the next container's init runs (runc CVE-2019-5736). */
+int iso_init_memfd(iso_error_t *err)
+{
+    if (init_fd >= 0)
+        return init_fd;
+    int fd = (int)syscall(SYS_memfd_create, "isolate-init",
+                          MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL)
+        fd = (int)syscall(SYS_memfd_create, "isolate-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return fail(err, ISO_STEP_MEMFD, "isolate-init");
+    const unsigned char *p = iso_init_blob;
+    size_t left = (size_t)(iso_init_blob_end - iso_init_blob);
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            fail(err, ISO_STEP_MEMFD, "isolate-init");
+            close(fd);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+        fail(err, ISO_STEP_MEMFD, "seal isolate-init");
+        close(fd);
+        return -1;
+    }
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    if (high < 0)
+        return fail(err, ISO_STEP_MEMFD, "isolate-init");
+    init_fd = high;
+    return init_fd;
+}

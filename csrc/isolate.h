@@ -1,0 +1,165 @@
+/* isolate: what runs between clone and exec.
+ *
+ * Python builds a plan (an ordered array of iso_op_t) and an exec spec; the
+ * code here walks them in the child with raw syscalls only. No allocation,
+ * no locks, no stdio after clone: the child shares the caller's memory.
+ * Every failure is reported as (step, errno, path) and never exits the caller.
+ */
+#ifndef ISOLATE_H
+#define ISOLATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* What was being done when something failed. Names: iso_step_name(). */
+enum iso_step {
+    ISO_STEP_NONE = 0,
+    ISO_STEP_CLONE,
+    ISO_STEP_SETNS,
+    ISO_STEP_MOUNT,
+    ISO_STEP_BIND,
+    ISO_STEP_REMOUNT,
+    ISO_STEP_MKDIR,
+    ISO_STEP_TOUCH,
+    ISO_STEP_MKNOD,
+    ISO_STEP_SYMLINK,
+    ISO_STEP_PIVOT_ROOT,
+    ISO_STEP_WRITE,
+    ISO_STEP_SETHOSTNAME,
+    ISO_STEP_LO_UP,
+    ISO_STEP_UNSHARE,
+    ISO_STEP_CHDIR,
+    ISO_STEP_STDIO,
+    ISO_STEP_CLOSE_FDS,
+    ISO_STEP_SETSID,
+    ISO_STEP_SETGROUPS,
+    ISO_STEP_SETGID,
+    ISO_STEP_SETUID,
+    ISO_STEP_EXEC,
+    ISO_STEP_EXEC_INIT,
+    ISO_STEP_INIT,          /* the init died before it reported */
+    ISO_STEP_MEMFD,
+    ISO_STEP_SOCKET,
+    ISO_STEP_WAIT,
+    ISO_STEP_COUNT
+};
+
+typedef struct iso_error {
+    int32_t step;
+    int32_t err;            /* errno */
+    char path[256];         /* the path or name the step acted on */
+} iso_error_t;
+
+/* Messages on the control socket, container side to caller side. */
+enum iso_msg_kind {
+    ISO_MSG_READY = 1,      /* init runs; status = pid of the command in run mode */
+    ISO_MSG_ERROR = 2,      /* setup or exec failed: see error */
+    ISO_MSG_EXIT = 3,       /* run mode: the command ended; status = wait status */
+};
+
+typedef struct iso_msg {
+    int32_t kind;
+    int32_t status;
+    iso_error_t error;
+} iso_msg_t;
+
+/* One step of a container's plan. Field use depends on kind:
+ *   MOUNT      mount(src, dst, fstype, flags, data)
+ *   BIND       bind src on dst (flags & MS_REC: recursive); then, if flags has
+ *              MS_RDONLY/NOSUID/NODEV/NOEXEC, remount with them, keeping the
+ *              flags the source mount already has
+ *   RDONLY_REC make dst and every mount below it read-only
+ *   MKDIR      mkdir -p dst, mode = arg
+ *   TOUCH      create an empty file dst (a bind target)
+ *   MKNOD      character device dst, mode = flags, device number = arg
+ *   SYMLINK    symlink(src, dst)
+ *   PIVOT_ROOT with src: pivot_root(dst, src), chdir /
+ *              without: chdir dst, pivot_root(".", "."), detach the old root
+ *   WRITE      write data to the existing file dst
+ *   HOSTNAME   sethostname(data)
+ *   LO_UP      bring the loopback interface up
+ *   UNSHARE    unshare(flags)
+ */
+enum iso_op_kind {
+    ISO_OP_MOUNT = 1,
+    ISO_OP_BIND,
+    ISO_OP_RDONLY_REC,
+    ISO_OP_MKDIR,
+    ISO_OP_TOUCH,
+    ISO_OP_MKNOD,
+    ISO_OP_SYMLINK,
+    ISO_OP_PIVOT_ROOT,
+    ISO_OP_WRITE,
+    ISO_OP_HOSTNAME,
+    ISO_OP_LO_UP,
+    ISO_OP_UNSHARE,
+};
+
+typedef struct iso_op {
+    int kind;
+    const char *src;
+    const char *dst;
+    const char *fstype;
+    const char *data;
+    unsigned long flags;
+    unsigned long arg;
+} iso_op_t;
+
+/* How to start a process: stdio, fds, directory, ids, then exec. */
+typedef struct iso_exec {
+    const char *file;           /* argv[0] or the executable; searched in path */
+    char *const *argv;
+    char *const *envp;
+    const char *path;           /* colon-separated directories for the search */
+    const char *cwd;            /* NULL: leave as it is */
+    int stdio[3];               /* fd to become 0, 1, 2; -1: keep */
+    const int *pass_fds;        /* kept open across exec (numbers unchanged) */
+    size_t npass_fds;
+    int set_ids;                /* apply uid, gid, groups */
+    int set_groups;             /* call setgroups (not allowed in some user namespaces) */
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t ngroups;
+    int new_session;            /* setsid() */
+    mode_t umask;
+} iso_exec_t;
+
+/* A container: namespaces, plan, then exec of the init with x's settings. */
+typedef struct iso_container {
+    unsigned long clone_flags;  /* CLONE_NEW* */
+    const iso_op_t *ops;
+    size_t nops;
+    int init_fd;                /* memfd holding the init program */
+    int ctl_at;                 /* fd number of the control socket in the init */
+    iso_exec_t init;            /* file/path unused; argv/envp go to the init */
+} iso_container_t;
+
+/* Start a container. On success returns 0 with *pid (host pid of its init),
+ * *pidfd and *ctl (the caller's end of the control socket, close-on-exec);
+ * first_msg receives the init's READY message. */
+int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
+                        iso_msg_t *first_msg, iso_error_t *err);
+
+/* Start a process inside a running container: join the namespaces in nsflags
+ * of the process behind pidfd (or, where setns on a pidfd is missing, of
+ * ns_fds: one fd per bit of nsflags, in iso_ns_order), then exec x. The new
+ * process is a child of the caller. Returns its pid, or -1 with err set. */
+pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
+                  iso_error_t *err);
+
+/* The namespace types in the order ns_fds lists them, ending with 0. */
+extern const unsigned long iso_ns_order[];
+
+/* Put the init program into a sealed memfd (once per process). */
+int iso_init_memfd(iso_error_t *err);
+
+const char *iso_step_name(int step);
+
+/* exec file with envp, searching path when file has no '/', as execvpe does.
+ * Returns only on failure, with errno set. buf holds PATH_MAX bytes. */
+int iso_exec_search(const char *file, char *const argv[], char *const envp[],
+                    const char *path, char *buf);
+
+#endif

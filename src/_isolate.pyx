@@ -1,0 +1,317 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin layer over csrc/: conversions, ownership, GIL release, errno to exception.
+
+Policy lives in the isolate package; this module only carries a plan to C and
+turns a failed step into the exception isolate.errors chooses.
+"""
+from libc.stdlib cimport calloc, free
+from libc.stdint cimport int32_t
+from posix.types cimport gid_t, mode_t, pid_t, uid_t
+
+
+cdef extern from "isolate.h" nogil:
+    ctypedef struct iso_error_t:
+        int32_t step
+        int32_t err
+        char path[256]
+
+    ctypedef struct iso_msg_t:
+        int32_t kind
+        int32_t status
+        iso_error_t error
+
+    ctypedef struct iso_op_t:
+        int kind
+        const char *src
+        const char *dst
+        const char *fstype
+        const char *data
+        unsigned long flags
+        unsigned long arg
+
+    ctypedef struct iso_exec_t:
+        const char *file
+        char *const *argv
+        char *const *envp
+        const char *path
+        const char *cwd
+        int stdio[3]
+        const int *pass_fds
+        size_t npass_fds
+        int set_ids
+        int set_groups
+        uid_t uid
+        gid_t gid
+        const gid_t *groups
+        size_t ngroups
+        int new_session
+        mode_t umask
+
+    ctypedef struct iso_container_t:
+        unsigned long clone_flags
+        const iso_op_t *ops
+        size_t nops
+        int init_fd
+        int ctl_at
+        iso_exec_t init
+
+    enum:
+        ISO_MSG_READY
+        ISO_MSG_ERROR
+        ISO_MSG_EXIT
+        ISO_OP_MOUNT
+        ISO_OP_BIND
+        ISO_OP_RDONLY_REC
+        ISO_OP_MKDIR
+        ISO_OP_TOUCH
+        ISO_OP_MKNOD
+        ISO_OP_SYMLINK
+        ISO_OP_PIVOT_ROOT
+        ISO_OP_WRITE
+        ISO_OP_HOSTNAME
+        ISO_OP_LO_UP
+        ISO_OP_UNSHARE
+
+    int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
+                            iso_msg_t *first_msg, iso_error_t *err)
+    pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags,
+                      const iso_exec_t *x, iso_error_t *err)
+    int iso_init_memfd(iso_error_t *err)
+    const char *iso_step_name(int step)
+    const unsigned long iso_ns_order[]
+
+
+cdef extern from "<sched.h>" nogil:
+    enum:
+        CLONE_NEWNS
+        CLONE_NEWUTS
+        CLONE_NEWIPC
+        CLONE_NEWUSER
+        CLONE_NEWPID
+        CLONE_NEWNET
+        CLONE_NEWCGROUP
+        CLONE_NEWTIME
+
+
+cdef extern from "<sys/mount.h>" nogil:
+    enum:
+        MS_RDONLY
+        MS_NOSUID
+        MS_NODEV
+        MS_NOEXEC
+        MS_REC
+        MS_PRIVATE
+        MS_SLAVE
+        MS_STRICTATIME
+        MS_NOATIME
+        MS_RELATIME
+
+
+# Plan steps (see iso_op_kind in csrc/isolate.h)
+OP_MOUNT = ISO_OP_MOUNT
+OP_BIND = ISO_OP_BIND
+OP_RDONLY_REC = ISO_OP_RDONLY_REC
+OP_MKDIR = ISO_OP_MKDIR
+OP_TOUCH = ISO_OP_TOUCH
+OP_MKNOD = ISO_OP_MKNOD
+OP_SYMLINK = ISO_OP_SYMLINK
+OP_PIVOT_ROOT = ISO_OP_PIVOT_ROOT
+OP_WRITE = ISO_OP_WRITE
+OP_HOSTNAME = ISO_OP_HOSTNAME
+OP_LO_UP = ISO_OP_LO_UP
+OP_UNSHARE = ISO_OP_UNSHARE
+
+MSG_READY = ISO_MSG_READY
+MSG_ERROR = ISO_MSG_ERROR
+MSG_EXIT = ISO_MSG_EXIT
+MSG_SIZE = sizeof(iso_msg_t)
+
+NAMESPACE_FLAGS = {
+    "mount": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+
+cdef list _ns_order():
+    cdef list names = []
+    cdef int i = 0
+    by_flag = {v: k for k, v in NAMESPACE_FLAGS.items()}
+    while iso_ns_order[i] != 0:
+        names.append(by_flag[iso_ns_order[i]])
+        i += 1
+    return names
+
+# The order in which exec_in's ns_fds are given.
+NAMESPACE_ORDER = tuple(_ns_order())
+
+MS = {
+    "rdonly": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+    "rec": MS_REC, "private": MS_PRIVATE, "slave": MS_SLAVE, "strictatime": MS_STRICTATIME,
+    "noatime": MS_NOATIME, "relatime": MS_RELATIME,
+}
+
+
+cdef object _raise(iso_error_t *e):
+    from isolate.errors import child_error
+    path = e.path.decode("utf-8", "surrogateescape")
+    raise child_error(iso_step_name(e.step).decode(), e.err, path)
+
+
+cdef const char *_cstr(object b) except? NULL:
+    if b is None:
+        return NULL
+    return <const char *>(<bytes>b)
+
+
+cdef class Plan:
+    """The ordered setup steps of a container, as C reads them.
+
+    ops: a sequence of (kind, src, dst, fstype, data, flags, arg), strings as
+    bytes or None. The Plan keeps them alive for as long as C may read them.
+    """
+    cdef iso_op_t *ops
+    cdef size_t n
+    cdef readonly tuple steps
+
+    def __cinit__(self, steps):
+        self.steps = tuple(steps)
+        self.n = len(self.steps)
+        self.ops = <iso_op_t *>calloc(self.n + 1, sizeof(iso_op_t))
+        if self.ops == NULL:
+            raise MemoryError()
+        cdef size_t i = 0
+        for kind, src, dst, fstype, data, flags, arg in self.steps:
+            self.ops[i].kind = kind
+            self.ops[i].src = _cstr(src)
+            self.ops[i].dst = _cstr(dst)
+            self.ops[i].fstype = _cstr(fstype)
+            self.ops[i].data = _cstr(data)
+            self.ops[i].flags = flags
+            self.ops[i].arg = arg
+            i += 1
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def __len__(self):
+        return self.n
+
+
+cdef char **_strv(list items) except NULL:
+    cdef char **v = <char **>calloc(len(items) + 1, sizeof(char *))
+    if v == NULL:
+        raise MemoryError()
+    for i, s in enumerate(items):
+        v[i] = <char *>(<bytes>s)
+    return v
+
+
+cdef class ExecSpec:
+    """How to start a process: argv, environment, stdio, fds, ids, directory."""
+    cdef iso_exec_t x
+    cdef list _keep
+    cdef int *_pass
+    cdef gid_t *_groups
+
+    def __cinit__(self, bytes file, list argv, list envp, bytes path, bytes cwd, stdio,
+                  pass_fds=(), ids=None, bint set_groups=True, bint new_session=True,
+                  int umask=0o022):
+        self._keep = [file, argv, envp, path, cwd]
+        self.x.file = file
+        self.x.argv = _strv(argv)
+        self.x.envp = _strv(envp)
+        self.x.path = _cstr(path)
+        self.x.cwd = _cstr(cwd)
+        for i in range(3):
+            self.x.stdio[i] = stdio[i]
+        self._pass = <int *>calloc(len(pass_fds) + 1, sizeof(int))
+        if self._pass == NULL:
+            raise MemoryError()
+        for i, fd in enumerate(pass_fds):
+            self._pass[i] = fd
+        self.x.pass_fds = self._pass
+        self.x.npass_fds = len(pass_fds)
+        if ids is not None:
+            uid, gid, groups = ids
+            self._groups = <gid_t *>calloc(len(groups) + 1, sizeof(gid_t))
+            if self._groups == NULL:
+                raise MemoryError()
+            for i, g in enumerate(groups):
+                self._groups[i] = g
+            self.x.set_ids = 1
+            self.x.set_groups = set_groups
+            self.x.uid = uid
+            self.x.gid = gid
+            self.x.groups = self._groups
+            self.x.ngroups = len(groups)
+        self.x.new_session = new_session
+        self.x.umask = umask
+
+    def __dealloc__(self):
+        free(<void *>self.x.argv)
+        free(<void *>self.x.envp)
+        free(self._pass)
+        free(self._groups)
+
+
+def start_container(Plan plan, unsigned long clone_flags, ExecSpec init, int ctl_at):
+    """Clone a container, walk its plan and exec its init with `init`'s settings.
+
+    Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
+    the caller's end of the control socket, and the status of the init's
+    first report (the command's pid in run mode).
+    """
+    cdef iso_container_t c
+    cdef iso_error_t err
+    cdef iso_msg_t msg
+    cdef pid_t pid = -1
+    cdef int pidfd = -1, ctl = -1, r
+    c.init_fd = iso_init_memfd(&err)
+    if c.init_fd < 0:
+        _raise(&err)
+    c.clone_flags = clone_flags
+    c.ops = plan.ops
+    c.nops = plan.n
+    c.ctl_at = ctl_at
+    c.init = init.x
+    with nogil:
+        r = iso_container_start(&c, &pid, &pidfd, &ctl, &msg, &err)
+    if r < 0:
+        _raise(&err)
+    return pid, pidfd, ctl, msg.status
+
+
+def exec_in(int pidfd, ns_fds, unsigned long nsflags, ExecSpec spec):
+    """Start spec's process inside the namespaces of a running container.
+
+    Joins through pidfd, or (pidfd < 0) through ns_fds, given in
+    NAMESPACE_ORDER. The process is a child of the caller; returns its pid.
+    """
+    cdef iso_error_t err
+    cdef int fds[16]
+    cdef pid_t pid
+    cdef int i
+    for i in range(16):
+        fds[i] = -1
+    for i, fd in enumerate(ns_fds):
+        fds[i] = fd
+    with nogil:
+        pid = iso_exec_in(pidfd, fds, nsflags, &spec.x, &err)
+    if pid < 0:
+        _raise(&err)
+    return pid
+
+
+def parse_msg(bytes data):
+    """(kind, status, step, errno, path) of a control message."""
+    cdef const iso_msg_t *m
+    if len(data) != sizeof(iso_msg_t):
+        raise ValueError("short control message")
+    m = <const iso_msg_t *><const char *>data
+    return (m.kind, m.status, iso_step_name(m.error.step).decode(), m.error.err,
+            m.error.path.decode("utf-8", "surrogateescape"))

@@ -1,0 +1,31 @@
+"""isolate: Linux containers from Python.
+
+    import isolate
+    r = isolate.run(["hostname"], capture_output=True, text=True)
+
+    with isolate.Container(rootfs="/srv/busybox", network="none") as c:
+        c.run(["sh", "-c", "echo $$"], capture_output=True, text=True)
+"""
+try:
+    from . import _isolate  # noqa: F401
+except ImportError as e:  # pragma: no cover
+    raise ImportError(
+        "isolate's C extension is not built: install with `pip install .` "
+        "(needs a C compiler, Cython and a static libc)"
+    ) from e
+
+from .container import Container, Process, run
+from .errors import ContainerError, IsolateError, NamespaceError
+from .mounts import Mount
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Container",
+    "ContainerError",
+    "IsolateError",
+    "Mount",
+    "NamespaceError",
+    "Process",
+    "run",
+]

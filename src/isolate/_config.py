@@ -1,0 +1,255 @@
+"""Container options, validated before anything is created.
+
+`make_config` turns the keyword arguments of `Container(...)` and
+`isolate.run(...)` into an immutable `Config`; every bad value raises here
+(TypeError, ValueError, FileNotFoundError, NotADirectoryError), so a bad
+option never leaves anything behind.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .mounts import Mount
+
+DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
+ALL_NAMESPACES = DEFAULT_NAMESPACES | {"user", "time"}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORKS = ("none", "host")
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    rootfs: str | None
+    readonly: bool
+    hostname: str | None
+    network: str
+    namespaces: frozenset[str]
+    mounts: tuple[Mount, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    user: User
+    #: host (euid, egid) that container root maps to when "user" is set
+    host_ids: tuple[int, int]
+
+    @property
+    def userns(self) -> bool:
+        return "user" in self.namespaces
+
+
+def _namespaces(namespaces: Iterable[str] | None, network: str | None) -> tuple[frozenset[str], str]:
+    if network is not None and network not in NETWORKS:
+        raise ValueError(f"network={network!r}: use 'none' (own namespace, lo only) or 'host'")
+    if namespaces is None:
+        ns = set(DEFAULT_NAMESPACES)
+        if network == "host":
+            ns.discard("net")
+    else:
+        if isinstance(namespaces, str):
+            raise TypeError("namespaces is a collection of names, e.g. ('mount', 'pid')")
+        ns = set(namespaces)
+        unknown = ns - ALL_NAMESPACES
+        if unknown:
+            raise ValueError(
+                f"unknown namespace(s) {sorted(unknown)}: choose from {sorted(ALL_NAMESPACES)}"
+            )
+        if network == "none" and "net" not in ns:
+            raise ValueError("network='none' needs the 'net' namespace")
+        if network == "host" and "net" in ns:
+            raise ValueError("network='host' conflicts with the 'net' namespace")
+    if os.geteuid() != 0:
+        ns.add("user")          # the only way an unprivileged caller gets the others
+    return frozenset(ns), "none" if "net" in ns else "host"
+
+
+def _env(env: Mapping[str, str] | None, home: str) -> tuple[tuple[str, str], ...]:
+    if env is None:
+        return (("PATH", DEFAULT_PATH), ("HOME", home))
+    if not isinstance(env, Mapping):
+        raise TypeError("env must be a mapping of str to str")
+    items = []
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"env entries must be str, got {k!r}: {v!r}")
+        if not k or "=" in k or "\0" in k or "\0" in v:
+            raise ValueError(f"invalid environment variable name or value: {k!r}")
+        items.append((k, v))
+    return tuple(items)
+
+
+def env_list(env: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[bytes]:
+    items = env.items() if isinstance(env, Mapping) else env
+    out = []
+    for k, v in items:
+        k, v = os.fsencode(k), os.fsencode(v)
+        if not k or b"=" in k or b"\0" in k or b"\0" in v:
+            raise ValueError(f"invalid environment variable name or value: {k!r}")
+        out.append(k + b"=" + v)
+    return out
+
+
+def _lookup(root: str | None, db: str, name: str) -> list[str] | None:
+    """The /etc/passwd or /etc/group line for name in the container's image."""
+    path = os.path.join(root or "/", "etc", db)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if fields and fields[0] == name:
+                    return fields
+    except OSError:
+        return None
+    return None
+
+
+def parse_user(user: int | str | None, rootfs: str | None) -> User:
+    """uid[:gid], name[:group] (looked up in the image's /etc), or None for root."""
+    if user is None:
+        return User(0, 0, ())
+    if isinstance(user, bool):
+        raise TypeError("user is an int uid or a 'uid:gid' str")
+    if isinstance(user, int):
+        if not 0 <= user < 2**32 - 1:
+            raise ValueError(f"user={user} is out of range")
+        return User(user, user, ())
+    if not isinstance(user, str):
+        raise TypeError("user is an int uid or a 'uid:gid' str")
+    name, _, group = user.partition(":")
+    if name.isdigit():
+        uid, gid = int(name), int(name)
+    else:
+        entry = _lookup(rootfs, "passwd", name)
+        if entry is None or len(entry) < 4:
+            raise ValueError(f"user {name!r} is not in the container's /etc/passwd")
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            gentry = _lookup(rootfs, "group", group)
+            if gentry is None or len(gentry) < 3:
+                raise ValueError(f"group {group!r} is not in the container's /etc/group")
+            gid = int(gentry[2])
+    if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
+        raise ValueError(f"user={user!r} is out of range")
+    return User(uid, gid, ())
+
+
+def check_ids(user: User, cfg_userns: bool) -> None:
+    if cfg_userns and (user.uid != 0 or user.gid != 0):
+        raise ValueError(
+            f"user {user.uid}:{user.gid} is not mapped in the container's user namespace, "
+            "which maps only root (0:0) to the caller"
+        )
+
+
+def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
+    if rootfs is None:
+        return None
+    path = os.fspath(rootfs)
+    if not isinstance(path, str):
+        raise TypeError("rootfs is a str path")
+    path = os.path.realpath(path)
+    st = os.stat(path)          # FileNotFoundError names it
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(20, "rootfs is not a directory", path)
+    if "," in path or ":" in path:
+        raise ValueError(f"rootfs {path!r}: a path with ',' or ':' cannot be an overlay layer")
+    for name in ("proc", "sys", "dev"):
+        p = os.path.join(path, name)
+        if os.path.islink(p):
+            raise ValueError(f"rootfs {path!r}: /{name} is a symlink; refusing to mount over it")
+    return path
+
+
+def make_config(
+    rootfs: str | os.PathLike[str] | None = None,
+    *,
+    hostname: str | None = None,
+    network: str | None = None,
+    mounts: Iterable[Mount] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    user: int | str | None = None,
+    readonly: bool = False,
+    namespaces: Iterable[str] | None = None,
+) -> Config:
+    root = _rootfs(rootfs)
+    ns, network = _namespaces(namespaces, network)
+    if hostname is not None:
+        if not isinstance(hostname, str):
+            raise TypeError("hostname is a str")
+        if not 0 < len(hostname.encode()) <= 64 or "\0" in hostname:
+            raise ValueError(f"hostname {hostname!r} must be 1 to 64 bytes")
+        if "uts" not in ns:
+            raise ValueError("hostname needs the 'uts' namespace")
+    mounts = tuple(mounts)
+    for m in mounts:
+        if not isinstance(m, Mount):
+            raise TypeError(f"mounts takes Mount objects (Mount.bind, Mount.tmpfs), not {m!r}")
+        if m.kind == "bind" and m.source is not None:
+            os.stat(m.source)   # FileNotFoundError names the missing source
+    if (root is not None or mounts) and "mount" not in ns:
+        raise ValueError("rootfs and mounts need the 'mount' namespace")
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise ValueError(f"cwd={cwd!r} must be an absolute path inside the container")
+    u = parse_user(user, root)
+    check_ids(u, "user" in ns)
+    return Config(
+        rootfs=root,
+        readonly=bool(readonly),
+        hostname=hostname,
+        network=network,
+        namespaces=ns,
+        mounts=mounts,
+        env=_env(env, "/root" if u.uid == 0 else "/"),
+        cwd=cwd,
+        user=u,
+        host_ids=(os.geteuid(), os.getegid()),
+    )
+
+
+def resolve_in_root(root: str, path: str) -> str:
+    """path as the container sees it, with symlinks followed inside root.
+
+    Like filepath-securejoin: '..' and absolute symlinks stop at root, so the
+    result is always root-relative ('/...'). Missing components are kept.
+    """
+    parts = [p for p in path.split("/") if p]
+    parts.reverse()
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        p = parts.pop()
+        if p == ".":
+            continue
+        if p == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = os.path.join(root, *resolved, p)
+        try:
+            st = os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(p)
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved.append(p)
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(40, "too many levels of symbolic links", os.path.join(root, path.lstrip("/")))
+        target = os.readlink(host)
+        if target.startswith("/"):
+            resolved = []
+        parts.extend(reversed([t for t in target.split("/") if t]))
+    return "/" + "/".join(resolved)

@@ -1,0 +1,196 @@
+"""A Config compiled into the ordered steps that csrc/child.c walks.
+
+The steps are plain tuples, so a plan can be printed and tested without
+creating anything:
+
+    >>> for step in describe(container_steps(make_config())): print(step)
+"""
+from __future__ import annotations
+
+import functools
+import os
+import stat
+
+from . import _isolate as _c
+from ._config import Config, resolve_in_root
+
+MS = _c.MS
+NOSUID, NODEV, NOEXEC, RDONLY, REC = MS["nosuid"], MS["nodev"], MS["noexec"], MS["rdonly"], MS["rec"]
+
+#: The host directory the setup tmpfs goes on, in the container's own mount
+#: namespace; the host's content there stays visible as /oldroot/tmp.
+BASE = "/tmp"
+NEWROOT = "/newroot"
+OLDROOT = "/oldroot"
+
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+             ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
+             ("pts/ptmx", "ptmx"))
+
+_KIND_NAMES = {v: k[3:].lower() for k, v in vars(_c).items() if k.startswith("OP_")}
+
+
+def _b(s):
+    return None if s is None else os.fsencode(s)
+
+
+def op(kind, *, src=None, dst=None, fstype=None, data=None, flags=0, arg=0):
+    return (kind, _b(src), _b(dst), _b(fstype), _b(data), flags, arg)
+
+
+def describe(steps):
+    """Readable lines for a list of steps."""
+    for kind, src, dst, fstype, data, flags, arg in steps:
+        parts = [_KIND_NAMES.get(kind, str(kind))]
+        for name, v in (("src", src), ("dst", dst), ("type", fstype), ("data", data)):
+            if v is not None:
+                parts.append(f"{name}={os.fsdecode(v)}")
+        if flags:
+            parts.append(f"flags={flags:#x}")
+        if arg:
+            parts.append(f"arg={arg:#o}" if kind == _c.OP_MKDIR else f"arg={arg}")
+        yield " ".join(parts)
+
+
+def _userns_steps(cfg: Config) -> list[tuple]:
+    uid, gid = cfg.host_ids
+    return [
+        op(_c.OP_WRITE, dst="/proc/self/setgroups", data="deny"),
+        op(_c.OP_WRITE, dst="/proc/self/gid_map", data=f"0 {gid} 1\n"),
+        op(_c.OP_WRITE, dst="/proc/self/uid_map", data=f"0 {uid} 1\n"),
+    ]
+
+
+def _root_steps(cfg: Config) -> list[tuple]:
+    """Mount the container's / at NEWROOT (the host's root is at OLDROOT)."""
+    if cfg.rootfs is None:
+        return [op(_c.OP_BIND, src=OLDROOT, dst=NEWROOT, flags=REC),
+                op(_c.OP_RDONLY_REC, dst=NEWROOT)]
+    lower = OLDROOT + cfg.rootfs
+    if cfg.readonly:
+        return [op(_c.OP_BIND, src=lower, dst=NEWROOT, flags=REC),
+                op(_c.OP_RDONLY_REC, dst=NEWROOT)]
+    data = f"lowerdir={lower},upperdir=/upper,workdir=/work"
+    if cfg.userns:
+        data += ",userxattr"
+    return [op(_c.OP_MKDIR, dst="/upper", arg=0o755),
+            op(_c.OP_MKDIR, dst="/work", arg=0o755),
+            op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", data=data)]
+
+
+def _writable_root(cfg: Config) -> bool:
+    return cfg.rootfs is not None and not cfg.readonly
+
+
+def _special_fs_steps(cfg: Config) -> list[tuple]:
+    """/proc, /sys and /dev, as runc and crun lay them out."""
+    r = NEWROOT
+    steps = []
+    if _writable_root(cfg):
+        steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")]
+    if "pid" in cfg.namespaces:
+        steps.append(op(_c.OP_MOUNT, src="proc", dst=r + "/proc", fstype="proc",
+                        flags=NOSUID | NODEV | NOEXEC))
+    else:
+        steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
+    if "net" in cfg.namespaces or not cfg.userns:
+        steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
+                        flags=RDONLY | NOSUID | NODEV | NOEXEC))
+    else:   # sysfs belongs to the network namespace's owner
+        steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
+                  op(_c.OP_RDONLY_REC, dst=r + "/sys")]
+
+    dev = r + "/dev"
+    steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
+                    flags=NOSUID | MS["strictatime"], data="mode=755,size=65536k"))
+    for name, major, minor in DEVICES:
+        if cfg.userns:      # no mknod in a user namespace: bind the host's nodes
+            steps += [op(_c.OP_TOUCH, dst=f"{dev}/{name}"),
+                      op(_c.OP_BIND, src=f"{OLDROOT}/dev/{name}", dst=f"{dev}/{name}")]
+        else:
+            steps.append(op(_c.OP_MKNOD, dst=f"{dev}/{name}", flags=0o666,
+                            arg=os.makedev(major, minor)))
+    pts_opts = "newinstance,ptmxmode=0666,mode=0620" + ("" if cfg.userns else ",gid=5")
+    steps += [
+        op(_c.OP_MKDIR, dst=dev + "/pts", arg=0o755),
+        op(_c.OP_MOUNT, src="devpts", dst=dev + "/pts", fstype="devpts",
+           flags=NOSUID | NOEXEC, data=pts_opts),
+        op(_c.OP_MKDIR, dst=dev + "/shm", arg=0o1777),
+        op(_c.OP_MOUNT, src="shm", dst=dev + "/shm", fstype="tmpfs",
+           flags=NOSUID | NODEV | NOEXEC, data="mode=1777,size=65536k"),
+    ]
+    steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
+    if cfg.rootfs is None:
+        steps += [
+            op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",
+               flags=NOSUID | NODEV, data="mode=1777"),
+            op(_c.OP_MOUNT, src="tmpfs", dst=r + "/run", fstype="tmpfs",
+               flags=NOSUID | NODEV, data="mode=755"),
+        ]
+    return steps
+
+
+def _user_mount_steps(cfg: Config) -> list[tuple]:
+    image = cfg.rootfs or "/"
+    steps = []
+    for m in cfg.mounts:
+        target = NEWROOT + resolve_in_root(image, m.target)
+        if m.kind == "tmpfs":
+            data = f"mode={m.mode:o}" + (f",size={m.size}" if m.size else "")
+            steps += [op(_c.OP_MKDIR, dst=target, arg=0o755),
+                      op(_c.OP_MOUNT, src="tmpfs", dst=target, fstype="tmpfs",
+                         flags=NOSUID | NODEV, data=data)]
+            continue
+        source = os.path.realpath(m.source)     # OLDROOT + a symlink would leave OLDROOT
+        if stat.S_ISDIR(os.stat(source).st_mode):
+            steps.append(op(_c.OP_MKDIR, dst=target, arg=0o755))
+        else:
+            steps += [op(_c.OP_MKDIR, dst=os.path.dirname(target), arg=0o755),
+                      op(_c.OP_TOUCH, dst=target)]
+        steps.append(op(_c.OP_BIND, src=OLDROOT + source, dst=target, flags=REC))
+        if m.readonly:
+            steps.append(op(_c.OP_RDONLY_REC, dst=target))
+    return steps
+
+
+@functools.lru_cache(maxsize=64)
+def container_steps(cfg: Config) -> tuple[tuple, ...]:
+    """Every step of creating a container for cfg, but the hostname."""
+    steps = _userns_steps(cfg) if cfg.userns else []
+    if "mount" in cfg.namespaces:
+        steps += [
+            op(_c.OP_MOUNT, dst="/", flags=REC | MS["private"]),
+            op(_c.OP_MOUNT, src="tmpfs", dst=BASE, fstype="tmpfs", flags=NOSUID | NODEV,
+               data="mode=755"),
+            op(_c.OP_MKDIR, dst=BASE + NEWROOT, arg=0o755),
+            op(_c.OP_MKDIR, dst=BASE + OLDROOT, arg=0o755),
+            op(_c.OP_PIVOT_ROOT, dst=BASE, src=BASE + OLDROOT),
+        ]
+        steps += _root_steps(cfg)
+        steps += _special_fs_steps(cfg)
+        steps += _user_mount_steps(cfg)
+        steps.append(op(_c.OP_PIVOT_ROOT, dst=NEWROOT))
+    if "net" in cfg.namespaces:
+        steps.append(op(_c.OP_LO_UP))
+    if "time" in cfg.namespaces:
+        # clone cannot take CLONE_NEWTIME; the init enters it when it execs
+        steps.append(op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["time"], data="time"))
+    return tuple(steps)
+
+
+def clone_flags(cfg: Config) -> int:
+    flags = 0
+    for name in cfg.namespaces:
+        if name != "time":
+            flags |= _c.NAMESPACE_FLAGS[name]
+    return flags
+
+
+def join_flags(cfg: Config) -> int:
+    """The namespaces a process started in a running container joins."""
+    flags = 0
+    for name in cfg.namespaces:
+        flags |= _c.NAMESPACE_FLAGS[name]
+    return flags

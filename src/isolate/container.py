@@ -1,0 +1,409 @@
+"""Containers and the processes that run in them.
+
+`Container` owns a running container: its namespaces, its root and a small
+init as PID 1. `Container.run`/`spawn` start commands inside it by joining its
+namespaces (as `docker exec` does); `isolate.run` makes a container for one
+command, the fastest path. Processes are `subprocess.Popen` objects in every
+respect but how they start.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any, Callable, Union
+
+from . import _isolate as _c
+from . import _plan
+from ._config import DEFAULT_PATH, Config, check_ids, env_list, make_config, parse_user
+from .mounts import Mount
+
+__all__ = ["Container", "Process", "run"]
+
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Args = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
+File = Union[None, int, IO[Any]]
+
+_devnull_fd = -1
+_devnull_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    """One /dev/null fd for the inits' stdio, opened once per process."""
+    global _devnull_fd
+    with _devnull_lock:
+        if _devnull_fd < 0:
+            _devnull_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        return _devnull_fd
+
+
+def _argv(args: Args, shell: bool) -> list[bytes]:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        items = [args]
+    else:
+        items = list(args)
+    if shell:
+        items = ["/bin/sh", "-c", *items]
+    if not items:
+        raise ValueError("args is empty: give the command to run")
+    return [os.fsencode(a) for a in items]
+
+
+def _ctl_at(pass_fds: Iterable[int]) -> int:
+    """Where the init finds its control socket: the first fd from 3 not passed."""
+    taken = set(pass_fds)
+    fd = 3
+    while fd in taken:
+        fd += 1
+    return fd
+
+
+class _Launch:
+    """What a Process needs to start: everything but the stdio Popen makes."""
+
+    def __init__(self, cfg: Config, cwd: str | None, env: Mapping[str, str] | None,
+                 user: int | str | None):
+        self.cfg = cfg
+        self.cwd = cwd
+        self.env = env
+        self.user = cfg.user
+        if user is not None:
+            self.user = parse_user(user, cfg.rootfs)
+            check_ids(self.user, cfg.userns)
+
+    def spec(self, argv: list[bytes], executable: StrOrBytesPath | None,
+             stdio: tuple[int, int, int], pass_fds: Sequence[int], init_argv=None) -> Any:
+        cfg = self.cfg
+        env = list(cfg.env) if self.env is None else self.env
+        envp = env_list(env)
+        path = (dict(env) if not isinstance(env, Mapping) else env).get("PATH", DEFAULT_PATH)
+        cwd = cfg.cwd if self.cwd is None else os.fspath(self.cwd)
+        file = argv[0] if executable is None else os.fsencode(executable)
+        u = self.user
+        if init_argv is not None:
+            argv = [*init_argv, os.fsencode(path), file, *argv]
+        return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
+                           tuple(pass_fds), (u.uid, u.gid, u.groups), not cfg.userns, True)
+
+
+class Process(subprocess.Popen):
+    """A process running in a container: a `subprocess.Popen` in all but its start.
+
+    Made by `Container.spawn` (and by `isolate.run`), never directly. For a
+    process of `isolate.run`, `pid` is the container's init and a signal sent
+    to it reaches the command; `kill()` ends the whole container.
+    """
+
+    def __init__(self, launch: Callable[..., int], args: Args, **kwargs: Any):
+        self._launch = launch
+        self._ctl: socket.socket | None = None
+        super().__init__(args, **kwargs)  # type: ignore[call-overload]
+
+    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
+                       startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite,
+                       errread, errwrite, *unused):
+        try:
+            argv = _argv(args, shell)
+            self.pid = self._launch(self, argv, executable, (p2cread, c2pwrite, errwrite),
+                                    pass_fds)
+            self._child_created = True
+        finally:
+            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    def _handle_exitstatus(self, sts, *args, **kwargs):
+        if self._ctl is not None:
+            sts = self._command_status(sts)
+        super()._handle_exitstatus(sts, *args, **kwargs)
+
+    def _command_status(self, sts: int) -> int:
+        """The command's wait status, as the init reported it before it ended."""
+        ctl, self._ctl = self._ctl, None
+        assert ctl is not None
+        try:
+            data = ctl.recv(_c.MSG_SIZE, socket.MSG_DONTWAIT)
+            if len(data) == _c.MSG_SIZE:
+                kind, status, *_ = _c.parse_msg(data)
+                if kind == _c.MSG_EXIT:
+                    return status
+        except OSError:
+            pass
+        finally:
+            ctl.close()
+        return sts     # the init itself was killed: that is the command's fate too
+
+    def _kill_all(self) -> None:
+        """Kill the process and its process group (what it started)."""
+        if self.returncode is not None:
+            return
+        try:
+            if self._ctl is not None:
+                os.kill(self.pid, signal.SIGKILL)   # the init: the whole container
+            else:
+                os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _popen_kwargs(input, capture_output, kwargs):
+    if input is not None:
+        if kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used.")
+        kwargs["stdin"] = subprocess.PIPE
+    if capture_output:
+        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+        kwargs["stdout"] = subprocess.PIPE
+        kwargs["stderr"] = subprocess.PIPE
+    return kwargs
+
+
+def _complete(proc: Process, input, timeout, check) -> subprocess.CompletedProcess:
+    """subprocess.run's second half; a timeout kills what the command started."""
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc._kill_all()
+            proc.wait()
+            raise
+        except BaseException:
+            proc._kill_all()
+            raise
+        retcode = proc.poll()
+        assert retcode is not None
+        if check and retcode:
+            raise subprocess.CalledProcessError(retcode, proc.args, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(proc.args, retcode, stdout, stderr)
+
+
+class Container:
+    """A Linux container: namespaces, a root filesystem and an init as PID 1.
+
+    Keyword options (all validated here, before anything is created):
+
+    rootfs      directory to use as /, entered with pivot_root; writes go to a
+                throw-away overlay unless readonly=True. None: the host's root,
+                read-only, with fresh /proc, /dev, /tmp and /run.
+    hostname    the container's hostname (default: its id)
+    network     "none" (own network namespace, lo up) or "host"
+    mounts      Mount.bind(...) and Mount.tmpfs(...) entries
+    env         environment of commands (default PATH and HOME only)
+    cwd         working directory of commands
+    user        "uid:gid", uid or a name from the image's /etc/passwd
+    readonly    make rootfs read-only instead of copy-on-write
+    namespaces  the namespaces to create; default mount, pid, uts, ipc, net,
+                cgroup (plus user when the caller is not root); "time" on request
+
+    Entering (or start()) creates it; leaving (or close()) kills every process
+    in it and removes everything it created.
+    """
+
+    def __init__(
+        self,
+        rootfs: str | os.PathLike[str] | None = None,
+        *,
+        hostname: str | None = None,
+        network: str | None = None,
+        mounts: Iterable[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str = "/",
+        user: int | str | None = None,
+        readonly: bool = False,
+        namespaces: Iterable[str] | None = None,
+    ) -> None:
+        self._state = "new"
+        self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
+                                env=env, cwd=cwd, user=user, readonly=readonly,
+                                namespaces=namespaces)
+        self.id: str = os.urandom(6).hex()
+        self.pid: int | None = None
+        self._pidfd = -1
+        self._ctl: socket.socket | None = None
+        self._procs: list[Process] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> Container:
+        """Create the container. Called by `with`; a container starts once."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"container {self.id} is {self._state}; it starts only once")
+            cfg = self._cfg
+            init = _c.ExecSpec(b"isolate-init", [b"isolate-init", b"serve", b"3"], [], None, b"/",
+                               (_devnull(),) * 3, (), (0, 0, ()), not cfg.userns, True)
+            pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
+                                                    init, 3)
+            self.pid, self._pidfd = pid, pidfd
+            self._ctl = socket.socket(fileno=ctl)
+            self._join = _plan.join_flags(cfg)
+            self._state = "running"
+        return self
+
+    def __enter__(self) -> Container:
+        if self._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every process in the container and remove it. Idempotent."""
+        with self._lock:
+            if self._state != "running":
+                self._state = "closed"
+                return
+            self._state = "closed"
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            # The init's end waits for every process of its PID namespace to be
+            # reaped, ours (children of this process) too: reap them first.
+            for p in self._procs:
+                if "pid" not in self._cfg.namespaces:
+                    p._kill_all()
+                p.wait()
+            self._procs.clear()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            os.close(self._pidfd)
+            self._pidfd = -1
+            if self._ctl is not None:
+                self._ctl.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) == "running":
+            warnings.warn(f"unclosed container {self!r}", ResourceWarning, source=self)
+            self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def __repr__(self) -> str:
+        parts = [f"<Container {self.id} {self._state}"]
+        if self._state == "running":
+            parts.append(f"pid={self.pid}")
+        parts.append(f"rootfs={self._cfg.rootfs or '<host, read-only>'}")
+        return " ".join(parts) + ">"
+
+    # -- processes --------------------------------------------------------
+
+    def spawn(
+        self,
+        args: Args,
+        *,
+        stdin: File = None,
+        stdout: File = None,
+        stderr: File = None,
+        text: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+        universal_newlines: bool | None = None,
+        bufsize: int = -1,
+        executable: StrOrBytesPath | None = None,
+        shell: bool = False,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: int | str | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> Process:
+        """Start a command in the container; returns a Popen-like `Process`.
+
+        The arguments mean what they mean to `subprocess.Popen`; cwd, env and
+        user override the container's defaults (env replaces, as in Popen).
+        """
+        launch = _Launch(self._cfg, cwd, env, user)
+
+        def start(proc: Process, argv, exe, stdio, fds) -> int:
+            with self._lock:
+                if self._state != "running":
+                    raise RuntimeError(f"container {self.id} is {self._state}")
+                pid = _c.exec_in(self._pidfd, (), self._join, launch.spec(argv, exe, stdio, fds))
+                self._procs.append(proc)
+                return pid
+
+        return Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
+                       encoding=encoding, errors=errors, universal_newlines=universal_newlines,
+                       bufsize=bufsize, executable=executable, shell=shell, pass_fds=pass_fds)
+
+    def run(
+        self,
+        args: Args,
+        *,
+        input: str | bytes | None = None,
+        capture_output: bool = False,
+        timeout: float | None = None,
+        check: bool = False,
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess:
+        """Run a command in the container and wait for it, as `subprocess.run`.
+
+        On timeout the command and its process group are killed and
+        `subprocess.TimeoutExpired` is raised.
+        """
+        proc = self.spawn(args, **_popen_kwargs(input, capture_output, kwargs))
+        return _complete(proc, input, timeout, check)
+
+
+def _steps(cfg: Config, container_id: str) -> Any:
+    steps = _plan.container_steps(cfg)
+    if "uts" in cfg.namespaces:
+        steps += (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or container_id),)
+    return _c.Plan(steps)
+
+
+def run(
+    args: Args,
+    *,
+    input: str | bytes | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    stdin: File = None,
+    stdout: File = None,
+    stderr: File = None,
+    text: bool | None = None,
+    encoding: str | None = None,
+    errors: str | None = None,
+    universal_newlines: bool | None = None,
+    executable: StrOrBytesPath | None = None,
+    shell: bool = False,
+    pass_fds: Sequence[int] = (),
+    cwd: str = "/",
+    env: Mapping[str, str] | None = None,
+    user: int | str | None = None,
+    **container_options: Any,
+) -> subprocess.CompletedProcess:
+    """Run one command in a fresh container and remove the container.
+
+    Takes `subprocess.run`'s arguments and `Container`'s options. The
+    container ends when the command ends; a timeout kills it all.
+    """
+    cfg = make_config(cwd=cwd, env=env, user=user, **container_options)
+    launch = _Launch(cfg, None, None, None)
+    container_id = os.urandom(6).hex()
+
+    def start(proc: Process, argv, exe, stdio, fds) -> int:
+        ctl_at = _ctl_at(fds)
+        spec = launch.spec(argv, exe, stdio, fds,
+                           init_argv=[b"isolate-init", b"run", str(ctl_at).encode()])
+        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id),
+                                                _plan.clone_flags(cfg), spec, ctl_at)
+        os.close(pidfd)
+        proc._ctl = socket.socket(fileno=ctl)
+        return pid
+
+    kwargs = _popen_kwargs(input, capture_output, dict(stdin=stdin, stdout=stdout, stderr=stderr))
+    proc = Process(start, args, text=text, encoding=encoding, errors=errors,
+                   universal_newlines=universal_newlines, executable=executable, shell=shell,
+                   pass_fds=pass_fds, **kwargs)
+    return _complete(proc, input, timeout, check)

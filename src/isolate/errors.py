@@ -1,0 +1,70 @@
+"""Exceptions raised by isolate.
+
+Setup failures inside a new container are `ContainerError` (an `OSError`) naming
+the step and path; a command that cannot be run raises the same `OSError`
+subclass that `subprocess` raises (`FileNotFoundError`, `PermissionError`).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = ["IsolateError", "ContainerError", "NamespaceError", "child_error"]
+
+
+class IsolateError(Exception):
+    """Base class of isolate's own exceptions."""
+
+
+class ContainerError(IsolateError, OSError):
+    """A step of creating or entering a container failed.
+
+    `step` names it ("pivot_root", "mount", ...), `filename` the path it acted
+    on, `errno` the error the kernel gave.
+    """
+
+    step: str
+
+    def __init__(self, err: int, message: str, filename: str | None = None, *, step: str = ""):
+        super().__init__(err, message, filename)
+        self.step = step
+
+    def __reduce__(self):  # keep step when pickled
+        return (_rebuild_container_error, (self.errno, self.strerror, self.filename, self.step))
+
+
+def _rebuild_container_error(err, message, filename, step):
+    return ContainerError(err, message, filename, step=step)
+
+
+class NamespaceError(ContainerError):
+    """A namespace could not be created or joined."""
+
+
+def _hint(step: str, err: int, path: str) -> str:
+    if step == "clone" and err in (_errno.EPERM, _errno.ENOSPC, _errno.EINVAL):
+        return (
+            "; creating namespaces needs root, or user namespaces enabled: check "
+            "sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0 "
+            "(and AppArmor's kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    if step == "setns" and err == _errno.EINVAL:
+        return "; the container has ended"
+    if step in ("mkdir", "create mount target") and err == _errno.EROFS:
+        return "; the root is read-only: create the mount target in the image first"
+    if step == "mount" and err == _errno.ENODEV:
+        return "; the kernel lacks this filesystem type"
+    if step == "mount" and path.endswith("/proc") and err == _errno.EPERM:
+        return "; mounting /proc needs a new PID namespace when in a user namespace"
+    return ""
+
+
+def child_error(step: str, err: int, path: str) -> OSError:
+    """The exception for a failed step reported by the container side."""
+    if step == "exec":
+        # as subprocess reports it: FileNotFoundError(2, '...', 'cmd')
+        return OSError(err, os.strerror(err), path)
+    message = f"{step} {path}: {os.strerror(err)}" if path else f"{step}: {os.strerror(err)}"
+    message += _hint(step, err, path)
+    cls = NamespaceError if step in ("clone", "setns", "unshare") else ContainerError
+    return cls(err, message, path or None, step=step)
