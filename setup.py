@@ -5,6 +5,7 @@ in the extension (.incbin), so an installed isolate needs no helper file.
 ISOLATE_DEBUG=1 builds with -O0 -g and Cython line tracing.
 """
 import os
+import platform
 import shlex
 import subprocess
 
@@ -27,21 +28,38 @@ CFLAGS = ["-std=gnu11", "-D_GNU_SOURCE", "-fvisibility=hidden", *WARNINGS]
 CFLAGS += ["-O0", "-g", "-DISOLATE_DEBUG=1"] if DEBUG else ["-O2"]
 
 
+NOLIBC = ["-DISO_NOLIBC", "-nostdlib", "-ffreestanding", "-fno-builtin", "-fno-stack-protector",
+          "-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables",
+          "-fno-pie", "-no-pie", "-U_FORTIFY_SOURCE"]
+
+
+def build_init(out):
+    """Link isolate-init statically: without libc on x86-64 (an exec of it is
+    about four times cheaper), with the static libc elsewhere."""
+    cc = shlex.split(os.environ.get("CC", "cc"))
+    base = [*cc, "-static", "-Os", "-s", "-Icsrc", *CFLAGS, "-o", out]
+    attempts = []
+    if platform.machine() in ("x86_64", "AMD64"):
+        attempts.append([*base, *NOLIBC, "csrc/init.c", "csrc/exec.c", "csrc/nolibc.c", "-lgcc"])
+    attempts.append([*base, "csrc/init.c", "csrc/exec.c"])
+    for cmd in attempts:
+        print(" ".join(cmd))
+        try:
+            subprocess.check_call(cmd)
+            return
+        except (OSError, subprocess.CalledProcessError) as e:
+            err = e
+    raise SystemExit(
+        f"building isolate-init failed ({err}); it needs a C compiler and, outside "
+        "x86-64, a static libc (Debian: apt-get install gcc libc6-dev)"
+    )
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         os.makedirs(self.build_temp, exist_ok=True)
         init = os.path.abspath(os.path.join(self.build_temp, "isolate-init"))
-        cc = shlex.split(os.environ.get("CC", "cc"))
-        sources = ["csrc/init.c", "csrc/exec.c"]
-        cmd = [*cc, "-static", "-Os", "-s", "-Icsrc", *CFLAGS, "-o", init, *sources]
-        print(" ".join(cmd))
-        try:
-            subprocess.check_call(cmd)
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise SystemExit(
-                f"building isolate-init failed ({e}); it needs a C compiler and a static "
-                "libc (Debian: apt-get install gcc libc6-dev)"
-            ) from e
+        build_init(init)
         for ext in self.extensions:
             ext.define_macros.append(("ISO_INIT_PATH", f'"{init}"'))
             ext.depends = [*ext.depends, init]
@@ -54,7 +72,7 @@ extensions = [
         "isolate._isolate",
         ["src/_isolate.pyx", "csrc/child.c", "csrc/exec.c"],
         include_dirs=["csrc"],
-        depends=["csrc/isolate.h", "csrc/init.c"],
+        depends=["csrc/isolate.h", "csrc/init.c", "csrc/nolibc.c"],
         define_macros=macros,
         extra_compile_args=CFLAGS,
     )

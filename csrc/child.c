@@ -563,7 +563,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
 
 const unsigned long iso_ns_order[] = {
     CLONE_NEWUSER, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
-    CLONE_NEWPID,  CLONE_NEWNS,     0,
+    CLONE_NEWPID,  CLONE_NEWNS,     CLONE_NEWTIME, 0,
 };
 
 struct exec_ctx {
@@ -573,34 +573,40 @@ struct exec_ctx {
     const iso_exec_t *x;
     int errfd;
     char *stack2;
-    volatile pid_t child;
+};
+
+/* What the children report on the pipe: the intermediate child sends the
+ * grandchild's pid; either sends an error (step != 0) when something failed. */
+struct exec_report {
+    int32_t pid;
+    iso_error_t error;
 };
 
 static int exec_grandchild(void *arg)
 {
     struct exec_ctx *s = arg;
-    iso_error_t e;
+    struct exec_report r;
     char buf[PATH_MAX];
-    memset(&e, 0, sizeof e);
-    if (prepare_exec(s->x, -1, -1, &e) == 0) {
+    memset(&r, 0, sizeof r);
+    if (prepare_exec(s->x, -1, -1, &r.error) == 0) {
         unblock_all_in_child();
         iso_exec_search(s->x->file, s->x->argv, s->x->envp, s->x->path, buf);
-        fail(&e, ISO_STEP_EXEC, s->x->file);
+        fail(&r.error, ISO_STEP_EXEC, s->x->file);
     }
-    (void)!write(s->errfd, &e, sizeof e);
+    (void)!write(s->errfd, &r, sizeof r);
     _exit(127);
 }
 
 static int exec_intermediate(void *arg)
 {
     struct exec_ctx *s = arg;
-    iso_error_t e;
-    memset(&e, 0, sizeof e);
+    struct exec_report r;
+    memset(&r, 0, sizeof r);
     reset_signals_in_child();
 
     if (s->pidfd >= 0) {
         if (setns(s->pidfd, (int)s->nsflags) < 0) {
-            fail(&e, ISO_STEP_SETNS, "container");
+            fail(&r.error, ISO_STEP_SETNS, "container");
             goto out;
         }
     } else {
@@ -608,7 +614,7 @@ static int exec_intermediate(void *arg)
             if (!(s->nsflags & iso_ns_order[i]))
                 continue;
             if (setns(s->ns_fds[i], (int)iso_ns_order[i]) < 0) {
-                fail(&e, ISO_STEP_SETNS, "container");
+                fail(&r.error, ISO_STEP_SETNS, "container");
                 goto out;
             }
         }
@@ -617,13 +623,14 @@ static int exec_intermediate(void *arg)
      * is the caller (CLONE_PARENT), which reaps it like any child. */
     pid_t pid = clone(exec_grandchild, s->stack2, CLONE_VM | CLONE_VFORK | CLONE_PARENT, s);
     if (pid < 0) {
-        fail(&e, ISO_STEP_CLONE, "container");
+        fail(&r.error, ISO_STEP_CLONE, "container");
         goto out;
     }
-    s->child = pid;
+    r.pid = pid;
+    (void)!write(s->errfd, &r, sizeof r);
     _exit(0);
 out:
-    (void)!write(s->errfd, &e, sizeof e);
+    (void)!write(s->errfd, &r, sizeof r);
     _exit(127);
 }
 
@@ -642,13 +649,16 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
         close(p[1]);
         return -1;
     }
-    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, p[1], stack + 2 * STACK_SIZE, -1};
+    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, p[1], stack + 2 * STACK_SIZE};
 
+    /* CLONE_VFORK: back here once the intermediate child has exited, which it
+     * does once the grandchild has exec'd or failed. Joining a time namespace
+     * needs a process with its own memory (the kernel refuses EUSERS): then
+     * the intermediate child is a plain fork, costlier for a large caller. */
+    unsigned long share = (nsflags & CLONE_NEWTIME) ? 0 : CLONE_VM;
     sigset_t old;
     block_all(&old);
-    /* CLONE_VFORK: back here once the intermediate child has exited, which it
-     * does once the grandchild has exec'd or failed. */
-    pid_t mid = clone(exec_intermediate, stack + STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &s);
+    pid_t mid = clone(exec_intermediate, stack + STACK_SIZE, (int)(share | CLONE_VFORK | SIGCHLD), &s);
     int clone_errno = errno;
     restore_mask(&old);
     close(p[1]);
@@ -664,19 +674,32 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
         ;
     stack_free(stack, 2 * STACK_SIZE);
 
-    iso_error_t e;
-    ssize_t n;
-    do
-        n = read(p[0], &e, sizeof e);
-    while (n < 0 && errno == EINTR);
+    /* up to two reports: the grandchild's error, then the pid */
+    struct exec_report r[2];
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(p[0], (char *)r + got, sizeof r - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
     close(p[0]);
-    pid_t child = s.child;
-    if (n == 0 && child > 0)
+    pid_t child = -1;
+    const iso_error_t *e = NULL;
+    for (size_t i = 0; i < got / sizeof r[0]; i++) {
+        if (r[i].pid > 0)
+            child = r[i].pid;
+        if (r[i].error.step != 0 && e == NULL)
+            e = &r[i].error;
+    }
+    if (e == NULL && child > 0)
         return child;
-    if (n == (ssize_t)sizeof e) {
-        *err = e;
+    if (e != NULL) {
+        *err = *e;
     } else {
-        errno = n < 0 ? errno : ECHILD;
+        errno = ECHILD;
         fail(err, ISO_STEP_INIT, "");
     }
     if (child > 0)

@@ -1,0 +1,124 @@
+/* The floor: the fewest syscalls that make the container isolate.run makes
+ * (same namespaces, overlay root over a tmpfs, /proc, /sys, a /dev tmpfs with
+ * its nodes, /dev/pts, /dev/shm, pivot_root, hostname, lo up), then exec
+ * /bin/true as PID 1 and wait. No init, no error reporting, no Python.
+ *
+ * Built as a shared library for ctypes (floor_run) by bench/conftest.py, or
+ * as a program with -DFLOOR_MAIN:  floor ROOTFS [N] [--no-net]
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char lowerdir[4200];
+static int with_net;
+
+#define CHECK(x) do { if ((x) < 0) _exit(100 + __LINE__ % 100); } while (0)
+
+static int child(void *arg)
+{
+    (void)arg;
+    CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+    CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755"));
+    CHECK(mkdir("/tmp/newroot", 0755));
+    CHECK(mkdir("/tmp/oldroot", 0755));
+    CHECK(syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot"));
+    CHECK(chdir("/"));
+    CHECK(mkdir("/upper", 0755));
+    CHECK(mkdir("/work", 0755));
+    CHECK(mount("overlay", "/newroot", "overlay", 0, lowerdir));
+    CHECK(mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    CHECK(mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    CHECK(mount("tmpfs", "/newroot/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
+    static const struct { const char *p; int ma, mi; } devs[] = {
+        {"/newroot/dev/null", 1, 3}, {"/newroot/dev/zero", 1, 5}, {"/newroot/dev/full", 1, 7},
+        {"/newroot/dev/random", 1, 8}, {"/newroot/dev/urandom", 1, 9}, {"/newroot/dev/tty", 5, 0}};
+    umask(0);
+    for (unsigned i = 0; i < sizeof devs / sizeof devs[0]; i++)
+        CHECK(mknod(devs[i].p, S_IFCHR | 0666, makedev(devs[i].ma, devs[i].mi)));
+    CHECK(mkdir("/newroot/dev/pts", 0755));
+    CHECK(mount("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+    CHECK(mkdir("/newroot/dev/shm", 01777));
+    CHECK(mount("shm", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=1777,size=65536k"));
+    CHECK(symlink("/proc/self/fd", "/newroot/dev/fd"));
+    CHECK(symlink("/proc/self/fd/0", "/newroot/dev/stdin"));
+    CHECK(symlink("/proc/self/fd/1", "/newroot/dev/stdout"));
+    CHECK(symlink("/proc/self/fd/2", "/newroot/dev/stderr"));
+    CHECK(symlink("pts/ptmx", "/newroot/dev/ptmx"));
+    CHECK(chdir("/newroot"));
+    CHECK(syscall(SYS_pivot_root, ".", "."));
+    CHECK(umount2(".", MNT_DETACH));
+    CHECK(chdir("/"));
+    CHECK(sethostname("floor", 5));
+    if (with_net) {
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        CHECK(ioctl(s, SIOCGIFFLAGS, &ifr));
+        ifr.ifr_flags |= IFF_UP;
+        CHECK(ioctl(s, SIOCSIFFLAGS, &ifr));
+        close(s);
+    }
+    char *argv[] = {"/bin/true", NULL};
+    char *envp[] = {NULL};
+    execve("/bin/true", argv, envp);
+    _exit(127);
+}
+
+/* One container running /bin/true; returns its exit status, or -1. */
+int floor_run(const char *rootfs, int net)
+{
+    static char *stack;
+    if (stack == NULL)
+        stack = (char *)malloc(1 << 16) + (1 << 16);
+    snprintf(lowerdir, sizeof lowerdir, "lowerdir=/oldroot%s,upperdir=/upper,workdir=/work", rootfs);
+    with_net = net;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                CLONE_NEWCGROUP | (net ? CLONE_NEWNET : 0) | SIGCHLD;
+    pid_t pid = clone(child, stack, flags, NULL);
+    if (pid < 0)
+        return -1;
+    int st;
+    if (waitpid(pid, &st, 0) < 0)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+#ifdef FLOOR_MAIN
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: floor ROOTFS [N] [--no-net]\n");
+        return 2;
+    }
+    int n = argc > 2 ? atoi(argv[2]) : 1000;
+    int net = !(argc > 3 && strcmp(argv[3], "--no-net") == 0);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++)
+        if (floor_run(argv[1], net) != 0) {
+            fprintf(stderr, "run %d failed\n", i);
+            return 1;
+        }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.3f ms per container\n", ((b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6) / n);
+    return 0;
+}
+#endif

@@ -1,0 +1,96 @@
+/* Just enough of a C runtime for isolate-init on x86-64, built with
+ * -nostdlib -static: the entry point, the syscall instruction, and the few
+ * libc functions that init.c and exec.c call. */
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <sys/syscall.h>
+
+#if !defined(__x86_64__)
+#error "nolibc.c supports x86-64; other architectures build isolate-init with libc"
+#endif
+
+int main(int argc, char **argv, char **envp);
+
+long iso_sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+__attribute__((used, noreturn)) void iso_start_c(long *sp)
+{
+    int argc = (int)sp[0];
+    char **argv = (char **)(sp + 1);
+    char **envp = argv + argc + 1;
+    int r = main(argc, argv, envp);
+    for (;;)
+        iso_sys6(SYS_exit_group, r, 0, 0, 0, 0, 0);
+}
+
+__asm__(".text\n"
+        ".globl _start\n"
+        "_start:\n"
+        "    xor %ebp, %ebp\n"
+        "    mov %rsp, %rdi\n"
+        "    and $-16, %rsp\n"
+        "    call iso_start_c\n"
+        "    hlt\n");
+
+static int errno_value;
+
+int *__errno_location(void)
+{
+    return &errno_value;
+}
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+    long r = iso_sys6(SYS_execve, (long)path, (long)argv, (long)envp, 0, 0, 0);
+    errno_value = (int)-r;
+    return -1;
+}
+
+size_t strlen(const char *s)
+{
+    const char *p = s;
+    while (*p)
+        p++;
+    return (size_t)(p - s);
+}
+
+char *strchrnul(const char *s, int c)
+{
+    while (*s && *s != (char)c)
+        s++;
+    return (char *)s;
+}
+
+char *strchr(const char *s, int c)
+{
+    s = strchrnul(s, c);
+    return *s == (char)c ? (char *)s : NULL;
+}
+
+void *memcpy(void *dst, const void *src, size_t n)
+{
+    char *d = dst;
+    const char *s = src;
+    while (n--)
+        *d++ = *s++;
+    return dst;
+}
+
+void *memset(void *dst, int c, size_t n)
+{
+    char *d = dst;
+    while (n--)
+        *d++ = (char)c;
+    return dst;
+}

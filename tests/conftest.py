@@ -1,0 +1,150 @@
+"""Shared fixtures: a busybox root filesystem, and a check that no test leaks.
+
+Every test runs under `no_leaks`: afterwards the host must have the same
+mounts, network namespaces and processes in other PID namespaces as before,
+and this process no new child processes or fds.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import isolate
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+
+
+def _make_rootfs(root: str) -> str:
+    if not os.path.exists(BUSYBOX):
+        pytest.fail("busybox is missing: apt-get install busybox-static (see README)")
+    with open(BUSYBOX, "rb") as f:
+        head = f.read(4096)
+    if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
+        pytest.fail(f"{BUSYBOX} is dynamically linked: install busybox-static")
+    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "home/user", "data"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            os.symlink("busybox", os.path.join(root, "bin", a))
+    with open(os.path.join(root, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
+    with open(os.path.join(root, "etc", "group"), "w") as f:
+        f.write("root:x:0:\nusers:x:100:\nuser:x:1000:\n")
+    with open(os.path.join(root, "etc", "hostname"), "w") as f:
+        f.write("image\n")
+    os.chmod(os.path.join(root, "tmp"), 0o1777)
+    return root
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory) -> str:
+    """A busybox root filesystem: /bin with every applet, /etc/passwd with root and user."""
+    return _make_rootfs(str(tmp_path_factory.mktemp("busybox")))
+
+
+@pytest.fixture()
+def fresh_rootfs(tmp_path) -> str:
+    """A busybox root filesystem of this test alone (for tests that inspect it after)."""
+    return _make_rootfs(str(tmp_path / "rootfs"))
+
+
+def _mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        # mount id and parent id change when remounted; compare the rest
+        return sorted(" ".join(line.split()[2:]) for line in f)
+
+
+def _ns_inode(pid: str, ns: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+    except OSError:
+        return None
+
+
+def _procs() -> dict[str, str]:
+    """Processes in other PID namespaces than ours, and children of this process."""
+    me = str(os.getpid())
+    my_pidns = _ns_inode("self", "pid")
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me or _ns_inode(pid, "pid") not in (my_pidns, None):
+            out[pid] = stat[: stat.rfind(")") + 1]
+    return out
+
+
+def _netns() -> set[int]:
+    found = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            ino = _ns_inode(pid, "net")
+            if ino is not None:
+                found.add(ino)
+    return found
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def snapshot() -> dict:
+    return {"mounts": _mounts(), "processes": _procs(), "netns": _netns(), "fds": _fds()}
+
+
+def leaks(before: dict, after: dict) -> dict:
+    found = {}
+    mounts = sorted(set(after["mounts"]) - set(before["mounts"]))
+    if mounts:
+        found["mounts"] = mounts
+    procs = {p: s for p, s in after["processes"].items() if p not in before["processes"]}
+    if procs:
+        found["processes"] = procs
+    if after["netns"] - before["netns"]:
+        found["netns"] = after["netns"] - before["netns"]
+    fds = {}
+    for fd in after["fds"] - before["fds"]:
+        try:                # the fd listdir itself used is gone by now
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    if fds:
+        found["fds"] = fds
+    return found
+
+
+def assert_no_leaks(before: dict) -> None:
+    # processes killed a moment ago can take a few ms to be fully gone
+    deadline = time.monotonic() + 5
+    while True:
+        found = leaks(before, snapshot())
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not found, f"left behind: {found}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm():
+    # The process keeps one /dev/null fd and the init's memfd for its lifetime.
+    isolate.run(["true"])
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(_warm):
+    before = snapshot()
+    yield
+    assert_no_leaks(before)
