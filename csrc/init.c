@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -107,6 +108,7 @@ int main(int argc, char **argv, char **envp)
         return 125;
     int ctl = parse_int(argv[2]);
     sys(SYS_fcntl, ctl, F_SETFD, FD_CLOEXEC, 0, 0, 0);
+    sys(SYS_prctl, PR_SET_NAME, "isolate-init", 0, 0, 0, 0);    /* not the memfd's number */
 
     /* Blocked signals are queued even for PID 1, which drops unhandled ones. */
     unsigned long mask = SIGBIT(SIGCHLD) | forwarded;

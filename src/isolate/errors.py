@@ -59,8 +59,18 @@ def _hint(step: str, err: int, path: str) -> str:
     return ""
 
 
+def _user_path(path: str) -> str:
+    """A path of the setup (see isolate._plan) as the user wrote it."""
+    for prefix, where in (("/newroot", ""), ("/oldroot", " on the host"), ("/tmp/newroot", ""),
+                          ("/tmp/oldroot", " on the host")):
+        if path == prefix or path.startswith(prefix + "/"):
+            return (path[len(prefix):] or "/") + where
+    return path
+
+
 def child_error(step: str, err: int, path: str) -> OSError:
     """The exception for a failed step reported by the container side."""
+    path = _user_path(path)
     if step == "exec":
         # as subprocess reports it: FileNotFoundError(2, '...', 'cmd')
         return OSError(err, os.strerror(err), path)
