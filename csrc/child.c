@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -170,8 +171,26 @@ static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
     return clone(fn, stack + size, (int)(flags | SIGCHLD), arg, pidfd);
 }
 
+/* Stacks for children, kept for reuse: a stack is back in the pool only once
+ * its child has exec'd or been reaped. The pool is touched by callers only. */
+#define POOL_SIZE 4
+static struct {
+    char *stack;
+    size_t size;
+} pool[POOL_SIZE];
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static char *stack_alloc(size_t size)
 {
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SIZE; i++)
+        if (pool[i].stack != NULL && pool[i].size == size) {
+            char *s = pool[i].stack;
+            pool[i].stack = NULL;
+            pthread_mutex_unlock(&pool_lock);
+            return s;
+        }
+    pthread_mutex_unlock(&pool_lock);
     /* one guard page below the stack */
     char *p = mmap(NULL, size + 4096, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -183,6 +202,15 @@ static char *stack_alloc(size_t size)
 
 static void stack_free(char *stack, size_t size)
 {
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SIZE; i++)
+        if (pool[i].stack == NULL) {
+            pool[i].stack = stack;
+            pool[i].size = size;
+            pthread_mutex_unlock(&pool_lock);
+            return;
+        }
+    pthread_mutex_unlock(&pool_lock);
     munmap(stack - 4096, size + 4096);
 }
 

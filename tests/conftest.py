@@ -7,52 +7,24 @@ and this process no new child processes or fds.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 
 import pytest
 
 import isolate
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-
-
-def _make_rootfs(root: str) -> str:
-    if not os.path.exists(BUSYBOX):
-        pytest.fail("busybox is missing: apt-get install busybox-static (see README)")
-    with open(BUSYBOX, "rb") as f:
-        head = f.read(4096)
-    if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
-        pytest.fail(f"{BUSYBOX} is dynamically linked: install busybox-static")
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "home/user", "data"):
-        os.makedirs(os.path.join(root, d), exist_ok=True)
-    shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            os.symlink("busybox", os.path.join(root, "bin", a))
-    with open(os.path.join(root, "etc", "passwd"), "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
-    with open(os.path.join(root, "etc", "group"), "w") as f:
-        f.write("root:x:0:\nusers:x:100:\nuser:x:1000:\n")
-    with open(os.path.join(root, "etc", "hostname"), "w") as f:
-        f.write("image\n")
-    os.chmod(os.path.join(root, "tmp"), 0o1777)
-    return root
-
+from .rootfs import make_rootfs
 
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory) -> str:
     """A busybox root filesystem: /bin with every applet, /etc/passwd with root and user."""
-    return _make_rootfs(str(tmp_path_factory.mktemp("busybox")))
+    return make_rootfs(str(tmp_path_factory.mktemp("busybox")))
 
 
 @pytest.fixture()
 def fresh_rootfs(tmp_path) -> str:
     """A busybox root filesystem of this test alone (for tests that inspect it after)."""
-    return _make_rootfs(str(tmp_path / "rootfs"))
+    return make_rootfs(str(tmp_path / "rootfs"))
 
 
 def _mounts() -> list[str]:

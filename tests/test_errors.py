@@ -117,3 +117,18 @@ def test_container_starts_once_and_refuses_work_when_closed(rootfs):
         c.run(["true"])
     with pytest.raises(RuntimeError, match="closed"):
         c.start()
+
+
+def test_repeated_options_are_rechecked(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    Container(rootfs=str(root))             # valid now, and remembered
+    root.rmdir()
+    with pytest.raises(FileNotFoundError):
+        Container(rootfs=str(root))
+    src = tmp_path / "src"
+    src.mkdir()
+    Container(mounts=[Mount.bind(str(src), "/tmp/src")])
+    src.rmdir()
+    with pytest.raises(FileNotFoundError):
+        Container(mounts=[Mount.bind(str(src), "/tmp/src")])

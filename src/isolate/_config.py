@@ -7,6 +7,7 @@ option never leaves anything behind.
 """
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -172,6 +173,45 @@ def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
 
 
 def make_config(
+    rootfs: str | os.PathLike[str] | None = None,
+    *,
+    hostname: str | None = None,
+    network: str | None = None,
+    mounts: Iterable[Mount] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    user: int | str | None = None,
+    readonly: bool = False,
+    namespaces: Iterable[str] | None = None,
+) -> Config:
+    """A validated Config; the same options twice give the cached one, rechecked
+    against the filesystem (rootfs and bind sources must still be there)."""
+    try:
+        key = (rootfs, hostname, network, tuple(mounts),
+               None if env is None else tuple(env.items()), cwd, user, bool(readonly),
+               namespaces if namespaces is None or isinstance(namespaces, str) else frozenset(namespaces),
+               os.geteuid(), os.getegid())
+        cfg = _cached_config(key)
+    except TypeError:   # unhashable or wrong types: validate without the cache
+        return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
+                             cwd=cwd, user=user, readonly=readonly, namespaces=namespaces)
+    if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
+        _rootfs(cfg.rootfs)     # raises what the first call would have
+    for m in cfg.mounts:
+        if m.source is not None:
+            os.stat(m.source)
+    return cfg
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_config(key) -> Config:
+    (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, _, _) = key
+    return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
+                         env=None if env is None else dict(env), cwd=cwd, user=user,
+                         readonly=readonly, namespaces=namespaces)
+
+
+def _build_config(
     rootfs: str | os.PathLike[str] | None = None,
     *,
     hostname: str | None = None,

@@ -89,7 +89,8 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
     r = NEWROOT
     steps = []
     if _writable_root(cfg):
-        steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")]
+        steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")
+                  if not os.path.isdir(cfg.rootfs + d)]
     if "pid" in cfg.namespaces:
         steps.append(op(_c.OP_MOUNT, src="proc", dst=r + "/proc", fstype="proc",
                         flags=NOSUID | NODEV | NOEXEC))

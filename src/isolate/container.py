@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import warnings
@@ -100,7 +99,7 @@ class Process(subprocess.Popen):
 
     def __init__(self, launch: Callable[..., int], args: Args, **kwargs: Any):
         self._launch = launch
-        self._ctl: socket.socket | None = None
+        self._ctl = -1      # isolate.run: the container's control socket
         super().__init__(args, **kwargs)  # type: ignore[call-overload]
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
@@ -115,16 +114,19 @@ class Process(subprocess.Popen):
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
-        if self._ctl is not None:
+        if self._ctl >= 0:
             sts = self._command_status(sts)
         super()._handle_exitstatus(sts, *args, **kwargs)
 
     def _command_status(self, sts: int) -> int:
-        """The command's wait status, as the init reported it before it ended."""
-        ctl, self._ctl = self._ctl, None
-        assert ctl is not None
+        """The command's wait status, as the init reported it before it ended.
+
+        Called once the init is reaped: its end of the socket is closed, so
+        the read returns at once, with the report or with nothing.
+        """
+        ctl, self._ctl = self._ctl, -1
         try:
-            data = ctl.recv(_c.MSG_SIZE, socket.MSG_DONTWAIT)
+            data = os.read(ctl, _c.MSG_SIZE)
             if len(data) == _c.MSG_SIZE:
                 kind, status, *_ = _c.parse_msg(data)
                 if kind == _c.MSG_EXIT:
@@ -132,15 +134,21 @@ class Process(subprocess.Popen):
         except OSError:
             pass
         finally:
-            ctl.close()
+            os.close(ctl)
         return sts     # the init itself was killed: that is the command's fate too
+
+    def __del__(self, *args, **kwargs):
+        if getattr(self, "_ctl", -1) >= 0:
+            os.close(self._ctl)     # the container's init ends when this closes
+            self._ctl = -1
+        super().__del__(*args, **kwargs)
 
     def _kill_all(self) -> None:
         """Kill the process and its process group (what it started)."""
         if self.returncode is not None:
             return
         try:
-            if self._ctl is not None:
+            if self._ctl >= 0:
                 os.kill(self.pid, signal.SIGKILL)   # the init: the whole container
             else:
                 os.killpg(self.pid, signal.SIGKILL)
@@ -222,7 +230,7 @@ class Container:
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
-        self._ctl: socket.socket | None = None
+        self._ctl = -1
         self._procs: list[Process] = []
         self._lock = threading.Lock()
 
@@ -238,8 +246,7 @@ class Container:
                                (_devnull(),) * 3, (), (0, 0, ()), not cfg.userns, True)
             pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
                                                     init, 3)
-            self.pid, self._pidfd = pid, pidfd
-            self._ctl = socket.socket(fileno=ctl)
+            self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
             self._join = _plan.join_flags(cfg)
             self._state = "running"
         return self
@@ -275,9 +282,8 @@ class Container:
             except ChildProcessError:
                 pass
             os.close(self._pidfd)
-            self._pidfd = -1
-            if self._ctl is not None:
-                self._ctl.close()
+            os.close(self._ctl)
+            self._pidfd = self._ctl = -1
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == "running":
@@ -399,7 +405,7 @@ def run(
         pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id),
                                                 _plan.clone_flags(cfg), spec, ctl_at)
         os.close(pidfd)
-        proc._ctl = socket.socket(fileno=ctl)
+        proc._ctl = ctl
         return pid
 
     kwargs = _popen_kwargs(input, capture_output, dict(stdin=stdin, stdout=stdout, stderr=stderr))

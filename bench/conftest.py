@@ -1,0 +1,145 @@
+"""Benchmark fixtures: the busybox rootfs, OCI bundles for runc and crun, the C floor.
+
+Run everything with:  python3 -m pytest bench/ --results bench/RESULTS.md
+Each row that needs a missing tool is skipped, saying which.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from tests.rootfs import make_rootfs  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("isolate benchmarks")
+    g.addoption("--rounds", type=int, default=300, help="timed rounds per benchmark")
+    g.addoption("--quick", action="store_true", help="30 rounds: a smoke run for CI")
+    g.addoption("--results", default=None, help="write the summary table to this markdown file")
+
+
+@pytest.fixture(scope="session")
+def rounds(request) -> int:
+    return 30 if request.config.getoption("--quick") else request.config.getoption("--rounds")
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory) -> str:
+    return make_rootfs(str(tmp_path_factory.mktemp("busybox")))
+
+
+@pytest.fixture(scope="session")
+def floor(tmp_path_factory):
+    """bench/floor.c as a shared library: floor_run(rootfs, net) -> exit status."""
+    cc = shutil.which("cc") or pytest.skip("no C compiler for bench/floor.c")
+    lib = str(tmp_path_factory.mktemp("floor") / "libfloor.so")
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", lib, os.path.join(HERE, "floor.c")],
+                   check=True)
+    f = ctypes.CDLL(lib).floor_run
+    f.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return f
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, rootfs) -> str:
+    """An OCI bundle running /bin/true with the namespaces isolate uses."""
+    runc = shutil.which("runc") or shutil.which("crun")
+    if runc is None:
+        pytest.skip("neither runc nor crun is installed (apt-get install runc crun)")
+    d = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(rootfs, d / "rootfs", symlinks=True)
+    subprocess.run([runc, "spec"], cwd=d, check=True)
+    spec = json.loads((d / "config.json").read_text())
+    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["terminal"] = False
+    spec["root"]["readonly"] = False
+    ns = spec["linux"]["namespaces"]
+    if not any(n["type"] == "cgroup" for n in ns):
+        ns.append({"type": "cgroup"})
+    (d / "config.json").write_text(json.dumps(spec))
+    return str(d)
+
+
+@pytest.fixture()
+def big_parent():
+    """This process holding 1 GiB of touched memory for the duration of a test."""
+    block = bytearray(1 << 30)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    yield block
+    del block
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+
+
+def _versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for tool, flag in (("bwrap", "--version"), ("crun", "--version"), ("runc", "--version"),
+                       ("unshare", "--version")):
+        if shutil.which(tool):
+            v = subprocess.run([tool, flag], capture_output=True, text=True).stdout.splitlines()
+            out.append(v[0] if v else tool)
+    return "; ".join(out)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, float]] = {}
+    spread: dict[str, tuple[float, float]] = {}
+    for b in session.benchmarks:
+        name = b.name.split("[")[0].removeprefix("test_") + (
+            "[" + b.name.split("[", 1)[1] if "[" in b.name else "")
+        data = sorted(b.stats.data)
+        groups.setdefault(b.group or "", {})[name] = b.stats.median * 1e3
+        spread[name] = (data[int(len(data) * 0.9) - 1] * 1e3, data[int(len(data) * 0.99) - 1] * 1e3)
+    lines = []
+    for group, rows in groups.items():
+        ref = rows.get("floor_c") or rows.get("small_parent") or min(rows.values())
+        refname = "floor_c" if "floor_c" in rows else "small_parent" if "small_parent" in rows else "fastest"
+        lines += [f"### {group}", "",
+                  f"| benchmark | median ms | p90 ms | p99 ms | / {refname} | / bwrap |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        bwrap = rows.get("bwrap")
+        for name, med in sorted(rows.items(), key=lambda kv: kv[1]):
+            p90, p99 = spread[name]
+            vs_bwrap = f"{med / bwrap:.2f}" if bwrap else "-"
+            lines.append(f"| {name} | {med:.3f} | {p90:.3f} | {p99:.3f} | {med / ref:.2f} | {vs_bwrap} |")
+        lines.append("")
+    table = "\n".join(lines)
+    terminalreporter.write_sep("=", "isolate: medians and ratios")
+    terminalreporter.write_line(table)
+    path = config.getoption("--results")
+    if path:
+        cmd = "python3 -m pytest " + " ".join(config.invocation_params.args)
+        with open(path, "w") as f:
+            f.write("# Benchmark results\n\n")
+            f.write(f"Made {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{cmd}`\n\n")
+            f.write(f"Machine: {_machine()}\n\nVersions: {_versions()}\n\n")
+            f.write("Times are per container running `/bin/true`, started from one warm Python "
+                    "process; ratios are of medians taken in the same run.\n\n")
+            f.write(table)
+            f.write("\n")
