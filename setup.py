@@ -40,8 +40,8 @@ def build_init(out):
     base = [*cc, "-static", "-Os", "-s", "-Icsrc", *CFLAGS, "-o", out]
     attempts = []
     if platform.machine() in ("x86_64", "AMD64"):
-        attempts.append([*base, *NOLIBC, "csrc/init.c", "csrc/exec.c", "csrc/nolibc.c", "-lgcc"])
-    attempts.append([*base, "csrc/init.c", "csrc/exec.c"])
+        attempts.append([*base, *NOLIBC, "csrc/init.c", "csrc/nolibc.c", "-lgcc"])
+    attempts.append([*base, "csrc/init.c"])
     for cmd in attempts:
         print(" ".join(cmd))
         try:

@@ -104,6 +104,29 @@ def _versions() -> str:
     return "; ".join(out)
 
 
+#: (description, numerator, denominator, group of each, limit): the figures the issues ask for
+TARGETS = [
+    ("isolate.run / C floor", ("startup", "isolate_run"), ("startup", "floor_c"), 1.25),
+    ("isolate.run / bwrap --unshare-all", ("startup", "isolate_run"), ("startup", "bwrap"), 0.5),
+    ("isolate.run from a 1 GiB parent / small parent", ("parent-memory", "big_parent_1gib"),
+     ("parent-memory", "small_parent"), 1.2),
+]
+
+
+def _targets(groups) -> list[str]:
+    rows = []
+    for text, (g1, n1), (g2, n2), limit in TARGETS:
+        a, b = groups.get(g1, {}).get(n1), groups.get(g2, {}).get(n2)
+        if a is None or b is None:
+            continue
+        ratio = a / b
+        rows.append(f"| {text} | {ratio:.2f} | <= {limit} | {'met' if ratio <= limit else 'NOT met'} |")
+    if not rows:
+        return []
+    return ["### targets", "", "| ratio of medians | this run | target | |", "|---|---:|---:|---|",
+            *rows, ""]
+
+
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
@@ -129,6 +152,7 @@ def pytest_terminal_summary(terminalreporter, config):
             vs_bwrap = f"{med / bwrap:.2f}" if bwrap else "-"
             lines.append(f"| {name} | {med:.3f} | {p90:.3f} | {p99:.3f} | {med / ref:.2f} | {vs_bwrap} |")
         lines.append("")
+    lines += _targets(groups)
     table = "\n".join(lines)
     terminalreporter.write_sep("=", "isolate: medians and ratios")
     terminalreporter.write_line(table)

@@ -487,12 +487,46 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
 
 struct start_ctx {
     const iso_container_t *c;
-    int ctl;
+    int ctl;                /* the child's end of the control socket */
+    int ctl_at;             /* where the init finds it */
+    char *stack2;           /* for the command, in run mode */
+    iso_error_t cmd_err;    /* written by the command's child when its exec fails */
 };
+
+static char *fmt_int(char *buf, long v)
+{
+    char tmp[24];
+    int n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    for (int i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Run mode: the command, started by PID 1 before PID 1 becomes the init, so
+ * that the init's exec overlaps the command's work. */
+static int command_child(void *arg)
+{
+    struct start_ctx *s = arg;
+    const iso_exec_t *x = &s->c->x;
+    char buf[PATH_MAX];
+    close(s->ctl_at);       /* the init's; the command never sees it */
+    if (x->new_session && setsid() < 0) {
+        fail(&s->cmd_err, ISO_STEP_SETSID, "");
+        _exit(127);
+    }
+    unblock_all_in_child();
+    iso_exec_search(x->file, x->argv, x->envp, x->path, buf);
+    fail(&s->cmd_err, ISO_STEP_EXEC, x->file);
+    _exit(127);
+}
 
 static int container_child(void *arg)
 {
-    const struct start_ctx *s = arg;
+    struct start_ctx *s = arg;
     const iso_container_t *c = s->c;
     int ctl = s->ctl;
     iso_msg_t msg;
@@ -504,11 +538,28 @@ static int container_child(void *arg)
     for (size_t i = 0; i < c->nops; i++)
         if (run_op(&c->ops[i], &msg.error) < 0)
             goto out;
-    if (prepare_exec(&c->init, ctl, c->ctl_at, &msg.error) < 0)
+    if (prepare_exec(&c->x, ctl, s->ctl_at, &msg.error) < 0)
         goto out;
-    ctl = c->ctl_at;
+    ctl = s->ctl_at;
+
+    char ctlbuf[24], pidbuf[24] = "0";
+    if (c->run) {
+        /* CLONE_VFORK: back once the command has exec'd or failed */
+        pid_t pid = clone(command_child, s->stack2, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+        if (pid < 0) {
+            fail(&msg.error, ISO_STEP_CLONE, "command");
+            goto out;
+        }
+        if (s->cmd_err.step != 0) {
+            msg.error = s->cmd_err;
+            goto out;
+        }
+        fmt_int(pidbuf, pid);
+    }
+    char *argv[] = {"isolate-init", c->run ? "run" : "serve", fmt_int(ctlbuf, ctl), pidbuf, NULL};
+    char *envp[] = {NULL};
     unblock_all_in_child();
-    syscall(SYS_execveat, c->init_fd, "", c->init.argv, c->init.envp, AT_EMPTY_PATH);
+    syscall(SYS_execveat, c->init_fd, "", argv, envp, AT_EMPTY_PATH);
     fail(&msg.error, ISO_STEP_EXEC_INIT, "isolate-init");
 out:
     send(ctl, &msg, sizeof msg, MSG_NOSIGNAL);
@@ -532,7 +583,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         return fail(err, ISO_STEP_SOCKET, "control socket");
     sv[0] = fd_above_stdio(sv[0]);
     sv[1] = fd_above_stdio(sv[1]);
-    char *stack = stack_alloc(STACK_SIZE);
+    char *stack = stack_alloc(2 * STACK_SIZE);
     if (stack == NULL) {
         fail(err, ISO_STEP_CLONE, "stack");
         close(sv[0]);
@@ -540,7 +591,19 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         return -1;
     }
 
-    struct start_ctx s = {c, sv[1]};
+    /* the init's control socket: the first fd from 3 that pass_fds leaves free */
+    int at = 3;
+    for (size_t i = 0; i < c->x.npass_fds; i++)
+        if (c->x.pass_fds[i] == at) {
+            at++;
+            i = (size_t)-1;
+        }
+    struct start_ctx s;
+    memset(&s, 0, sizeof s);
+    s.c = c;
+    s.ctl = sv[1];
+    s.ctl_at = at;
+    s.stack2 = stack + 2 * STACK_SIZE;
     int pidfd = -1;
     sigset_t old;
     block_all(&old);
@@ -551,7 +614,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     if (pid < 0) {
         errno = clone_errno;
         fail(err, ISO_STEP_CLONE, "");
-        stack_free(stack, STACK_SIZE);
+        stack_free(stack, 2 * STACK_SIZE);
         close(sv[0]);
         return -1;
     }
@@ -564,7 +627,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     while (n < 0 && errno == EINTR);
 
     if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_READY) {
-        stack_free(stack, STACK_SIZE);
+        stack_free(stack, 2 * STACK_SIZE);
         *pid_out = pid;
         *pidfd_out = pidfd;
         *ctl_out = sv[0];
@@ -580,7 +643,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     int status;
     while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
         ;
-    stack_free(stack, STACK_SIZE);
+    stack_free(stack, 2 * STACK_SIZE);
     if (pidfd >= 0)
         close(pidfd);
     close(sv[0]);

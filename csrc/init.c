@@ -1,12 +1,14 @@
 /* isolate-init: PID 1 of a container.
  *
  *   isolate-init serve CTL
- *   isolate-init run CTL PATH FILE ARGV0 [ARG...]
+ *   isolate-init run CTL PID
  *
- * CTL is the fd of the control socket to the runtime. The init reaps every
- * orphan, and ends when the runtime goes away (the socket hangs up) or, in
- * run mode, when its command ends, after reporting the wait status. When PID
- * 1 ends, the kernel kills every other process of the container.
+ * Started by csrc/child.c, never by hand. CTL is the fd of the control socket
+ * to the runtime; PID the command's, which child.c started before exec'ing
+ * the init. The init reaps every orphan, passes signals on to the command,
+ * and ends when the runtime goes away (the socket hangs up) or, in run mode,
+ * when the command ends, after reporting its wait status. When PID 1 ends,
+ * the kernel kills every other process of the container.
  *
  * Every container start execs this program, so it is built without libc on
  * x86-64 (ISO_NOLIBC, see nolibc.c): an exec of it costs a quarter of a
@@ -29,13 +31,6 @@
 #ifdef ISO_NOLIBC
 long iso_sys6(long n, long a, long b, long c, long d, long e, long f);
 #define sys(n, a, b, c, d, e, f) iso_sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
-/* vfork must not return through a function frame: inline the syscall here */
-static inline __attribute__((always_inline)) long sys_vfork(void)
-{
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(SYS_vfork) : "rcx", "r11", "memory");
-    return ret;
-}
 #else
 #include <unistd.h>
 static long sys(long n, long a, long b, long c, long d, long e, long f)
@@ -43,7 +38,6 @@ static long sys(long n, long a, long b, long c, long d, long e, long f)
     long r = syscall(n, a, b, c, d, e, f);
     return r < 0 ? -errno : r;
 }
-#define sys_vfork() ((long)vfork())
 #endif
 
 #define SIGBIT(s) (1UL << ((s) - 1))
@@ -84,29 +78,29 @@ static void report(int ctl, int kind, int status, int step, int err, const char 
     sys(SYS_sendto, ctl, &m, sizeof m, MSG_NOSIGNAL, 0, 0);
 }
 
-static volatile int exec_errno;
-static char pathbuf[PATH_MAX];
-
-static __attribute__((noinline, noreturn)) void exec_command(const char *file, char **argv,
-                                                             char **envp, const char *path)
+/* Reap what has ended; true when the command has (its status reported). */
+static int reap(int ctl, long main_pid, int *exit_code)
 {
-    unsigned long none = 0;
-    sys(SYS_setsid, 0, 0, 0, 0, 0, 0);
-    sys(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none, 0, 0);
-    iso_exec_search(file, argv, envp, path, pathbuf);
-    exec_errno = errno;
-    for (;;)
-        sys(SYS_exit, 127, 0, 0, 0, 0, 0);
+    int status;
+    long p;
+    while ((p = sys(SYS_wait4, -1, &status, WNOHANG, 0, 0, 0)) > 0) {
+        if (p == main_pid) {
+            report(ctl, ISO_MSG_EXIT, status, 0, 0, 0);
+            *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int main(int argc, char **argv, char **envp)
 {
-    if (argc < 3)
+    (void)envp;
+    if (argc < 4)
         return 125;
     int run = streq(argv[1], "run");
-    if (run && argc < 6)
-        return 125;
     int ctl = parse_int(argv[2]);
+    long main_pid = run ? parse_int(argv[3]) : -1;
     sys(SYS_fcntl, ctl, F_SETFD, FD_CLOEXEC, 0, 0, 0);
     sys(SYS_prctl, PR_SET_NAME, "isolate-init", 0, 0, 0, 0);    /* not the memfd's number */
 
@@ -118,20 +112,11 @@ int main(int argc, char **argv, char **envp)
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, (int)-sfd, "signalfd");
         return 125;
     }
-
-    long main_pid = -1;
-    if (run) {
-        long pid = sys_vfork();
-        if (pid == 0)
-            exec_command(argv[4], argv + 5, envp, argv[3]);
-        if (pid < 0 || exec_errno != 0) {
-            report(ctl, ISO_MSG_ERROR, 0, pid < 0 ? ISO_STEP_CLONE : ISO_STEP_EXEC,
-                   pid < 0 ? (int)-pid : exec_errno, argv[4]);
-            return 127;
-        }
-        main_pid = pid;
-    }
     report(ctl, ISO_MSG_READY, (int)main_pid, 0, 0, 0);
+    /* the command may have ended before SIGCHLD was blocked: look once */
+    int code = 0;
+    if (run && reap(ctl, main_pid, &code))
+        return code;
 
     struct pollfd fds[2] = {{ctl, POLLIN, 0}, {(int)sfd, POLLIN, 0}};
     for (;;) {
@@ -157,15 +142,7 @@ int main(int argc, char **argv, char **envp)
             else if (SIGBIT(si.ssi_signo) & (SIGBIT(SIGTERM) | SIGBIT(SIGINT) | SIGBIT(SIGHUP)))
                 return 0;
         }
-        int status;
-        long p;
-        while ((p = sys(SYS_wait4, -1, &status, WNOHANG, 0, 0, 0)) > 0) {
-            if (p == main_pid) {
-                report(ctl, ISO_MSG_EXIT, status, 0, 0, 0);
-                if (WIFEXITED(status))
-                    return WEXITSTATUS(status);
-                return 128 + WTERMSIG(status);
-            }
-        }
+        if (reap(ctl, main_pid, &code))
+            return code;
     }
 }

@@ -126,19 +126,22 @@ typedef struct iso_exec {
     mode_t umask;
 } iso_exec_t;
 
-/* A container: namespaces, plan, then exec of the init with x's settings. */
+/* A container: namespaces, the plan, then the init as PID 1 with x's stdio,
+ * fds, ids and directory. In run mode, x's command starts first, as PID 2,
+ * and the container ends when it does. */
 typedef struct iso_container {
     unsigned long clone_flags;  /* CLONE_NEW* */
     const iso_op_t *ops;
     size_t nops;
     int init_fd;                /* memfd holding the init program */
-    int ctl_at;                 /* fd number of the control socket in the init */
-    iso_exec_t init;            /* file/path unused; argv/envp go to the init */
+    int run;                    /* run x's command; otherwise serve until closed */
+    iso_exec_t x;
 } iso_container_t;
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),
  * *pidfd and *ctl (the caller's end of the control socket, close-on-exec);
- * first_msg receives the init's READY message. */
+ * first_msg receives the init's READY message (status: the command's pid
+ * in the container's PID namespace, in run mode). */
 int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                         iso_msg_t *first_msg, iso_error_t *err);
 

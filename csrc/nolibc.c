@@ -1,6 +1,6 @@
 /* Just enough of a C runtime for isolate-init on x86-64, built with
  * -nostdlib -static: the entry point, the syscall instruction, and the few
- * libc functions that init.c and exec.c call. */
+ * functions a compiler may call on its own (memcpy, memset). */
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <sys/syscall.h>
@@ -42,41 +42,6 @@ __asm__(".text\n"
         "    and $-16, %rsp\n"
         "    call iso_start_c\n"
         "    hlt\n");
-
-static int errno_value;
-
-int *__errno_location(void)
-{
-    return &errno_value;
-}
-
-int execve(const char *path, char *const argv[], char *const envp[])
-{
-    long r = iso_sys6(SYS_execve, (long)path, (long)argv, (long)envp, 0, 0, 0);
-    errno_value = (int)-r;
-    return -1;
-}
-
-size_t strlen(const char *s)
-{
-    const char *p = s;
-    while (*p)
-        p++;
-    return (size_t)(p - s);
-}
-
-char *strchrnul(const char *s, int c)
-{
-    while (*s && *s != (char)c)
-        s++;
-    return (char *)s;
-}
-
-char *strchr(const char *s, int c)
-{
-    s = strchrnul(s, c);
-    return *s == (char)c ? (char *)s : NULL;
-}
 
 void *memcpy(void *dst, const void *src, size_t n)
 {

@@ -52,8 +52,8 @@ cdef extern from "isolate.h" nogil:
         const iso_op_t *ops
         size_t nops
         int init_fd
-        int ctl_at
-        iso_exec_t init
+        int run
+        iso_exec_t x
 
     enum:
         ISO_MSG_READY
@@ -259,12 +259,13 @@ cdef class ExecSpec:
         free(self._groups)
 
 
-def start_container(Plan plan, unsigned long clone_flags, ExecSpec init, int ctl_at):
-    """Clone a container, walk its plan and exec its init with `init`'s settings.
+def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run):
+    """Clone a container, walk its plan and exec its init with spec's stdio,
+    fds, ids and directory; with run, spec's command first, as PID 2.
 
     Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
     the caller's end of the control socket, and the status of the init's
-    first report (the command's pid in run mode).
+    first report (the command's pid inside, in run mode).
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -277,8 +278,8 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec init, int ctl
     c.clone_flags = clone_flags
     c.ops = plan.ops
     c.nops = plan.n
-    c.ctl_at = ctl_at
-    c.init = init.x
+    c.run = run
+    c.x = spec.x
     with nogil:
         r = iso_container_start(&c, &pid, &pidfd, &ctl, &msg, &err)
     if r < 0:

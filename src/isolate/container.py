@@ -52,15 +52,6 @@ def _argv(args: Args, shell: bool) -> list[bytes]:
     return [os.fsencode(a) for a in items]
 
 
-def _ctl_at(pass_fds: Iterable[int]) -> int:
-    """Where the init finds its control socket: the first fd from 3 not passed."""
-    taken = set(pass_fds)
-    fd = 3
-    while fd in taken:
-        fd += 1
-    return fd
-
-
 class _Launch:
     """What a Process needs to start: everything but the stdio Popen makes."""
 
@@ -75,7 +66,7 @@ class _Launch:
             check_ids(self.user, cfg.userns)
 
     def spec(self, argv: list[bytes], executable: StrOrBytesPath | None,
-             stdio: tuple[int, int, int], pass_fds: Sequence[int], init_argv=None) -> Any:
+             stdio: tuple[int, int, int], pass_fds: Sequence[int]) -> Any:
         cfg = self.cfg
         env = list(cfg.env) if self.env is None else self.env
         envp = env_list(env)
@@ -83,8 +74,6 @@ class _Launch:
         cwd = cfg.cwd if self.cwd is None else os.fspath(self.cwd)
         file = argv[0] if executable is None else os.fsencode(executable)
         u = self.user
-        if init_argv is not None:
-            argv = [*init_argv, os.fsencode(path), file, *argv]
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
                            tuple(pass_fds), (u.uid, u.gid, u.groups), not cfg.userns, True)
 
@@ -242,10 +231,10 @@ class Container:
             if self._state != "new":
                 raise RuntimeError(f"container {self.id} is {self._state}; it starts only once")
             cfg = self._cfg
-            init = _c.ExecSpec(b"isolate-init", [b"isolate-init", b"serve", b"3"], [], None, b"/",
-                               (_devnull(),) * 3, (), (0, 0, ()), not cfg.userns, True)
+            init = _c.ExecSpec(b"", [], [], None, b"/", (_devnull(),) * 3, (), (0, 0, ()),
+                               not cfg.userns, True)
             pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
-                                                    init, 3)
+                                                    init, False)
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
             self._join = _plan.join_flags(cfg)
             self._state = "running"
@@ -399,11 +388,8 @@ def run(
     container_id = os.urandom(6).hex()
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
-        ctl_at = _ctl_at(fds)
-        spec = launch.spec(argv, exe, stdio, fds,
-                           init_argv=[b"isolate-init", b"run", str(ctl_at).encode()])
-        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id),
-                                                _plan.clone_flags(cfg), spec, ctl_at)
+        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id), _plan.clone_flags(cfg),
+                                                launch.spec(argv, exe, stdio, fds), True)
         os.close(pidfd)
         proc._ctl = ctl
         return pid
