@@ -80,15 +80,11 @@ def _root_steps(cfg: Config) -> list[tuple]:
             op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", data=data)]
 
 
-def _writable_root(cfg: Config) -> bool:
-    return cfg.rootfs is not None and not cfg.readonly
-
-
 def _special_fs_steps(cfg: Config) -> list[tuple]:
     """/proc, /sys and /dev, as runc and crun lay them out."""
     r = NEWROOT
     steps = []
-    if _writable_root(cfg):
+    if cfg.rootfs is not None and not cfg.readonly:
         steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")
                   if not os.path.isdir(cfg.rootfs + d)]
     if "pid" in cfg.namespaces:
@@ -144,6 +140,7 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
                       op(_c.OP_MOUNT, src="tmpfs", dst=target, fstype="tmpfs",
                          flags=NOSUID | NODEV, data=data)]
             continue
+        assert m.source is not None
         source = os.path.realpath(m.source)     # OLDROOT + a symlink would leave OLDROOT
         if stat.S_ISDIR(os.stat(source).st_mode):
             steps.append(op(_c.OP_MKDIR, dst=target, arg=0o755))

@@ -266,6 +266,7 @@ class Container:
                     p._kill_all()
                 p.wait()
             self._procs.clear()
+            assert self.pid is not None
             try:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:

@@ -1,0 +1,37 @@
+# Types of the Cython layer (src/_isolate.pyx).
+from typing import Any, Sequence
+
+OP_MOUNT: int
+OP_BIND: int
+OP_RDONLY_REC: int
+OP_MKDIR: int
+OP_TOUCH: int
+OP_MKNOD: int
+OP_SYMLINK: int
+OP_PIVOT_ROOT: int
+OP_WRITE: int
+OP_HOSTNAME: int
+OP_LO_UP: int
+OP_UNSHARE: int
+MSG_READY: int
+MSG_ERROR: int
+MSG_EXIT: int
+MSG_SIZE: int
+NAMESPACE_FLAGS: dict[str, int]
+NAMESPACE_ORDER: tuple[str, ...]
+MS: dict[str, int]
+
+class Plan:
+    steps: tuple[tuple[Any, ...], ...]
+    def __init__(self, steps: Sequence[tuple[Any, ...]]) -> None: ...
+    def __len__(self) -> int: ...
+
+class ExecSpec:
+    def __init__(self, file: bytes, argv: list[bytes], envp: list[bytes], path: bytes | None,
+                 cwd: bytes | None, stdio: Sequence[int], pass_fds: Sequence[int] = ...,
+                 ids: tuple[int, int, Sequence[int]] | None = ..., set_groups: bool = ...,
+                 new_session: bool = ..., umask: int = ...) -> None: ...
+
+def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: bool) -> tuple[int, int, int, int]: ...
+def exec_in(pidfd: int, ns_fds: Sequence[int], nsflags: int, spec: ExecSpec) -> int: ...
+def parse_msg(data: bytes) -> tuple[int, int, str, int, str]: ...
