@@ -1,0 +1,104 @@
+"""The core as an unprivileged caller: a user namespace is made for it.
+
+The test runs a small program as uid 65534 (setpriv) with a copy of the
+installed package, since the caller's own interpreter may sit where that user
+cannot read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import isolate
+
+from .rootfs import make_rootfs
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+PROBE = """
+import isolate, json, sys
+out = {}
+r = isolate.run(["sh", "-c", "id -u; cat /proc/self/uid_map; ls /sys/class/net; "
+                 "tr '\\\\0' ' ' < /proc/1/cmdline; touch /etc/x 2>/dev/null || echo ro"],
+                capture_output=True, text=True)
+out["host_root"] = [r.returncode, r.stdout.split(), r.stderr]
+with isolate.Container(rootfs=sys.argv[1], hostname="rl") as c:
+    r = c.run(["sh", "-c", "id -u; hostname; touch /x && echo wrote; ls /sys/class/net; "
+               "ls -d /proc/[0-9]* | wc -l"], capture_output=True, text=True)
+    out["container"] = [r.returncode, r.stdout.split(), r.stderr]
+    try:
+        c.run(["no-such-command"])
+    except FileNotFoundError as e:
+        out["missing"] = e.filename
+print(json.dumps(out))
+"""
+
+
+def _python_for_nobody() -> str:
+    """An interpreter of this version that uid 65534 can run, or skip saying why."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    candidates = [sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"]
+    for py in candidates:
+        r = subprocess.run([*NOBODY, py, "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip() == str(tuple(sys.version_info[:2])):
+            return py
+    pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that uid 65534 can run "
+                f"(tried {', '.join(candidates)})")
+
+
+def _userns_allowed() -> None:
+    r = subprocess.run([*NOBODY, "unshare", "--user", "--map-root-user", "true"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are disabled here: {r.stderr.strip()}")
+
+
+@pytest.fixture()
+def world_readable():
+    d = tempfile.mkdtemp(prefix="isolate-rootless-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_unprivileged_caller_gets_a_user_namespace(world_readable):
+    py = _python_for_nobody()
+    _userns_allowed()
+    pkg = os.path.join(world_readable, "isolate")
+    shutil.copytree(os.path.dirname(isolate.__file__), pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    root = make_rootfs(os.path.join(world_readable, "rootfs"))
+    for base, dirs, files in os.walk(world_readable):
+        for name in dirs + files:
+            p = os.path.join(base, name)
+            if not os.path.islink(p):
+                searchable = name in dirs or os.access(p, os.X_OK)
+                os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
+    r = subprocess.run([*NOBODY, py, "-c", PROBE, root], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": world_readable})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+
+    code, words, err = out["host_root"]
+    assert code == 0, err
+    assert words[0] == "0"                          # root inside...
+    assert words[1:4] == ["0", "65534", "1"]        # ...that is uid 65534 outside
+    assert words[4] == "lo"                         # own network namespace
+    assert words[5] == "isolate-init"               # own PID namespace
+    assert words[-1] == "ro"                        # the host's root stays read-only
+
+    code, words, err = out["container"]
+    assert code == 0, err
+    assert words[:4] == ["0", "rl", "wrote", "lo"]
+    assert int(words[4]) <= 5
+    assert out["missing"] == "no-such-command"
+    assert not os.path.exists(os.path.join(root, "x"))
