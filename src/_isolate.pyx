@@ -316,3 +316,86 @@ def parse_msg(bytes data):
     m = <const iso_msg_t *><const char *>data
     return (m.kind, m.status, iso_step_name(m.error.step).decode(), m.error.err,
             m.error.path.decode("utf-8", "surrogateescape"))
+
+
+cdef extern from "Python.h":
+    void PyOS_BeforeFork()
+    void PyOS_AfterFork_Parent()
+    void PyOS_AfterFork_Child()
+
+
+cdef extern from "<unistd.h>" nogil:
+    int fork()
+    int close(int fd)
+
+
+cdef extern from "<fcntl.h>" nogil:
+    int open(const char *path, int flags)
+    enum:
+        O_RDONLY
+        O_CLOEXEC
+
+
+cdef extern from "<sched.h>" nogil:
+    int setns(int fd, int nstype)
+
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+
+
+def fork_into(int pidfd, unsigned long nsflags):
+    """fork() this process into the namespaces of the process behind pidfd.
+
+    Returns (pid, 0) in the parent and (0, errno) in the child: errno is
+    not 0 when the child could not join (it must report that, not raise
+    into the caller's code). The child is a child of the caller, in the
+    container's PID namespace: the calling thread points its
+    pid_for_children there for the fork and back after (a per-thread
+    setting), so one fork is enough.
+    """
+    cdef int own = -1, pid, err = 0
+    if nsflags & CLONE_NEWPID:
+        own = open(b"/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC)
+        if own < 0 or setns(pidfd, CLONE_NEWPID) < 0:
+            err = errno
+            if own >= 0:
+                close(own)
+            from isolate.errors import child_error
+            raise child_error("setns", err, "container")
+    PyOS_BeforeFork()
+    pid = fork()
+    if pid == 0:
+        PyOS_AfterFork_Child()
+        if own >= 0:
+            close(own)
+        if nsflags & ~CLONE_NEWPID and setns(pidfd, nsflags & ~CLONE_NEWPID) < 0:
+            return 0, errno
+        return 0, 0
+    err = errno
+    PyOS_AfterFork_Parent()
+    if own >= 0:
+        setns(own, CLONE_NEWPID)
+        close(own)
+    if pid < 0:
+        from isolate.errors import child_error
+        raise child_error("clone", err, "fork")
+    return pid, 0
+
+
+
+cdef extern from "<stdlib.h>" nogil:
+    int clearenv()
+    int setenv(const char *name, const char *value, int overwrite)
+
+
+def replace_environ(list items):
+    """Make the C environment exactly items, a list of (name, value) bytes.
+
+    os.environ is left to the caller: in a fork, rebuilding both wholesale
+    touches far fewer copy-on-write pages than changing them key by key.
+    """
+    clearenv()
+    for name, value in items:
+        if setenv(<bytes>name, <bytes>value, 1) < 0:
+            raise OSError(errno, "setenv")

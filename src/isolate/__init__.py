@@ -14,18 +14,25 @@ except ImportError as e:  # pragma: no cover
         "(needs a C compiler, Cython and a static libc)"
     ) from e
 
+from ._call import call, isolated
 from .container import Container, Process, run
-from .errors import ContainerError, IsolateError, NamespaceError
+from .errors import (ContainerDied, ContainerError, IsolateError, NamespaceError, RemoteTraceback,
+                     SerializationError)
 from .mounts import Mount
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Container",
+    "ContainerDied",
     "ContainerError",
     "IsolateError",
     "Mount",
     "NamespaceError",
     "Process",
+    "RemoteTraceback",
+    "SerializationError",
+    "call",
+    "isolated",
     "run",
 ]

@@ -14,8 +14,10 @@ import subprocess
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any, Callable, Union
+from concurrent.futures import Future
+from typing import IO, Any, Callable, TypeVar, Union
 
+from . import _call
 from . import _isolate as _c
 from . import _plan
 from ._config import DEFAULT_PATH, Config, check_ids, env_list, make_config, parse_user
@@ -26,6 +28,7 @@ __all__ = ["Container", "Process", "run"]
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Args = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
 File = Union[None, int, IO[Any]]
+T = TypeVar("T")
 
 _devnull_fd = -1
 _devnull_lock = threading.Lock()
@@ -221,6 +224,7 @@ class Container:
         self._pidfd = -1
         self._ctl = -1
         self._procs: list[Process] = []
+        self._calls: set[int] = set()     # pids of call() processes in flight
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------
@@ -265,6 +269,12 @@ class Container:
                 if "pid" not in self._cfg.namespaces:
                     p._kill_all()
                 p.wait()
+            if "pid" not in self._cfg.namespaces:
+                for pid in list(self._calls):     # their threads reap them
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
             self._procs.clear()
             assert self.pid is not None
             try:
@@ -330,6 +340,22 @@ class Container:
         return Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
                        encoding=encoding, errors=errors, universal_newlines=universal_newlines,
                        bufsize=bufsize, executable=executable, shell=shell, pass_fds=pass_fds)
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) in a new process inside the container; its result.
+
+        The process is a fork of the caller that joined the container, so
+        closures and lambdas work and arguments are not copied. An exception
+        raised inside is raised here, its remote traceback as __cause__; a
+        process that dies raises `isolate.ContainerDied`. Every keyword goes
+        to fn. What fn started is killed when it returns.
+        """
+        return _call.call_in(self, fn, args, kwargs)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """`call` in the background: a `concurrent.futures.Future`, whose
+        `cancel()` kills the call's process."""
+        return _call.submit_in(self, fn, args, kwargs)
 
     def run(
         self,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-__all__ = ["IsolateError", "ContainerError", "NamespaceError", "child_error"]
+__all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied",
+           "SerializationError", "RemoteTraceback", "child_error"]
 
 
 class IsolateError(Exception):
@@ -39,6 +40,38 @@ def _rebuild_container_error(err, message, filename, step):
 
 class NamespaceError(ContainerError):
     """A namespace could not be created or joined."""
+
+
+class ContainerDied(IsolateError):
+    """The process running a function ended without returning: a signal
+    (`signal` is its number, as OOM kills and crashes give), or an exit."""
+
+    def __init__(self, message: str, *, signal: int | None = None, exitcode: int | None = None):
+        super().__init__(message)
+        self.signal = signal
+        self.exitcode = exitcode
+
+    def __reduce__(self):
+        return (_rebuild_died, (str(self), self.signal, self.exitcode))
+
+
+def _rebuild_died(message, signal, exitcode):
+    return ContainerDied(message, signal=signal, exitcode=exitcode)
+
+
+class SerializationError(IsolateError, TypeError):
+    """A function, its arguments, its result or its exception could not be pickled."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised inside a container (its __cause__)."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
 
 
 def _hint(step: str, err: int, path: str) -> str:

@@ -1,0 +1,196 @@
+"""Python functions inside containers: Container.call and submit, isolate.call, @isolated.
+
+The function runs in a fork of the caller that joined the container's
+namespaces, so closures, lambdas and any argument work without pickling;
+only the outcome is pickled back.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from . import _isolate as _c
+from . import _wire
+from .errors import ContainerDied, child_error
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from .container import Container
+
+T = TypeVar("T")
+
+
+def _stdio_fds() -> set[int]:
+    """The fds behind sys.stdin/stdout/stderr, which may not be 0, 1, 2."""
+    fds = set()
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            fds.add(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    return fds
+
+
+def enter_in_child(cfg: Config, keep_fd: int) -> None:
+    """In the fork, once in the namespaces: what every container process gets.
+    Only stdio (as Python sees it) and the result pipe stay open."""
+    low = 3
+    for fd in sorted({keep_fd} | {fd for fd in _stdio_fds() if fd >= 3}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 30)
+    os.setsid()
+    os.umask(0o022)
+    os.chdir(cfg.cwd)
+    u = cfg.user
+    if not cfg.userns:
+        os.setgroups(list(u.groups))
+    os.setgid(u.gid)
+    os.setuid(u.uid)
+    items = [(os.fsencode(k), os.fsencode(v)) for k, v in cfg.env]
+    _c.replace_environ(items)
+    os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ
+
+
+def _reraise(e: BaseException) -> None:
+    raise e
+
+
+def died(status: int, what: str) -> ContainerDied:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return ContainerDied(f"{what} was killed by {signal.Signals(sig).name}", signal=sig)
+    code = os.waitstatus_to_exitcode(status)
+    return ContainerDied(f"{what} exited with status {code} without returning", exitcode=code)
+
+
+def _kill_session(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)      # the call's session: what it started
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
+            timeout: float | None = None, started: Callable[[int], None] | None = None) -> T:
+    """Run fn(*args, **kwargs) in a fork of this process inside c."""
+    r, w = os.pipe()
+    try:
+        with c._lock:
+            if c._state != "running":
+                raise RuntimeError(f"container {c.id} is {c._state}")
+            pid, err = _c.fork_into(c._pidfd, c._join)
+            if pid == 0:            # the child: never returns
+                try:
+                    os.close(r)
+                    if err:
+                        raise child_error("setns", err, "container")
+                    enter_in_child(c._cfg, w)
+                except BaseException as e:
+                    _wire.run_and_exit(w, _reraise, (e,), {})
+                _wire.run_and_exit(w, fn, args, kwargs)
+            c._calls.add(pid)
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    os.close(w)
+    if started is not None:
+        started(pid)
+    what = f"the process running {getattr(fn, '__qualname__', repr(fn))}"
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            payload = _wire.receive(r, deadline)
+        except TimeoutError:
+            _kill_session(pid)
+            raise TimeoutError(f"{what} did not return within {timeout} s; it was killed") from None
+        finally:
+            os.close(r)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        _kill_session(pid)
+        c._calls.discard(pid)
+    if payload is None:
+        raise died(status, what)
+    return _wire.decode(payload)
+
+
+def submit_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
+              timeout: float | None = None) -> concurrent.futures.Future[T]:
+    """call_in in a thread; cancelling the future kills the call's process."""
+    fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+    box: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def started(pid: int) -> None:
+        with lock:
+            box["pid"] = pid
+        if fut.cancelled():
+            _kill_session(pid)
+
+    def on_done(f: concurrent.futures.Future[T]) -> None:
+        if f.cancelled():
+            with lock:
+                pid = box.get("pid")
+            if pid is not None:
+                _kill_session(pid)
+
+    def work() -> None:
+        try:
+            result = call_in(c, fn, args, kwargs, timeout, started)
+        except BaseException as e:
+            if not fut.cancelled():
+                try:
+                    fut.set_exception(e)
+                except concurrent.futures.InvalidStateError:
+                    pass
+        else:
+            try:
+                fut.set_result(result)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    # The future stays pending while the call runs, so cancel() works until
+    # the result is in (a running future could not be cancelled).
+    fut.add_done_callback(on_done)
+    threading.Thread(target=work, name=f"isolate-call-{c.id}", daemon=True).start()
+    return fut
+
+
+def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) in a fresh container (the defaults of `Container()`),
+    removed afterwards with everything the call started."""
+    from .container import Container
+    with Container() as c:
+        return call_in(c, fn, args, kwargs)
+
+
+def isolated(fn: Callable[..., T] | None = None, /, *, timeout: float | None = None,
+             **container_options: Any) -> Any:
+    """Decorate a function so that each call runs in a fresh container.
+
+        @isolated(network="none", timeout=5)
+        def parse(blob): ...
+
+    `timeout` kills a call that runs longer and raises TimeoutError; the other
+    options are `Container`'s, checked when decorating.
+    """
+    from ._config import make_config
+    from .container import Container
+    make_config(**container_options)    # bad options fail here, not at the first call
+
+    def decorate(f: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            with Container(**container_options) as c:
+                return call_in(c, f, args, kwargs, timeout)
+        return wrapper
+
+    return decorate if fn is None else decorate(fn)

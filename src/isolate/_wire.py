@@ -1,0 +1,118 @@
+"""How a function's outcome travels out of a container: one framed pickle.
+
+The process that ran the function writes ("ok", value) or ("raise", exc, tb)
+with a length prefix; the caller reads exactly that, so processes the
+function left behind (holding the fd) cannot stall it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+import cloudpickle
+
+from .errors import RemoteTraceback, SerializationError
+
+_HEADER = struct.Struct("<Q")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def send(fd: int, obj: Any) -> None:
+    data = dumps(obj)
+    write_all(fd, _HEADER.pack(len(data)) + data)
+
+
+def dumps(obj: Any) -> bytes:
+    """pickle, falling back to cloudpickle for what pickle cannot take by
+    reference (lambdas, local classes); the plain pickler is much cheaper
+    in a fresh fork, where every page it touches is copied."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _outcome(fn, args, kwargs) -> bytes:
+    """The pickled outcome of fn(*args, **kwargs), whatever it is."""
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as e:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        e.__traceback__ = None
+        try:
+            return dumps(("raise", e, tb))
+        except Exception as pe:
+            err = SerializationError(f"the exception {type(e).__module__}.{type(e).__qualname__} "
+                                     f"raised in the container cannot be pickled: {pe}")
+            return cloudpickle.dumps(("raise", err, tb))
+    try:
+        return dumps(("ok", value))
+    except Exception as pe:
+        err = SerializationError(f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
+                                 f"cannot be pickled: {pe}")
+        return cloudpickle.dumps(("raise", err, ""))
+
+
+def run_and_exit(fd: int, fn, args, kwargs) -> NoReturn:
+    """In the process inside the container: run, report, and leave without
+    running the caller's cleanup (atexit, finally blocks of the fork)."""
+    code = 0
+    try:
+        data = _outcome(fn, args, kwargs)
+        write_all(fd, _HEADER.pack(len(data)) + data)
+    except BaseException:
+        code = 70
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes | None:
+    chunks = []
+    while n > 0:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(fd: int, deadline: float | None = None) -> bytes | None:
+    """The framed payload, or None when the writer ended without sending one.
+    Raises TimeoutError once deadline (time.monotonic) passes."""
+    header = _read_exactly(fd, _HEADER.size, deadline)
+    if header is None:
+        return None
+    return _read_exactly(fd, _HEADER.unpack(header)[0], deadline)
+
+
+def decode(payload: bytes) -> Any:
+    """Return the value, or raise the exception with its remote traceback."""
+    kind, *rest = pickle.loads(payload)
+    if kind == "ok":
+        return rest[0]
+    exc, tb = rest
+    if tb:
+        exc.__cause__ = RemoteTraceback(tb)
+    raise exc
