@@ -15,8 +15,6 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-import cloudpickle
-
 from .errors import RemoteTraceback, SerializationError
 
 _HEADER = struct.Struct("<Q")
@@ -41,6 +39,7 @@ def dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
+        import cloudpickle
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -56,13 +55,13 @@ def _outcome(fn, args, kwargs) -> bytes:
         except Exception as pe:
             err = SerializationError(f"the exception {type(e).__module__}.{type(e).__qualname__} "
                                      f"raised in the container cannot be pickled: {pe}")
-            return cloudpickle.dumps(("raise", err, tb))
+            return pickle.dumps(("raise", err, tb))
     try:
         return dumps(("ok", value))
     except Exception as pe:
         err = SerializationError(f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
                                  f"cannot be pickled: {pe}")
-        return cloudpickle.dumps(("raise", err, ""))
+        return pickle.dumps(("raise", err, ""))
 
 
 def run_and_exit(fd: int, fn, args, kwargs) -> NoReturn:
