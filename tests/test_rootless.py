@@ -73,9 +73,10 @@ def world_readable():
 def test_unprivileged_caller_gets_a_user_namespace(world_readable):
     py = _python_for_nobody()
     _userns_allowed()
-    pkg = os.path.join(world_readable, "isolate")
-    shutil.copytree(os.path.dirname(isolate.__file__), pkg,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    import cloudpickle
+    for mod in (isolate, cloudpickle):
+        shutil.copytree(os.path.dirname(mod.__file__), os.path.join(world_readable, mod.__name__),
+                        ignore=shutil.ignore_patterns("__pycache__"))
     root = make_rootfs(os.path.join(world_readable, "rootfs"))
     for base, dirs, files in os.walk(world_readable):
         for name in dirs + files:

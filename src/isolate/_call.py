@@ -80,6 +80,7 @@ def _kill_session(pid: int) -> None:
 def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             timeout: float | None = None, started: Callable[[int], None] | None = None) -> T:
     """Run fn(*args, **kwargs) in a fork of this process inside c."""
+    _wire.load_pickler()
     r, w = os.pipe()
     try:
         with c._lock:

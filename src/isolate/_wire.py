@@ -32,6 +32,12 @@ def send(fd: int, obj: Any) -> None:
     write_all(fd, _HEADER.pack(len(data)) + data)
 
 
+def load_pickler() -> None:
+    """Import cloudpickle here, before a fork: the fork joins the container's
+    mount namespace, where the import would look in the container's files."""
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+
+
 def dumps(obj: Any) -> bytes:
     """pickle, falling back to cloudpickle for what pickle cannot take by
     reference (lambdas, local classes); the plain pickler is much cheaper
@@ -39,7 +45,7 @@ def dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        import cloudpickle
+        import cloudpickle  # type: ignore[import-untyped]
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
