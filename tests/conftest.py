@@ -113,6 +113,8 @@ def assert_no_leaks(before: dict) -> None:
 def _warm():
     # The process keeps one /dev/null fd and the init's memfd for its lifetime.
     isolate.run(["true"])
+    with isolate.Container():
+        pass
 
 
 @pytest.fixture(autouse=True)

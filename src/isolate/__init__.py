@@ -19,6 +19,7 @@ from .container import Container, Process, run
 from .errors import (ContainerDied, ContainerError, IsolateError, NamespaceError, RemoteTraceback,
                      SerializationError)
 from .mounts import Mount
+from .pool import Pool
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "IsolateError",
     "Mount",
     "NamespaceError",
+    "Pool",
     "Process",
     "RemoteTraceback",
     "SerializationError",

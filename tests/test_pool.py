@@ -1,0 +1,131 @@
+"""Pool: a fresh, pre-made container for every call; an Executor in every respect."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from isolate import ContainerDied, Pool
+
+
+@pytest.fixture()
+def pool(rootfs):
+    with Pool(size=3, rootfs=rootfs, network="none", hostname="pooled") as p:
+        yield p
+
+
+def test_call_and_isolation_seen_from_inside(pool):
+    def look(x):
+        with open("/scratch-marker", "a+") as f:       # the overlay root is writable...
+            f.seek(0)
+            before = f.read()
+            f.write("x")
+        return (x * 2, os.getpid(), socket.gethostname(), sorted(os.listdir("/sys/class/net")),
+                before, open("/proc/1/cmdline", "rb").read().split(b"\0")[0])
+
+    for i in range(4):
+        doubled, pid, host, net, before, init = pool.call(look, i)
+        assert doubled == 2 * i
+        assert 1 < pid < 20
+        assert host == "pooled"
+        assert net == ["lo"]
+        assert before == ""                   # ...and every call gets a fresh one
+        assert init == b"isolate-init"
+
+
+def test_lambdas_closures_and_exceptions(pool):
+    k = 5
+    assert pool.call(lambda a, b=1: a + b + k, 1, b=2) == 8
+    with pytest.raises(ValueError, match="from a worker"):
+        pool.call(lambda: int("x") if False else (_ for _ in ()).throw(ValueError("from a worker")))
+
+
+def test_submit_map_and_executor_protocol(pool):
+    assert isinstance(pool, concurrent.futures.Executor)
+    futs = [pool.submit(pow, 2, i) for i in range(10)]
+    assert [f.result(30) for f in futs] == [2 ** i for i in range(10)]
+    assert list(pool.map(lambda x: x * x, range(20))) == [x * x for x in range(20)]
+
+
+def test_asyncio_run_in_executor(pool):
+    async def main():
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(pool, abs, -i) for i in range(6)))
+    assert asyncio.run(main()) == list(range(6))
+
+
+def test_worker_death_is_reported_and_pool_recovers(pool):
+    with pytest.raises(ContainerDied) as e:
+        pool.call(lambda: os.kill(os.getpid(), signal.SIGKILL) or time.sleep(5))
+    assert e.value.signal == signal.SIGKILL
+    with pytest.raises(ContainerDied):
+        pool.call(lambda: os._exit(4))
+    assert [pool.call(lambda i=i: i) for i in range(5)] == list(range(5))
+
+
+def test_timeout(rootfs):
+    with Pool(size=1, rootfs=rootfs, timeout=0.5) as p:
+        t = time.monotonic()
+        with pytest.raises(TimeoutError):
+            p.call(time.sleep, 100)
+        assert time.monotonic() - t < 10
+        assert p.call(lambda: "after") == "after"
+
+
+def test_calls_from_eight_threads(pool):
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        out = list(ex.map(lambda i: pool.call(lambda: (i, os.getpid())), range(40)))
+    assert [i for i, _ in out] == list(range(40))
+
+
+def test_cancel_kills_a_running_call(pool):
+    f = pool.submit(time.sleep, 100)
+    time.sleep(0.5)
+    assert f.cancel()
+    assert pool.call(lambda: 1) == 1
+
+
+def test_shutdown_cancel_futures_and_refuses_more(rootfs):
+    p = Pool(size=1, rootfs=rootfs)
+    futs = [p.submit(time.sleep, 0.2) for _ in range(6)]
+    p.shutdown(wait=True, cancel_futures=True)
+    assert any(f.cancelled() for f in futs)
+    assert all(f.done() for f in futs)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        p.submit(int)
+    p.shutdown()        # idempotent
+
+
+def test_bad_options_fail_before_anything():
+    with pytest.raises(ValueError):
+        Pool(size=0)
+    with pytest.raises(ValueError):
+        Pool(network="bridge")
+    with pytest.raises(TypeError):
+        Pool(no_such_option=1)
+    with pytest.raises(ValueError):
+        Pool(timeout=-1)
+
+
+def test_preload_makes_modules_importable_inside(rootfs):
+    # the busybox image holds no Python: json comes from the worker's preload
+    def dump():
+        import json
+        return json.dumps({"a": 1})
+    with Pool(size=1, rootfs=rootfs, preload=["json"]) as p:
+        assert p.call(dump) == '{"a": 1}'
+
+
+@pytest.mark.slow
+def test_no_leak_after_1000_calls(rootfs):
+    threads_before = threading.active_count()
+    with Pool(size=4, rootfs=rootfs) as p:
+        assert sum(p.map(lambda x: 1, range(1000))) == 1000
+    assert threading.active_count() == threads_before
+    # no_leaks checks mounts, processes, namespaces and fds
