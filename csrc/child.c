@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -648,6 +649,28 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         close(pidfd);
     close(sv[0]);
     return -1;
+}
+
+/* ------------------------------------------------------------ fork into */
+
+pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
+                         size_t nops, iso_error_t *err)
+{
+    /* a fork (no CLONE_VM, no new stack): the child returns here, on its copy */
+    pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid < 0)
+        return fail(err, ISO_STEP_CLONE, "");
+    if (pid > 0)
+        return pid;
+    if (pdeathsig)
+        prctl(PR_SET_PDEATHSIG, pdeathsig);
+    memset(err, 0, sizeof *err);
+    mode_t old = umask(0);
+    for (size_t i = 0; i < nops; i++)
+        if (run_op(&ops[i], err) < 0)
+            break;
+    umask(old);
+    return 0;
 }
 
 /* ------------------------------------------------------------------- join */

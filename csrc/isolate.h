@@ -155,6 +155,15 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
 /* The namespace types in the order ns_fds lists them, ending with 0. */
 extern const unsigned long iso_ns_order[];
 
+/* Fork the caller into new namespaces (clone_flags) and walk ops in the child,
+ * which then returns 0 like fork(); the parent gets the child's pid. For a
+ * single-threaded caller only: the child is a full copy that goes on running
+ * the caller's code as PID 1 of its container. A failed step leaves err set
+ * in the child (err->step != 0). pdeathsig (if not 0) is sent to the child
+ * when the caller ends. */
+pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
+                         size_t nops, iso_error_t *err);
+
 /* Put the init program into a sealed memfd (once per process). */
 int iso_init_memfd(iso_error_t *err);
 

@@ -77,6 +77,8 @@ cdef extern from "isolate.h" nogil:
     pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags,
                       const iso_exec_t *x, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
+    pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
+                             size_t nops, iso_error_t *err)
     const char *iso_step_name(int step)
     const unsigned long iso_ns_order[]
 
@@ -399,3 +401,29 @@ def replace_environ(list items):
     for name, value in items:
         if setenv(<bytes>name, <bytes>value, 1) < 0:
             raise OSError(errno, "setenv")
+
+
+def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0):
+    """Fork this (single-threaded) process into a new container built by plan.
+
+    Returns (pid, None) in the parent and (0, error) in the child, which is
+    PID 1 of its container and goes on running this program; error is None,
+    or the exception for the setup step that failed (to be reported by the
+    child, not raised into the caller's code). The child gets pdeathsig
+    when this process ends.
+    """
+    cdef iso_error_t err
+    cdef pid_t pid
+    PyOS_BeforeFork()
+    pid = iso_fork_container(clone_flags, pdeathsig, plan.ops, plan.n, &err)
+    if pid == 0:
+        PyOS_AfterFork_Child()
+        if err.step == 0:
+            return 0, None
+        from isolate.errors import child_error
+        return 0, child_error(iso_step_name(err.step).decode(), err.err,
+                              err.path.decode("utf-8", "surrogateescape"))
+    PyOS_AfterFork_Parent()
+    if pid < 0:
+        _raise(&err)
+    return pid, None

@@ -70,13 +70,17 @@ def _outcome(fn, args, kwargs) -> bytes:
         return pickle.dumps(("raise", err, ""))
 
 
-def run_and_exit(fd: int, fn, args, kwargs) -> NoReturn:
+def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False) -> NoReturn:
     """In the process inside the container: run, report, and leave without
-    running the caller's cleanup (atexit, finally blocks of the fork)."""
+    running the caller's cleanup (atexit, finally blocks of the fork). With
+    linger, wait until the reader has closed its end: the process's end (and
+    its container's) then costs the reader nothing while it reads."""
     code = 0
     try:
         data = _outcome(fn, args, kwargs)
         write_all(fd, _HEADER.pack(len(data)) + data)
+        if linger:
+            os.read(fd, 1)
     except BaseException:
         code = 70
     finally:

@@ -1,110 +1,153 @@
-"""The zygote of a Pool: a small Python process that forks one worker into
-each container the pool makes, so no worker is a fork of the (possibly huge)
-caller. Started by Pool with `python -c`, never by hand.
+"""The zygote of a Pool: a small Python process, started once per pool (not
+a fork of the caller), that keeps `size` workers alive, each PID 1 of its
+own fresh container. Started by Pool with `python -c`, never by hand.
+
+The zygote forks with the container's namespace flags; the child walks the
+container's plan (csrc/child.c) and becomes the worker. A worker reads one
+framed task (fn, args, kwargs) from its socket, writes the framed outcome
+and exits, and its container ends with it; the zygote then makes another.
 
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
-  pool -> zygote  first: pickled (Config, preload module names)
-                  then:  pickled (token, join flags) with fds [pidfd, worker socket]
-  zygote -> pool  pickled (token, pid) once forked; (token, wait status) once reaped
-The zygote ends when the pool's end closes. A worker reads one framed task
-(fn, args, kwargs) from its socket, runs it, writes the framed outcome, exits.
+  pool -> zygote  first: pickled (Config, size, preload module names)
+  zygote -> pool  ("ready", token, pid) with the fd of the worker's socket
+                  ("ended", token, wait status) once a worker is reaped
+The zygote kills its workers and ends when the pool's end closes.
 """
 from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import os
 import pickle
 import selectors
 import signal
 import socket
 import sys
+import time
 
 
 def _rehearse() -> None:
     """Go once through what a call does (unpickle a task, call, pickle the
-    outcome), so that the pages it writes are copied now, before the call
-    arrives, rather than on its way."""
+    outcome), so that the pages it writes are copied before the call arrives
+    rather than on its way."""
     from . import _wire
     fn, args, kwargs = pickle.loads(pickle.dumps((len, ((1, 2.0, "x", b"y", None),), {})))
     _wire._outcome(fn, args, kwargs)
 
 
-def _worker(cfg, sock: socket.socket, err: int) -> None:
+def _worker(cfg, sock: socket.socket, setup_error: BaseException | None) -> None:
     from . import _call, _wire
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     fd = sock.detach()
     try:
-        if err:
-            from .errors import child_error
-            raise child_error("setns", err, "container")
+        if setup_error is not None:
+            raise setup_error
         _call.enter_in_child(cfg, fd)
         _rehearse()
-        payload = _wire.receive(fd)
-        if payload is None:
-            os._exit(0)
+    except BaseException as e:
+        # report with the first call, not now: a worker that failed at once
+        # would only be replaced by another that fails
+        if _wire.receive(fd) is not None:
+            _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True)
+        os._exit(125)
+    payload = _wire.receive(fd)
+    if payload is None:
+        os._exit(0)
+    try:
         fn, args, kwargs = pickle.loads(payload)
     except BaseException as e:
-        _wire.run_and_exit(fd, _call._reraise, (e,), {})
-    _wire.run_and_exit(fd, fn, args, kwargs)
+        _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True)
+    _wire.run_and_exit(fd, fn, args, kwargs, linger=True)
 
 
 def main() -> None:
     from . import _isolate as _c
-    from . import _wire
+    from . import _plan, _wire
 
     ctl = socket.socket(fileno=int(sys.argv[1]))
-    cfg, preload = pickle.loads(ctl.recv(1 << 20))
+    cfg, size, preload = pickle.loads(ctl.recv(1 << 20))
     _wire.load_pickler()
     for name in preload:
         importlib.import_module(name)
+    steps = _plan.container_steps(cfg)
+    flags = _plan.clone_flags(cfg)
     _rehearse()
     gc.freeze()     # workers' collections then leave the zygote's objects (and pages) alone
 
-    tokens: dict[int, object] = {}
+    workers: dict[int, int] = {}
+    tokens = itertools.count(1)
+
+    def stop() -> None:
+        """The pool is gone: so are its containers."""
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        for pid in workers:
+            os.waitpid(pid, 0)
+        os._exit(0)
+
+    def tell(data: bytes, fds: tuple[int, ...] = ()) -> None:
+        try:
+            socket.send_fds(ctl, [data], fds) if fds else ctl.send(data)
+        except OSError:
+            stop()
+
+    def spawn() -> None:
+        token = next(tokens)
+        ours, theirs = socket.socketpair()
+        extra: tuple = ()
+        if "uts" in cfg.namespaces:
+            extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or os.urandom(6).hex()),)
+        pid, err = _c.fork_container(_c.Plan(steps + extra), flags, signal.SIGKILL)
+        if pid == 0:
+            ctl.close()
+            ours.close()
+            _worker(cfg, theirs, err)
+        theirs.close()
+        workers[pid] = token
+        tell(pickle.dumps(("ready", token, pid)), (ours.fileno(),))
+        ours.close()
+
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(w)
     signal.signal(signal.SIGCHLD, lambda *a: None)
+    for _ in range(size):
+        spawn()
     sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ)
     sel.register(r, selectors.EVENT_READ)
-
+    failures = 0
     while True:
         for key, _ in sel.select():
             if key.fileobj is ctl:
                 try:
-                    data, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 2)
+                    data = ctl.recv(1)
                 except OSError:
-                    data, fds = b"", []
+                    data = b""
                 if not data:
-                    os._exit(0)         # the pool is gone: its containers go with it
-                token, flags = pickle.loads(data)
-                pidfd, wfd = fds
-                pid, err = _c.fork_into(pidfd, flags)
-                if pid == 0:
-                    ctl.close()
-                    os.close(pidfd)
-                    _worker(cfg, socket.socket(fileno=wfd), err)
-                os.close(pidfd)
-                os.close(wfd)
-                tokens[pid] = token
-                ctl.send(pickle.dumps(("forked", token, pid)))
-            else:
+                    stop()
+                continue
+            try:
+                os.read(r, 4096)
+            except BlockingIOError:
+                pass
+            while True:
                 try:
-                    os.read(r, 4096)
-                except BlockingIOError:
-                    pass
-                while True:
-                    try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        break
-                    if pid == 0:
-                        break
-                    token = tokens.pop(pid, None)
-                    if token is not None:
-                        ctl.send(pickle.dumps(("ended", token, status)))
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                token = workers.pop(pid, None)
+                if token is None:
+                    continue
+                tell(pickle.dumps(("ended", token, status)))
+                # a container that cannot be made: slow down, do not spin
+                failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0
+                if failures:
+                    time.sleep(min(0.05 * failures, 1.0))
+                spawn()
 
 
 if __name__ == "__main__":

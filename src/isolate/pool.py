@@ -5,9 +5,9 @@
         futures = [pool.submit(parse, d) for d in blobs]
         results = list(pool.map(parse, blobs))
 
-A Pool is a `concurrent.futures.Executor`. Each container holds a worker
-forked from a small zygote process (not from the caller), waiting for one
-call; after it the container is removed and a fresh one takes its place.
+A Pool is a `concurrent.futures.Executor`. Each container's PID 1 is a
+worker forked from a small zygote process (not from the caller), waiting for
+one call; after it the container ends and a fresh one takes its place.
 Functions and arguments travel by value (pickle, then cloudpickle), so
 lambdas and local functions work. With a rootfs, a function can import only
 what the image holds or what the pool preloaded (`preload=["json"]`).
@@ -15,10 +15,10 @@ what the image holds or what the pool preloaded (`preload=["json"]`).
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +31,6 @@ from typing import Any, Callable, TypeVar
 from . import _wire
 from ._call import died
 from ._config import make_config
-from .container import Container
 
 __all__ = ["Pool"]
 
@@ -39,14 +38,25 @@ T = TypeVar("T")
 
 
 class _Slot:
-    """A running container with a worker waiting for one call."""
+    """A worker waiting for one call: PID 1 of its own fresh container."""
 
-    __slots__ = ("container", "sock", "token")
+    __slots__ = ("sock", "token", "pidfd")
 
-    def __init__(self, container: Container, sock: socket.socket, token: int):
-        self.container = container
+    def __init__(self, sock: socket.socket, token: int, pidfd: int):
         self.sock = sock
         self.token = token
+        self.pidfd = pidfd
+
+    def kill(self) -> None:
+        """End the worker, and with it its container."""
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
 
 
 class Pool(concurrent.futures.Executor):
@@ -54,7 +64,8 @@ class Pool(concurrent.futures.Executor):
 
     Options: `timeout` (seconds a call may run; then it is killed and
     TimeoutError raised), `preload` (modules the workers import before
-    entering their containers), and every option of `Container`.
+    entering their containers), and every option of `Container` but the
+    time namespace.
     """
 
     def __init__(self, size: int = 4, *, timeout: float | None = None,
@@ -65,19 +76,19 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(f"timeout={timeout!r} must be positive")
         preload = [str(m) for m in preload]
         self._cfg = make_config(**container_options)    # bad options fail here
-        self._options = container_options
+        if "time" in self._cfg.namespaces:
+            raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
+                             "use Container.call")
+        if "pid" not in self._cfg.namespaces:
+            raise ValueError("a Pool's workers are the PID 1 of their containers: "
+                             "keep the 'pid' namespace")
         self._size = size
         self._timeout = timeout
         self._closing = False
         self._cond = threading.Condition()
         self._ready: queue.Queue[_Slot] = queue.Queue()
-        self._making = 0
-        self._fill_error: BaseException | None = None
         self._ended: dict[int, int] = {}        # token -> wait status, from the zygote
-        self._tokens = itertools.count(1)
         self._futures: set[concurrent.futures.Future] = set()
-        self._retiring: queue.Queue[_Slot | None] = queue.Queue()
-        self._closer_stopped = False
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -88,93 +99,33 @@ class Pool(concurrent.futures.Executor):
         finally:
             theirs.close()
         self._ctl = ours
-        self._ctl_lock = threading.Lock()
-        ours.send(pickle.dumps((self._cfg, preload)))
-
+        ours.send(pickle.dumps((self._cfg, size, preload)))
         self._dispatch = concurrent.futures.ThreadPoolExecutor(
             max_workers=size, thread_name_prefix="isolate-pool")
-        self._threads = [threading.Thread(target=self._read_zygote, daemon=True,
-                                          name="isolate-pool-zygote"),
-                         threading.Thread(target=self._retire_loop, daemon=True,
-                                          name="isolate-pool-closer")]
-        self._threads += [threading.Thread(target=self._fill, daemon=True,
-                                           name=f"isolate-pool-fill-{i}")
-                          for i in range(min(2, size))]
-        for t in self._threads:
-            t.start()
-
-    # -- background: making, retiring, watching ---------------------------
-
-    def _make_slot(self) -> _Slot:
-        c = Container(**self._options).start()
-        try:
-            ours, theirs = socket.socketpair()
-            token = next(self._tokens)
-            with self._ctl_lock:
-                socket.send_fds(self._ctl, [pickle.dumps((token, c._join))],
-                                [c._pidfd, theirs.fileno()])
-            theirs.close()
-        except BaseException:
-            c.close()
-            raise
-        return _Slot(c, ours, token)
-
-    def _fill(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closing and self._ready.qsize() + self._making >= self._size:
-                    self._cond.wait()
-                if self._closing:
-                    return
-                self._making += 1
-            try:
-                slot = self._make_slot()
-            except BaseException as e:
-                with self._cond:
-                    self._making -= 1
-                    self._fill_error = e
-                    self._cond.notify_all()
-                time.sleep(0.1)
-                continue
-            with self._cond:
-                self._making -= 1
-                self._fill_error = None
-                if not self._closing:
-                    self._ready.put(slot)
-                    self._cond.notify_all()
-                    continue
-            self._retire(slot)      # made while shutting down
-            return
-
-    def _retire(self, slot: _Slot) -> None:
-        with self._cond:
-            if not self._closer_stopped:
-                self._retiring.put(slot)
-                return
-        slot.sock.close()           # after shutdown: in the caller's thread
-        slot.container.close()
-
-    def _retire_loop(self) -> None:
-        while True:
-            slot = self._retiring.get()
-            if slot is None:
-                return
-            slot.sock.close()
-            slot.container.close()
+        self._reader = threading.Thread(target=self._read_zygote, daemon=True,
+                                        name="isolate-pool-zygote")
+        self._reader.start()
 
     def _read_zygote(self) -> None:
         while True:
             try:
-                data = self._ctl.recv(4096)
+                data, fds, _, _ = socket.recv_fds(self._ctl, 4096, 1)
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 with self._cond:
                     self._closing = True
                     self._cond.notify_all()
                 return
             kind, token, value = pickle.loads(data)
-            if kind == "ended":
+            if kind == "ready":
+                try:
+                    pidfd = os.pidfd_open(value)
+                except OSError:         # already gone: its "ended" follows
+                    os.close(fds[0])
+                    continue
+                self._ready.put(_Slot(socket.socket(fileno=fds[0]), token, pidfd))
+            else:
                 with self._cond:
                     self._ended[token] = value
                     self._cond.notify_all()
@@ -186,13 +137,9 @@ class Pool(concurrent.futures.Executor):
             if self._closing:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             try:
-                slot = self._ready.get(timeout=0.05)
+                return self._ready.get(timeout=0.05)
             except queue.Empty:
-                with self._cond:
-                    if self._fill_error is not None and self._ready.empty():
-                        raise self._fill_error
                 continue
-            return slot
 
     def _status(self, token: int, wait: float = 5.0) -> int | None:
         deadline = time.monotonic() + wait
@@ -217,20 +164,21 @@ class Pool(concurrent.futures.Executor):
                 _wire.send(fd, (fn, args, kwargs))
                 payload = _wire.receive(fd, deadline)
             except TimeoutError:
+                slot.kill()
                 raise TimeoutError(f"{what} did not return within {self._timeout} s; "
                                    "its container was removed") from None
             except (BrokenPipeError, ConnectionResetError):
                 payload = None
         finally:
-            self._retire(slot)
-            with self._cond:
-                self._cond.notify_all()      # now a filler makes the next one
+            slot.close()
         if payload is None:
             status = self._status(slot.token)
             if status is None:
                 from .errors import ContainerDied
                 raise ContainerDied(f"{what} ended without returning")
             raise died(status, what)
+        with self._cond:
+            self._ended.pop(slot.token, None)
         return _wire.decode(payload)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -249,14 +197,14 @@ class Pool(concurrent.futures.Executor):
             with lock:
                 taken.append(slot)
             if fut.cancelled():
-                slot.container.close()
+                slot.kill()
 
         def on_done(f: concurrent.futures.Future[T]) -> None:
             self._futures.discard(f)
             if f.cancelled():
                 with lock:
                     for slot in taken:
-                        slot.container.close()
+                        slot.kill()
 
         def work() -> None:
             if fut.cancelled():
@@ -283,10 +231,10 @@ class Pool(concurrent.futures.Executor):
     # -- lifecycle --------------------------------------------------------
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking calls; with wait, let the started ones finish, then
+        """Stop taking calls; with wait, let the started ones finish; then
         remove every container and the zygote."""
         with self._cond:
-            if self._closing and self._zygote.returncode is not None:
+            if self._zygote.returncode is not None:
                 return
             self._closing = True
             self._cond.notify_all()
@@ -294,33 +242,21 @@ class Pool(concurrent.futures.Executor):
             for f in list(self._futures):
                 f.cancel()
         self._dispatch.shutdown(wait=wait, cancel_futures=cancel_futures)
-        while True:
-            try:
-                self._retire(self._ready.get_nowait())
-            except queue.Empty:
-                break
-        with self._cond:
-            self._closer_stopped = True
-            self._retiring.put(None)
-        for t in self._threads:
-            if t.name != "isolate-pool-zygote":
-                t.join()
-        while True:          # made while we were stopping
-            try:
-                slot = self._ready.get_nowait()
-            except queue.Empty:
-                break
-            slot.sock.close()
-            slot.container.close()
         # shutdown, not just close: it wakes the reader blocked in recv (whose
-        # call keeps the socket open) and gives the zygote its end of file
+        # call keeps the socket open) and gives the zygote its end of file,
+        # on which it kills its workers
         try:
             self._ctl.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._ctl.close()
         self._zygote.wait()
-        self._threads[0].join()
+        self._reader.join()
+        while True:
+            try:
+                self._ready.get_nowait().close()
+            except queue.Empty:
+                break
 
     close = shutdown
 
