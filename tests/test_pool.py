@@ -14,6 +14,11 @@ import pytest
 from isolate import ContainerDied, Pool
 
 
+def double(x):
+    """A function of this module, which the busybox image cannot import."""
+    return 2 * x
+
+
 @pytest.fixture()
 def pool(rootfs):
     with Pool(size=3, rootfs=rootfs, network="none", hostname="pooled") as p:
@@ -37,6 +42,11 @@ def test_call_and_isolation_seen_from_inside(pool):
         assert host == "pooled"
         assert net == ["lo"]
         assert before == ""                   # ...and every call gets a fresh root
+
+
+def test_module_function_travels_by_value(pool):
+    assert pool.call(double, 21) == 42
+    assert list(pool.map(double, range(3))) == [0, 2, 4]
 
 
 def test_lambdas_closures_and_exceptions(pool):

@@ -27,9 +27,8 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def send(fd: int, obj: Any) -> None:
-    data = dumps(obj)
-    write_all(fd, _HEADER.pack(len(data)) + data)
+def frame(data: bytes) -> bytes:
+    return _HEADER.pack(len(data)) + data
 
 
 def load_pickler() -> None:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import warnings
@@ -35,6 +36,26 @@ from ._config import make_config
 __all__ = ["Pool"]
 
 T = TypeVar("T")
+
+
+def _installed(path: str) -> bool:
+    """Whether a module file belongs to Python or its installed packages."""
+    roots = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(r and path.startswith(r + os.sep) for r in roots)
+
+
+def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str]) -> bytes:
+    """The framed task. The caller's own modules travel by value (a worker
+    inside an image could not import them); installed packages and the
+    modules the workers preloaded by name."""
+    import cloudpickle  # type: ignore[import-untyped]
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    if (module is not None and path and module.__name__ != "__main__"
+            and module.__name__ not in preloaded and not _installed(path)):
+        cloudpickle.register_pickle_by_value(module)
+    data = cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    return _wire.frame(data)
 
 
 class _Slot:
@@ -75,6 +96,7 @@ class Pool(concurrent.futures.Executor):
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout={timeout!r} must be positive")
         preload = [str(m) for m in preload]
+        self._preload = frozenset(preload)
         self._cfg = make_config(**container_options)    # bad options fail here
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
@@ -161,7 +183,7 @@ class Pool(concurrent.futures.Executor):
         try:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
-                _wire.send(fd, (fn, args, kwargs))
+                _wire.write_all(fd, _task(fn, args, kwargs, self._preload))
                 payload = _wire.receive(fd, deadline)
             except TimeoutError:
                 slot.kill()

@@ -1,0 +1,67 @@
+"""Python functions in containers: Container.call against a bare fork, and Pool."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import isolate
+from isolate import Container, Pool
+
+
+def noop(*args):
+    return None
+
+
+def _bench(benchmark, rounds, fn, **kw):
+    fn()
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=min(20, rounds), **kw)
+
+
+def _fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.benchmark(group="call")
+def test_os_fork(benchmark, rounds):
+    _bench(benchmark, rounds, _fork)
+
+
+@pytest.mark.benchmark(group="call")
+def test_container_call(benchmark, rounds, rootfs):
+    with Container(rootfs=rootfs) as c:
+        _bench(benchmark, rounds, lambda: c.call(noop))
+
+
+@pytest.mark.benchmark(group="call")
+def test_isolate_run_ref(benchmark, rounds, rootfs):
+    _bench(benchmark, rounds, lambda: isolate.run(["/bin/true"], rootfs=rootfs))
+
+
+@pytest.mark.benchmark(group="call")
+def test_pool_call(benchmark, rounds, rootfs):
+    """A fresh container per call, paced (10 ms apart) so one is always ready."""
+    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+        time.sleep(0.5)
+        _bench(benchmark, rounds, lambda: pool.call(noop), setup=lambda: time.sleep(0.01))
+
+
+@pytest.mark.benchmark(group="call")
+def test_pool_call_big_parent_1gib(benchmark, rounds, rootfs, big_parent):
+    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+        time.sleep(0.5)
+        _bench(benchmark, rounds, lambda: pool.call(noop), setup=lambda: time.sleep(0.01))
+
+
+@pytest.mark.benchmark(group="pool-throughput")
+def test_pool_map_2000(benchmark, rounds, rootfs):
+    """2,000 calls through Pool.map: each a fresh container."""
+    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+        time.sleep(0.5)
+        n = 200 if rounds < 100 else 2000
+        benchmark.extra_info["calls"] = n
+        benchmark.pedantic(lambda: list(pool.map(noop, range(n))), rounds=3, iterations=1)
