@@ -19,6 +19,9 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -85,6 +88,11 @@ static const char *const step_names[ISO_STEP_COUNT] = {
     [ISO_STEP_MEMFD] = "memfd_create",
     [ISO_STEP_SOCKET] = "socketpair",
     [ISO_STEP_WAIT] = "wait",
+    [ISO_STEP_CAPS] = "capabilities",
+    [ISO_STEP_RLIMIT] = "setrlimit",
+    [ISO_STEP_NO_NEW_PRIVS] = "no_new_privs",
+    [ISO_STEP_SECCOMP] = "seccomp",
+    [ISO_STEP_MASK] = "mask",
 };
 
 const char *iso_step_name(int step)
@@ -406,6 +414,28 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
         if (unshare((int)op->flags) < 0)
             return fail(e, ISO_STEP_UNSHARE, op->data);
         return 0;
+
+    case ISO_OP_MASK: {
+        struct stat st;
+        if (lstat(op->dst, &st) < 0)
+            return errno == ENOENT ? 0 : fail(e, ISO_STEP_MASK, op->dst);
+        /* src, data: an empty file and directory on a read-only mount */
+        if (mount(S_ISDIR(st.st_mode) ? op->data : op->src, op->dst, NULL, MS_BIND, NULL) < 0)
+            return fail(e, ISO_STEP_MASK, op->dst);
+        return 0;
+    }
+
+    case ISO_OP_RO_IF_ANY: {
+        struct stat st;
+        if (lstat(op->dst, &st) < 0)
+            return errno == ENOENT ? 0 : fail(e, ISO_STEP_BIND, op->dst);
+        if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+            return fail(e, ISO_STEP_BIND, op->dst);
+        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
+                  NULL) < 0)
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        return 0;
+    }
     }
     errno = EINVAL;
     return fail(e, ISO_STEP_NONE, "unknown plan step");
@@ -472,6 +502,32 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
         return fail(e, ISO_STEP_SETSID, "");
     if (x->cwd != NULL && chdir(x->cwd) < 0)
         return fail(e, ISO_STEP_CHDIR, x->cwd);
+    umask(x->umask);
+    return iso_restrict(x, e);
+}
+
+/* Capability sets as capset(2) takes them: two 32-bit halves. */
+struct cap_header {
+    uint32_t version;
+    int pid;
+};
+struct cap_data {
+    uint32_t effective, permitted, inheritable;
+};
+
+int iso_restrict(const iso_exec_t *x, iso_error_t *e)
+{
+    const iso_security_t *s = &x->sec;
+    if (s->restrict_caps) {
+        /* the bounding set first, while CAP_SETPCAP is there; keep the
+         * permitted set across the change of ids, as runc does */
+        for (unsigned long cap = 0; cap < 64; cap++)
+            if (!(s->caps & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 &&
+                errno != EINVAL)
+                return fail(e, ISO_STEP_CAPS, "bounding set");
+        if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+            return fail(e, ISO_STEP_CAPS, "keepcaps");
+    }
     if (x->set_ids) {
         if (x->set_groups && syscall(SYS_setgroups, x->ngroups, x->groups) < 0)
             return fail(e, ISO_STEP_SETGROUPS, "");
@@ -480,7 +536,30 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
         if (syscall(SYS_setresuid, x->uid, x->uid, x->uid) < 0)
             return fail(e, ISO_STEP_SETUID, "");
     }
-    umask(x->umask);
+    if (s->restrict_caps) {
+        /* root gets the set; another user none, as Docker gives them */
+        uint64_t have = (x->set_ids && x->uid != 0) ? 0 : s->caps;
+        struct cap_header h = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+        struct cap_data d[2] = {{(uint32_t)have, (uint32_t)have, 0},
+                                {(uint32_t)(have >> 32), (uint32_t)(have >> 32), 0}};
+        if (syscall(SYS_capset, &h, d) < 0)
+            return fail(e, ISO_STEP_CAPS, "capset");
+        prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+            return fail(e, ISO_STEP_CAPS, "ambient");
+    }
+    for (size_t i = 0; i < s->nrlimits; i++) {
+        struct rlimit rl = {(rlim_t)s->rlimits[i].soft, (rlim_t)s->rlimits[i].hard};
+        if (setrlimit(s->rlimits[i].resource, &rl) < 0)
+            return fail(e, ISO_STEP_RLIMIT, "");
+    }
+    if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return fail(e, ISO_STEP_NO_NEW_PRIVS, "");
+    if (s->seccomp != NULL) {
+        struct sock_fprog prog = {(unsigned short)s->seccomp_len, (struct sock_filter *)s->seccomp};
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+            return fail(e, ISO_STEP_SECCOMP, "");
+    }
     return 0;
 }
 

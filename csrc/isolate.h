@@ -42,6 +42,11 @@ enum iso_step {
     ISO_STEP_MEMFD,
     ISO_STEP_SOCKET,
     ISO_STEP_WAIT,
+    ISO_STEP_CAPS,
+    ISO_STEP_RLIMIT,
+    ISO_STEP_NO_NEW_PRIVS,
+    ISO_STEP_SECCOMP,
+    ISO_STEP_MASK,
     ISO_STEP_COUNT
 };
 
@@ -80,6 +85,10 @@ typedef struct iso_msg {
  *   HOSTNAME   sethostname(data)
  *   LO_UP      bring the loopback interface up
  *   UNSHARE    unshare(flags)
+ *   MASK       if dst exists: bind over it the empty directory data or the
+ *              empty file src, both on a read-only mount (whose flags the
+ *              bind takes)
+ *   RO_IF_ANY  if dst exists: bind it on itself, read-only
  */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,
@@ -94,6 +103,8 @@ enum iso_op_kind {
     ISO_OP_HOSTNAME,
     ISO_OP_LO_UP,
     ISO_OP_UNSHARE,
+    ISO_OP_MASK,
+    ISO_OP_RO_IF_ANY,
 };
 
 typedef struct iso_op {
@@ -105,6 +116,22 @@ typedef struct iso_op {
     unsigned long flags;
     unsigned long arg;
 } iso_op_t;
+
+/* What a container process may do, applied last before exec. */
+typedef struct iso_rlimit {
+    int resource;
+    uint64_t soft, hard;
+} iso_rlimit_t;
+
+typedef struct iso_security {
+    int restrict_caps;          /* apply caps (else keep the caller's) */
+    uint64_t caps;              /* bounding, permitted, effective (for uid 0) */
+    int no_new_privs;
+    const iso_rlimit_t *rlimits;
+    size_t nrlimits;
+    const void *seccomp;        /* struct sock_filter[], or NULL */
+    size_t seccomp_len;         /* in filter instructions */
+} iso_security_t;
 
 /* How to start a process: stdio, fds, directory, ids, then exec. */
 typedef struct iso_exec {
@@ -124,6 +151,7 @@ typedef struct iso_exec {
     size_t ngroups;
     int new_session;            /* setsid() */
     mode_t umask;
+    iso_security_t sec;
 } iso_exec_t;
 
 /* A container: namespaces, the plan, then the init as PID 1 with x's stdio,
@@ -154,6 +182,10 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
 
 /* The namespace types in the order ns_fds lists them, ending with 0. */
 extern const unsigned long iso_ns_order[];
+
+/* Ids, then capabilities, rlimits, no_new_privs and seccomp: the last steps
+ * before exec, for processes that run the caller's code instead (call). */
+int iso_restrict(const iso_exec_t *x, iso_error_t *err);
 
 /* Fork the caller into new namespaces (clone_flags) and walk ops in the child,
  * which then returns 0 like fork(); the parent gets the child's pid. For a

@@ -29,6 +29,20 @@ cdef extern from "isolate.h" nogil:
         unsigned long flags
         unsigned long arg
 
+    ctypedef struct iso_rlimit_t:
+        int resource
+        unsigned long long soft
+        unsigned long long hard
+
+    ctypedef struct iso_security_t:
+        int restrict_caps
+        unsigned long long caps
+        int no_new_privs
+        const iso_rlimit_t *rlimits
+        size_t nrlimits
+        const void *seccomp
+        size_t seccomp_len
+
     ctypedef struct iso_exec_t:
         const char *file
         char *const *argv
@@ -46,6 +60,7 @@ cdef extern from "isolate.h" nogil:
         size_t ngroups
         int new_session
         mode_t umask
+        iso_security_t sec
 
     ctypedef struct iso_container_t:
         unsigned long clone_flags
@@ -71,9 +86,12 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_HOSTNAME
         ISO_OP_LO_UP
         ISO_OP_UNSHARE
+        ISO_OP_MASK
+        ISO_OP_RO_IF_ANY
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
+    int iso_restrict(const iso_exec_t *x, iso_error_t *err)
     pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags,
                       const iso_exec_t *x, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
@@ -107,6 +125,7 @@ cdef extern from "<sys/mount.h>" nogil:
         MS_STRICTATIME
         MS_NOATIME
         MS_RELATIME
+        MS_REMOUNT
 
 
 # Plan steps (see iso_op_kind in csrc/isolate.h)
@@ -122,6 +141,8 @@ OP_WRITE = ISO_OP_WRITE
 OP_HOSTNAME = ISO_OP_HOSTNAME
 OP_LO_UP = ISO_OP_LO_UP
 OP_UNSHARE = ISO_OP_UNSHARE
+OP_MASK = ISO_OP_MASK
+OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
 
 MSG_READY = ISO_MSG_READY
 MSG_ERROR = ISO_MSG_ERROR
@@ -154,7 +175,7 @@ NAMESPACE_ORDER = tuple(_ns_order())
 MS = {
     "rdonly": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
     "rec": MS_REC, "private": MS_PRIVATE, "slave": MS_SLAVE, "strictatime": MS_STRICTATIME,
-    "noatime": MS_NOATIME, "relatime": MS_RELATIME,
+    "noatime": MS_NOATIME, "relatime": MS_RELATIME, "remount": MS_REMOUNT,
 }
 
 
@@ -214,15 +235,18 @@ cdef char **_strv(list items) except NULL:
 
 
 cdef class ExecSpec:
-    """How to start a process: argv, environment, stdio, fds, ids, directory."""
+    """How to start a process: argv, environment, stdio, fds, ids, directory,
+    and security: (capability mask or None, no_new_privs, ((resource, soft,
+    hard), ...), seccomp filter bytes or None)."""
     cdef iso_exec_t x
     cdef list _keep
     cdef int *_pass
     cdef gid_t *_groups
+    cdef iso_rlimit_t *_rlimits
 
     def __cinit__(self, bytes file, list argv, list envp, bytes path, bytes cwd, stdio,
                   pass_fds=(), ids=None, bint set_groups=True, bint new_session=True,
-                  int umask=0o022):
+                  int umask=0o022, security=None):
         self._keep = [file, argv, envp, path, cwd]
         self.x.file = file
         self.x.argv = _strv(argv)
@@ -253,12 +277,32 @@ cdef class ExecSpec:
             self.x.ngroups = len(groups)
         self.x.new_session = new_session
         self.x.umask = umask
+        if security is not None:
+            caps, nnp, rlimits, seccomp = security
+            if caps is not None:
+                self.x.sec.restrict_caps = 1
+                self.x.sec.caps = caps
+            self.x.sec.no_new_privs = nnp
+            self._rlimits = <iso_rlimit_t *>calloc(len(rlimits) + 1, sizeof(iso_rlimit_t))
+            if self._rlimits == NULL:
+                raise MemoryError()
+            for i, (res, soft, hard) in enumerate(rlimits):
+                self._rlimits[i].resource = res
+                self._rlimits[i].soft = soft
+                self._rlimits[i].hard = hard
+            self.x.sec.rlimits = self._rlimits
+            self.x.sec.nrlimits = len(rlimits)
+            if seccomp is not None:
+                self._keep.append(seccomp)
+                self.x.sec.seccomp = <const char *>(<bytes>seccomp)
+                self.x.sec.seccomp_len = len(seccomp) // 8
 
     def __dealloc__(self):
         free(<void *>self.x.argv)
         free(<void *>self.x.envp)
         free(self._pass)
         free(self._groups)
+        free(self._rlimits)
 
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run):
@@ -427,3 +471,11 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0):
     if pid < 0:
         _raise(&err)
     return pid, None
+
+
+def restrict(ExecSpec spec):
+    """Apply spec's ids and security to this process (a fork that runs
+    Python inside a container): what exec'd processes get before exec."""
+    cdef iso_error_t err
+    if iso_restrict(&spec.x, &err) < 0:
+        _raise(&err)

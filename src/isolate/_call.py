@@ -49,10 +49,8 @@ def enter_in_child(cfg: Config, keep_fd: int) -> None:
     os.umask(0o022)
     os.chdir(cfg.cwd)
     u = cfg.user
-    if not cfg.userns:
-        os.setgroups(list(u.groups))
-    os.setgid(u.gid)
-    os.setuid(u.uid)
+    _c.restrict(_c.ExecSpec(b"", [], [], None, None, (-1, -1, -1), (), (u.uid, u.gid, u.groups),
+                            not cfg.userns, False, 0o022, cfg.security()))
     items = [(os.fsencode(k), os.fsencode(v)) for k, v in cfg.env]
     _c.replace_environ(items)
     os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ

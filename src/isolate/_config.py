@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ._security import caps_for, rlimits_for
 from .mounts import Mount
 
 DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
@@ -41,6 +42,18 @@ class Config:
     user: User
     #: host (euid, egid) that container root maps to when "user" is set
     host_ids: tuple[int, int]
+    #: capability mask, or None when privileged (the caller's, unrestricted)
+    caps: int | None = None
+    no_new_privs: bool = True
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def privileged(self) -> bool:
+        return self.caps is None
+
+    def security(self) -> tuple:
+        """What ExecSpec takes as security."""
+        return (self.caps, self.no_new_privs, self.rlimits, None)
 
     @property
     def userns(self) -> bool:
@@ -183,6 +196,10 @@ def make_config(
     user: int | str | None = None,
     readonly: bool = False,
     namespaces: Iterable[str] | None = None,
+    cap_add: Iterable[str] = (),
+    cap_drop: Iterable[str] = (),
+    privileged: bool = False,
+    rlimits: Mapping[str, tuple[int, int]] | None = None,
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -190,11 +207,16 @@ def make_config(
         key = (rootfs, hostname, network, tuple(mounts),
                None if env is None else tuple(env.items()), cwd, user, bool(readonly),
                namespaces if namespaces is None or isinstance(namespaces, str) else frozenset(namespaces),
+               cap_add if isinstance(cap_add, str) else tuple(cap_add),
+               cap_drop if isinstance(cap_drop, str) else tuple(cap_drop), privileged,
+               None if rlimits is None else tuple(rlimits.items()),
                os.geteuid(), os.getegid())
         cfg = _cached_config(key)
-    except TypeError:   # unhashable or wrong types: validate without the cache
+    except (TypeError, AttributeError):   # unhashable or wrong types: no cache
         return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
-                             cwd=cwd, user=user, readonly=readonly, namespaces=namespaces)
+                             cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
+                             cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
+                             rlimits=rlimits)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
@@ -205,10 +227,13 @@ def make_config(
 
 @functools.lru_cache(maxsize=128)
 def _cached_config(key) -> Config:
-    (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, _, _) = key
+    (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, cap_add, cap_drop,
+     privileged, rlimits, _, _) = key
     return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                          env=None if env is None else dict(env), cwd=cwd, user=user,
-                         readonly=readonly, namespaces=namespaces)
+                         readonly=readonly, namespaces=namespaces, cap_add=cap_add,
+                         cap_drop=cap_drop, privileged=privileged,
+                         rlimits=None if rlimits is None else dict(rlimits))
 
 
 def _build_config(
@@ -222,6 +247,10 @@ def _build_config(
     user: int | str | None = None,
     readonly: bool = False,
     namespaces: Iterable[str] | None = None,
+    cap_add: Iterable[str] = (),
+    cap_drop: Iterable[str] = (),
+    privileged: bool = False,
+    rlimits: Mapping[str, tuple[int, int]] | None = None,
 ) -> Config:
     root = _rootfs(rootfs)
     ns, network = _namespaces(namespaces, network)
@@ -244,6 +273,9 @@ def _build_config(
         raise ValueError(f"cwd={cwd!r} must be an absolute path inside the container")
     u = parse_user(user, root)
     check_ids(u, "user" in ns)
+    if not isinstance(privileged, bool):
+        raise TypeError("privileged is True or False")
+    caps = caps_for(cap_add, cap_drop)
     return Config(
         rootfs=root,
         readonly=bool(readonly),
@@ -255,6 +287,9 @@ def _build_config(
         cwd=cwd,
         user=u,
         host_ids=(os.geteuid(), os.getegid()),
+        caps=None if privileged else caps,
+        no_new_privs=not privileged,
+        rlimits=rlimits_for(rlimits),
     )
 
 

@@ -13,6 +13,7 @@ import stat
 
 from . import _isolate as _c
 from ._config import Config, resolve_in_root
+from ._security import MASKED_PATHS, READONLY_PATHS
 
 MS = _c.MS
 NOSUID, NODEV, NOEXEC, RDONLY, REC = MS["nosuid"], MS["nodev"], MS["noexec"], MS["rdonly"], MS["rec"]
@@ -119,6 +120,18 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
            flags=NOSUID | NODEV | NOEXEC, data="mode=1777,size=65536k"),
     ]
     steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
+    if not cfg.privileged:
+        # an empty file and directory on a read-only tmpfs: a bind copies the
+        # source mount's flags, so each mask is one bind (no remount), and
+        # writes fail (a /dev/null would take them, device nodes ignore "ro")
+        steps += [op(_c.OP_MKDIR, dst="/mask", arg=0o755),
+                  op(_c.OP_MOUNT, src="tmpfs", dst="/mask", fstype="tmpfs",
+                     flags=NOSUID | NODEV | NOEXEC, data="size=0,mode=755"),
+                  op(_c.OP_TOUCH, dst="/mask/file"),
+                  op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
+                  op(_c.OP_MOUNT, dst="/mask", flags=MS["remount"] | RDONLY | NOSUID | NODEV | NOEXEC)]
+        steps += [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=r + p) for p in MASKED_PATHS]
+        steps += [op(_c.OP_RO_IF_ANY, dst=r + p) for p in READONLY_PATHS]
     if cfg.rootfs is None:
         steps += [
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",

@@ -78,7 +78,8 @@ class _Launch:
         file = argv[0] if executable is None else os.fsencode(executable)
         u = self.user
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
-                           tuple(pass_fds), (u.uid, u.gid, u.groups), not cfg.userns, True)
+                           tuple(pass_fds), (u.uid, u.gid, u.groups), not cfg.userns, True,
+                           0o022, cfg.security())
 
 
 class Process(subprocess.Popen):
@@ -197,6 +198,13 @@ class Container:
     readonly    make rootfs read-only instead of copy-on-write
     namespaces  the namespaces to create; default mount, pid, uts, ipc, net,
                 cgroup (plus user when the caller is not root); "time" on request
+    cap_add, cap_drop  change Docker's default 14 capabilities (names as in
+                capabilities(7), with or without CAP_; cap_drop=["ALL"])
+    privileged  the caller's capabilities, no masked paths, no no_new_privs
+    rlimits     {"nofile": (soft, hard), ...}
+
+    Every process gets no_new_privs, a new session, only stdio and pass_fds,
+    and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
 
     Entering (or start()) creates it; leaving (or close()) kills every process
     in it and removes everything it created.
@@ -214,11 +222,16 @@ class Container:
         user: int | str | None = None,
         readonly: bool = False,
         namespaces: Iterable[str] | None = None,
+        cap_add: Iterable[str] = (),
+        cap_drop: Iterable[str] = (),
+        privileged: bool = False,
+        rlimits: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
-                                namespaces=namespaces)
+                                namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
+                                privileged=privileged, rlimits=rlimits)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -236,7 +249,7 @@ class Container:
                 raise RuntimeError(f"container {self.id} is {self._state}; it starts only once")
             cfg = self._cfg
             init = _c.ExecSpec(b"", [], [], None, b"/", (_devnull(),) * 3, (), (0, 0, ()),
-                               not cfg.userns, True)
+                               not cfg.userns, True, 0o022, cfg.security())
             pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
                                                     init, False)
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl

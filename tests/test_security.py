@@ -1,0 +1,124 @@
+"""Hardening seen from inside: capabilities, no_new_privs, masked paths, rlimits."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import isolate
+from isolate import Container, Pool
+
+DEFAULT = "00000000a80425fb"
+
+
+def status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def caps_of(text: str) -> tuple[str, ...]:
+    s = status(text)
+    return tuple(s[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                         "NoNewPrivs"))
+
+
+EXPECT = ("0000000000000000", DEFAULT, DEFAULT, DEFAULT, "0000000000000000", "1")
+
+
+def read_status():
+    with open("/proc/self/status") as f:
+        return f.read()
+
+
+def test_default_caps_for_every_kind_of_process(rootfs):
+    r = isolate.run(["cat", "/proc/self/status"], rootfs=rootfs, capture_output=True, text=True)
+    assert caps_of(r.stdout) == EXPECT
+    with Container(rootfs=rootfs) as c:
+        assert caps_of(c.run(["cat", "/proc/self/status"], capture_output=True,
+                             text=True).stdout) == EXPECT
+        assert caps_of(c.run(["cat", "/proc/1/status"], capture_output=True,
+                             text=True).stdout) == EXPECT            # the init too
+        assert caps_of(c.call(read_status)) == EXPECT
+    with Pool(size=1, rootfs=rootfs) as p:
+        assert caps_of(p.call(read_status)) == EXPECT
+
+
+def test_unprivileged_user_has_no_effective_caps(rootfs):
+    r = isolate.run(["cat", "/proc/self/status"], rootfs=rootfs, user=1000,
+                    capture_output=True, text=True)
+    inh, prm, eff, bnd, amb, nnp = caps_of(r.stdout)
+    assert (prm, eff, bnd, nnp) == ("0000000000000000", "0000000000000000", DEFAULT, "1")
+
+
+def test_cap_add_and_drop(rootfs):
+    def eff(**opts):
+        r = isolate.run(["cat", "/proc/self/status"], rootfs=rootfs, capture_output=True,
+                        text=True, **opts)
+        return int(status(r.stdout)["CapEff"], 16)
+    assert eff(cap_add=["NET_ADMIN"]) == 0xa80425fb | (1 << 12)
+    assert eff(cap_add=["cap_sys_admin"], cap_drop=["CAP_CHOWN"]) == (0xa80425fb | (1 << 21)) & ~1
+    assert eff(cap_drop=["ALL"]) == 0
+    with open("/proc/self/status") as f:
+        assert eff(privileged=True) == int(status(f.read())["CapEff"], 16)
+
+
+def test_unknown_capability_is_refused():
+    with pytest.raises(ValueError, match="NOT_A_CAP"):
+        Container(cap_add=["NOT_A_CAP"])
+    with pytest.raises(TypeError):
+        Container(cap_drop="CHOWN")
+
+
+def test_no_mount_without_sys_admin(rootfs):
+    with Container(rootfs=rootfs) as c:
+        r = c.run(["sh", "-c", "mkdir -p /mnt/x; mount -t tmpfs none /mnt/x"],
+                  capture_output=True, text=True)
+        assert r.returncode != 0
+        assert "denied" in r.stderr or "not permitted" in r.stderr
+
+
+@pytest.mark.parametrize("path", ["/proc/interrupts", "/proc/timer_list", "/proc/sched_debug",
+                                  "/proc/keys", "/proc/acpi", "/sys/firmware"])
+def test_masked_paths_read_empty_and_refuse_writes(rootfs, path):
+    if not os.path.exists(path):
+        pytest.skip(f"{path} does not exist on this kernel")
+    script = (f"if [ -d {path} ]; then ls -A {path} | wc -l; touch {path}/x 2>/dev/null && echo wrote; "
+              f"else wc -c < {path}; (echo 1 > {path}) 2>/dev/null && echo wrote; fi; true")
+    r = isolate.run(["sh", "-c", script], rootfs=rootfs, capture_output=True, text=True)
+    assert r.stdout.split() == ["0"], (path, r.stdout, r.stderr)
+
+
+def test_readonly_proc_paths(rootfs):
+    r = isolate.run(["sh", "-c", "echo x > /proc/sys/kernel/hostname; echo rc=$?; "
+                                 "echo 1 > /proc/sysrq-trigger; echo rc=$?"],
+                    rootfs=rootfs, capture_output=True, text=True, cap_add=["SYS_ADMIN"])
+    assert r.stdout.split() == ["rc=1", "rc=1"]
+    assert "Read-only file system" in r.stderr
+
+
+def test_privileged_has_no_masks(rootfs):
+    if not os.path.exists("/proc/interrupts"):
+        pytest.skip("/proc/interrupts does not exist here")
+    r = isolate.run(["wc", "-c", "/proc/interrupts"], rootfs=rootfs, privileged=True,
+                    capture_output=True, text=True)
+    assert int(r.stdout.split()[0]) > 0
+
+
+def test_rlimits(rootfs):
+    r = isolate.run(["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c"], rootfs=rootfs,
+                    rlimits={"nofile": (256, 512), "core": 0}, capture_output=True, text=True)
+    assert r.stdout.split() == ["256", "512", "0"]
+    with Container(rootfs=rootfs, rlimits={"nofile": (100, 100)}) as c:
+        import resource
+        assert c.call(resource.getrlimit, resource.RLIMIT_NOFILE) == (100, 100)
+
+
+@pytest.mark.parametrize("rlimits, exc", [
+    ({"nofile": (2048, 1024)}, ValueError),
+    ({"no_such_limit": (1, 1)}, ValueError),
+    ({"nofile": (-5, 5)}, ValueError),
+    ({"nofile": "many"}, TypeError),
+    ([("nofile", (1, 1))], TypeError),
+])
+def test_bad_rlimits(rlimits, exc):
+    with pytest.raises(exc):
+        Container(rlimits=rlimits)
