@@ -1,7 +1,9 @@
 /* The floor: the fewest syscalls that make the container isolate.run makes
  * (same namespaces, overlay root over a tmpfs, /proc, /sys, a /dev tmpfs with
- * its nodes, /dev/pts, /dev/shm, pivot_root, hostname, lo up), then exec
- * /bin/true as PID 1 and wait. No init, no error reporting, no Python.
+ * its nodes, /dev/pts, /dev/shm, the masked and read-only /proc and /sys
+ * paths, pivot_root, hostname, lo up, Docker's capabilities, no_new_privs),
+ * then exec /bin/true as PID 1 and wait. No init, no error reporting, no
+ * Python.
  *
  * Built as a shared library for ctypes (floor_run) by bench/conftest.py, or
  * as a program with -DFLOOR_MAIN:  floor ROOTFS [N] [--no-net]
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -61,6 +64,31 @@ static int child(void *arg)
     CHECK(symlink("/proc/self/fd/1", "/newroot/dev/stdout"));
     CHECK(symlink("/proc/self/fd/2", "/newroot/dev/stderr"));
     CHECK(symlink("pts/ptmx", "/newroot/dev/ptmx"));
+    static const char *const masked[] = {
+        "/newroot/proc/acpi", "/newroot/proc/asound", "/newroot/proc/kcore", "/newroot/proc/keys",
+        "/newroot/proc/latency_stats", "/newroot/proc/timer_list", "/newroot/proc/timer_stats",
+        "/newroot/proc/sched_debug", "/newroot/proc/scsi", "/newroot/proc/interrupts",
+        "/newroot/sys/firmware", "/newroot/sys/devices/virtual/powercap"};
+    static const char *const readonly[] = {
+        "/newroot/proc/bus", "/newroot/proc/fs", "/newroot/proc/irq", "/newroot/proc/sys",
+        "/newroot/proc/sysrq-trigger"};
+    CHECK(mkdir("/mask", 0755));
+    CHECK(mount("tmpfs", "/mask", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=755"));
+    CHECK(close(open("/mask/file", O_WRONLY | O_CREAT, 0644)));
+    CHECK(mkdir("/mask/dir", 0555));
+    CHECK(mount(NULL, "/mask", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    for (unsigned i = 0; i < sizeof masked / sizeof masked[0]; i++) {
+        struct stat st;
+        if (lstat(masked[i], &st) == 0)
+            CHECK(mount(S_ISDIR(st.st_mode) ? "/mask/dir" : "/mask/file", masked[i], NULL, MS_BIND, NULL));
+    }
+    for (unsigned i = 0; i < sizeof readonly / sizeof readonly[0]; i++) {
+        struct stat st;
+        if (lstat(readonly[i], &st) == 0) {
+            CHECK(mount(readonly[i], readonly[i], NULL, MS_BIND | MS_REC, NULL));
+            CHECK(mount(NULL, readonly[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+        }
+    }
     CHECK(chdir("/newroot"));
     CHECK(syscall(SYS_pivot_root, ".", "."));
     CHECK(umount2(".", MNT_DETACH));
@@ -76,6 +104,15 @@ static int child(void *arg)
         CHECK(ioctl(s, SIOCSIFFLAGS, &ifr));
         close(s);
     }
+    /* Docker's 14 capabilities, then no_new_privs */
+    const unsigned long long keep = 0xa80425fbULL;
+    for (int cap = 0; cap <= 40; cap++)
+        if (!(keep & (1ULL << cap)))
+            CHECK(prctl(PR_CAPBSET_DROP, cap, 0, 0, 0));
+    struct { unsigned version; int pid; } h = {0x20080522, 0};
+    struct { unsigned eff, prm, inh; } d[2] = {{(unsigned)keep, (unsigned)keep, 0}, {0, 0, 0}};
+    CHECK(syscall(SYS_capset, &h, d));
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
     char *argv[] = {"/bin/true", NULL};
     char *envp[] = {NULL};
     execve("/bin/true", argv, envp);

@@ -89,6 +89,13 @@ def test_isolate_run(benchmark, rounds, rootfs):
 
 
 @pytest.mark.benchmark(group="startup")
+def test_isolate_run_privileged(benchmark, rounds, rootfs):
+    """Without the hardening (capabilities, masked paths): bwrap's share of work."""
+    _bench(benchmark, rounds,
+           lambda: isolate.run(["/bin/true"], rootfs=rootfs, privileged=True, check=True))
+
+
+@pytest.mark.benchmark(group="startup")
 def test_isolate_run_host_network(benchmark, rounds, rootfs):
     _bench(benchmark, rounds,
            lambda: isolate.run(["/bin/true"], rootfs=rootfs, network="host", check=True))

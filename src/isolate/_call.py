@@ -37,9 +37,18 @@ def _stdio_fds() -> set[int]:
     return fds
 
 
-def enter_in_child(cfg: Config, keep_fd: int) -> None:
+def restrict_spec(cfg: Config) -> Any:
+    """What enter_in_child applies: made in the parent, once, since in a fresh
+    fork every object made touches pages that must then be copied."""
+    u = cfg.user
+    return _c.ExecSpec(b"", [], [], None, None, (-1, -1, -1), (), (u.uid, u.gid, u.groups),
+                       not cfg.userns, False, 0o022, cfg.security())
+
+
+def enter_in_child(cfg: Config, keep_fd: int, spec: Any) -> None:
     """In the fork, once in the namespaces: what every container process gets.
-    Only stdio (as Python sees it) and the result pipe stay open."""
+    Only stdio (as Python sees it) and the result pipe stay open; spec is
+    restrict_spec(cfg)."""
     low = 3
     for fd in sorted({keep_fd} | {fd for fd in _stdio_fds() if fd >= 3}):
         os.closerange(low, fd)
@@ -48,9 +57,7 @@ def enter_in_child(cfg: Config, keep_fd: int) -> None:
     os.setsid()
     os.umask(0o022)
     os.chdir(cfg.cwd)
-    u = cfg.user
-    _c.restrict(_c.ExecSpec(b"", [], [], None, None, (-1, -1, -1), (), (u.uid, u.gid, u.groups),
-                            not cfg.userns, False, 0o022, cfg.security()))
+    _c.restrict(spec)
     items = [(os.fsencode(k), os.fsencode(v)) for k, v in cfg.env]
     _c.replace_environ(items)
     os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ
@@ -84,13 +91,16 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
         with c._lock:
             if c._state != "running":
                 raise RuntimeError(f"container {c.id} is {c._state}")
+            if c._restrict is None:
+                c._restrict = restrict_spec(c._cfg)
+            spec = c._restrict
             pid, err = _c.fork_into(c._pidfd, c._join)
             if pid == 0:            # the child: never returns
                 try:
                     os.close(r)
                     if err:
                         raise child_error("setns", err, "container")
-                    enter_in_child(c._cfg, w)
+                    enter_in_child(c._cfg, w, spec)
                 except BaseException as e:
                     _wire.run_and_exit(w, _reraise, (e,), {})
                 _wire.run_and_exit(w, fn, args, kwargs)

@@ -36,7 +36,7 @@ def _rehearse() -> None:
     _wire._outcome(fn, args, kwargs)
 
 
-def _worker(cfg, sock: socket.socket, setup_error: BaseException | None) -> None:
+def _worker(cfg, sock: socket.socket, setup_error: BaseException | None, spec) -> None:
     from . import _call, _wire
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -44,7 +44,7 @@ def _worker(cfg, sock: socket.socket, setup_error: BaseException | None) -> None
     try:
         if setup_error is not None:
             raise setup_error
-        _call.enter_in_child(cfg, fd)
+        _call.enter_in_child(cfg, fd, spec)
         _rehearse()
     except BaseException as e:
         # report with the first call, not now: a worker that failed at once
@@ -73,6 +73,8 @@ def main() -> None:
         importlib.import_module(name)
     steps = _plan.container_steps(cfg)
     flags = _plan.clone_flags(cfg)
+    from ._call import restrict_spec
+    spec = restrict_spec(cfg)
     _rehearse()
     gc.freeze()     # workers' collections then leave the zygote's objects (and pages) alone
 
@@ -103,7 +105,7 @@ def main() -> None:
         if pid == 0:
             ctl.close()
             ours.close()
-            _worker(cfg, theirs, err)
+            _worker(cfg, theirs, err, spec)
         theirs.close()
         workers[pid] = token
         tell(pickle.dumps(("ready", token, pid)), (ours.fileno(),))

@@ -238,6 +238,7 @@ class Container:
         self._ctl = -1
         self._procs: list[Process] = []
         self._calls: set[int] = set()     # pids of call() processes in flight
+        self._restrict: Any = None         # what call() processes get; made once
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------
