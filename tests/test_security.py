@@ -122,3 +122,61 @@ def test_rlimits(rootfs):
 def test_bad_rlimits(rlimits, exc):
     with pytest.raises(exc):
         Container(rlimits=rlimits)
+
+
+# x86-64 syscall numbers; the probe runs inside the container through ctypes
+SYSCALLS = {"keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
+            "userfaultfd": 323, "io_uring_setup": 425, "kexec_load": 246, "init_module": 175,
+            "reboot": 169, "swapon": 167, "acct": 163, "clock_settime": 227,
+            "open_by_handle_at": 304, "mount": 165, "umount2": 166, "pivot_root": 155,
+            "unshare": 272, "setns": 308}
+
+
+def probe(calls):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    out = {}
+    for name, (nr, args) in calls.items():
+        ctypes.set_errno(0)
+        r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+        out[name] = (r, ctypes.get_errno())
+    return out
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe's numbers are x86-64's")
+def test_seccomp_refuses_with_eperm_and_process_lives_on(rootfs):
+    import errno
+    calls = {name: (nr, [0, 0, 0, 0]) for name, nr in SYSCALLS.items()}
+    calls["unshare"] = (272, [0x20000000])                          # CLONE_NEWNET
+    calls["clone_newuser"] = (56, [0x10000000 | 17, 0, 0, 0, 0])     # CLONE_NEWUSER|SIGCHLD
+    calls["clone3"] = (435, [0, 0])
+    calls["personality_aslr_off"] = (135, [0x0040000])
+    calls["personality_query"] = (135, [0xffffffff])
+    with Container(rootfs=rootfs) as c:
+        seen = c.call(probe, calls)
+        assert c.run(["true"]).returncode == 0          # ordinary programs still run
+    for name in SYSCALLS:
+        assert seen[name] == (-1, errno.EPERM), (name, seen[name])
+    assert seen["clone_newuser"] == (-1, errno.EPERM)
+    assert seen["clone3"] == (-1, errno.ENOSYS)
+    assert seen["personality_aslr_off"] == (-1, errno.EPERM)
+    assert seen["personality_query"][0] >= 0
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe's numbers are x86-64's")
+def test_seccomp_none_and_sys_admin(rootfs):
+    import errno
+    calls = {"keyctl": (250, [0, 0, 0, 0]), "unshare": (272, [0x04000000])}   # CLONE_NEWUTS
+    with Container(rootfs=rootfs, seccomp=None) as c:
+        seen = c.call(probe, calls)
+    assert seen["keyctl"][1] != errno.EPERM
+    with Container(rootfs=rootfs, cap_add=["SYS_ADMIN"]) as c:
+        seen = c.call(probe, calls)
+    assert seen["keyctl"] == (-1, errno.EPERM)          # still refused
+    assert seen["unshare"][0] == 0                      # allowed with CAP_SYS_ADMIN
+
+
+def test_seccomp_option_is_checked():
+    with pytest.raises(ValueError, match="seccomp"):
+        Container(seccomp="strict")

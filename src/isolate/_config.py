@@ -46,6 +46,8 @@ class Config:
     caps: int | None = None
     no_new_privs: bool = True
     rlimits: tuple[tuple[int, int, int], ...] = ()
+    #: the seccomp filter as BPF, or None
+    seccomp: bytes | None = None
 
     @property
     def privileged(self) -> bool:
@@ -53,7 +55,7 @@ class Config:
 
     def security(self) -> tuple:
         """What ExecSpec takes as security."""
-        return (self.caps, self.no_new_privs, self.rlimits, None)
+        return (self.caps, self.no_new_privs, self.rlimits, self.seccomp)
 
     @property
     def userns(self) -> bool:
@@ -200,6 +202,7 @@ def make_config(
     cap_drop: Iterable[str] = (),
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
+    seccomp: str | None = "default",
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -209,14 +212,14 @@ def make_config(
                namespaces if namespaces is None or isinstance(namespaces, str) else frozenset(namespaces),
                cap_add if isinstance(cap_add, str) else tuple(cap_add),
                cap_drop if isinstance(cap_drop, str) else tuple(cap_drop), privileged,
-               None if rlimits is None else tuple(rlimits.items()),
+               None if rlimits is None else tuple(rlimits.items()), seccomp,
                os.geteuid(), os.getegid())
         cfg = _cached_config(key)
     except (TypeError, AttributeError):   # unhashable or wrong types: no cache
         return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
                              cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
                              cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
-                             rlimits=rlimits)
+                             rlimits=rlimits, seccomp=seccomp)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
@@ -228,12 +231,12 @@ def make_config(
 @functools.lru_cache(maxsize=128)
 def _cached_config(key) -> Config:
     (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, cap_add, cap_drop,
-     privileged, rlimits, _, _) = key
+     privileged, rlimits, seccomp, _, _) = key
     return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                          env=None if env is None else dict(env), cwd=cwd, user=user,
                          readonly=readonly, namespaces=namespaces, cap_add=cap_add,
                          cap_drop=cap_drop, privileged=privileged,
-                         rlimits=None if rlimits is None else dict(rlimits))
+                         rlimits=None if rlimits is None else dict(rlimits), seccomp=seccomp)
 
 
 def _build_config(
@@ -251,6 +254,7 @@ def _build_config(
     cap_drop: Iterable[str] = (),
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
+    seccomp: str | None = "default",
 ) -> Config:
     root = _rootfs(rootfs)
     ns, network = _namespaces(namespaces, network)
@@ -276,6 +280,12 @@ def _build_config(
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
     caps = caps_for(cap_add, cap_drop)
+    if seccomp not in ("default", None):
+        raise ValueError(f"seccomp={seccomp!r}: use 'default' (Docker's profile in effect) or None")
+    bpf = None
+    if seccomp == "default" and not privileged:
+        from ._seccomp import default_filter
+        bpf = default_filter(caps)
     return Config(
         rootfs=root,
         readonly=bool(readonly),
@@ -290,6 +300,7 @@ def _build_config(
         caps=None if privileged else caps,
         no_new_privs=not privileged,
         rlimits=rlimits_for(rlimits),
+        seccomp=bpf,
     )
 
 

@@ -200,8 +200,10 @@ class Container:
                 cgroup (plus user when the caller is not root); "time" on request
     cap_add, cap_drop  change Docker's default 14 capabilities (names as in
                 capabilities(7), with or without CAP_; cap_drop=["ALL"])
-    privileged  the caller's capabilities, no masked paths, no no_new_privs
+    privileged  the caller's capabilities; no masked paths, no_new_privs or seccomp
     rlimits     {"nofile": (soft, hard), ...}
+    seccomp     "default" (Docker's profile in effect: keyctl, bpf, io_uring,
+                mount, unshare, namespace clone flags... fail with EPERM) or None
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -226,12 +228,13 @@ class Container:
         cap_drop: Iterable[str] = (),
         privileged: bool = False,
         rlimits: Mapping[str, tuple[int, int]] | None = None,
+        seccomp: str | None = "default",
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
-                                privileged=privileged, rlimits=rlimits)
+                                privileged=privileged, rlimits=rlimits, seccomp=seccomp)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
