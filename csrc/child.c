@@ -500,8 +500,21 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
 
     if (x->new_session && setsid() < 0)
         return fail(e, ISO_STEP_SETSID, "");
-    if (x->cwd != NULL && chdir(x->cwd) < 0)
-        return fail(e, ISO_STEP_CHDIR, x->cwd);
+    if (x->cwd != NULL) {
+        if (chdir(x->cwd) < 0)
+            return fail(e, ISO_STEP_CHDIR, x->cwd);
+        /* a cwd reached through an fd still open here (/proc/self/fd/N) can
+         * lie outside the root (runc CVE-2024-21626): the kernel then gives
+         * no path for it */
+        char buf[PATH_MAX];
+        long n = syscall(SYS_getcwd, buf, sizeof buf);
+        if (n < 0 || buf[0] != '/') {
+            errno = n < 0 ? (int)-n : EACCES;
+            if (errno == ENOENT)
+                errno = EACCES;
+            return fail(e, ISO_STEP_CHDIR, x->cwd);
+        }
+    }
     umask(x->umask);
     return iso_restrict(x, e);
 }
@@ -555,6 +568,10 @@ int iso_restrict(const iso_exec_t *x, iso_error_t *e)
     }
     if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return fail(e, ISO_STEP_NO_NEW_PRIVS, "");
+    /* a fork of the caller runs the caller's binary: keep the rest of the
+     * container from opening it through /proc/PID/exe (runc CVE-2019-5736) */
+    if (s->nondumpable && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return fail(e, ISO_STEP_CAPS, "dumpable");
     if (s->seccomp != NULL) {
         struct sock_fprog prog = {(unsigned short)s->seccomp_len, (struct sock_filter *)s->seccomp};
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)

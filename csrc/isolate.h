@@ -127,6 +127,7 @@ typedef struct iso_security {
     int restrict_caps;          /* apply caps (else keep the caller's) */
     uint64_t caps;              /* bounding, permitted, effective (for uid 0) */
     int no_new_privs;
+    int nondumpable;            /* for processes that run the caller's code (call) */
     const iso_rlimit_t *rlimits;
     size_t nrlimits;
     const void *seccomp;        /* struct sock_filter[], or NULL */

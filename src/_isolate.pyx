@@ -38,6 +38,7 @@ cdef extern from "isolate.h" nogil:
         int restrict_caps
         unsigned long long caps
         int no_new_privs
+        int nondumpable
         const iso_rlimit_t *rlimits
         size_t nrlimits
         const void *seccomp
@@ -237,7 +238,7 @@ cdef char **_strv(list items) except NULL:
 cdef class ExecSpec:
     """How to start a process: argv, environment, stdio, fds, ids, directory,
     and security: (capability mask or None, no_new_privs, ((resource, soft,
-    hard), ...), seccomp filter bytes or None)."""
+    hard), ...), seccomp filter bytes or None[, nondumpable])."""
     cdef iso_exec_t x
     cdef list _keep
     cdef int *_pass
@@ -278,7 +279,8 @@ cdef class ExecSpec:
         self.x.new_session = new_session
         self.x.umask = umask
         if security is not None:
-            caps, nnp, rlimits, seccomp = security
+            caps, nnp, rlimits, seccomp = security[:4]
+            self.x.sec.nondumpable = len(security) > 4 and security[4]
             if caps is not None:
                 self.x.sec.restrict_caps = 1
                 self.x.sec.caps = caps

@@ -180,3 +180,44 @@ def test_seccomp_none_and_sys_admin(rootfs):
 def test_seccomp_option_is_checked():
     with pytest.raises(ValueError, match="seccomp"):
         Container(seccomp="strict")
+
+
+def test_call_process_binary_is_out_of_reach(rootfs):
+    """A call() process runs the host's Python; the rest of the container must
+    not open it through /proc/PID/exe (runc CVE-2019-5736). Only reads are
+    tried here."""
+    import time
+
+    def wait_here():
+        with open("/tmp/pid", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(30)
+
+    with Container(rootfs=rootfs) as c:
+        fut = c.submit(wait_here)
+        deadline = time.monotonic() + 10
+        pid = ""
+        while not pid and time.monotonic() < deadline:
+            pid = c.run(["cat", "/tmp/pid"], capture_output=True, text=True).stdout.strip()
+            time.sleep(0.05)
+        r = c.run(["sh", "-c", f"head -c 4 /proc/{pid}/exe | od -c | head -1; readlink /proc/{pid}/exe"],
+                  capture_output=True, text=True)
+        fut.cancel()
+    assert pid
+    assert "ELF" not in r.stdout
+    assert "Permission denied" in r.stderr
+
+
+def test_cwd_outside_the_root_is_refused(tmp_path, fresh_rootfs):
+    with pytest.raises(ValueError, match="/proc"):
+        Container(rootfs=fresh_rootfs, cwd="/proc/self/fd/3")
+    # the same through a symlink in the image and an inherited host directory fd
+    host_dir = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.symlink(f"/proc/self/fd/{host_dir}", os.path.join(fresh_rootfs, "evil"))
+        with Container(rootfs=fresh_rootfs) as c:
+            with pytest.raises(isolate.ContainerError) as e:
+                c.run(["ls"], cwd="/evil", pass_fds=[host_dir])
+        assert e.value.step == "chdir"
+    finally:
+        os.close(host_dir)

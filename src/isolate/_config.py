@@ -14,6 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ._security import caps_for, rlimits_for
+from .errors import ContainerError
+
+
+class ContainerSetupRefused(ContainerError):
+    """Something the container would be made from is not what it must be."""
+
+    def __init__(self, message: str):
+        super().__init__(1, message, None, step="check")
 from .mounts import Mount
 
 DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
@@ -111,6 +119,13 @@ def env_list(env: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[bytes]:
             raise ValueError(f"invalid environment variable name or value: {k!r}")
         out.append(k + b"=" + v)
     return out
+
+
+def check_cwd(cwd: object) -> None:
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise ValueError(f"cwd={cwd!r} must be an absolute path inside the container")
+    if os.path.normpath(cwd).split("/")[1:2] == ["proc"]:
+        raise ValueError(f"cwd={cwd!r}: a working directory in /proc can lead outside the container")
 
 
 def _lookup(root: str | None, db: str, name: str) -> list[str] | None:
@@ -273,10 +288,13 @@ def _build_config(
             os.stat(m.source)   # FileNotFoundError names the missing source
     if (root is not None or mounts) and "mount" not in ns:
         raise ValueError("rootfs and mounts need the 'mount' namespace")
-    if not isinstance(cwd, str) or not cwd.startswith("/"):
-        raise ValueError(f"cwd={cwd!r} must be an absolute path inside the container")
+    check_cwd(cwd)
     u = parse_user(user, root)
     check_ids(u, "user" in ns)
+    if "user" in ns:    # its nodes are bound from the host's /dev (CVE-2025-31133 family)
+        st = os.stat("/dev/null")
+        if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
+            raise ContainerSetupRefused("the host's /dev/null is not the character device 1:3")
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
     caps = caps_for(cap_add, cap_drop)

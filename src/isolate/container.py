@@ -20,7 +20,7 @@ from typing import IO, Any, Callable, TypeVar, Union
 from . import _call
 from . import _isolate as _c
 from . import _plan
-from ._config import DEFAULT_PATH, Config, check_ids, env_list, make_config, parse_user
+from ._config import DEFAULT_PATH, Config, check_cwd, check_ids, env_list, make_config, parse_user
 from .mounts import Mount
 
 __all__ = ["Container", "Process", "run"]
@@ -75,6 +75,7 @@ class _Launch:
         envp = env_list(env)
         path = (dict(env) if not isinstance(env, Mapping) else env).get("PATH", DEFAULT_PATH)
         cwd = cfg.cwd if self.cwd is None else os.fspath(self.cwd)
+        check_cwd(cwd)
         file = argv[0] if executable is None else os.fsencode(executable)
         u = self.user
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
