@@ -631,6 +631,18 @@ static int container_child(void *arg)
     msg.kind = ISO_MSG_ERROR;
 
     reset_signals_in_child();
+    if (c->after_clone != NULL) {
+        char go;
+        if (recv(ctl, &go, 1, 0) != 1)      /* the caller's word to go on */
+            _exit(127);
+        /* the maps are written: become the namespace's root (credentials
+         * made at clone still hold the caller's ids, perhaps unmapped) */
+        if ((c->clone_flags & CLONE_NEWUSER) &&
+            (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)) {
+            fail(&msg.error, ISO_STEP_SETUID, "0 in the user namespace");
+            goto out;
+        }
+    }
     umask(0);
     for (size_t i = 0; i < c->nops; i++)
         if (run_op(&c->ops[i], &msg.error) < 0)
@@ -714,6 +726,21 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         stack_free(stack, 2 * STACK_SIZE);
         close(sv[0]);
         return -1;
+    }
+
+    if (c->after_clone != NULL) {
+        if (c->after_clone(pid, c->after_clone_arg) != 0 || send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
+            if (err->step == 0)
+                fail(err, ISO_STEP_CLONE, "after clone");
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+            stack_free(stack, 2 * STACK_SIZE);
+            if (pidfd >= 0)
+                close(pidfd);
+            close(sv[0]);
+            return -1;
+        }
     }
 
     /* The first message comes from the init once it runs, or from the child

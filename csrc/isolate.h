@@ -165,6 +165,11 @@ typedef struct iso_container {
     int init_fd;                /* memfd holding the init program */
     int run;                    /* run x's command; otherwise serve until closed */
     iso_exec_t x;
+    /* If set, called in the caller right after clone with the child's pid,
+     * while the child waits (to write its id maps from outside); non-zero
+     * stops the start. */
+    int (*after_clone)(pid_t pid, void *arg);
+    void *after_clone_arg;
 } iso_container_t;
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),

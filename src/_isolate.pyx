@@ -70,6 +70,8 @@ cdef extern from "isolate.h" nogil:
         int init_fd
         int run
         iso_exec_t x
+        int (*after_clone)(pid_t pid, void *arg)
+        void *after_clone_arg
 
     enum:
         ISO_MSG_READY
@@ -307,13 +309,26 @@ cdef class ExecSpec:
         free(self._rlimits)
 
 
-def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run):
+cdef int _after_clone(pid_t pid, void *arg) noexcept with gil:
+    box = <list>arg
+    try:
+        box[0](pid)
+    except BaseException as e:
+        box.append(e)
+        return -1
+    return 0
+
+
+def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
+                    after_clone=None):
     """Clone a container, walk its plan and exec its init with spec's stdio,
     fds, ids and directory; with run, spec's command first, as PID 2.
 
     Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
     the caller's end of the control socket, and the status of the init's
-    first report (the command's pid inside, in run mode).
+    first report (the command's pid inside, in run mode). after_clone(pid)
+    runs right after clone, the child waiting (to write its id maps); what
+    it raises stops the start and is raised here.
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -328,9 +343,17 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     c.nops = plan.n
     c.run = run
     c.x = spec.x
+    c.after_clone = NULL
+    box = [after_clone]
+    if after_clone is not None:
+        c.after_clone = _after_clone
+        c.after_clone_arg = <void *>box
+    err.step = 0
     with nogil:
         r = iso_container_start(&c, &pid, &pidfd, &ctl, &msg, &err)
     if r < 0:
+        if len(box) > 1:
+            raise box[1]
         _raise(&err)
     return pid, pidfd, ctl, msg.status
 

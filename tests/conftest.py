@@ -22,6 +22,18 @@ def rootfs(tmp_path_factory) -> str:
 
 
 @pytest.fixture()
+def public_tmp():
+    """A directory others can traverse (pytest's own are mode 700): for
+    containers whose root is an unprivileged host id."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="isolate-test-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture()
 def fresh_rootfs(tmp_path) -> str:
     """A busybox root filesystem of this test alone (for tests that inspect it after)."""
     return make_rootfs(str(tmp_path / "rootfs"))

@@ -132,3 +132,13 @@ def test_repeated_options_are_rechecked(tmp_path):
     src.rmdir()
     with pytest.raises(FileNotFoundError):
         Container(mounts=[Mount.bind(str(src), "/tmp/src")])
+
+
+def test_namespace_errors_say_what_to_change():
+    from isolate.errors import NamespaceError, child_error
+    for err in (errno.EPERM, errno.ENOSPC):
+        e = child_error("clone", err, "")
+        assert isinstance(e, NamespaceError)
+        assert "kernel.unprivileged_userns_clone" in str(e)
+        assert "user.max_user_namespaces" in str(e)
+        assert "apparmor_restrict_unprivileged_userns" in str(e)

@@ -221,3 +221,54 @@ def test_cwd_outside_the_root_is_refused(tmp_path, fresh_rootfs):
         assert e.value.step == "chdir"
     finally:
         os.close(host_dir)
+
+
+def test_user_namespace_with_id_ranges(public_tmp):
+    import pathlib
+
+    from .rootfs import make_rootfs
+    rootfs = make_rootfs(os.path.join(public_tmp, "rootfs"))
+    shared = pathlib.Path(public_tmp) / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with Container(rootfs=rootfs, uid_map=[(0, 100000, 65536)], gid_map=[(0, 100000, 65536)],
+                   mounts=[isolate.Mount.bind(str(shared), "/shared")]) as c:
+        r = c.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; "
+                               "touch /shared/by-root"], capture_output=True, text=True)
+        c.run(["touch", "/shared/by-user"], user="1000:1000", check=True)
+        init_uid = os.stat(f"/proc/{c.pid}").st_uid
+    assert r.stdout.split() == ["0", "100000", "65536", "0", "100000", "65536", "0"]
+    assert init_uid == 100000                       # container root is unprivileged outside
+    assert os.stat(shared / "by-root").st_uid == 100000
+    assert os.stat(shared / "by-user").st_uid == 101000
+
+
+@pytest.mark.parametrize("opts, exc, words", [
+    ({"uid_map": [(0, 100000, 10), (5, 200000, 10)], "gid_map": [(0, 100000, 10)]}, ValueError, "overlap"),
+    ({"uid_map": [(0, 100000, 10), (20, 100005, 10)], "gid_map": [(0, 100000, 10)]}, ValueError, "overlap"),
+    ({"uid_map": [(0, 100000, 10)]}, ValueError, "together"),
+    ({"uid_map": [(0, 100000, 0)], "gid_map": [(0, 100000, 1)]}, ValueError, "empty"),
+    ({"uid_map": "0 100000 10", "gid_map": [(0, 1, 1)]}, TypeError, "uid_map"),
+    ({"uid_map": [(0, 100000, 10)], "gid_map": [(0, 100000, 10)], "user": "50:0"}, ValueError, "outside"),
+    ({"uid_map": [(0, 100000, 10)], "gid_map": [(0, 100000, 10)], "namespaces": ["pid"]}, ValueError, "'user'"),
+])
+def test_bad_id_maps(opts, exc, words):
+    with pytest.raises(exc, match=words):
+        Container(**opts)
+
+
+def test_disabled_user_namespaces_say_which_setting(rootfs):
+    path = "/proc/sys/user/max_user_namespaces"
+    with open(path) as f:
+        saved = f.read()
+    if not os.access(path, os.W_OK):
+        pytest.skip(f"{path} cannot be changed here to see the error")
+    try:
+        with open(path, "w") as f:
+            f.write("0")
+        with pytest.raises(isolate.NamespaceError) as e:
+            Container(rootfs=rootfs, namespaces={"user", "mount", "pid"}).start()
+        assert "user.max_user_namespaces" in str(e.value)
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)

@@ -42,7 +42,8 @@ def restrict_spec(cfg: Config) -> Any:
     fork every object made touches pages that must then be copied."""
     u = cfg.user
     return _c.ExecSpec(b"", [], [], None, None, (-1, -1, -1), (), (u.uid, u.gid, u.groups),
-                       not cfg.userns, False, 0o022, (*cfg.security(), True))
+                       not cfg.userns or cfg.uid_map is not None, False, 0o022,
+                       (*cfg.security(), True))
 
 
 def enter_in_child(cfg: Config, keep_fd: int, spec: Any) -> None:

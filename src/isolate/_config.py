@@ -56,6 +56,10 @@ class Config:
     rlimits: tuple[tuple[int, int, int], ...] = ()
     #: the seccomp filter as BPF, or None
     seccomp: bytes | None = None
+    #: (inside, outside, count) ranges written by the caller, or None: the
+    #: container's root is the caller's own uid and gid alone
+    uid_map: tuple[tuple[int, int, int], ...] | None = None
+    gid_map: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def privileged(self) -> bool:
@@ -175,12 +179,58 @@ def parse_user(user: int | str | None, rootfs: str | None) -> User:
     return User(uid, gid, ())
 
 
-def check_ids(user: User, cfg_userns: bool) -> None:
-    if cfg_userns and (user.uid != 0 or user.gid != 0):
-        raise ValueError(
-            f"user {user.uid}:{user.gid} is not mapped in the container's user namespace, "
-            "which maps only root (0:0) to the caller"
-        )
+def _mapped(i: int, ranges) -> bool:
+    return any(inside <= i < inside + count for inside, _, count in ranges)
+
+
+def check_ids(user: User, userns: bool, uid_map=None, gid_map=None) -> None:
+    if not userns:
+        return
+    if uid_map is None:
+        if user.uid != 0 or user.gid != 0:
+            raise ValueError(
+                f"user {user.uid}:{user.gid} is not mapped in the container's user namespace, "
+                "which maps only root (0:0) to the caller (give uid_map and gid_map)")
+    elif not _mapped(user.uid, uid_map) or not _mapped(user.gid, gid_map):
+        raise ValueError(f"user {user.uid}:{user.gid} is outside uid_map/gid_map")
+
+
+def id_map(ranges, name: str) -> tuple[tuple[int, int, int], ...] | None:
+    """Validated (inside, outside, count) ranges: no overlap inside or outside."""
+    if ranges is None:
+        return None
+    if isinstance(ranges, (str, bytes)):
+        raise TypeError(f"{name} is a list of (inside, outside, count)")
+    out = []
+    for r in ranges:
+        try:
+            inside, outside, count = r
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: {r!r} is not (inside, outside, count)") from None
+        for v in (inside, outside, count):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name}: {r!r} holds a value that is not an id")
+        if count == 0 or inside + count > 2**32 - 1 or outside + count > 2**32 - 1:
+            raise ValueError(f"{name}: {r!r} is empty or runs past the last id")
+        out.append((inside, outside, count))
+    if not out or len(out) > 340:
+        raise ValueError(f"{name} takes 1 to 340 ranges")
+    for side in (0, 1):
+        spans = sorted((r[side], r[side] + r[2]) for r in out)
+        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise ValueError(f"{name}: ranges overlap {'inside' if side == 0 else 'outside'}"
+                                 f" the container ({a0}-{a1 - 1} and {b0}-{b1 - 1})")
+    return tuple(out)
+
+
+def write_id_maps(cfg: Config, pid: int) -> None:
+    """Write pid's id maps from outside (the caller is root)."""
+    assert cfg.uid_map is not None and cfg.gid_map is not None
+    for name, ranges in (("gid_map", cfg.gid_map), ("uid_map", cfg.uid_map)):
+        text = "".join(f"{i} {o} {n}\n" for i, o, n in ranges)
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
 
 
 def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
@@ -218,6 +268,8 @@ def make_config(
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
     seccomp: str | None = "default",
+    uid_map: Iterable[tuple[int, int, int]] | None = None,
+    gid_map: Iterable[tuple[int, int, int]] | None = None,
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -228,13 +280,16 @@ def make_config(
                cap_add if isinstance(cap_add, str) else tuple(cap_add),
                cap_drop if isinstance(cap_drop, str) else tuple(cap_drop), privileged,
                None if rlimits is None else tuple(rlimits.items()), seccomp,
+               None if uid_map is None else tuple(map(tuple, uid_map)),
+               None if gid_map is None else tuple(map(tuple, gid_map)),
                os.geteuid(), os.getegid())
         cfg = _cached_config(key)
     except (TypeError, AttributeError):   # unhashable or wrong types: no cache
         return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
                              cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
                              cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
-                             rlimits=rlimits, seccomp=seccomp)
+                             rlimits=rlimits, seccomp=seccomp, uid_map=uid_map,
+                             gid_map=gid_map)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
@@ -246,12 +301,13 @@ def make_config(
 @functools.lru_cache(maxsize=128)
 def _cached_config(key) -> Config:
     (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, cap_add, cap_drop,
-     privileged, rlimits, seccomp, _, _) = key
+     privileged, rlimits, seccomp, uid_map, gid_map, _, _) = key
     return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                          env=None if env is None else dict(env), cwd=cwd, user=user,
                          readonly=readonly, namespaces=namespaces, cap_add=cap_add,
                          cap_drop=cap_drop, privileged=privileged,
-                         rlimits=None if rlimits is None else dict(rlimits), seccomp=seccomp)
+                         rlimits=None if rlimits is None else dict(rlimits), seccomp=seccomp,
+                         uid_map=uid_map, gid_map=gid_map)
 
 
 def _build_config(
@@ -270,8 +326,23 @@ def _build_config(
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
     seccomp: str | None = "default",
+    uid_map: Iterable[tuple[int, int, int]] | None = None,
+    gid_map: Iterable[tuple[int, int, int]] | None = None,
 ) -> Config:
     root = _rootfs(rootfs)
+    umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
+    if (umap is None) != (gmap is None):
+        raise ValueError("give uid_map and gid_map together")
+    if umap is not None:
+        if namespaces is not None and "user" not in namespaces:
+            raise ValueError("uid_map and gid_map need the 'user' namespace")
+        namespaces = set(DEFAULT_NAMESPACES if namespaces is None else namespaces) | {"user"}
+        if network == "host":
+            namespaces.discard("net")
+        if os.geteuid() != 0:
+            raise ValueError("mapping id ranges as an unprivileged user needs newuidmap and "
+                             "newgidmap with /etc/subuid entries, which isolate does not use "
+                             "yet; leave uid_map out to map root to your own id")
     ns, network = _namespaces(namespaces, network)
     if hostname is not None:
         if not isinstance(hostname, str):
@@ -290,7 +361,7 @@ def _build_config(
         raise ValueError("rootfs and mounts need the 'mount' namespace")
     check_cwd(cwd)
     u = parse_user(user, root)
-    check_ids(u, "user" in ns)
+    check_ids(u, "user" in ns, umap, gmap)
     if "user" in ns:    # its nodes are bound from the host's /dev (CVE-2025-31133 family)
         st = os.stat("/dev/null")
         if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
@@ -319,6 +390,8 @@ def _build_config(
         no_new_privs=not privileged,
         rlimits=rlimits_for(rlimits),
         seccomp=bpf,
+        uid_map=umap,
+        gid_map=gmap,
     )
 
 

@@ -169,7 +169,8 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
 @functools.lru_cache(maxsize=64)
 def container_steps(cfg: Config) -> tuple[tuple, ...]:
     """Every step of creating a container for cfg, but the hostname."""
-    steps = _userns_steps(cfg) if cfg.userns else []
+    # the caller writes ranges after clone; a single own id the child can
+    steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None else []
     if "mount" in cfg.namespaces:
         steps += [
             op(_c.OP_MOUNT, dst="/", flags=REC | MS["private"]),

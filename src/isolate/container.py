@@ -8,6 +8,7 @@ respect but how they start.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from typing import IO, Any, Callable, TypeVar, Union
 from . import _call
 from . import _isolate as _c
 from . import _plan
-from ._config import DEFAULT_PATH, Config, check_cwd, check_ids, env_list, make_config, parse_user
+from ._config import (DEFAULT_PATH, Config, check_cwd, check_ids, env_list, make_config,
+                      parse_user, write_id_maps)
 from .mounts import Mount
 
 __all__ = ["Container", "Process", "run"]
@@ -66,7 +68,7 @@ class _Launch:
         self.user = cfg.user
         if user is not None:
             self.user = parse_user(user, cfg.rootfs)
-            check_ids(self.user, cfg.userns)
+            check_ids(self.user, cfg.userns, cfg.uid_map, cfg.gid_map)
 
     def spec(self, argv: list[bytes], executable: StrOrBytesPath | None,
              stdio: tuple[int, int, int], pass_fds: Sequence[int]) -> Any:
@@ -79,7 +81,7 @@ class _Launch:
         file = argv[0] if executable is None else os.fsencode(executable)
         u = self.user
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
-                           tuple(pass_fds), (u.uid, u.gid, u.groups), not cfg.userns, True,
+                           tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(cfg), True,
                            0o022, cfg.security())
 
 
@@ -205,6 +207,9 @@ class Container:
     rlimits     {"nofile": (soft, hard), ...}
     seccomp     "default" (Docker's profile in effect: keyctl, bpf, io_uring,
                 mount, unshare, namespace clone flags... fail with EPERM) or None
+    uid_map, gid_map  [(inside, outside, count), ...]: a user namespace with
+                these ranges (root callers); without them a user namespace maps
+                container root to the caller's own ids
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -230,12 +235,15 @@ class Container:
         privileged: bool = False,
         rlimits: Mapping[str, tuple[int, int]] | None = None,
         seccomp: str | None = "default",
+        uid_map: Iterable[tuple[int, int, int]] | None = None,
+        gid_map: Iterable[tuple[int, int, int]] | None = None,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
-                                privileged=privileged, rlimits=rlimits, seccomp=seccomp)
+                                privileged=privileged, rlimits=rlimits, seccomp=seccomp,
+                                uid_map=uid_map, gid_map=gid_map)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -254,9 +262,9 @@ class Container:
                 raise RuntimeError(f"container {self.id} is {self._state}; it starts only once")
             cfg = self._cfg
             init = _c.ExecSpec(b"", [], [], None, b"/", (_devnull(),) * 3, (), (0, 0, ()),
-                               not cfg.userns, True, 0o022, cfg.security())
+                               _set_groups(cfg), True, 0o022, cfg.security())
             pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
-                                                    init, False)
+                                                    init, False, _map_writer(cfg))
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
             self._join = _plan.join_flags(cfg)
             self._state = "running"
@@ -394,6 +402,17 @@ class Container:
         return _complete(proc, input, timeout, check)
 
 
+def _set_groups(cfg: Config) -> bool:
+    """setgroups is denied in a user namespace whose maps the child wrote."""
+    return not cfg.userns or cfg.uid_map is not None
+
+
+def _map_writer(cfg: Config) -> Callable[[int], None] | None:
+    if cfg.uid_map is None:
+        return None
+    return functools.partial(write_id_maps, cfg)
+
+
 def _steps(cfg: Config, container_id: str) -> Any:
     steps = _plan.container_steps(cfg)
     if "uts" in cfg.namespaces:
@@ -434,7 +453,8 @@ def run(
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
         pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id), _plan.clone_flags(cfg),
-                                                launch.spec(argv, exe, stdio, fds), True)
+                                                launch.spec(argv, exe, stdio, fds), True,
+                                                _map_writer(cfg))
         os.close(pidfd)
         proc._ctl = ctl
         return pid

@@ -101,6 +101,9 @@ class Pool(concurrent.futures.Executor):
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
                              "use Container.call")
+        if self._cfg.uid_map is not None:
+            raise ValueError("a Pool cannot map id ranges yet (its zygote forks the containers); "
+                             "use Container, or leave uid_map out")
         if "pid" not in self._cfg.namespaces:
             raise ValueError("a Pool's workers are the PID 1 of their containers: "
                              "keep the 'pid' namespace")
