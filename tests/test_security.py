@@ -272,3 +272,43 @@ def test_disabled_user_namespaces_say_which_setting(rootfs):
     finally:
         with open(path, "w") as f:
             f.write(saved)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe's numbers are x86-64's")
+def test_seccomp_profile_in_oci_json(tmp_path, rootfs):
+    import errno
+    import json
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["keyctl", "add_key"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES},
+            {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 0, "value": 0x0040000, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["bpf"], "action": "SCMP_ACT_ERRNO",
+             "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+        ],
+    }
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    calls = {"keyctl": (250, [0, 0, 0, 0]), "aslr_off": (135, [0x0040000]),
+             "linux": (135, [0]), "bpf": (321, [0, 0, 0])}
+    for source in (profile, str(path)):
+        with Container(rootfs=rootfs, seccomp=source) as c:
+            seen = c.call(probe, calls)
+        assert seen["keyctl"] == (-1, errno.EACCES)
+        assert seen["aslr_off"] == (-1, errno.EPERM)
+        assert seen["linux"][0] >= 0
+        assert seen["bpf"] == (-1, errno.EPERM)
+
+
+@pytest.mark.parametrize("profile, words", [
+    ({"defaultAction": "SCMP_ACT_MAYBE"}, "unknown action"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"action": "SCMP_ACT_ERRNO"}]}, "names no"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0}]}]}, "args"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": "keyctl"}, "list"),
+    ("/no/such/profile.json", "profile"),
+])
+def test_malformed_seccomp_profile(profile, words):
+    with pytest.raises(ValueError, match=words):
+        Container(seccomp=profile)

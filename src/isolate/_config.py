@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._security import caps_for, rlimits_for
 from .errors import ContainerError
@@ -267,7 +268,7 @@ def make_config(
     cap_drop: Iterable[str] = (),
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
-    seccomp: str | None = "default",
+    seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
 ) -> Config:
@@ -279,7 +280,8 @@ def make_config(
                namespaces if namespaces is None or isinstance(namespaces, str) else frozenset(namespaces),
                cap_add if isinstance(cap_add, str) else tuple(cap_add),
                cap_drop if isinstance(cap_drop, str) else tuple(cap_drop), privileged,
-               None if rlimits is None else tuple(rlimits.items()), seccomp,
+               None if rlimits is None else tuple(rlimits.items()),
+               _cacheable_seccomp(seccomp),
                None if uid_map is None else tuple(map(tuple, uid_map)),
                None if gid_map is None else tuple(map(tuple, gid_map)),
                os.geteuid(), os.getegid())
@@ -296,6 +298,13 @@ def make_config(
         if m.source is not None:
             os.stat(m.source)
     return cfg
+
+
+def _cacheable_seccomp(seccomp: object) -> object:
+    """A profile of the caller's (a dict, a file that may change) is read anew."""
+    if seccomp not in ("default", None):
+        raise TypeError("not cached")
+    return seccomp
 
 
 @functools.lru_cache(maxsize=128)
@@ -325,7 +334,7 @@ def _build_config(
     cap_drop: Iterable[str] = (),
     privileged: bool = False,
     rlimits: Mapping[str, tuple[int, int]] | None = None,
-    seccomp: str | None = "default",
+    seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
 ) -> Config:
@@ -369,12 +378,17 @@ def _build_config(
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
     caps = caps_for(cap_add, cap_drop)
-    if seccomp not in ("default", None):
-        raise ValueError(f"seccomp={seccomp!r}: use 'default' (Docker's profile in effect) or None")
     bpf = None
-    if seccomp == "default" and not privileged:
-        from ._seccomp import default_filter
-        bpf = default_filter(caps)
+    if seccomp == "default":
+        if not privileged:
+            from ._seccomp import default_filter
+            bpf = default_filter(caps)
+    elif seccomp is not None:
+        if isinstance(seccomp, str) and not os.path.exists(seccomp):
+            raise ValueError(f"seccomp={seccomp!r}: use 'default', None, a profile dict or "
+                             "the path of an OCI/Docker JSON profile")
+        from ._seccomp import profile_filter
+        bpf = profile_filter(seccomp, caps)
     return Config(
         rootfs=root,
         readonly=bool(readonly),

@@ -96,24 +96,7 @@ def default_filter(caps: int) -> bytes:
                 _rule(lib, ctx, eperm, name)
             for flag in NAMESPACE_FLAGS:
                 _rule(lib, ctx, eperm, "clone", _Cmp(0, SCMP_CMP_MASKED_EQ, flag, flag))
-        r, w = os.pipe()
-        try:
-            rc = lib.seccomp_export_bpf(ctx, w)
-            if rc < 0:
-                raise OSError(-rc, f"seccomp_export_bpf: {os.strerror(-rc)}")
-            os.close(w)
-            w = -1
-            chunks = []
-            while True:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
-        return b"".join(chunks)
+        return _export(lib, ctx)
     finally:
         lib.seccomp_release(ctx)
 
@@ -135,3 +118,111 @@ def _personality(lib, ctx, action: int) -> None:
             _rule(lib, ctx, action, "personality", _Cmp(0, SCMP_CMP_MASKED_EQ, mask, first))
             first += size
     _rule(lib, ctx, action, "personality", _Cmp(0, SCMP_CMP_GT, 0xffffffff, 0))
+
+
+_ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+            "SCMP_ACT_KILL_PROCESS": 0x80000000, "SCMP_ACT_TRAP": 0x00030000,
+            "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": SCMP_ACT_ALLOW}
+_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+        "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+
+
+def _action(name: object, errno_ret: object, where: str) -> int:
+    if name == "SCMP_ACT_ERRNO":
+        err = errno.EPERM if errno_ret is None else errno_ret
+        if not isinstance(err, int) or not 0 <= err < 4096:
+            raise ValueError(f"seccomp profile: {where}: errnoRet {err!r} is not an errno")
+        return _errno_action(err)
+    if name not in _ACTIONS:
+        raise ValueError(f"seccomp profile: {where}: unknown action {name!r} "
+                         f"(use one of SCMP_ACT_ERRNO, {', '.join(_ACTIONS)})")
+    return _ACTIONS[name]  # type: ignore[index]
+
+
+def _applies(entry: dict, caps: int, where: str) -> bool:
+    """Docker's includes/excludes: an entry may hold only with some capabilities."""
+    for key, want in (("includes", True), ("excludes", False)):
+        cond = entry.get(key) or {}
+        if not isinstance(cond, dict):
+            raise ValueError(f"seccomp profile: {where}: {key} must be an object")
+        names = cond.get("caps") or []
+        if names:
+            have = any(caps & (1 << cap_number(n)) for n in names)
+            if have != want:
+                return False
+        arches = cond.get("arches") or []
+        if arches:
+            here = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+            if (here in arches) != want:
+                return False
+    return True
+
+
+def profile_filter(profile: object, caps: int) -> bytes:
+    """BPF for an OCI/Docker JSON seccomp profile (a dict, or a path to one)."""
+    import json
+    if isinstance(profile, (str, os.PathLike)):
+        path = os.fspath(profile)
+        try:
+            with open(path) as f:
+                profile = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"seccomp profile {path!r} is not JSON: {e}") from None
+    if not isinstance(profile, dict):
+        raise TypeError("seccomp takes 'default', None, a profile dict or the path of a JSON profile")
+    default_errno = profile.get("defaultErrnoRet")
+    default = _action(profile.get("defaultAction"), default_errno, "defaultAction")
+    entries = profile.get("syscalls") or []
+    if not isinstance(entries, list):
+        raise ValueError("seccomp profile: syscalls must be a list")
+    lib = _lib()
+    ctx = lib.seccomp_init(default)
+    if not ctx:
+        raise MemoryError("seccomp_init")
+    try:
+        for i, entry in enumerate(entries):
+            where = f"syscalls[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"seccomp profile: {where} must be an object")
+            if not _applies(entry, caps, where):
+                continue
+            names = entry.get("names") or ([entry["name"]] if "name" in entry else [])
+            if not names or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"seccomp profile: {where} names no syscalls")
+            action = _action(entry.get("action"), entry.get("errnoRet", default_errno), where)
+            if action == default:
+                continue        # libseccomp refuses rules that repeat the default
+            cmps = []
+            for j, a in enumerate(entry.get("args") or []):
+                try:
+                    op = _OPS[a["op"]]
+                    cmps.append(_Cmp(int(a["index"]), op, int(a["value"]), int(a.get("valueTwo", 0))))
+                except (KeyError, TypeError, ValueError):
+                    raise ValueError(f"seccomp profile: {where}.args[{j}] is not "
+                                     "{index, value, valueTwo, op}") from None
+            for name in names:
+                _rule(lib, ctx, action, name, *cmps)
+        return _export(lib, ctx)
+    finally:
+        lib.seccomp_release(ctx)
+
+
+def _export(lib, ctx) -> bytes:
+    r, w = os.pipe()
+    try:
+        rc = lib.seccomp_export_bpf(ctx, w)
+        if rc < 0:
+            raise OSError(-rc, f"seccomp_export_bpf: {os.strerror(-rc)}")
+        os.close(w)
+        w = -1
+        chunks = []
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    return b"".join(chunks)

@@ -206,7 +206,8 @@ class Container:
     privileged  the caller's capabilities; no masked paths, no_new_privs or seccomp
     rlimits     {"nofile": (soft, hard), ...}
     seccomp     "default" (Docker's profile in effect: keyctl, bpf, io_uring,
-                mount, unshare, namespace clone flags... fail with EPERM) or None
+                mount, unshare, namespace clone flags... fail with EPERM), None,
+                or an OCI/Docker JSON profile (a dict or a file's path)
     uid_map, gid_map  [(inside, outside, count), ...]: a user namespace with
                 these ranges (root callers); without them a user namespace maps
                 container root to the caller's own ids
@@ -234,7 +235,7 @@ class Container:
         cap_drop: Iterable[str] = (),
         privileged: bool = False,
         rlimits: Mapping[str, tuple[int, int]] | None = None,
-        seccomp: str | None = "default",
+        seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
         uid_map: Iterable[tuple[int, int, int]] | None = None,
         gid_map: Iterable[tuple[int, int, int]] | None = None,
     ) -> None:
