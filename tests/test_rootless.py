@@ -103,3 +103,51 @@ def test_unprivileged_caller_gets_a_user_namespace(world_readable):
     assert int(words[4]) <= 5
     assert out["missing"] == "no-such-command"
     assert not os.path.exists(os.path.join(root, "x"))
+
+
+PROBE_MAPS = """
+import isolate, json, os, sys
+with isolate.Container(rootfs=sys.argv[1], mounts=[isolate.Mount.bind(sys.argv[2], "/shared")]) as c:
+    r = c.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"],
+              capture_output=True, text=True)
+    c.run(["touch", "/shared/by-user"], user="1000:1000", check=True)
+print(json.dumps([r.returncode, r.stdout.split(), r.stderr]))
+"""
+
+
+def test_unprivileged_caller_with_subuid_ranges(world_readable):
+    """newuidmap/newgidmap map /etc/subuid ranges; the files are bind-mounted
+    in a private mount namespace, the host's stay as they are."""
+    py = _python_for_nobody()
+    _userns_allowed()
+    if shutil.which("newuidmap") is None or shutil.which("unshare") is None:
+        pytest.skip("newuidmap (Debian: uidmap) or unshare is not installed")
+    import cloudpickle
+    for mod in (isolate, cloudpickle):
+        shutil.copytree(os.path.dirname(mod.__file__), os.path.join(world_readable, mod.__name__),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    root = make_rootfs(os.path.join(world_readable, "rootfs"))
+    shared = os.path.join(world_readable, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o777)
+    for base, dirs, files in os.walk(world_readable):
+        for name in dirs + files:
+            p = os.path.join(base, name)
+            if not os.path.islink(p):
+                searchable = name in dirs or os.access(p, os.X_OK)
+                os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
+    for f in ("subuid", "subgid"):
+        with open(os.path.join(world_readable, f), "w") as fh:
+            fh.write("nobody:200000:65536\n")
+    script = (f"mount --bind {world_readable}/subuid /etc/subuid && "
+              f"mount --bind {world_readable}/subgid /etc/subgid && exec " + " ".join(NOBODY) +
+              ' "$0" -c "$1" "$2" "$3"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        py, PROBE_MAPS, root, shared], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": world_readable})
+    assert r.returncode == 0, r.stderr
+    code, words, err = json.loads(r.stdout)
+    assert code == 0, err
+    assert words == ["0", "65534", "1", "1", "200000", "65536",
+                     "0", "65534", "1", "1", "200000", "65536", "0"]
+    assert os.stat(os.path.join(shared, "by-user")).st_uid == 200999

@@ -312,3 +312,35 @@ def test_seccomp_profile_in_oci_json(tmp_path, rootfs):
 def test_malformed_seccomp_profile(profile, words):
     with pytest.raises(ValueError, match=words):
         Container(seccomp=profile)
+
+
+def test_init_binary_cannot_be_written(rootfs):
+    """The init runs from a sealed memfd: nothing inside can change what the
+    next container's PID 1 runs."""
+    with Container(rootfs=rootfs, cap_add=["SYS_PTRACE"]) as c:
+        r = c.run(["sh", "-c", "echo x >> /proc/1/exe; echo rc=$?"], capture_output=True,
+                  text=True)
+    assert r.stdout.strip() == "rc=1"
+    assert r.stderr
+
+
+@pytest.mark.parametrize("name", ["proc", "sys", "dev"])
+def test_symlinked_special_dirs_are_refused(tmp_path, name):
+    root = tmp_path / "root"
+    for d in ("proc", "sys", "dev"):
+        if d != name:
+            (root / d).mkdir(parents=True)
+    os.symlink("/", root / name)
+    with pytest.raises(ValueError, match=f"/{name} is a symlink"):
+        Container(rootfs=str(root))
+
+
+def test_userns_true_for_root(rootfs):
+    with open("/etc/subuid") as f:
+        if f.read().strip():
+            pytest.skip("/etc/subuid has entries here; this checks the fallback")
+    with Container(rootfs=rootfs, userns=True) as c:
+        out = c.run(["sh", "-c", "cat /proc/self/uid_map; readlink /proc/self/ns/user"],
+                    capture_output=True, text=True).stdout.split()
+    assert out[:3] == ["0", str(os.geteuid()), "1"]
+    assert out[3] != os.readlink("/proc/self/ns/user")

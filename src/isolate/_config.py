@@ -225,13 +225,62 @@ def id_map(ranges, name: str) -> tuple[tuple[int, int, int], ...] | None:
     return tuple(out)
 
 
+def _have_newidmap() -> bool:
+    import shutil
+    return shutil.which("newuidmap") is not None and shutil.which("newgidmap") is not None
+
+
+def _subids(path: str, name: str, uid: int) -> tuple[int, int] | None:
+    """The first range /etc/subuid or /etc/subgid gives this user."""
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[0] in (name, str(uid)):
+                    return int(fields[1]), int(fields[2])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def subid_maps() -> tuple[tuple[tuple[int, int, int], ...] | None, tuple[tuple[int, int, int], ...] | None]:
+    """Maps from /etc/subuid and /etc/subgid, or (None, None) for the caller's
+    own ids alone. Root gets its range as the container's ids from 0; another
+    user is the container's root, its range the ids from 1 (written by
+    newuidmap/newgidmap, which check the ranges)."""
+    import pwd
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    su, sg = _subids("/etc/subuid", name, uid), _subids("/etc/subgid", name, uid)
+    if su is None or sg is None:
+        return None, None
+    if uid == 0:
+        return ((0, su[0], su[1]),), ((0, sg[0], sg[1]),)
+    if not _have_newidmap():
+        return None, None
+    return ((0, uid, 1), (1, su[0], su[1])), ((0, gid, 1), (1, sg[0], sg[1]))
+
+
 def write_id_maps(cfg: Config, pid: int) -> None:
-    """Write pid's id maps from outside (the caller is root)."""
+    """Write pid's id maps from outside: directly as root, else with
+    newuidmap/newgidmap (setuid helpers that check /etc/subuid)."""
+    import subprocess
     assert cfg.uid_map is not None and cfg.gid_map is not None
     for name, ranges in (("gid_map", cfg.gid_map), ("uid_map", cfg.uid_map)):
-        text = "".join(f"{i} {o} {n}\n" for i, o, n in ranges)
-        with open(f"/proc/{pid}/{name}", "w") as f:
-            f.write(text)
+        if os.geteuid() == 0:
+            text = "".join(f"{i} {o} {n}\n" for i, o, n in ranges)
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+            continue
+        tool = "newgidmap" if name == "gid_map" else "newuidmap"
+        args = [tool, str(pid), *(str(v) for r in ranges for v in r)]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ContainerError(1, f"{tool} refused the map: {r.stderr.strip()} (check /etc/sub"
+                                 f"{'g' if name == 'gid_map' else 'u'}id)", None, step=tool)
 
 
 def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
@@ -255,6 +304,7 @@ def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
 
 def make_config(
     rootfs: str | os.PathLike[str] | None = None,
+    _subid_maps: bool = True,
     *,
     hostname: str | None = None,
     network: str | None = None,
@@ -271,6 +321,7 @@ def make_config(
     seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
+    userns: bool = False,
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -283,15 +334,15 @@ def make_config(
                None if rlimits is None else tuple(rlimits.items()),
                _cacheable_seccomp(seccomp),
                None if uid_map is None else tuple(map(tuple, uid_map)),
-               None if gid_map is None else tuple(map(tuple, gid_map)),
-               os.geteuid(), os.getegid())
+               None if gid_map is None else tuple(map(tuple, gid_map)), bool(userns),
+               _subid_maps, os.geteuid(), os.getegid())
         cfg = _cached_config(key)
     except (TypeError, AttributeError):   # unhashable or wrong types: no cache
         return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
                              cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
                              cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                              rlimits=rlimits, seccomp=seccomp, uid_map=uid_map,
-                             gid_map=gid_map)
+                             gid_map=gid_map, userns=userns, _subid_maps=_subid_maps)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
@@ -310,17 +361,18 @@ def _cacheable_seccomp(seccomp: object) -> object:
 @functools.lru_cache(maxsize=128)
 def _cached_config(key) -> Config:
     (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, cap_add, cap_drop,
-     privileged, rlimits, seccomp, uid_map, gid_map, _, _) = key
+     privileged, rlimits, seccomp, uid_map, gid_map, userns, subid, _, _) = key
     return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                          env=None if env is None else dict(env), cwd=cwd, user=user,
                          readonly=readonly, namespaces=namespaces, cap_add=cap_add,
                          cap_drop=cap_drop, privileged=privileged,
                          rlimits=None if rlimits is None else dict(rlimits), seccomp=seccomp,
-                         uid_map=uid_map, gid_map=gid_map)
+                         uid_map=uid_map, gid_map=gid_map, userns=userns, _subid_maps=subid)
 
 
 def _build_config(
     rootfs: str | os.PathLike[str] | None = None,
+    _subid_maps: bool = True,
     *,
     hostname: str | None = None,
     network: str | None = None,
@@ -337,21 +389,25 @@ def _build_config(
     seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
+    userns: bool = False,
 ) -> Config:
     root = _rootfs(rootfs)
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
     if (umap is None) != (gmap is None):
         raise ValueError("give uid_map and gid_map together")
-    if umap is not None:
+    if not isinstance(userns, bool):
+        raise TypeError("userns is True or False")
+    if umap is None and _subid_maps and (userns or os.geteuid() != 0):
+        umap, gmap = subid_maps()
+    if umap is not None or userns:
         if namespaces is not None and "user" not in namespaces:
-            raise ValueError("uid_map and gid_map need the 'user' namespace")
+            raise ValueError("userns, uid_map and gid_map need the 'user' namespace")
         namespaces = set(DEFAULT_NAMESPACES if namespaces is None else namespaces) | {"user"}
         if network == "host":
             namespaces.discard("net")
-        if os.geteuid() != 0:
-            raise ValueError("mapping id ranges as an unprivileged user needs newuidmap and "
-                             "newgidmap with /etc/subuid entries, which isolate does not use "
-                             "yet; leave uid_map out to map root to your own id")
+    if umap is not None and os.geteuid() != 0 and not _have_newidmap():
+        raise ValueError("mapping id ranges as an unprivileged user needs newuidmap and "
+                         "newgidmap (Debian: apt-get install uidmap) and /etc/subuid entries")
     ns, network = _namespaces(namespaces, network)
     if hostname is not None:
         if not isinstance(hostname, str):

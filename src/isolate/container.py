@@ -208,9 +208,11 @@ class Container:
     seccomp     "default" (Docker's profile in effect: keyctl, bpf, io_uring,
                 mount, unshare, namespace clone flags... fail with EPERM), None,
                 or an OCI/Docker JSON profile (a dict or a file's path)
-    uid_map, gid_map  [(inside, outside, count), ...]: a user namespace with
-                these ranges (root callers); without them a user namespace maps
-                container root to the caller's own ids
+    userns      a user namespace: the container's root is an unprivileged
+                host id (the caller's /etc/subuid range, else its own id);
+                automatic for a caller that is not root
+    uid_map, gid_map  [(inside, outside, count), ...]: that namespace's ranges
+                (root writes them; another user through newuidmap/newgidmap)
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -238,13 +240,14 @@ class Container:
         seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
         uid_map: Iterable[tuple[int, int, int]] | None = None,
         gid_map: Iterable[tuple[int, int, int]] | None = None,
+        userns: bool = False,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
                                 privileged=privileged, rlimits=rlimits, seccomp=seccomp,
-                                uid_map=uid_map, gid_map=gid_map)
+                                uid_map=uid_map, gid_map=gid_map, userns=userns)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1

@@ -97,7 +97,9 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(f"timeout={timeout!r} must be positive")
         preload = [str(m) for m in preload]
         self._preload = frozenset(preload)
-        self._cfg = make_config(**container_options)    # bad options fail here
+        # (workers' containers map the caller's own ids: the zygote cannot run
+        # newuidmap between its fork and the worker's setup)
+        self._cfg = make_config(_subid_maps=False, **container_options)   # bad options fail here
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
                              "use Container.call")
