@@ -413,6 +413,36 @@ cdef extern from "<sched.h>" nogil:
 
 cdef extern from "<errno.h>" nogil:
     int errno
+    enum:
+        EPERM
+        ECHILD
+
+
+cdef extern from "<signal.h>" nogil:
+    enum:
+        SIGCHLD
+
+
+cdef extern from "<sched.h>" nogil:
+    enum:
+        CLONE_PARENT
+
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long syscall(long number, ...)
+    enum:
+        SYS_clone
+
+
+cdef extern from "<sys/wait.h>" nogil:
+    int waitpid(int pid, int *status, int options)
+
+
+cdef extern from "<unistd.h>" nogil:
+    int pipe2(int fds[2], int flags)
+    ssize_t read(int fd, void *buf, size_t n)
+    ssize_t write(int fd, const void *buf, size_t n)
+    void _exit(int code)
 
 
 def fork_into(int pidfd, unsigned long nsflags):
@@ -423,7 +453,9 @@ def fork_into(int pidfd, unsigned long nsflags):
     into the caller's code). The child is a child of the caller, in the
     container's PID namespace: the calling thread points its
     pid_for_children there for the fork and back after (a per-thread
-    setting), so one fork is enough.
+    setting), so one fork is enough. A caller without CAP_SYS_ADMIN in its
+    own user namespace cannot do that; then a first child joins everything
+    and forks the second with CLONE_PARENT (two forks).
     """
     cdef int own = -1, pid, err = 0
     if nsflags & CLONE_NEWPID:
@@ -432,6 +464,8 @@ def fork_into(int pidfd, unsigned long nsflags):
             err = errno
             if own >= 0:
                 close(own)
+            if err == EPERM:
+                return _fork_into_twice(pidfd, nsflags)
             from isolate.errors import child_error
             raise child_error("setns", err, "container")
     PyOS_BeforeFork()
@@ -454,6 +488,45 @@ def fork_into(int pidfd, unsigned long nsflags):
     return pid, 0
 
 
+cdef object _fork_into_twice(int pidfd, unsigned long nsflags):
+    cdef int p[2]
+    cdef int mid, status
+    cdef long child = 0
+    if pipe2(p, O_CLOEXEC) < 0:
+        from isolate.errors import child_error
+        raise child_error("clone", errno, "pipe")
+    PyOS_BeforeFork()
+    mid = fork()
+    if mid == 0:
+        # the first child: no Python here, syscalls only
+        close(p[0])
+        if setns(pidfd, nsflags) < 0:
+            child = -errno
+        else:
+            child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)
+            if child == 0:
+                PyOS_AfterFork_Child()      # the second: the caller's child, inside
+                close(p[1])
+                return 0, 0
+            if child < 0:
+                child = -errno
+        write(p[1], &child, sizeof(child))
+        _exit(0)
+    PyOS_AfterFork_Parent()
+    close(p[1])
+    if mid < 0:
+        close(p[0])
+        from isolate.errors import child_error
+        raise child_error("clone", errno, "fork")
+    with nogil:
+        waitpid(mid, &status, 0)
+        read(p[0], &child, sizeof(child))
+    close(p[0])
+    if child <= 0:
+        from isolate.errors import child_error
+        raise child_error("setns" if child < 0 else "clone", -child if child < 0 else ECHILD,
+                          "container")
+    return child, 0
 
 cdef extern from "<stdlib.h>" nogil:
     int clearenv()

@@ -23,20 +23,36 @@ from .rootfs import make_rootfs
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 PROBE = """
-import isolate, json, sys
+import isolate, json, os, signal, socket, subprocess, sys
 out = {}
 r = isolate.run(["sh", "-c", "id -u; cat /proc/self/uid_map; ls /sys/class/net; "
                  "tr '\\\\0' ' ' < /proc/1/cmdline; touch /etc/x 2>/dev/null || echo ro"],
                 capture_output=True, text=True)
 out["host_root"] = [r.returncode, r.stdout.split(), r.stderr]
-with isolate.Container(rootfs=sys.argv[1], hostname="rl") as c:
+shared = sys.argv[2]
+with isolate.Container(rootfs=sys.argv[1], hostname="rl",
+                       mounts=[isolate.Mount.bind(shared, "/data", readonly=True),
+                               isolate.Mount.tmpfs("/scratch", size="1M")]) as c:
     r = c.run(["sh", "-c", "id -u; hostname; touch /x && echo wrote; ls /sys/class/net; "
-               "ls -d /proc/[0-9]* | wc -l"], capture_output=True, text=True)
+               "ls -d /proc/[0-9]* | wc -l; cat /data/hello; touch /data/y 2>/dev/null || echo ro; "
+               "grep CapEff /proc/self/status | cut -f2; grep NoNewPrivs /proc/self/status | cut -f2"],
+              capture_output=True, text=True)
     out["container"] = [r.returncode, r.stdout.split(), r.stderr]
     try:
         c.run(["no-such-command"])
     except FileNotFoundError as e:
         out["missing"] = e.filename
+    out["codes"] = [c.run(["sh", "-c", "exit 3"]).returncode,
+                    c.run(["sh", "-c", "kill -9 $$"]).returncode]
+    try:
+        c.run(["sleep", "30"], timeout=0.3)
+    except subprocess.TimeoutExpired:
+        out["timeout"] = True
+    out["call"] = c.call(lambda: (os.getpid(), socket.gethostname(), os.getuid()))
+with isolate.Container(rootfs=sys.argv[1], readonly=True) as c:
+    out["readonly"] = c.run(["touch", "/z"], capture_output=True, text=True).returncode
+with isolate.Pool(size=1, rootfs=sys.argv[1]) as p:
+    out["pool"] = p.call(lambda: (os.getpid(), os.getuid()))
 print(json.dumps(out))
 """
 
@@ -46,9 +62,11 @@ def _python_for_nobody() -> str:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
     candidates = [sys.executable, f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"]
+    # it must also start itself again (a Pool starts its zygote from sys.executable)
+    check = ("import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True); "
+             "print(sys.version_info[:2])")
     for py in candidates:
-        r = subprocess.run([*NOBODY, py, "-c", "import sys; print(sys.version_info[:2])"],
-                           capture_output=True, text=True)
+        r = subprocess.run([*NOBODY, py, "-c", check], capture_output=True, text=True)
         if r.returncode == 0 and r.stdout.strip() == str(tuple(sys.version_info[:2])):
             return py
     pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that uid 65534 can run "
@@ -78,14 +96,18 @@ def test_unprivileged_caller_gets_a_user_namespace(world_readable):
         shutil.copytree(os.path.dirname(mod.__file__), os.path.join(world_readable, mod.__name__),
                         ignore=shutil.ignore_patterns("__pycache__"))
     root = make_rootfs(os.path.join(world_readable, "rootfs"))
+    shared = os.path.join(world_readable, "shared")
+    os.mkdir(shared)
+    with open(os.path.join(shared, "hello"), "w") as f:
+        f.write("hi\n")
     for base, dirs, files in os.walk(world_readable):
         for name in dirs + files:
             p = os.path.join(base, name)
             if not os.path.islink(p):
                 searchable = name in dirs or os.access(p, os.X_OK)
                 os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
-    r = subprocess.run([*NOBODY, py, "-c", PROBE, root], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "PYTHONPATH": world_readable})
+    r = subprocess.run([*NOBODY, py, "-c", PROBE, root, shared], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": world_readable})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
 
@@ -101,7 +123,14 @@ def test_unprivileged_caller_gets_a_user_namespace(world_readable):
     assert code == 0, err
     assert words[:4] == ["0", "rl", "wrote", "lo"]
     assert int(words[4]) <= 5
+    assert words[5:] == ["hi", "ro", "00000000a80425fb", "1"]
     assert out["missing"] == "no-such-command"
+    assert out["codes"] == [3, -9]
+    assert out["timeout"] is True
+    pid, host, uid = out["call"]
+    assert 1 < pid < 20 and host == "rl" and uid == 0
+    assert out["readonly"] != 0
+    assert out["pool"] == [1, 0]
     assert not os.path.exists(os.path.join(root, "x"))
 
 
