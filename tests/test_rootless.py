@@ -80,6 +80,26 @@ def _userns_allowed() -> None:
         pytest.skip(f"unprivileged user namespaces are disabled here: {r.stderr.strip()}")
 
 
+def stage(dest: str) -> tuple[str, str]:
+    """Copies of isolate and cloudpickle, a busybox rootfs and a shared
+    directory, all readable by uid 65534; returns (rootfs, shared)."""
+    import cloudpickle
+    for mod in (isolate, cloudpickle):
+        shutil.copytree(os.path.dirname(mod.__file__), os.path.join(dest, mod.__name__),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    root = make_rootfs(os.path.join(dest, "rootfs"))
+    shared = os.path.join(dest, "shared")
+    os.mkdir(shared)
+    for base, dirs, files in os.walk(dest):
+        for name in dirs + files:
+            p = os.path.join(base, name)
+            if not os.path.islink(p):
+                searchable = name in dirs or os.access(p, os.X_OK)
+                os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
+    os.chmod(shared, 0o777)
+    return root, shared
+
+
 @pytest.fixture()
 def world_readable():
     d = tempfile.mkdtemp(prefix="isolate-rootless-", dir="/tmp")
@@ -91,21 +111,9 @@ def world_readable():
 def test_unprivileged_caller_gets_a_user_namespace(world_readable):
     py = _python_for_nobody()
     _userns_allowed()
-    import cloudpickle
-    for mod in (isolate, cloudpickle):
-        shutil.copytree(os.path.dirname(mod.__file__), os.path.join(world_readable, mod.__name__),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    root = make_rootfs(os.path.join(world_readable, "rootfs"))
-    shared = os.path.join(world_readable, "shared")
-    os.mkdir(shared)
+    root, shared = stage(world_readable)
     with open(os.path.join(shared, "hello"), "w") as f:
         f.write("hi\n")
-    for base, dirs, files in os.walk(world_readable):
-        for name in dirs + files:
-            p = os.path.join(base, name)
-            if not os.path.islink(p):
-                searchable = name in dirs or os.access(p, os.X_OK)
-                os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
     r = subprocess.run([*NOBODY, py, "-c", PROBE, root, shared], capture_output=True,
                        text=True, timeout=60, env={**os.environ, "PYTHONPATH": world_readable})
     assert r.returncode == 0, r.stderr
@@ -151,20 +159,7 @@ def test_unprivileged_caller_with_subuid_ranges(world_readable):
     _userns_allowed()
     if shutil.which("newuidmap") is None or shutil.which("unshare") is None:
         pytest.skip("newuidmap (Debian: uidmap) or unshare is not installed")
-    import cloudpickle
-    for mod in (isolate, cloudpickle):
-        shutil.copytree(os.path.dirname(mod.__file__), os.path.join(world_readable, mod.__name__),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    root = make_rootfs(os.path.join(world_readable, "rootfs"))
-    shared = os.path.join(world_readable, "shared")
-    os.mkdir(shared)
-    os.chmod(shared, 0o777)
-    for base, dirs, files in os.walk(world_readable):
-        for name in dirs + files:
-            p = os.path.join(base, name)
-            if not os.path.islink(p):
-                searchable = name in dirs or os.access(p, os.X_OK)
-                os.chmod(p, os.stat(p).st_mode | stat.S_IROTH | (stat.S_IXOTH if searchable else 0))
+    root, shared = stage(world_readable)
     for f in ("subuid", "subgid"):
         with open(os.path.join(world_readable, f), "w") as fh:
             fh.write("nobody:200000:65536\n")

@@ -152,26 +152,31 @@ def submit_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             if pid is not None:
                 _kill_session(pid)
 
-    def work() -> None:
-        try:
-            result = call_in(c, fn, args, kwargs, timeout, started)
-        except BaseException as e:
-            if not fut.cancelled():
-                try:
-                    fut.set_exception(e)
-                except concurrent.futures.InvalidStateError:
-                    pass
-        else:
-            try:
-                fut.set_result(result)
-            except concurrent.futures.InvalidStateError:
-                pass
-
     # The future stays pending while the call runs, so cancel() works until
     # the result is in (a running future could not be cancelled).
     fut.add_done_callback(on_done)
-    threading.Thread(target=work, name=f"isolate-call-{c.id}", daemon=True).start()
+    threading.Thread(target=settle, args=(fut, call_in, c, fn, args, kwargs, timeout, started),
+                     name=f"isolate-call-{c.id}", daemon=True).start()
     return fut
+
+
+def settle(fut: concurrent.futures.Future, run: Callable[..., Any], *args: Any) -> None:
+    """Run, and give fut its outcome, unless it was cancelled meanwhile."""
+    if fut.cancelled():
+        return
+    try:
+        result = run(*args)
+    except BaseException as e:
+        if not fut.cancelled():
+            try:
+                fut.set_exception(e)
+            except concurrent.futures.InvalidStateError:
+                pass
+    else:
+        try:
+            fut.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            pass
 
 
 def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -325,24 +325,16 @@ def make_config(
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
+    options: dict[str, Any] = dict(rootfs=rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
+                   cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
+                   cap_add=cap_add, cap_drop=cap_drop, privileged=privileged, rlimits=rlimits,
+                   seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, userns=userns,
+                   _subid_maps=_subid_maps)
     try:
-        key = (rootfs, hostname, network, tuple(mounts),
-               None if env is None else tuple(env.items()), cwd, user, bool(readonly),
-               namespaces if namespaces is None or isinstance(namespaces, str) else frozenset(namespaces),
-               cap_add if isinstance(cap_add, str) else tuple(cap_add),
-               cap_drop if isinstance(cap_drop, str) else tuple(cap_drop), privileged,
-               None if rlimits is None else tuple(rlimits.items()),
-               _cacheable_seccomp(seccomp),
-               None if uid_map is None else tuple(map(tuple, uid_map)),
-               None if gid_map is None else tuple(map(tuple, gid_map)), bool(userns),
-               _subid_maps, os.geteuid(), os.getegid())
-        cfg = _cached_config(key)
-    except (TypeError, AttributeError):   # unhashable or wrong types: no cache
-        return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
-                             cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
-                             cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
-                             rlimits=rlimits, seccomp=seccomp, uid_map=uid_map,
-                             gid_map=gid_map, userns=userns, _subid_maps=_subid_maps)
+        key = tuple((name, _frozen(name, value)) for name, value in options.items())
+        cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid())),))
+    except (TypeError, AttributeError):   # unhashable, wrong types or not to cache
+        return _build_config(**options)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
@@ -351,23 +343,30 @@ def make_config(
     return cfg
 
 
-def _cacheable_seccomp(seccomp: object) -> object:
-    """A profile of the caller's (a dict, a file that may change) is read anew."""
-    if seccomp not in ("default", None):
+_MAPPINGS = ("env", "rlimits")
+
+
+def _frozen(name: str, value: Any) -> Any:
+    """A hashable form of an option's value for the cache key (TypeError: do
+    not cache). A seccomp profile of the caller's (a dict, a file that may
+    change) is read anew each time."""
+    if name == "seccomp" and value not in ("default", None):
         raise TypeError("not cached")
-    return seccomp
+    if value is None or isinstance(value, (str, int, os.PathLike)):
+        return value
+    if name in _MAPPINGS:
+        return tuple((k, _frozen(k, v)) for k, v in value.items())
+    if name == "namespaces":
+        return frozenset(value)
+    return tuple(_frozen("", v) if isinstance(v, (list, tuple)) else v for v in value)
 
 
 @functools.lru_cache(maxsize=128)
-def _cached_config(key) -> Config:
-    (rootfs, hostname, network, mounts, env, cwd, user, readonly, namespaces, cap_add, cap_drop,
-     privileged, rlimits, seccomp, uid_map, gid_map, userns, subid, _, _) = key
-    return _build_config(rootfs, hostname=hostname, network=network, mounts=mounts,
-                         env=None if env is None else dict(env), cwd=cwd, user=user,
-                         readonly=readonly, namespaces=namespaces, cap_add=cap_add,
-                         cap_drop=cap_drop, privileged=privileged,
-                         rlimits=None if rlimits is None else dict(rlimits), seccomp=seccomp,
-                         uid_map=uid_map, gid_map=gid_map, userns=userns, _subid_maps=subid)
+def _cached_config(key: tuple) -> Config:
+    options: dict[str, Any] = {
+        name: dict(value) if name in _MAPPINGS and value is not None else value
+        for name, value in key if name != "ids"}
+    return _build_config(**options)
 
 
 def _build_config(

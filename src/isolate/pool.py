@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, TypeVar
 
 from . import _wire
-from ._call import died
+from ._call import died, settle
 from ._config import make_config
 
 __all__ = ["Pool"]
@@ -233,26 +233,9 @@ class Pool(concurrent.futures.Executor):
                     for slot in taken:
                         slot.kill()
 
-        def work() -> None:
-            if fut.cancelled():
-                return
-            try:
-                result = self._run(fn, args, kwargs, started)
-            except BaseException as e:
-                if not fut.cancelled():
-                    try:
-                        fut.set_exception(e)
-                    except concurrent.futures.InvalidStateError:
-                        pass
-            else:
-                try:
-                    fut.set_result(result)
-                except concurrent.futures.InvalidStateError:
-                    pass
-
         self._futures.add(fut)
         fut.add_done_callback(on_done)
-        self._dispatch.submit(work)
+        self._dispatch.submit(settle, fut, self._run, fn, args, kwargs, started)
         return fut
 
     # -- lifecycle --------------------------------------------------------
