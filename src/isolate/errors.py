@@ -74,13 +74,35 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
+#: (sysctl, the value that turns user namespaces off, the fix)
+USERNS_SWITCHES = (
+    ("user.max_user_namespaces", "0", "sysctl -w user.max_user_namespaces=15000"),
+    ("kernel.unprivileged_userns_clone", "0", "sysctl -w kernel.unprivileged_userns_clone=1"),
+    ("kernel.apparmor_restrict_unprivileged_userns", "1",
+     "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile "
+     "that allows userns for this program"),
+)
+
+
+def _userns_hint() -> str:
+    """Which switch keeps user namespaces off here, and how to turn it on."""
+    found = []
+    for name, off, fix in USERNS_SWITCHES:
+        try:
+            with open("/proc/sys/" + name.replace(".", "/")) as f:
+                if f.read().strip() == off:
+                    found.append(f"{name} is {off}: {fix}")
+        except OSError:
+            pass
+    if found:
+        return "; user namespaces are turned off here: " + "; ".join(found)
+    return ("; creating namespaces needs root, or user namespaces enabled: check "
+            + ", ".join(f"{name} (not {off})" for name, off, _ in USERNS_SWITCHES))
+
+
 def _hint(step: str, err: int, path: str) -> str:
     if step == "clone" and err in (_errno.EPERM, _errno.ENOSPC, _errno.EINVAL):
-        return (
-            "; creating namespaces needs root, or user namespaces enabled: check "
-            "sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0 "
-            "(and AppArmor's kernel.apparmor_restrict_unprivileged_userns=0)"
-        )
+        return _userns_hint()
     if step == "setns" and err == _errno.EINVAL:
         return "; the container has ended"
     if step in ("mkdir", "create mount target") and err == _errno.EROFS:
