@@ -1,0 +1,167 @@
+"""The `isolate` command (also `python -m isolate`).
+
+    isolate run [--rootfs DIR] [--network none|host] [--mount SRC:DST[:ro]]
+                [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
+                [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
+                [--privileged] [--seccomp default|none|PROFILE] -- CMD [ARG...]
+    isolate version
+
+`run` exits with the command's status, 128+N when a signal N ended it, as
+shells do; 125 with one line naming the failing step when the container
+could not be made (runc and docker's convention), 126 when the command cannot
+be run, 127 when it does not exist.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+EXIT_SETUP, EXIT_CANNOT_RUN, EXIT_NOT_FOUND = 125, 126, 127
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:     # usage errors are ours: 125, not 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_SETUP, f"{self.prog}: error: {message}\n")
+
+
+def _mount(spec: str):
+    from .mounts import Mount
+    parts = spec.split(":")
+    if len(parts) == 2:
+        return Mount.bind(parts[0], parts[1])
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        return Mount.bind(parts[0], parts[1], readonly=parts[2] == "ro")
+    raise argparse.ArgumentTypeError(f"{spec!r}: use SRC:DST or SRC:DST:ro")
+
+
+def _tmpfs(spec: str):
+    from .mounts import Mount
+    target, _, size = spec.partition(":")
+    try:
+        return Mount.tmpfs(target, size=size or None)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _env(spec: str) -> tuple[str, str]:
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{spec!r}: use NAME=VALUE")
+    return name, value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="isolate", description="Linux containers from Python.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a command in a fresh container",
+                         description="Run CMD in a fresh container and exit with its status. "
+                                     "The options mean what Container's keyword arguments mean.")
+    run.add_argument("--rootfs", metavar="DIR",
+                     help="the container's / (copy-on-write); default: the host's, read-only")
+    run.add_argument("--readonly", action="store_true", help="make --rootfs read-only instead")
+    run.add_argument("--network", choices=("none", "host"),
+                     help="none: own network namespace with lo (default); host: the host's")
+    run.add_argument("--mount", metavar="SRC:DST[:ro]", type=_mount, action="append", default=[],
+                     help="bind a host path (repeatable)")
+    run.add_argument("--tmpfs", metavar="DST[:SIZE]", type=_tmpfs, action="append", default=[],
+                     help="a fresh tmpfs, SIZE like 64M (repeatable)")
+    run.add_argument("--env", "-e", metavar="NAME=VALUE", type=_env, action="append",
+                     help="the command's environment (repeatable; default PATH and HOME)")
+    run.add_argument("--user", "-u", metavar="UID[:GID]", help="user inside, by id or name")
+    run.add_argument("--hostname", metavar="NAME")
+    run.add_argument("--workdir", "-w", metavar="DIR", default="/", help="working directory")
+    run.add_argument("--cap-add", metavar="CAP", action="append", default=[])
+    run.add_argument("--cap-drop", metavar="CAP", action="append", default=[])
+    run.add_argument("--privileged", action="store_true",
+                     help="the caller's capabilities; no masked paths, no seccomp")
+    run.add_argument("--seccomp", metavar="default|none|PROFILE", default="default",
+                     help="the seccomp filter: the default, none, or an OCI JSON profile file")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+
+    sub.add_parser("version", help="versions and the kernel features found",
+                   description="Print isolate's version and what this kernel offers.")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    import isolate
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        print("isolate run: no command given (isolate run [OPTIONS] -- CMD [ARG...])",
+              file=sys.stderr)
+        return EXIT_SETUP
+    options = dict(rootfs=args.rootfs, readonly=args.readonly, network=args.network,
+                   mounts=[*args.mount, *args.tmpfs], cwd=args.workdir, user=args.user,
+                   hostname=args.hostname, cap_add=args.cap_add, cap_drop=args.cap_drop,
+                   privileged=args.privileged,
+                   seccomp=None if args.seccomp == "none" else args.seccomp)
+    if args.env is not None:
+        options["env"] = dict(args.env)
+    try:
+        r = isolate.run(cmd, **options)
+    except FileNotFoundError as e:
+        if e.filename == cmd[0]:
+            print(f"isolate: {cmd[0]}: command not found", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        print(f"isolate: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    except PermissionError as e:
+        if e.filename == cmd[0]:
+            print(f"isolate: {cmd[0]}: {e.strerror}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        print(f"isolate: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    except (OSError, ValueError, TypeError, ImportError) as e:
+        print(f"isolate: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    return r.returncode if r.returncode >= 0 else 128 - r.returncode
+
+
+def _version() -> int:
+    import isolate
+    from . import _config
+
+    def feature(path: str) -> str:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return "absent"
+
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        layout = "v2 (unified)"
+    elif os.path.isdir("/sys/fs/cgroup/unified"):
+        layout = "hybrid (v1 controllers, v2 mount at /sys/fs/cgroup/unified)"
+    elif os.path.isdir("/sys/fs/cgroup/memory"):
+        layout = "v1"
+    else:
+        layout = "none found"
+    try:
+        seccomp = "libseccomp found" if _config.make_config().seccomp else "off"
+    except ImportError:
+        seccomp = "libseccomp missing (seccomp=None only)"
+    print(f"isolate {isolate.__version__} (Python {platform.python_version()})")
+    print(f"kernel: Linux {platform.release()} {platform.machine()}")
+    print(f"cgroups: {layout}")
+    print(f"user namespaces: max {feature('/proc/sys/user/max_user_namespaces')}, "
+          f"unprivileged clone {feature('/proc/sys/kernel/unprivileged_userns_clone')}")
+    print(f"seccomp: {seccomp}")
+    print(f"caller: uid {os.geteuid()} ({'root' if os.geteuid() == 0 else 'rootless: a user namespace'})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.verb == "run":
+        return _run(args)
+    return _version()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

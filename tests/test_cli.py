@@ -1,0 +1,91 @@
+"""The isolate command, run as a process: exit codes, output, options, errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def isolate(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "isolate", *args], capture_output=True,
+                          text=True, timeout=60, **kw)
+
+
+def test_run_output_and_exit_code(rootfs):
+    r = isolate("run", "--rootfs", rootfs, "--hostname", "cli", "--", "sh", "-c",
+                "hostname; ls /sys/class/net; echo err >&2; exit 3")
+    assert r.returncode == 3
+    assert r.stdout.split() == ["cli", "lo"]
+    assert r.stderr == "err\n"
+
+
+def test_signal_gives_128_plus_n(rootfs):
+    assert isolate("run", "--rootfs", rootfs, "--", "sh", "-c", "kill -9 $$").returncode == 137
+
+
+def test_missing_and_unrunnable_command(rootfs):
+    r = isolate("run", "--rootfs", rootfs, "--", "no-such-command")
+    assert r.returncode == 127
+    assert "no-such-command: command not found" in r.stderr
+    r = isolate("run", "--rootfs", rootfs, "--", "/etc/passwd")
+    assert r.returncode == 126
+
+
+def test_setup_error_is_125_and_one_line(rootfs):
+    r = isolate("run", "--rootfs", rootfs, "--readonly", "--tmpfs", "/not-there", "--", "true")
+    assert r.returncode == 125
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mkdir /not-there" in lines[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--rootfs", "/no/such/dir", "--", "true"],
+    ["run", "--network", "bridge", "--", "true"],
+    ["run", "--mount", "nonsense", "--", "true"],
+    ["run", "--tmpfs", "/x:12Q", "--", "true"],
+    ["run", "--cap-add", "NOT_A_CAP", "--", "true"],
+    ["run", "--no-such-option", "--", "true"],
+    ["run"],
+    ["frobnicate"],
+])
+def test_bad_usage_is_125(args):
+    r = isolate(*args)
+    assert r.returncode == 125, r.stderr
+    assert r.stderr
+
+
+def test_options_mean_what_the_keywords_mean(tmp_path, rootfs):
+    (tmp_path / "f").write_text("hello\n")
+    os.chmod(tmp_path, 0o755)           # user 1000 reads it inside
+    r = isolate("run", "--rootfs", rootfs, "--mount", f"{tmp_path}:/data:ro", "--tmpfs",
+                "/scratch:1M", "-e", "A=1", "-e", "PATH=/bin", "-u", "1000:100", "-w", "/data",
+                "--", "sh", "-c", "cat f; echo $A $(id -u) $(id -g) $(pwd); "
+                "touch x 2>/dev/null || echo ro; grep -c ' /scratch ' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["hello", "1 1000 100 /data", "ro", "1"]
+    r = isolate("run", "--rootfs", rootfs, "--cap-drop", "ALL", "--", "grep", "CapEff",
+                "/proc/self/status")
+    assert r.stdout.split() == ["CapEff:", "0000000000000000"]
+
+
+def test_stdin_passes_through(rootfs):
+    r = isolate("run", "--rootfs", rootfs, "--", "tr", "a-z", "A-Z", input="shout\n")
+    assert r.stdout == "SHOUT\n"
+
+
+def test_help_lists_every_option():
+    r = isolate("run", "--help")
+    assert r.returncode == 0
+    for opt in ("--rootfs", "--readonly", "--network", "--mount", "--tmpfs", "--env", "--user",
+                "--hostname", "--workdir", "--cap-add", "--cap-drop", "--privileged",
+                "--seccomp"):
+        assert opt in r.stdout
+
+
+def test_version():
+    r = isolate("version")
+    assert r.returncode == 0
+    assert r.stdout.startswith("isolate ")
+    assert "cgroups:" in r.stdout and "kernel: Linux" in r.stdout
