@@ -808,6 +808,8 @@ struct exec_ctx {
     const int *ns_fds;
     unsigned long nsflags;
     const iso_exec_t *x;
+    const iso_op_t *pre;
+    size_t npre;
     int errfd;
     char *stack2;
 };
@@ -841,6 +843,9 @@ static int exec_intermediate(void *arg)
     memset(&r, 0, sizeof r);
     reset_signals_in_child();
 
+    for (size_t i = 0; i < s->npre; i++)
+        if (run_op(&s->pre[i], &r.error) < 0)
+            goto out;
     if (s->pidfd >= 0) {
         if (setns(s->pidfd, (int)s->nsflags) < 0) {
             fail(&r.error, ISO_STEP_SETNS, "container");
@@ -872,7 +877,7 @@ out:
 }
 
 pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
-                  iso_error_t *err)
+                  const iso_op_t *pre, size_t npre, iso_error_t *err)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -886,7 +891,7 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
         close(p[1]);
         return -1;
     }
-    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, p[1], stack + 2 * STACK_SIZE};
+    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, pre, npre, p[1], stack + 2 * STACK_SIZE};
 
     /* CLONE_VFORK: back here once the intermediate child has exited, which it
      * does once the grandchild has exec'd or failed. Joining a time namespace

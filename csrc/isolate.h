@@ -181,10 +181,11 @@ int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *c
 
 /* Start a process inside a running container: join the namespaces in nsflags
  * of the process behind pidfd (or, where setns on a pidfd is missing, of
- * ns_fds: one fd per bit of nsflags, in iso_ns_order), then exec x. The new
+ * ns_fds: one fd per bit of nsflags, in iso_ns_order), then exec x. The pre
+ * steps run first, still outside (joining the container's cgroups). The new
  * process is a child of the caller. Returns its pid, or -1 with err set. */
 pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
-                  iso_error_t *err);
+                  const iso_op_t *pre, size_t npre, iso_error_t *err);
 
 /* The namespace types in the order ns_fds lists them, ending with 0. */
 extern const unsigned long iso_ns_order[];

@@ -96,7 +96,7 @@ cdef extern from "isolate.h" nogil:
                             iso_msg_t *first_msg, iso_error_t *err)
     int iso_restrict(const iso_exec_t *x, iso_error_t *err)
     pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags,
-                      const iso_exec_t *x, iso_error_t *err)
+                      const iso_exec_t *x, const iso_op_t *pre, size_t npre, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
                              size_t nops, iso_error_t *err)
@@ -358,12 +358,18 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     return pid, pidfd, ctl, msg.status
 
 
-def exec_in(int pidfd, ns_fds, unsigned long nsflags, ExecSpec spec):
+def exec_in(int pidfd, ns_fds, unsigned long nsflags, ExecSpec spec, Plan pre=None):
     """Start spec's process inside the namespaces of a running container.
 
     Joins through pidfd, or (pidfd < 0) through ns_fds, given in
-    NAMESPACE_ORDER. The process is a child of the caller; returns its pid.
+    NAMESPACE_ORDER, after the steps of pre (run outside: joining cgroups).
+    The process is a child of the caller; returns its pid.
     """
+    cdef const iso_op_t *pre_ops = NULL
+    cdef size_t npre = 0
+    if pre is not None:
+        pre_ops = pre.ops
+        npre = pre.n
     cdef iso_error_t err
     cdef int fds[16]
     cdef pid_t pid
@@ -373,7 +379,7 @@ def exec_in(int pidfd, ns_fds, unsigned long nsflags, ExecSpec spec):
     for i, fd in enumerate(ns_fds):
         fds[i] = fd
     with nogil:
-        pid = iso_exec_in(pidfd, fds, nsflags, &spec.x, &err)
+        pid = iso_exec_in(pidfd, fds, nsflags, &spec.x, pre_ops, npre, &err)
     if pid < 0:
         _raise(&err)
     return pid
@@ -404,6 +410,7 @@ cdef extern from "<fcntl.h>" nogil:
     int open(const char *path, int flags)
     enum:
         O_RDONLY
+        O_WRONLY
         O_CLOEXEC
 
 
@@ -445,7 +452,21 @@ cdef extern from "<unistd.h>" nogil:
     void _exit(int code)
 
 
-def fork_into(int pidfd, unsigned long nsflags):
+cdef int _join_cgroups(list procs) noexcept:
+    """In a fork: write "0" to each cgroup.procs (join); 0 or errno."""
+    cdef int fd
+    for path in procs:
+        fd = open(<bytes>path, O_WRONLY | O_CLOEXEC)
+        if fd < 0:
+            return errno
+        if write(fd, b"0", 1) != 1:
+            close(fd)
+            return errno
+        close(fd)
+    return 0
+
+
+def fork_into(int pidfd, unsigned long nsflags, list procs=None):
     """fork() this process into the namespaces of the process behind pidfd.
 
     Returns (pid, 0) in the parent and (0, errno) in the child: errno is
@@ -455,9 +476,12 @@ def fork_into(int pidfd, unsigned long nsflags):
     pid_for_children there for the fork and back after (a per-thread
     setting), so one fork is enough. A caller without CAP_SYS_ADMIN in its
     own user namespace cannot do that; then a first child joins everything
-    and forks the second with CLONE_PARENT (two forks).
+    and forks the second with CLONE_PARENT (two forks). The child joins the
+    cgroups whose cgroup.procs files procs names before the namespaces.
     """
     cdef int own = -1, pid, err = 0
+    if procs is None:
+        procs = []
     if nsflags & CLONE_NEWPID:
         own = open(b"/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC)
         if own < 0 or setns(pidfd, CLONE_NEWPID) < 0:
@@ -465,7 +489,7 @@ def fork_into(int pidfd, unsigned long nsflags):
             if own >= 0:
                 close(own)
             if err == EPERM:
-                return _fork_into_twice(pidfd, nsflags)
+                return _fork_into_twice(pidfd, nsflags, procs)
             from isolate.errors import child_error
             raise child_error("setns", err, "container")
     PyOS_BeforeFork()
@@ -474,6 +498,9 @@ def fork_into(int pidfd, unsigned long nsflags):
         PyOS_AfterFork_Child()
         if own >= 0:
             close(own)
+        err = _join_cgroups(procs)
+        if err:
+            return 0, err
         if nsflags & ~CLONE_NEWPID and setns(pidfd, nsflags & ~CLONE_NEWPID) < 0:
             return 0, errno
         return 0, 0
@@ -488,9 +515,9 @@ def fork_into(int pidfd, unsigned long nsflags):
     return pid, 0
 
 
-cdef object _fork_into_twice(int pidfd, unsigned long nsflags):
+cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs):
     cdef int p[2]
-    cdef int mid, status
+    cdef int mid, status, err
     cdef long child = 0
     if pipe2(p, O_CLOEXEC) < 0:
         from isolate.errors import child_error
@@ -500,7 +527,10 @@ cdef object _fork_into_twice(int pidfd, unsigned long nsflags):
     if mid == 0:
         # the first child: no Python here, syscalls only
         close(p[0])
-        if setns(pidfd, nsflags) < 0:
+        err = _join_cgroups(procs)
+        if err:
+            child = -err
+        elif setns(pidfd, nsflags) < 0:
             child = -errno
         else:
             child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)

@@ -81,12 +81,26 @@ def _netns() -> set[int]:
     return found
 
 
+def _cgroups() -> set[str]:
+    """Our cgroups, in each hierarchy under this process's own."""
+    from isolate import _cgroups as cg
+    found = set()
+    for controller in set(cg.CONTROLLERS.values()):
+        base = cg._base(controller)
+        try:
+            found |= {f"{base}/{n}" for n in os.listdir(base)}
+        except OSError:
+            pass
+    return found
+
+
 def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
 def snapshot() -> dict:
-    return {"mounts": _mounts(), "processes": _procs(), "netns": _netns(), "fds": _fds()}
+    return {"mounts": _mounts(), "processes": _procs(), "netns": _netns(), "fds": _fds(),
+            "cgroups": _cgroups()}
 
 
 def leaks(before: dict, after: dict) -> dict:
@@ -97,6 +111,8 @@ def leaks(before: dict, after: dict) -> dict:
     procs = {p: s for p, s in after["processes"].items() if p not in before["processes"]}
     if procs:
         found["processes"] = procs
+    if after["cgroups"] - before["cgroups"]:
+        found["cgroups"] = after["cgroups"] - before["cgroups"]
     if after["netns"] - before["netns"]:
         found["netns"] = after["netns"] - before["netns"]
     fds = {}

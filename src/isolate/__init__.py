@@ -15,16 +15,18 @@ except ImportError as e:  # pragma: no cover
     ) from e
 
 from ._call import call, isolated
-from .container import Container, Process, run
-from .errors import (ContainerDied, ContainerError, IsolateError, NamespaceError, RemoteTraceback,
-                     SerializationError)
+from .container import CompletedProcess, Container, Process, run
+from .errors import (ContainerDied, ContainerError, ContainerOOMError, IsolateError, NamespaceError,
+                     RemoteTraceback, SerializationError)
 from .mounts import Mount
 from .pool import Pool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompletedProcess",
     "Container",
+    "ContainerOOMError",
     "ContainerDied",
     "ContainerError",
     "IsolateError",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import _isolate as _c
 from . import _wire
-from .errors import ContainerDied, child_error
+from .errors import ContainerDied, ContainerOOMError, child_error
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -95,7 +95,10 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             if c._restrict is None:
                 c._restrict = restrict_spec(c._cfg)
             spec = c._restrict
-            pid, err = _c.fork_into(c._pidfd, c._join)
+            cgroups = c._cgroups
+            procs = [os.fsencode(p) for p in cgroups.procs()] if cgroups is not None else None
+            ooms = cgroups.oom_kills() if cgroups is not None else 0
+            pid, err = _c.fork_into(c._pidfd, c._join, procs)
             if pid == 0:            # the child: never returns
                 try:
                     os.close(r)
@@ -128,6 +131,9 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
         _kill_session(pid)
         c._calls.discard(pid)
     if payload is None:
+        if cgroups is not None and cgroups.oom_kills() > ooms:
+            raise ContainerOOMError(f"{what} was killed by the OOM killer: the container's "
+                                    "memory limit", signal=signal.SIGKILL)
         raise died(status, what)
     return _wire.decode(payload)
 

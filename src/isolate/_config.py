@@ -61,6 +61,8 @@ class Config:
     #: container's root is the caller's own uid and gid alone
     uid_map: tuple[tuple[int, int, int], ...] | None = None
     gid_map: tuple[tuple[int, int, int], ...] | None = None
+    #: resource limits: (("memory", bytes), ("pids", n), ("cpus", float))
+    limits: tuple[tuple[str, float], ...] = ()
 
     @property
     def privileged(self) -> bool:
@@ -124,6 +126,30 @@ def env_list(env: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[bytes]:
             raise ValueError(f"invalid environment variable name or value: {k!r}")
         out.append(k + b"=" + v)
     return out
+
+
+def _limits(memory, pids, cpus) -> tuple[tuple[str, float], ...]:
+    """Validated limits; an impossible one is refused here, before anything."""
+    from ._sizes import parse_size
+    out: list[tuple[str, float]] = []
+    if memory is not None:
+        n = parse_size(memory, "memory")
+        if n < 1 << 20:
+            raise ValueError(f"memory={memory!r}: a container needs at least 1M")
+        out.append(("memory", n))
+    if pids is not None and pids != -1:
+        if not isinstance(pids, int) or isinstance(pids, bool):
+            raise TypeError(f"pids={pids!r}: an int, or None (or -1) for no limit")
+        if pids < 1:
+            raise ValueError(f"pids={pids}: at least 1 (the init), or None for no limit")
+        out.append(("pids", pids))
+    if cpus is not None:
+        if not isinstance(cpus, (int, float)) or isinstance(cpus, bool):
+            raise TypeError(f"cpus={cpus!r}: a number of CPUs, like 0.5")
+        if not 0.01 <= cpus <= (os.cpu_count() or 1):
+            raise ValueError(f"cpus={cpus}: between 0.01 and the {os.cpu_count()} CPUs here")
+        out.append(("cpus", float(cpus)))
+    return tuple(out)
 
 
 def check_cwd(cwd: object) -> None:
@@ -322,6 +348,9 @@ def make_config(
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
     userns: bool = False,
+    memory: int | str | None = None,
+    pids: int | None = None,
+    cpus: float | None = None,
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -329,7 +358,7 @@ def make_config(
                    cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
                    cap_add=cap_add, cap_drop=cap_drop, privileged=privileged, rlimits=rlimits,
                    seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, userns=userns,
-                   _subid_maps=_subid_maps)
+                   memory=memory, pids=pids, cpus=cpus, _subid_maps=_subid_maps)
     try:
         key = tuple((name, _frozen(name, value)) for name, value in options.items())
         cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid())),))
@@ -389,6 +418,9 @@ def _build_config(
     uid_map: Iterable[tuple[int, int, int]] | None = None,
     gid_map: Iterable[tuple[int, int, int]] | None = None,
     userns: bool = False,
+    memory: int | str | None = None,
+    pids: int | None = None,
+    cpus: float | None = None,
 ) -> Config:
     root = _rootfs(rootfs)
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
@@ -432,6 +464,7 @@ def _build_config(
             raise ContainerSetupRefused("the host's /dev/null is not the character device 1:3")
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
+    limits = _limits(memory, pids, cpus)
     caps = caps_for(cap_add, cap_drop)
     bpf = None
     if seccomp == "default":
@@ -461,6 +494,7 @@ def _build_config(
         seccomp=bpf,
         uid_map=umap,
         gid_map=gmap,
+        limits=limits,
     )
 
 

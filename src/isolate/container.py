@@ -21,11 +21,12 @@ from typing import IO, Any, Callable, TypeVar, Union
 from . import _call
 from . import _isolate as _c
 from . import _plan
+from ._cgroups import Cgroups
 from ._config import (DEFAULT_PATH, Config, check_cwd, check_ids, env_list, make_config,
                       parse_user, write_id_maps)
 from .mounts import Mount
 
-__all__ = ["Container", "Process", "run"]
+__all__ = ["CompletedProcess", "Container", "Process", "run"]
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Args = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
@@ -96,6 +97,8 @@ class Process(subprocess.Popen):
     def __init__(self, launch: Callable[..., int], args: Args, **kwargs: Any):
         self._launch = launch
         self._ctl = -1      # isolate.run: the container's control socket
+        self._cgroups: Cgroups | None = None    # isolate.run: the container's cgroups
+        self._oom_killed = False
         super().__init__(args, **kwargs)  # type: ignore[call-overload]
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
@@ -112,6 +115,10 @@ class Process(subprocess.Popen):
     def _handle_exitstatus(self, sts, *args, **kwargs):
         if self._ctl >= 0:
             sts = self._command_status(sts)
+        if self._cgroups is not None:       # the container has ended: its cgroups go
+            cgroups, self._cgroups = self._cgroups, None
+            self._oom_killed = cgroups.oom_kills() > 0
+            cgroups.remove()
         super()._handle_exitstatus(sts, *args, **kwargs)
 
     def _command_status(self, sts: int) -> int:
@@ -137,6 +144,11 @@ class Process(subprocess.Popen):
         if getattr(self, "_ctl", -1) >= 0:
             os.close(self._ctl)     # the container's init ends when this closes
             self._ctl = -1
+        if getattr(self, "_cgroups", None) is not None:
+            try:        # once the init is gone; else the next start's sweep takes them
+                self._cgroups.remove(wait=0.5)
+            except OSError:
+                pass
         super().__del__(*args, **kwargs)
 
     def _kill_all(self) -> None:
@@ -165,7 +177,7 @@ def _popen_kwargs(input, capture_output, kwargs):
     return kwargs
 
 
-def _complete(proc: Process, input, timeout, check) -> subprocess.CompletedProcess:
+def _complete(proc: Process, input, timeout, check) -> CompletedProcess:
     """subprocess.run's second half; a timeout kills what the command started."""
     with proc:
         try:
@@ -181,7 +193,9 @@ def _complete(proc: Process, input, timeout, check) -> subprocess.CompletedProce
         assert retcode is not None
         if check and retcode:
             raise subprocess.CalledProcessError(retcode, proc.args, output=stdout, stderr=stderr)
-    return subprocess.CompletedProcess(proc.args, retcode, stdout, stderr)
+    result = CompletedProcess(proc.args, retcode, stdout, stderr)
+    result.oom_killed = proc._oom_killed
+    return result
 
 
 class Container:
@@ -213,6 +227,8 @@ class Container:
                 automatic for a caller that is not root
     uid_map, gid_map  [(inside, outside, count), ...]: that namespace's ranges
                 (root writes them; another user through newuidmap/newgidmap)
+    memory, pids, cpus  limits, enforced by cgroups (v1 for now): bytes or
+                "256M", a number of processes, a fraction of CPUs like 0.5
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -241,13 +257,17 @@ class Container:
         uid_map: Iterable[tuple[int, int, int]] | None = None,
         gid_map: Iterable[tuple[int, int, int]] | None = None,
         userns: bool = False,
+        memory: int | str | None = None,
+        pids: int | None = None,
+        cpus: float | None = None,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
                                 privileged=privileged, rlimits=rlimits, seccomp=seccomp,
-                                uid_map=uid_map, gid_map=gid_map, userns=userns)
+                                uid_map=uid_map, gid_map=gid_map, userns=userns,
+                                memory=memory, pids=pids, cpus=cpus)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -255,6 +275,8 @@ class Container:
         self._procs: list[Process] = []
         self._calls: set[int] = set()     # pids of call() processes in flight
         self._restrict: Any = None         # what call() processes get; made once
+        self._cgroups: Cgroups | None = None
+        self._cg_join: Any = None          # the steps that join them, for exec_in
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------
@@ -267,9 +289,20 @@ class Container:
             cfg = self._cfg
             init = _c.ExecSpec(b"", [], [], None, b"/", (_devnull(),) * 3, (), (0, 0, ()),
                                _set_groups(cfg), True, 0o022, cfg.security())
-            pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id), _plan.clone_flags(cfg),
-                                                    init, False, _map_writer(cfg))
+            cgroups = _cgroups(cfg, self.id)
+            try:
+                pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id, cgroups),
+                                                        _clone_flags(cfg, cgroups), init, False,
+                                                        _map_writer(cfg))
+            except BaseException:
+                if cgroups is not None:
+                    cgroups.remove()
+                raise
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
+            self._cgroups = cgroups
+            if cgroups is not None:
+                self._cg_join = _c.Plan([_plan.op(_c.OP_WRITE, dst=p, data="0")
+                                         for p in cgroups.procs()])
             self._join = _plan.join_flags(cfg)
             self._state = "running"
         return self
@@ -314,6 +347,8 @@ class Container:
             os.close(self._pidfd)
             os.close(self._ctl)
             self._pidfd = self._ctl = -1
+            if self._cgroups is not None:
+                self._cgroups.remove()
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == "running":
@@ -363,7 +398,8 @@ class Container:
             with self._lock:
                 if self._state != "running":
                     raise RuntimeError(f"container {self.id} is {self._state}")
-                pid = _c.exec_in(self._pidfd, (), self._join, launch.spec(argv, exe, stdio, fds))
+                pid = _c.exec_in(self._pidfd, (), self._join, launch.spec(argv, exe, stdio, fds),
+                                 self._cg_join)
                 self._procs.append(proc)
                 return pid
 
@@ -402,8 +438,12 @@ class Container:
         On timeout the command and its process group are killed and
         `subprocess.TimeoutExpired` is raised.
         """
+        ooms = self._cgroups.oom_kills() if self._cgroups is not None else 0
         proc = self.spawn(args, **_popen_kwargs(input, capture_output, kwargs))
-        return _complete(proc, input, timeout, check)
+        result = _complete(proc, input, timeout, check)
+        if self._cgroups is not None:
+            result.oom_killed = self._cgroups.oom_kills() > ooms
+        return result
 
 
 def _set_groups(cfg: Config) -> bool:
@@ -417,11 +457,36 @@ def _map_writer(cfg: Config) -> Callable[[int], None] | None:
     return functools.partial(write_id_maps, cfg)
 
 
-def _steps(cfg: Config, container_id: str) -> Any:
+def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None) -> Any:
     steps = _plan.container_steps(cfg)
+    if cgroups is not None:
+        # join the cgroups first, then (if asked) a cgroup namespace, so that
+        # the container sees its own cgroup as the root
+        first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cgroups.procs())
+        if "cgroup" in cfg.namespaces:
+            first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"], data="cgroup"),)
+        steps = first + steps
     if "uts" in cfg.namespaces:
         steps += (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or container_id),)
     return _c.Plan(steps)
+
+
+def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
+    flags = _plan.clone_flags(cfg)
+    if cgroups is not None:
+        flags &= ~_c.NAMESPACE_FLAGS["cgroup"]     # unshared after joining (see _steps)
+    return flags
+
+
+def _cgroups(cfg: Config, container_id: str) -> Cgroups | None:
+    return Cgroups(dict(cfg.limits), container_id).create() if cfg.limits else None
+
+
+class CompletedProcess(subprocess.CompletedProcess):
+    """subprocess.CompletedProcess, and whether the container's OOM killer
+    ended the command (with a memory limit)."""
+
+    oom_killed: bool = False
 
 
 def run(
@@ -445,7 +510,7 @@ def run(
     env: Mapping[str, str] | None = None,
     user: int | str | None = None,
     **container_options: Any,
-) -> subprocess.CompletedProcess:
+) -> CompletedProcess:
     """Run one command in a fresh container and remove the container.
 
     Takes `subprocess.run`'s arguments and `Container`'s options. The
@@ -456,11 +521,19 @@ def run(
     container_id = os.urandom(6).hex()
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
-        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id), _plan.clone_flags(cfg),
-                                                launch.spec(argv, exe, stdio, fds), True,
-                                                _map_writer(cfg))
+        cgroups = _cgroups(cfg, container_id)
+        try:
+            pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id, cgroups),
+                                                    _clone_flags(cfg, cgroups),
+                                                    launch.spec(argv, exe, stdio, fds), True,
+                                                    _map_writer(cfg))
+        except BaseException:
+            if cgroups is not None:
+                cgroups.remove()
+            raise
         os.close(pidfd)
         proc._ctl = ctl
+        proc._cgroups = cgroups
         return pid
 
     kwargs = _popen_kwargs(input, capture_output, dict(stdin=stdin, stdout=stdout, stderr=stderr))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-__all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied",
+__all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied", "ContainerOOMError",
            "SerializationError", "RemoteTraceback", "child_error"]
 
 
@@ -57,6 +57,17 @@ class ContainerDied(IsolateError):
 
 def _rebuild_died(message, signal, exitcode):
     return ContainerDied(message, signal=signal, exitcode=exitcode)
+
+
+class ContainerOOMError(ContainerDied):
+    """The kernel's OOM killer ended it: the container's memory limit was hit."""
+
+    def __reduce__(self):
+        return (_rebuild_oom, (str(self), self.signal, self.exitcode))
+
+
+def _rebuild_oom(message, signal, exitcode):
+    return ContainerOOMError(message, signal=signal, exitcode=exitcode)
 
 
 class SerializationError(IsolateError, TypeError):

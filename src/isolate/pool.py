@@ -103,6 +103,9 @@ class Pool(concurrent.futures.Executor):
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
                              "use Container.call")
+        if self._cfg.limits:
+            raise ValueError("a Pool cannot limit resources yet (its zygote forks the "
+                             "containers); use Container or isolated(memory=...)")
         if self._cfg.uid_map is not None:
             raise ValueError("a Pool cannot map id ranges yet (its zygote forks the containers); "
                              "use Container, or leave uid_map out")

@@ -1,0 +1,123 @@
+"""Resource limits seen from inside, enforced by cgroups (v1 here)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import isolate
+from isolate import Container, ContainerOOMError, isolated
+from isolate import _cgroups
+
+pytestmark = pytest.mark.skipif(_cgroups.layout() != "v1",
+                                reason=f"cgroup v1 controllers are needed (found {_cgroups.layout()})")
+
+ALLOC = "head -c {n} /dev/zero | tail | wc -c"     # tail holds one endless line: n bytes
+
+
+def test_memory_over_the_limit_is_oom_killed_and_reported(rootfs):
+    r = isolate.run(["sh", "-c", "set -o pipefail 2>/dev/null; " + ALLOC.format(n=100_000_000)],
+                    rootfs=rootfs, memory="50M", capture_output=True, text=True)
+    assert r.oom_killed is True
+    assert r.stdout.strip() != "100000000"
+
+
+def test_memory_under_the_limit_is_left_alone(rootfs):
+    r = isolate.run(["sh", "-c", ALLOC.format(n=30_000_000)], rootfs=rootfs, memory="50M",
+                    capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "30000000"
+    assert r.oom_killed is False
+
+
+def test_oom_in_a_running_container_and_from_call(rootfs):
+    with Container(rootfs=rootfs, memory="50M") as c:
+        assert c.run(["sh", "-c", ALLOC.format(n=100_000_000)], capture_output=True).oom_killed
+        assert not c.run(["true"]).oom_killed
+        with pytest.raises(ContainerOOMError) as e:
+            c.call(lambda: bytearray(200 << 20))
+        assert e.value.signal == signal.SIGKILL
+        assert c.call(lambda: len(bytearray(10 << 20))) == 10 << 20
+
+
+def test_isolated_reports_oom(rootfs):
+    @isolated(rootfs=rootfs, memory="64M")
+    def hog():
+        return len(bytearray(300 << 20))
+
+    with pytest.raises(ContainerOOMError):
+        hog()
+
+
+def test_fork_bomb_under_pids_limit(rootfs):
+    with Container(rootfs=rootfs, pids=32) as c:
+        r = c.run(["sh", "-c", "for i in $(seq 100); do sleep 5 & done 2>&1; wait"],
+                  capture_output=True, text=True, timeout=30)
+        assert "Resource temporarily unavailable" in r.stdout + r.stderr
+        n = int(c.run(["sh", "-c", "ls -d /proc/[0-9]* | wc -l"], capture_output=True,
+                      text=True).stdout or 0)
+        assert n <= 33
+    # and the container still stopped cleanly (no_leaks checks what is left)
+
+
+def test_cpus_half_a_cpu(rootfs):
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        t = os.times()
+        return t.user + t.system
+
+    with Container(rootfs=rootfs, cpus=0.5) as c:
+        used = c.call(spin, 2.0)
+    assert 0.85 <= used <= 1.15, used
+
+
+def test_container_sees_its_own_cgroup_as_root(rootfs):
+    r = isolate.run(["cat", "/proc/self/cgroup"], rootfs=rootfs, memory="64M", pids=64,
+                    capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        assert line.endswith(":/"), line
+
+
+def test_cgroups_are_in_place_while_running_and_gone_after(rootfs):
+    with Container(rootfs=rootfs, memory="64M", pids=50, cpus=1) as c:
+        dirs = dict(c._cgroups.dirs)
+        assert set(dirs) == {"memory", "pids", "cpu"}
+        with open(f"{dirs['memory']}/memory.limit_in_bytes") as f:
+            assert int(f.read()) == 64 << 20
+        with open(f"{dirs['pids']}/pids.max") as f:
+            assert f.read().strip() == "50"
+        with open(f"{dirs['pids']}/cgroup.procs") as f:
+            assert str(c.pid) in f.read().split()          # the init is in it
+    assert not any(os.path.exists(d) for d in dirs.values())
+
+
+def test_stale_cgroups_of_a_dead_owner_are_swept(rootfs):
+    base = _cgroups._base("pids")
+    os.makedirs(base, exist_ok=True)
+    dead = 2 ** 22 + 1      # above pid_max's default range: not a live process
+    stale = f"{base}/{dead}-feedfacecafe"
+    os.mkdir(stale)
+    isolate.run(["true"], rootfs=rootfs, pids=10)
+    assert not os.path.exists(stale)
+
+
+@pytest.mark.parametrize("opts, exc", [
+    ({"memory": "12Q"}, ValueError),
+    ({"memory": "100k"}, ValueError),
+    ({"pids": 0}, ValueError),
+    ({"pids": "many"}, TypeError),
+    ({"cpus": 0}, ValueError),
+    ({"cpus": 10_000}, ValueError),
+    ({"cpus": "half"}, TypeError),
+])
+def test_bad_limits_fail_before_anything(opts, exc):
+    with pytest.raises(exc):
+        Container(**opts)
+
+
+def test_pool_refuses_limits_for_now():
+    with pytest.raises(ValueError, match="limit"):
+        isolate.Pool(memory="64M")
