@@ -46,6 +46,8 @@ def test_setup_error_is_125_and_one_line(rootfs):
     ["run", "--mount", "nonsense", "--", "true"],
     ["run", "--tmpfs", "/x:12Q", "--", "true"],
     ["run", "--cap-add", "NOT_A_CAP", "--", "true"],
+    ["run", "--cpus", "99999", "--", "true"],
+    ["run", "--memory", "lots", "--", "true"],
     ["run", "--no-such-option", "--", "true"],
     ["run"],
     ["frobnicate"],
@@ -78,7 +80,7 @@ def test_stdin_passes_through(rootfs):
 def test_help_lists_every_option():
     r = isolate("run", "--help")
     assert r.returncode == 0
-    for opt in ("--rootfs", "--readonly", "--network", "--mount", "--tmpfs", "--env", "--user",
+    for opt in ("--rootfs", "--readonly", "--memory", "--cpus", "--pids", "--network", "--mount", "--tmpfs", "--env", "--user",
                 "--hostname", "--workdir", "--cap-add", "--cap-drop", "--privileged",
                 "--seccomp"):
         assert opt in r.stdout
@@ -89,3 +91,14 @@ def test_version():
     assert r.returncode == 0
     assert r.stdout.startswith("isolate ")
     assert "cgroups:" in r.stdout and "kernel: Linux" in r.stdout
+
+
+def test_limits(rootfs):
+    from isolate import _cgroups
+    if _cgroups.layout() != "v1":
+        pytest.skip("cgroup v1 controllers are needed here")
+    r = isolate("run", "--rootfs", rootfs, "--memory", "50M", "--", "sh", "-c",
+                "head -c 100000000 /dev/zero | tail > /dev/null")
+    assert r.returncode == 137                  # the OOM killer's SIGKILL, as 128+9
+    r = isolate("run", "--rootfs", rootfs, "--pids", "16", "--cpus", "0.5", "--", "true")
+    assert r.returncode == 0

@@ -1,6 +1,7 @@
 """The `isolate` command (also `python -m isolate`).
 
-    isolate run [--rootfs DIR] [--network none|host] [--mount SRC:DST[:ro]]
+    isolate run [--rootfs DIR] [--memory 64M] [--cpus 0.5] [--pids 64]
+                [--network none|host] [--mount SRC:DST[:ro]]
                 [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
                 [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
                 [--privileged] [--seccomp default|none|PROFILE] -- CMD [ARG...]
@@ -65,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rootfs", metavar="DIR",
                      help="the container's / (copy-on-write); default: the host's, read-only")
     run.add_argument("--readonly", action="store_true", help="make --rootfs read-only instead")
+    run.add_argument("--memory", metavar="SIZE", help="memory limit, like 64M (cgroups)")
+    run.add_argument("--cpus", metavar="N", type=float, help="CPU limit, like 0.5 (cgroups)")
+    run.add_argument("--pids", metavar="N", type=int, help="process limit (cgroups)")
     run.add_argument("--network", choices=("none", "host"),
                      help="none: own network namespace with lo (default); host: the host's")
     run.add_argument("--mount", metavar="SRC:DST[:ro]", type=_mount, action="append", default=[],
@@ -100,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
                    mounts=[*args.mount, *args.tmpfs], cwd=args.workdir, user=args.user,
                    hostname=args.hostname, cap_add=args.cap_add, cap_drop=args.cap_drop,
                    privileged=args.privileged,
-                   seccomp=None if args.seccomp == "none" else args.seccomp)
+                   seccomp=None if args.seccomp == "none" else args.seccomp,
+                   memory=args.memory, cpus=args.cpus, pids=args.pids)
     if args.env is not None:
         options["env"] = dict(args.env)
     try:
