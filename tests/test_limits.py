@@ -84,7 +84,7 @@ def test_container_sees_its_own_cgroup_as_root(rootfs):
 def test_cgroups_are_in_place_while_running_and_gone_after(rootfs):
     with Container(rootfs=rootfs, memory="64M", pids=50, cpus=1) as c:
         dirs = dict(c._cgroups.dirs)
-        assert set(dirs) == {"memory", "pids", "cpu"}
+        assert set(dirs) == {"memory", "pids", "cpu", "cpuacct", "freezer"}
         with open(f"{dirs['memory']}/memory.limit_in_bytes") as f:
             assert int(f.read()) == 64 << 20
         with open(f"{dirs['pids']}/pids.max") as f:
@@ -121,3 +121,69 @@ def test_bad_limits_fail_before_anything(opts, exc):
 def test_pool_refuses_limits_for_now():
     with pytest.raises(ValueError, match="limit"):
         isolate.Pool(memory="64M")
+
+
+def test_stats_follow_the_workload(rootfs):
+    with Container(rootfs=rootfs, memory="256M", pids=100) as c:
+        before = c.stats()
+        p = c.spawn(["sh", "-c", "head -c 60000000 /dev/zero | tail & sleep 0.5; "
+                                 "for i in 1 2 3 4 5; do sleep 5 & done; wait"])
+        time.sleep(1.0)
+        during = c.stats()
+        p.kill()
+        p.wait()
+    assert before.memory_limit == 256 << 20 and before.pids_limit == 100
+    assert during.memory_current > before.memory_current + (40 << 20)
+    assert during.memory_peak >= during.memory_current
+    assert during.pids_current >= before.pids_current + 5
+    assert during.cpu_usage_ns > before.cpu_usage_ns
+    assert during.oom_kills == 0
+
+
+def test_update_takes_effect_and_refuses_bad_values(rootfs):
+    with Container(rootfs=rootfs, memory="32M", pids=20) as c:
+        alloc = ["sh", "-c", ALLOC.format(n=60_000_000)]
+        assert c.run(alloc, capture_output=True).oom_killed
+        c.update(memory="128M")
+        r = c.run(alloc, capture_output=True, text=True)
+        assert not r.oom_killed and r.stdout.strip() == "60000000"
+        with pytest.raises(ValueError):
+            c.update(memory="garbage")
+        with pytest.raises(ValueError):
+            c.update(cpus=0.5)                  # made without a CPU limit
+        assert c.stats().memory_limit == 128 << 20    # the old value stays
+        c.update(pids=5)
+        r = c.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done 2>&1; wait"],
+                  capture_output=True, text=True)
+        assert "Resource temporarily unavailable" in r.stdout + r.stderr
+
+
+def test_pause_stops_progress_and_resume_restores_it(rootfs):
+    with Container(rootfs=rootfs, pids=50) as c:
+        c.spawn(["sh", "-c", "while true; do echo x >> /tmp/log; done"])
+        time.sleep(0.3)
+        c.pause()
+        a = _counter(c)
+        time.sleep(0.3)
+        b = _counter(c)
+        assert a == b                           # frozen: no progress
+        c.resume()
+        time.sleep(0.3)
+        assert _counter(c) > b
+
+
+def _counter(c):
+    # the log's size, read from the host through the init's root (in a frozen
+    # container a process started to look would freeze too); it only grows
+    try:
+        return os.stat(f"/proc/{c.pid}/root/tmp/log").st_size
+    except FileNotFoundError:
+        return 0
+
+
+def test_no_cgroups_without_limits():
+    with Container() as c:
+        with pytest.raises(RuntimeError, match="no cgroups"):
+            c.stats()
+        with pytest.raises(RuntimeError, match="no cgroups"):
+            c.pause()

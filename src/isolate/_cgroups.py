@@ -19,6 +19,8 @@ ROOT = "/sys/fs/cgroup"
 PERIOD_US = 100_000
 #: option -> v1 controller
 CONTROLLERS = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
+#: made with any limit: accounting (stats) and the freezer (pause, kill-all)
+ALWAYS = ("cpuacct", "freezer")
 
 
 class CgroupError(ContainerError):
@@ -63,7 +65,7 @@ class Cgroups:
     """The cgroups of one container."""
 
     def __init__(self, limits: dict[str, float], container_id: str):
-        self.limits = limits
+        self.limits = dict(limits)
         self.name = f"{os.getpid()}-{container_id}"
         self.dirs: dict[str, str] = {}
 
@@ -74,35 +76,116 @@ class Cgroups:
                               f"(found {kind or 'no cgroups'}); cgroup v2 support is not there yet")
         sweep()
         try:
+            for controller in (*[CONTROLLERS[o] for o in self.limits], *ALWAYS):
+                if os.path.isdir(f"{ROOT}/{controller}") or controller not in ALWAYS:
+                    self._make(controller)
             for option, value in self.limits.items():
-                controller = CONTROLLERS[option]
-                base = _base(controller)
-                if not os.path.isdir(os.path.dirname(base)):
-                    raise CgroupError(errno.ENOENT, f"cgroup: the {controller} controller is "
-                                      "not mounted", base)
-                os.makedirs(base, exist_ok=True)
-                path = f"{base}/{self.name}"
-                try:
-                    os.mkdir(path)
-                except OSError as e:
-                    raise CgroupError(e.errno or errno.EIO, f"cgroup: mkdir {path}: {e.strerror}"
-                                      + (": the caller's cgroup is not delegated to it"
-                                         if e.errno in (errno.EACCES, errno.EPERM) else ""),
-                                      path) from None
-                self.dirs[controller] = path
-                if option == "memory":
-                    _write(f"{path}/memory.limit_in_bytes", str(int(value)))
-                    # the OOM killer, not a stall, when the limit is hit
-                    _write(f"{path}/memory.oom_control", "0")
-                elif option == "pids":
-                    _write(f"{path}/pids.max", str(int(value)))
-                elif option == "cpus":
-                    _write(f"{path}/cpu.cfs_period_us", str(PERIOD_US))
-                    _write(f"{path}/cpu.cfs_quota_us", str(max(1000, int(value * PERIOD_US))))
+                self._set(option, value)
         except BaseException:
             self.remove()
             raise
         return self
+
+    def _make(self, controller: str) -> None:
+        base = _base(controller)
+        if not os.path.isdir(os.path.dirname(base)):
+            raise CgroupError(errno.ENOENT, f"cgroup: the {controller} controller is not "
+                              "mounted", base)
+        os.makedirs(base, exist_ok=True)
+        path = f"{base}/{self.name}"
+        try:
+            os.mkdir(path)
+        except OSError as e:
+            raise CgroupError(e.errno or errno.EIO, f"cgroup: mkdir {path}: {e.strerror}"
+                              + (": the caller's cgroup is not delegated to it"
+                                 if e.errno in (errno.EACCES, errno.EPERM) else ""),
+                              path) from None
+        self.dirs[controller] = path
+
+    def _set(self, option: str, value: float) -> None:
+        path = self.dirs[CONTROLLERS[option]]
+        if option == "memory":
+            _write(f"{path}/memory.limit_in_bytes", str(int(value)))
+        elif option == "pids":
+            _write(f"{path}/pids.max", str(int(value)))
+        elif option == "cpus":
+            _write(f"{path}/cpu.cfs_period_us", str(PERIOD_US))
+            _write(f"{path}/cpu.cfs_quota_us", str(max(1000, int(value * PERIOD_US))))
+        self.limits[option] = value
+
+    def update(self, limits: dict[str, float]) -> None:
+        """Change limits of the running container; a refused value leaves the
+        old ones in place. Only controllers the container has can change."""
+        missing = [o for o in limits if CONTROLLERS[o] not in self.dirs]
+        if missing:
+            raise ValueError(f"this container was made without {', '.join(missing)} limits; "
+                             "give one when creating it to change it later")
+        old = dict(self.limits)
+        try:
+            for option, value in limits.items():
+                self._set(option, value)
+        except CgroupError:
+            for option, value in old.items():
+                try:
+                    self._set(option, value)
+                except CgroupError:
+                    pass
+            raise
+
+    def _read(self, controller: str, name: str) -> str | None:
+        d = self.dirs.get(controller)
+        if d is None:
+            return None
+        try:
+            with open(f"{d}/{name}") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def stats(self) -> dict[str, int | None]:
+        def num(controller: str, name: str) -> int | None:
+            v = self._read(controller, name)
+            return None if v is None or v == "max" else int(v)
+        return {
+            "memory_current": num("memory", "memory.usage_in_bytes"),
+            "memory_peak": num("memory", "memory.max_usage_in_bytes"),
+            "memory_limit": num("memory", "memory.limit_in_bytes"),
+            "oom_kills": self.oom_kills() if "memory" in self.dirs else None,
+            "pids_current": num("pids", "pids.current"),
+            "pids_limit": num("pids", "pids.max"),
+            "cpu_usage_ns": num("cpuacct", "cpuacct.usage"),
+        }
+
+    def freeze(self, frozen: bool, wait: float = 5.0) -> None:
+        if "freezer" not in self.dirs:
+            raise CgroupError(errno.ENOTSUP, "cgroup: the freezer controller is not mounted")
+        state = "FROZEN" if frozen else "THAWED"
+        _write(f"{self.dirs['freezer']}/freezer.state", state)
+        deadline = time.monotonic() + wait
+        while self._read("freezer", "freezer.state") != state:
+            if time.monotonic() > deadline:
+                raise CgroupError(errno.ETIMEDOUT, f"cgroup: the container did not become {state}")
+            time.sleep(0.001)
+
+    def kill_all(self) -> None:
+        """Kill every process in the container, forks in flight included:
+        freeze, kill, thaw (v1 has no cgroup.kill)."""
+        d = self.dirs.get("freezer") or next(iter(self.dirs.values()), None)
+        if d is None:
+            return
+        frozen = "freezer" in self.dirs
+        if frozen:
+            self.freeze(True)
+        try:
+            with open(f"{d}/cgroup.procs") as f:
+                for pid in f.read().split():
+                    try:
+                        os.kill(int(pid), 9)
+                    except ProcessLookupError:
+                        pass
+        finally:
+            if frozen:
+                self.freeze(False)
 
     def procs(self) -> list[str]:
         """The files a process writes "0" to, to join."""
@@ -141,7 +224,7 @@ class Cgroups:
 
 def sweep() -> None:
     """Remove cgroups whose owner process is gone (it crashed or was killed)."""
-    for controller in set(CONTROLLERS.values()):
+    for controller in {*CONTROLLERS.values(), *ALWAYS}:
         base = _base(controller)
         try:
             names = os.listdir(base)

@@ -8,6 +8,7 @@ respect but how they start.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -26,7 +27,7 @@ from ._config import (DEFAULT_PATH, Config, check_cwd, check_ids, env_list, make
                       parse_user, write_id_maps)
 from .mounts import Mount
 
-__all__ = ["CompletedProcess", "Container", "Process", "run"]
+__all__ = ["CompletedProcess", "Container", "Process", "Stats", "run"]
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Args = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
@@ -332,6 +333,8 @@ class Container:
                 if "pid" not in self._cfg.namespaces:
                     p._kill_all()
                 p.wait()
+            if "pid" not in self._cfg.namespaces and self._cgroups is not None:
+                self._cgroups.kill_all()            # what escaped the process groups too
             if "pid" not in self._cfg.namespaces:
                 for pid in list(self._calls):     # their threads reap them
                     try:
@@ -354,6 +357,36 @@ class Container:
         if getattr(self, "_state", None) == "running":
             warnings.warn(f"unclosed container {self!r}", ResourceWarning, source=self)
             self.close()
+
+    # -- resources ---------------------------------------------------------
+
+    def _cg(self) -> Cgroups:
+        if self._state != "running":
+            raise RuntimeError(f"container {self.id} is {self._state}")
+        if self._cgroups is None:
+            raise RuntimeError(f"container {self.id} has no cgroups: give it a limit "
+                               "(memory=, pids=, cpus=) when creating it")
+        return self._cgroups
+
+    def stats(self) -> Stats:
+        """Resource use now: memory_current, memory_peak, memory_limit,
+        oom_kills, pids_current, pids_limit, cpu_usage_ns (None: not limited)."""
+        return Stats(**self._cg().stats())
+
+    def update(self, *, memory: int | str | None = None, pids: int | None = None,
+               cpus: float | None = None) -> None:
+        """Change limits while running; an invalid value is refused and the
+        old one stays."""
+        from ._config import _limits
+        self._cg().update(dict(_limits(memory, pids, cpus)))
+
+    def pause(self) -> None:
+        """Freeze every process in the container."""
+        self._cg().freeze(True)
+
+    def resume(self) -> None:
+        """Thaw what pause() froze."""
+        self._cg().freeze(False)
 
     @property
     def running(self) -> bool:
@@ -480,6 +513,19 @@ def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
 
 def _cgroups(cfg: Config, container_id: str) -> Cgroups | None:
     return Cgroups(dict(cfg.limits), container_id).create() if cfg.limits else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """A container's resource use, from its cgroups."""
+
+    memory_current: int | None
+    memory_peak: int | None
+    memory_limit: int | None
+    oom_kills: int | None
+    pids_current: int | None
+    pids_limit: int | None
+    cpu_usage_ns: int | None
 
 
 class CompletedProcess(subprocess.CompletedProcess):
