@@ -110,16 +110,12 @@ def _run(args: argparse.Namespace) -> int:
         options["env"] = dict(args.env)
     try:
         r = isolate.run(cmd, **options)
-    except FileNotFoundError as e:
-        if e.filename == cmd[0]:
-            print(f"isolate: {cmd[0]}: command not found", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        print(f"isolate: {e}", file=sys.stderr)
-        return EXIT_SETUP
-    except PermissionError as e:
-        if e.filename == cmd[0]:
-            print(f"isolate: {cmd[0]}: {e.strerror}", file=sys.stderr)
-            return EXIT_CANNOT_RUN
+    except (FileNotFoundError, PermissionError) as e:
+        if e.filename == cmd[0]:        # the command itself, as a shell reports it
+            missing = isinstance(e, FileNotFoundError)
+            print(f"isolate: {cmd[0]}: {'command not found' if missing else e.strerror}",
+                  file=sys.stderr)
+            return EXIT_NOT_FOUND if missing else EXIT_CANNOT_RUN
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
     except (OSError, ValueError, TypeError, ImportError) as e:
