@@ -47,3 +47,14 @@ def test_paired_call_vs_fork(benchmark, rounds, rootfs):
         os.waitpid(pid, 0)
     with Container(rootfs=rootfs) as c:
         _paired(benchmark, rounds, lambda: c.call(int), fork, "container_call", "os_fork")
+
+
+@pytest.mark.benchmark(group="paired")
+def test_paired_isolate_run_vs_bwrap(benchmark, rounds, rootfs):
+    import shutil
+    import subprocess
+    bwrap = shutil.which("bwrap") or pytest.skip("bwrap is not installed (apt-get install bubblewrap)")
+    cmd = [bwrap, "--unshare-all", "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev",
+           "/bin/true"]
+    _paired(benchmark, max(rounds // 2, 10), lambda: isolate.run(["/bin/true"], rootfs=rootfs),
+            lambda: subprocess.run(cmd, check=True), "isolate_run", "bwrap")
