@@ -137,12 +137,23 @@ def test_children_of_a_call_are_gone_afterwards(box):
             pids.append(pid)
         return pids
 
+    def living(pids):
+        out = []
+        for p in pids:
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    state = f.read().split("\n")[2]
+            except OSError:         # gone (perhaps just now)
+                continue
+            if "Z" not in state:
+                out.append(p)
+        return out
+
     pids = box.call(spawn_children)
     deadline = time.monotonic() + 5
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = box.call(lambda: [p for p in pids if os.path.exists(f"/proc/{p}/status")
-                                  and "Z" not in open(f"/proc/{p}/status").read().split("\n")[2]])
+        alive = box.call(living, pids)
         time.sleep(0.05)
     assert alive == []
 
