@@ -187,3 +187,27 @@ def test_no_cgroups_without_limits():
             c.stats()
         with pytest.raises(RuntimeError, match="no cgroups"):
             c.pause()
+
+
+def test_cpu_weight_and_memory_swap_reach_the_cgroup(rootfs):
+    with Container(rootfs=rootfs, memory="64M", memory_swap="96M", cpu_weight=50) as c:
+        d = c._cgroups.dirs
+        with open(f"{d['cpu']}/cpu.shares") as f:
+            assert int(f.read()) == 512
+        if os.path.exists(f"{d['memory']}/memory.memsw.limit_in_bytes"):
+            with open(f"{d['memory']}/memory.memsw.limit_in_bytes") as f:
+                assert int(f.read()) == 96 << 20
+        c.update(cpu_weight=200)
+        with open(f"{d['cpu']}/cpu.shares") as f:
+            assert int(f.read()) == 2048
+
+
+@pytest.mark.parametrize("opts", [
+    {"memory_swap": "64M"},                          # without memory
+    {"memory": "64M", "memory_swap": "32M"},         # below memory
+    {"cpu_weight": 0},
+    {"cpu_weight": 20000},
+])
+def test_bad_swap_and_weight(opts):
+    with pytest.raises(ValueError):
+        Container(**opts)

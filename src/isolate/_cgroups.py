@@ -18,7 +18,8 @@ from .errors import ContainerError
 ROOT = "/sys/fs/cgroup"
 PERIOD_US = 100_000
 #: option -> v1 controller
-CONTROLLERS = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
+CONTROLLERS = {"memory": "memory", "memory_swap": "memory", "pids": "pids", "cpus": "cpu",
+               "cpu_weight": "cpu"}
 #: made with any limit: accounting (stats) and the freezer (pause, kill-all)
 ALWAYS = ("cpuacct", "freezer")
 
@@ -76,7 +77,7 @@ class Cgroups:
                               f"(found {kind or 'no cgroups'}); cgroup v2 support is not there yet")
         sweep()
         try:
-            for controller in (*[CONTROLLERS[o] for o in self.limits], *ALWAYS):
+            for controller in dict.fromkeys((*[CONTROLLERS[o] for o in self.limits], *ALWAYS)):
                 if os.path.isdir(f"{ROOT}/{controller}") or controller not in ALWAYS:
                     self._make(controller)
             for option, value in self.limits.items():
@@ -108,9 +109,18 @@ class Cgroups:
             _write(f"{path}/memory.limit_in_bytes", str(int(value)))
         elif option == "pids":
             _write(f"{path}/pids.max", str(int(value)))
+        elif option == "memory_swap":
+            # memory and swap together; the memory limit is set first (memsw >= memory)
+            if not os.path.exists(f"{path}/memory.memsw.limit_in_bytes"):
+                raise CgroupError(errno.ENOTSUP, "cgroup: memory_swap needs swap accounting "
+                                  "(kernel parameter swapaccount=1)")
+            _write(f"{path}/memory.memsw.limit_in_bytes", str(int(value)))
         elif option == "cpus":
             _write(f"{path}/cpu.cfs_period_us", str(PERIOD_US))
             _write(f"{path}/cpu.cfs_quota_us", str(max(1000, int(value * PERIOD_US))))
+        elif option == "cpu_weight":
+            # cgroup v2's weight (1..10000, default 100) as v1 shares (default 1024)
+            _write(f"{path}/cpu.shares", str(max(2, int(value * 1024 / 100))))
         self.limits[option] = value
 
     def update(self, limits: dict[str, float]) -> None:

@@ -128,7 +128,7 @@ def env_list(env: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[bytes]:
     return out
 
 
-def _limits(memory, pids, cpus) -> tuple[tuple[str, float], ...]:
+def _limits(memory, pids, cpus, memory_swap=None, cpu_weight=None) -> tuple[tuple[str, float], ...]:
     """Validated limits; an impossible one is refused here, before anything."""
     from ._sizes import parse_size
     out: list[tuple[str, float]] = []
@@ -143,6 +143,20 @@ def _limits(memory, pids, cpus) -> tuple[tuple[str, float], ...]:
         if pids < 1:
             raise ValueError(f"pids={pids}: at least 1 (the init), or None for no limit")
         out.append(("pids", pids))
+    if memory_swap is not None and memory_swap != -1:
+        if memory is None:
+            raise ValueError("memory_swap (memory and swap together) needs memory too")
+        n = parse_size(memory_swap, "memory_swap")
+        if n < dict(out)["memory"]:
+            raise ValueError(f"memory_swap={memory_swap!r} is below memory={memory!r}: it "
+                             "counts memory and swap together")
+        out.append(("memory_swap", n))
+    if cpu_weight is not None:
+        if not isinstance(cpu_weight, int) or isinstance(cpu_weight, bool):
+            raise TypeError(f"cpu_weight={cpu_weight!r}: an int from 1 to 10000 (default 100)")
+        if not 1 <= cpu_weight <= 10000:
+            raise ValueError(f"cpu_weight={cpu_weight}: from 1 to 10000 (default 100)")
+        out.append(("cpu_weight", cpu_weight))
     if cpus is not None:
         if not isinstance(cpus, (int, float)) or isinstance(cpus, bool):
             raise TypeError(f"cpus={cpus!r}: a number of CPUs, like 0.5")
@@ -349,8 +363,10 @@ def make_config(
     gid_map: Iterable[tuple[int, int, int]] | None = None,
     userns: bool = False,
     memory: int | str | None = None,
+    memory_swap: int | str | None = None,
     pids: int | None = None,
     cpus: float | None = None,
+    cpu_weight: int | None = None,
 ) -> Config:
     """A validated Config; the same options twice give the cached one, rechecked
     against the filesystem (rootfs and bind sources must still be there)."""
@@ -358,7 +374,8 @@ def make_config(
                    cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
                    cap_add=cap_add, cap_drop=cap_drop, privileged=privileged, rlimits=rlimits,
                    seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, userns=userns,
-                   memory=memory, pids=pids, cpus=cpus, _subid_maps=_subid_maps)
+                   memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
+                   cpu_weight=cpu_weight, _subid_maps=_subid_maps)
     try:
         key = tuple((name, _frozen(name, value)) for name, value in options.items())
         cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid())),))
@@ -419,8 +436,10 @@ def _build_config(
     gid_map: Iterable[tuple[int, int, int]] | None = None,
     userns: bool = False,
     memory: int | str | None = None,
+    memory_swap: int | str | None = None,
     pids: int | None = None,
     cpus: float | None = None,
+    cpu_weight: int | None = None,
 ) -> Config:
     root = _rootfs(rootfs)
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
@@ -464,7 +483,7 @@ def _build_config(
             raise ContainerSetupRefused("the host's /dev/null is not the character device 1:3")
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
-    limits = _limits(memory, pids, cpus)
+    limits = _limits(memory, pids, cpus, memory_swap, cpu_weight)
     caps = caps_for(cap_add, cap_drop)
     bpf = None
     if seccomp == "default":

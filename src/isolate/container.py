@@ -230,6 +230,8 @@ class Container:
                 (root writes them; another user through newuidmap/newgidmap)
     memory, pids, cpus  limits, enforced by cgroups (v1 for now): bytes or
                 "256M", a number of processes, a fraction of CPUs like 0.5
+    memory_swap  memory and swap together (at least memory)
+    cpu_weight  share of CPU under contention, 1 to 10000 (default 100)
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -259,8 +261,10 @@ class Container:
         gid_map: Iterable[tuple[int, int, int]] | None = None,
         userns: bool = False,
         memory: int | str | None = None,
+        memory_swap: int | str | None = None,
         pids: int | None = None,
         cpus: float | None = None,
+        cpu_weight: int | None = None,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
@@ -268,7 +272,8 @@ class Container:
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,
                                 privileged=privileged, rlimits=rlimits, seccomp=seccomp,
                                 uid_map=uid_map, gid_map=gid_map, userns=userns,
-                                memory=memory, pids=pids, cpus=cpus)
+                                memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
+                                cpu_weight=cpu_weight)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -374,11 +379,11 @@ class Container:
         return Stats(**self._cg().stats())
 
     def update(self, *, memory: int | str | None = None, pids: int | None = None,
-               cpus: float | None = None) -> None:
+               cpus: float | None = None, cpu_weight: int | None = None) -> None:
         """Change limits while running; an invalid value is refused and the
         old one stays."""
         from ._config import _limits
-        self._cg().update(dict(_limits(memory, pids, cpus)))
+        self._cg().update(dict(_limits(memory, pids, cpus, None, cpu_weight)))
 
     def pause(self) -> None:
         """Freeze every process in the container."""
