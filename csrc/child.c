@@ -798,14 +798,8 @@ pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_
 
 /* ------------------------------------------------------------------- join */
 
-const unsigned long iso_ns_order[] = {
-    CLONE_NEWUSER, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
-    CLONE_NEWPID,  CLONE_NEWNS,     CLONE_NEWTIME, 0,
-};
-
 struct exec_ctx {
     int pidfd;
-    const int *ns_fds;
     unsigned long nsflags;
     const iso_exec_t *x;
     const iso_op_t *pre;
@@ -846,20 +840,9 @@ static int exec_intermediate(void *arg)
     for (size_t i = 0; i < s->npre; i++)
         if (run_op(&s->pre[i], &r.error) < 0)
             goto out;
-    if (s->pidfd >= 0) {
-        if (setns(s->pidfd, (int)s->nsflags) < 0) {
-            fail(&r.error, ISO_STEP_SETNS, "container");
-            goto out;
-        }
-    } else {
-        for (int i = 0; iso_ns_order[i] != 0; i++) {
-            if (!(s->nsflags & iso_ns_order[i]))
-                continue;
-            if (setns(s->ns_fds[i], (int)iso_ns_order[i]) < 0) {
-                fail(&r.error, ISO_STEP_SETNS, "container");
-                goto out;
-            }
-        }
+    if (setns(s->pidfd, (int)s->nsflags) < 0) {
+        fail(&r.error, ISO_STEP_SETNS, "container");
+        goto out;
     }
     /* setns(CLONE_NEWPID) applies to children: one more clone, whose parent
      * is the caller (CLONE_PARENT), which reaps it like any child. */
@@ -876,8 +859,8 @@ out:
     _exit(127);
 }
 
-pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
-                  const iso_op_t *pre, size_t npre, iso_error_t *err)
+pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
+                  size_t npre, iso_error_t *err)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -891,7 +874,7 @@ pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso
         close(p[1]);
         return -1;
     }
-    struct exec_ctx s = {pidfd, ns_fds, nsflags, x, pre, npre, p[1], stack + 2 * STACK_SIZE};
+    struct exec_ctx s = {pidfd, nsflags, x, pre, npre, p[1], stack + 2 * STACK_SIZE};
 
     /* CLONE_VFORK: back here once the intermediate child has exited, which it
      * does once the grandchild has exec'd or failed. Joining a time namespace

@@ -1,4 +1,4 @@
-/* PATH search for exec, shared by the runtime's child and the container's init.
+/* PATH search for exec, for the processes csrc/child.c starts.
  * Async-signal-safe: no allocation, only execve. */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -180,15 +180,11 @@ int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *c
                         iso_msg_t *first_msg, iso_error_t *err);
 
 /* Start a process inside a running container: join the namespaces in nsflags
- * of the process behind pidfd (or, where setns on a pidfd is missing, of
- * ns_fds: one fd per bit of nsflags, in iso_ns_order), then exec x. The pre
- * steps run first, still outside (joining the container's cgroups). The new
- * process is a child of the caller. Returns its pid, or -1 with err set. */
-pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags, const iso_exec_t *x,
-                  const iso_op_t *pre, size_t npre, iso_error_t *err);
-
-/* The namespace types in the order ns_fds lists them, ending with 0. */
-extern const unsigned long iso_ns_order[];
+ * of the process behind pidfd (setns on a pidfd: Linux 5.8), then exec x. The
+ * pre steps run first, still outside (joining the container's cgroups). The
+ * new process is a child of the caller. Returns its pid, or -1 with err set. */
+pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
+                  size_t npre, iso_error_t *err);
 
 /* Ids, then capabilities, rlimits, no_new_privs and seccomp: the last steps
  * before exec, for processes that run the caller's code instead (call). */

@@ -95,13 +95,12 @@ cdef extern from "isolate.h" nogil:
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
     int iso_restrict(const iso_exec_t *x, iso_error_t *err)
-    pid_t iso_exec_in(int pidfd, const int *ns_fds, unsigned long nsflags,
-                      const iso_exec_t *x, const iso_op_t *pre, size_t npre, iso_error_t *err)
+    pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x,
+                      const iso_op_t *pre, size_t npre, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
                              size_t nops, iso_error_t *err)
     const char *iso_step_name(int step)
-    const unsigned long iso_ns_order[]
 
 
 cdef extern from "<sched.h>" nogil:
@@ -163,17 +162,6 @@ NAMESPACE_FLAGS = {
     "time": CLONE_NEWTIME,
 }
 
-cdef list _ns_order():
-    cdef list names = []
-    cdef int i = 0
-    by_flag = {v: k for k, v in NAMESPACE_FLAGS.items()}
-    while iso_ns_order[i] != 0:
-        names.append(by_flag[iso_ns_order[i]])
-        i += 1
-    return names
-
-# The order in which exec_in's ns_fds are given.
-NAMESPACE_ORDER = tuple(_ns_order())
 
 MS = {
     "rdonly": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
@@ -358,28 +346,20 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     return pid, pidfd, ctl, msg.status
 
 
-def exec_in(int pidfd, ns_fds, unsigned long nsflags, ExecSpec spec, Plan pre=None):
-    """Start spec's process inside the namespaces of a running container.
-
-    Joins through pidfd, or (pidfd < 0) through ns_fds, given in
-    NAMESPACE_ORDER, after the steps of pre (run outside: joining cgroups).
+def exec_in(int pidfd, unsigned long nsflags, ExecSpec spec, Plan pre=None):
+    """Start spec's process inside the namespaces of the running container
+    behind pidfd, after the steps of pre (run outside: joining cgroups).
     The process is a child of the caller; returns its pid.
     """
+    cdef iso_error_t err
+    cdef pid_t pid
     cdef const iso_op_t *pre_ops = NULL
     cdef size_t npre = 0
     if pre is not None:
         pre_ops = pre.ops
         npre = pre.n
-    cdef iso_error_t err
-    cdef int fds[16]
-    cdef pid_t pid
-    cdef int i
-    for i in range(16):
-        fds[i] = -1
-    for i, fd in enumerate(ns_fds):
-        fds[i] = fd
     with nogil:
-        pid = iso_exec_in(pidfd, fds, nsflags, &spec.x, pre_ops, npre, &err)
+        pid = iso_exec_in(pidfd, nsflags, &spec.x, pre_ops, npre, &err)
     if pid < 0:
         _raise(&err)
     return pid

@@ -436,7 +436,7 @@ class Container:
             with self._lock:
                 if self._state != "running":
                     raise RuntimeError(f"container {self.id} is {self._state}")
-                pid = _c.exec_in(self._pidfd, (), self._join, launch.spec(argv, exe, stdio, fds),
+                pid = _c.exec_in(self._pidfd, self._join, launch.spec(argv, exe, stdio, fds),
                                  self._cg_join)
                 self._procs.append(proc)
                 return pid
