@@ -145,3 +145,15 @@ def test_no_leak_after_1000_calls(rootfs):
         assert sum(p.map(lambda x: 1, range(1000))) == 1000
     assert threading.active_count() == threads_before
     # no_leaks checks mounts, processes, namespaces and fds
+
+
+def test_a_pool_that_fails_to_start_leaves_nothing(rootfs, monkeypatch):
+    import concurrent.futures
+
+    def broken(*a, **k):
+        raise RuntimeError("no threads today")
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", broken)
+    with pytest.raises(RuntimeError, match="no threads"):
+        Pool(size=1, rootfs=rootfs)
+    # no_leaks: no zygote, worker, container, mount or fd remains

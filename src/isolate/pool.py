@@ -129,12 +129,17 @@ class Pool(concurrent.futures.Executor):
         finally:
             theirs.close()
         self._ctl = ours
-        ours.send(pickle.dumps((self._cfg, size, preload)))
-        self._dispatch = concurrent.futures.ThreadPoolExecutor(
-            max_workers=size, thread_name_prefix="isolate-pool")
-        self._reader = threading.Thread(target=self._read_zygote, daemon=True,
-                                        name="isolate-pool-zygote")
-        self._reader.start()
+        try:
+            ours.send(pickle.dumps((self._cfg, size, preload)))
+            self._dispatch = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="isolate-pool")
+            self._reader = threading.Thread(target=self._read_zygote, daemon=True,
+                                            name="isolate-pool-zygote")
+            self._reader.start()
+        except BaseException:
+            ours.close()            # the zygote ends (and kills its workers) on end of file
+            self._zygote.wait()
+            raise
 
     def _read_zygote(self) -> None:
         while True:
