@@ -342,42 +342,14 @@ def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
     return path
 
 
-def make_config(
-    rootfs: str | os.PathLike[str] | None = None,
-    _subid_maps: bool = True,
-    *,
-    hostname: str | None = None,
-    network: str | None = None,
-    mounts: Iterable[Mount] = (),
-    env: Mapping[str, str] | None = None,
-    cwd: str = "/",
-    user: int | str | None = None,
-    readonly: bool = False,
-    namespaces: Iterable[str] | None = None,
-    cap_add: Iterable[str] = (),
-    cap_drop: Iterable[str] = (),
-    privileged: bool = False,
-    rlimits: Mapping[str, tuple[int, int]] | None = None,
-    seccomp: str | os.PathLike[str] | Mapping[str, Any] | None = "default",
-    uid_map: Iterable[tuple[int, int, int]] | None = None,
-    gid_map: Iterable[tuple[int, int, int]] | None = None,
-    userns: bool = False,
-    memory: int | str | None = None,
-    memory_swap: int | str | None = None,
-    pids: int | None = None,
-    cpus: float | None = None,
-    cpu_weight: int | None = None,
-) -> Config:
-    """A validated Config; the same options twice give the cached one, rechecked
-    against the filesystem (rootfs and bind sources must still be there)."""
-    options: dict[str, Any] = dict(rootfs=rootfs, hostname=hostname, network=network, mounts=mounts, env=env,
-                   cwd=cwd, user=user, readonly=readonly, namespaces=namespaces,
-                   cap_add=cap_add, cap_drop=cap_drop, privileged=privileged, rlimits=rlimits,
-                   seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, userns=userns,
-                   memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
-                   cpu_weight=cpu_weight, _subid_maps=_subid_maps)
+def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool = True,
+                **options: Any) -> Config:
+    """A validated Config from Container's options (see _build_config); the
+    same options twice give the cached one, rechecked against the filesystem
+    (rootfs and bind sources must still be there)."""
+    options = dict(options, rootfs=rootfs, _subid_maps=_subid_maps)
     try:
-        key = tuple((name, _frozen(name, value)) for name, value in options.items())
+        key = tuple((name, _frozen(name, options[name])) for name in sorted(options))
         cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid())),))
     except (TypeError, AttributeError):   # unhashable, wrong types or not to cache
         return _build_config(**options)
