@@ -80,6 +80,19 @@ def bundle(tmp_path_factory, rootfs) -> str:
     return str(d)
 
 
+def _fork_and_wait() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+@pytest.fixture(scope="session")
+def bare_fork():
+    """os.fork + _exit + waitpid: what a fork-based runtime pays, the yardstick of call()."""
+    return _fork_and_wait
+
+
 @pytest.fixture()
 def big_parent():
     """This process holding 1 GiB of touched memory for the duration of a test."""

@@ -1,7 +1,6 @@
 """Python functions in containers: Container.call against a bare fork, and Pool."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -19,16 +18,9 @@ def _bench(benchmark, rounds, fn, **kw):
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=min(20, rounds), **kw)
 
 
-def _fork():
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-
-
 @pytest.mark.benchmark(group="call")
-def test_os_fork(benchmark, rounds):
-    _bench(benchmark, rounds, _fork)
+def test_os_fork(benchmark, rounds, bare_fork):
+    _bench(benchmark, rounds, bare_fork)
 
 
 @pytest.mark.benchmark(group="call")

@@ -3,7 +3,6 @@ so drift on a shared machine falls on both alike. The ratio reported is of the
 medians of the two sides' times over the same rounds."""
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -39,14 +38,9 @@ def test_paired_isolate_run_vs_floor(benchmark, rounds, rootfs, floor):
 
 
 @pytest.mark.benchmark(group="paired")
-def test_paired_call_vs_fork(benchmark, rounds, rootfs):
-    def fork():
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
+def test_paired_call_vs_fork(benchmark, rounds, rootfs, bare_fork):
     with Container(rootfs=rootfs) as c:
-        _paired(benchmark, rounds, lambda: c.call(int), fork, "container_call", "os_fork")
+        _paired(benchmark, rounds, lambda: c.call(int), bare_fork, "container_call", "os_fork")
 
 
 @pytest.mark.benchmark(group="paired")

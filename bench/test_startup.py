@@ -130,11 +130,6 @@ def test_big_parent_1gib_container_run(benchmark, rounds, rootfs, big_parent):
 
 
 @pytest.mark.benchmark(group="parent-memory")
-def test_big_parent_1gib_os_fork(benchmark, rounds, big_parent):
+def test_big_parent_1gib_os_fork(benchmark, rounds, big_parent, bare_fork):
     """What a fork-based runtime would pay: os.fork + _exit + waitpid."""
-    def fork():
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-    _bench(benchmark, max(rounds // 3, 10), fork)
+    _bench(benchmark, max(rounds // 3, 10), bare_fork)
