@@ -82,13 +82,12 @@ def _netns() -> set[int]:
 
 
 def _cgroups() -> set[str]:
-    """Our cgroups, in each hierarchy under this process's own."""
+    """Containers' cgroups, where this process makes them (v1 or v2)."""
     from isolate import _cgroups as cg
     found = set()
-    for controller in set(cg.CONTROLLERS.values()):
-        base = cg._base(controller)
+    for base in cg.bases():
         try:
-            found |= {f"{base}/{n}" for n in os.listdir(base)}
+            found |= {f"{base}/{n}" for n in os.listdir(base) if n.startswith(cg.PREFIX)}
         except OSError:
             pass
     return found

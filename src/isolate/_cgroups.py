@@ -1,27 +1,38 @@
-"""Resource limits with cgroups: memory, pids, cpus.
+"""Resource limits with cgroups, v1 and v2, detected at run time.
 
-A container with limits gets a cgroup per controller, nested under the
-caller's own (so a delegated subtree works), named OWNERPID-ID; its
-processes join before anything else runs and it is removed when the
-container ends. Cgroups left by an owner that died are removed by the next
-start. cgroup v1 (and the hybrid layout) is what this supports now; on a pure
-v2 machine limits are refused with a clear error rather than ignored.
+A container with limits gets its own cgroup, named isolate-OWNERPID-ID:
+- cgroup v1 (and the hybrid layout, v1 controllers beside a v2 mount): one
+  per controller, under the caller's own cgroup in each hierarchy;
+- cgroup v2: one, under the nearest cgroup above the caller that holds no
+  processes (the caller's own holds the caller: the no-internal-processes
+  rule keeps controllers from its children). That is the parent of the
+  caller's cgroup, the root, or the subtree systemd delegated (Delegate=yes);
+  a controller not enabled there is enabled, or named in the error when the
+  subtree does not offer it.
+
+Processes join before anything of the user's runs; the cgroup is removed when
+the container ends, and a later start removes those whose owner died.
 """
 from __future__ import annotations
 
 import errno
 import os
 import time
+from typing import Any
 
 from .errors import ContainerError
 
 ROOT = "/sys/fs/cgroup"
 PERIOD_US = 100_000
-#: option -> v1 controller
+PREFIX = "isolate-"
+#: option -> v1 controller (v2 names its controllers the same but for blkio: io)
 CONTROLLERS = {"memory": "memory", "memory_swap": "memory", "pids": "pids", "cpus": "cpu",
-               "cpu_weight": "cpu"}
-#: made with any limit: accounting (stats) and the freezer (pause, kill-all)
+               "cpu_weight": "cpu", "cpuset": "cpuset", "cpuset_mems": "cpuset",
+               "io_weight": "blkio", "io_max": "blkio"}
+V2_NAMES = {"blkio": "io"}
+#: v1: made with any limit: accounting (stats) and the freezer (pause, kill-all)
 ALWAYS = ("cpuacct", "freezer")
+_IO_V1 = {"rbps": "read_bps", "wbps": "write_bps", "riops": "read_iops", "wiops": "write_iops"}
 
 
 class CgroupError(ContainerError):
@@ -32,6 +43,7 @@ class CgroupError(ContainerError):
 
 
 def layout() -> str | None:
+    """"v2" (pure unified), "v1" (v1 controllers, hybrid included) or None."""
     if os.path.exists(f"{ROOT}/cgroup.controllers"):
         return "v2"
     if os.path.isdir(f"{ROOT}/memory"):
@@ -40,17 +52,21 @@ def layout() -> str | None:
 
 
 def _own(controller: str) -> str:
-    """This process's cgroup in a v1 hierarchy, from /proc/self/cgroup."""
+    """This process's cgroup in the hierarchy of controller ("" for v2)."""
     with open("/proc/self/cgroup") as f:
         for line in f:
-            _, names, path = line.rstrip("\n").split(":", 2)
-            if controller in names.split(","):
+            hid, names, path = line.rstrip("\n").split(":", 2)
+            if controller in names.split(",") if controller else hid == "0" and not names:
                 return path
     return "/"
 
 
-def _base(controller: str) -> str:
-    return os.path.normpath(f"{ROOT}/{controller}/{_own(controller)}/isolate")
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _write(path: str, value: str) -> None:
@@ -62,71 +78,94 @@ def _write(path: str, value: str) -> None:
                           f"{e.strerror}", path) from None
 
 
-class Cgroups:
-    """The cgroups of one container."""
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except OSError as e:
+        raise CgroupError(e.errno or errno.EIO, f"cgroup: mkdir {path}: {e.strerror}"
+                          + (": the caller's cgroup is not delegated to it"
+                             if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""),
+                          path) from None
 
-    def __init__(self, limits: dict[str, float], container_id: str):
+
+def _rmdir(path: str, deadline: float) -> None:
+    """rmdir once the last process is gone (EBUSY until then)."""
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise CgroupError(e.errno or errno.EIO, f"cgroup: rmdir {path}: {e.strerror}",
+                                  path) from None
+            time.sleep(0.002)
+
+
+def _kill_procs(path: str) -> None:
+    for pid in (_read(f"{path}/cgroup.procs") or "").split():
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def _sweep_dir(base: str) -> None:
+    """Remove cgroups under base whose owner process is gone (it crashed or was killed)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(PREFIX):
+            continue
+        owner = name[len(PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        path = f"{base}/{name}"
+        try:
+            _kill_procs(path)
+            if os.path.exists(f"{path}/cgroup.freeze"):
+                _write(f"{path}/cgroup.freeze", "0")
+            elif _read(f"{path}/freezer.state") == "FROZEN":
+                _write(f"{path}/freezer.state", "THAWED")
+            _rmdir(path, time.monotonic() + 0.5)
+        except (OSError, CgroupError):
+            pass
+
+
+class Cgroups:
+    """The cgroups of one container: make() picks the layout's kind."""
+
+    version = ""
+
+    def __init__(self, limits: dict[str, Any], container_id: str):
         self.limits = dict(limits)
-        self.name = f"{os.getpid()}-{container_id}"
+        self.name = f"{PREFIX}{os.getpid()}-{container_id}"
+        #: v1: controller -> directory; v2: {"": directory}
         self.dirs: dict[str, str] = {}
 
-    def create(self) -> Cgroups:
+    @staticmethod
+    def make(limits: dict[str, Any], container_id: str) -> Cgroups:
         kind = layout()
-        if kind != "v1":
-            raise CgroupError(errno.ENOTSUP, "resource limits need cgroup v1 controllers "
-                              f"(found {kind or 'no cgroups'}); cgroup v2 support is not there yet")
-        sweep()
-        try:
-            for controller in dict.fromkeys((*[CONTROLLERS[o] for o in self.limits], *ALWAYS)):
-                if os.path.isdir(f"{ROOT}/{controller}") or controller not in ALWAYS:
-                    self._make(controller)
-            for option, value in self.limits.items():
-                self._set(option, value)
-        except BaseException:
-            self.remove()
-            raise
-        return self
+        if kind == "v2":
+            return V2(limits, container_id).create()
+        if kind == "v1":
+            return V1(limits, container_id).create()
+        raise CgroupError(errno.ENOTSUP, "resource limits need cgroups, and none are mounted "
+                          f"at {ROOT}")
 
-    def _make(self, controller: str) -> None:
-        base = _base(controller)
-        if not os.path.isdir(os.path.dirname(base)):
-            raise CgroupError(errno.ENOENT, f"cgroup: the {controller} controller is not "
-                              "mounted", base)
-        os.makedirs(base, exist_ok=True)
-        path = f"{base}/{self.name}"
-        try:
-            os.mkdir(path)
-        except OSError as e:
-            raise CgroupError(e.errno or errno.EIO, f"cgroup: mkdir {path}: {e.strerror}"
-                              + (": the caller's cgroup is not delegated to it"
-                                 if e.errno in (errno.EACCES, errno.EPERM) else ""),
-                              path) from None
-        self.dirs[controller] = path
+    def create(self) -> Cgroups:
+        raise NotImplementedError
 
-    def _set(self, option: str, value: float) -> None:
-        path = self.dirs[CONTROLLERS[option]]
-        if option == "memory":
-            _write(f"{path}/memory.limit_in_bytes", str(int(value)))
-        elif option == "pids":
-            _write(f"{path}/pids.max", str(int(value)))
-        elif option == "memory_swap":
-            # memory and swap together; the memory limit is set first (memsw >= memory)
-            if not os.path.exists(f"{path}/memory.memsw.limit_in_bytes"):
-                raise CgroupError(errno.ENOTSUP, "cgroup: memory_swap needs swap accounting "
-                                  "(kernel parameter swapaccount=1)")
-            _write(f"{path}/memory.memsw.limit_in_bytes", str(int(value)))
-        elif option == "cpus":
-            _write(f"{path}/cpu.cfs_period_us", str(PERIOD_US))
-            _write(f"{path}/cpu.cfs_quota_us", str(max(1000, int(value * PERIOD_US))))
-        elif option == "cpu_weight":
-            # cgroup v2's weight (1..10000, default 100) as v1 shares (default 1024)
-            _write(f"{path}/cpu.shares", str(max(2, int(value * 1024 / 100))))
-        self.limits[option] = value
+    def _set(self, option: str, value: Any) -> None:
+        raise NotImplementedError
 
-    def update(self, limits: dict[str, float]) -> None:
+    def update(self, limits: dict[str, Any]) -> None:
         """Change limits of the running container; a refused value leaves the
         old ones in place. Only controllers the container has can change."""
-        missing = [o for o in limits if CONTROLLERS[o] not in self.dirs]
+        missing = [o for o in limits if not self._has(o)]
         if missing:
             raise ValueError(f"this container was made without {', '.join(missing)} limits; "
                              "give one when creating it to change it later")
@@ -142,20 +181,130 @@ class Cgroups:
                     pass
             raise
 
-    def _read(self, controller: str, name: str) -> str | None:
-        d = self.dirs.get(controller)
-        if d is None:
-            return None
+    def _has(self, option: str) -> bool:
+        return CONTROLLERS[option] in self.dirs
+
+    def procs(self) -> list[str]:
+        """The files a process writes "0" to, to join."""
+        return [f"{d}/cgroup.procs" for d in self.dirs.values()]
+
+    def oom_kills(self) -> int:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int | None]:
+        raise NotImplementedError
+
+    def freeze(self, frozen: bool, wait: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def kill_all(self) -> None:
+        raise NotImplementedError
+
+    def remove(self, wait: float = 2.0) -> None:
+        deadline = time.monotonic() + wait
+        for key, d in list(self.dirs.items()):
+            _rmdir(d, deadline)
+            del self.dirs[key]
+
+    def _wait_state(self, read: Any, want: str, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while read() != want:
+            if time.monotonic() > deadline:
+                raise CgroupError(errno.ETIMEDOUT, f"cgroup: the container did not become {want}")
+            time.sleep(0.001)
+
+
+def _num(v: str | None) -> int | None:
+    return None if v is None or v == "max" else int(v)
+
+
+def _keyed(text: str | None, key: str) -> int | None:
+    """The value of key in a flat keyed file like memory.events or cpu.stat."""
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        if k == key:
+            return int(v)
+    return None
+
+
+class V1(Cgroups):
+    """One cgroup per controller, each under the caller's own."""
+
+    version = "v1"
+
+    @staticmethod
+    def base(controller: str) -> str:
+        return os.path.normpath(f"{ROOT}/{controller}/{_own(controller)}")
+
+    def create(self) -> Cgroups:
+        wanted = dict.fromkeys(CONTROLLERS[o] for o in self.limits)
+        for controller in (*wanted, *ALWAYS):
+            _sweep_dir(self.base(controller))
         try:
-            with open(f"{d}/{name}") as f:
-                return f.read().strip()
-        except OSError:
-            return None
+            for controller in dict.fromkeys((*wanted, *ALWAYS)):
+                if controller in wanted or os.path.isdir(f"{ROOT}/{controller}"):
+                    self._make(controller)
+            for option, value in self.limits.items():
+                self._set(option, value)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def _make(self, controller: str) -> None:
+        base = self.base(controller)
+        if not os.path.isdir(f"{ROOT}/{controller}"):
+            raise CgroupError(errno.ENOENT, f"cgroup: the {controller} controller is not "
+                              "mounted", f"{ROOT}/{controller}")
+        path = f"{base}/{self.name}"
+        _mkdir(path)
+        self.dirs[controller] = path
+        if controller == "cpuset":
+            # an empty cpuset takes no processes: start from the parent's
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                _write(f"{path}/{f}", _read(f"{base}/{f}") or "")
+
+    def _set(self, option: str, value: Any) -> None:
+        path = self.dirs[CONTROLLERS[option]]
+        if option == "memory":
+            _write(f"{path}/memory.limit_in_bytes", str(value))
+        elif option == "pids":
+            _write(f"{path}/pids.max", str(value))
+        elif option == "memory_swap":
+            # memory and swap together; the memory limit is set first (memsw >= memory)
+            if not os.path.exists(f"{path}/memory.memsw.limit_in_bytes"):
+                raise CgroupError(errno.ENOTSUP, "cgroup: memory_swap needs swap accounting "
+                                  "(kernel parameter swapaccount=1)")
+            _write(f"{path}/memory.memsw.limit_in_bytes", str(value))
+        elif option == "cpus":
+            _write(f"{path}/cpu.cfs_period_us", str(PERIOD_US))
+            _write(f"{path}/cpu.cfs_quota_us", str(max(1000, int(value * PERIOD_US))))
+        elif option == "cpu_weight":
+            # cgroup v2's weight (1..10000, default 100) as v1 shares (default 1024)
+            _write(f"{path}/cpu.shares", str(max(2, int(value * 1024 / 100))))
+        elif option == "cpuset":
+            _write(f"{path}/cpuset.cpus", value)
+        elif option == "cpuset_mems":
+            _write(f"{path}/cpuset.mems", value)
+        elif option == "io_weight":
+            # v2's 1..10000 as v1's 10..1000 (runc's conversion, reversed)
+            for name in ("blkio.bfq.weight", "blkio.weight"):
+                if os.path.exists(f"{path}/{name}"):
+                    _write(f"{path}/{name}", str(10 + (value - 1) * 990 // 9999))
+                    break
+            else:
+                raise CgroupError(errno.ENOTSUP, "cgroup: io_weight needs an I/O scheduler "
+                                  "with weights (BFQ); this kernel's blkio has none", path)
+        elif option == "io_max":
+            for dev, rates in value:
+                for key, n in rates:
+                    _write(f"{path}/blkio.throttle.{_IO_V1[key]}_device", f"{dev} {n}")
+        self.limits[option] = value
 
     def stats(self) -> dict[str, int | None]:
         def num(controller: str, name: str) -> int | None:
-            v = self._read(controller, name)
-            return None if v is None or v == "max" else int(v)
+            d = self.dirs.get(controller)
+            return None if d is None else _num(_read(f"{d}/{name}"))
         return {
             "memory_current": num("memory", "memory.usage_in_bytes"),
             "memory_peak": num("memory", "memory.max_usage_in_bytes"),
@@ -166,16 +315,17 @@ class Cgroups:
             "cpu_usage_ns": num("cpuacct", "cpuacct.usage"),
         }
 
+    def oom_kills(self) -> int:
+        d = self.dirs.get("memory")
+        return 0 if d is None else _keyed(_read(f"{d}/memory.oom_control"), "oom_kill") or 0
+
     def freeze(self, frozen: bool, wait: float = 5.0) -> None:
-        if "freezer" not in self.dirs:
+        d = self.dirs.get("freezer")
+        if d is None:
             raise CgroupError(errno.ENOTSUP, "cgroup: the freezer controller is not mounted")
         state = "FROZEN" if frozen else "THAWED"
-        _write(f"{self.dirs['freezer']}/freezer.state", state)
-        deadline = time.monotonic() + wait
-        while self._read("freezer", "freezer.state") != state:
-            if time.monotonic() > deadline:
-                raise CgroupError(errno.ETIMEDOUT, f"cgroup: the container did not become {state}")
-            time.sleep(0.001)
+        _write(f"{d}/freezer.state", state)
+        self._wait_state(lambda: _read(f"{d}/freezer.state"), state, wait)
 
     def kill_all(self) -> None:
         """Kill every process in the container, forks in flight included:
@@ -187,71 +337,162 @@ class Cgroups:
         if frozen:
             self.freeze(True)
         try:
-            with open(f"{d}/cgroup.procs") as f:
-                for pid in f.read().split():
-                    try:
-                        os.kill(int(pid), 9)
-                    except ProcessLookupError:
-                        pass
+            _kill_procs(d)
         finally:
             if frozen:
                 self.freeze(False)
 
-    def procs(self) -> list[str]:
-        """The files a process writes "0" to, to join."""
-        return [f"{d}/cgroup.procs" for d in self.dirs.values()]
+
+class V2(Cgroups):
+    """One cgroup in the unified hierarchy."""
+
+    version = "v2"
+
+    @staticmethod
+    def base() -> str:
+        """The nearest cgroup from the caller's up that holds no processes
+        (or the root, which may): where controllers can reach children."""
+        path = os.path.normpath(f"{ROOT}/{_own('')}")
+        while path != ROOT and _read(f"{path}/cgroup.procs") != "":
+            path = os.path.dirname(path)
+        return path
+
+    def create(self) -> Cgroups:
+        base = self.base()
+        _sweep_dir(base)
+        wanted = list(dict.fromkeys(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o])
+                                    for o in self.limits))
+        self._enable(base, wanted)
+        path = f"{base}/{self.name}"
+        _mkdir(path)
+        self.dirs[""] = path
+        try:
+            for option, value in self.limits.items():
+                self._set(option, value)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    @staticmethod
+    def _enable(base: str, wanted: list[str]) -> None:
+        have = (_read(f"{base}/cgroup.subtree_control") or "").split()
+        missing = [c for c in wanted if c not in have]
+        if not missing:
+            return
+        offered = (_read(f"{base}/cgroup.controllers") or "").split()
+        absent = [c for c in missing if c not in offered]
+        if absent:
+            raise CgroupError(errno.ENOTSUP, f"cgroup: the {', '.join(absent)} controller"
+                              f"{'s are' if len(absent) > 1 else ' is'} not delegated to "
+                              f"{base} (its cgroup.controllers: {' '.join(offered) or 'none'})",
+                              base)
+        try:
+            with open(f"{base}/cgroup.subtree_control", "w") as f:
+                f.write(" ".join("+" + c for c in missing))
+        except OSError as e:
+            hint = (": it holds processes of its own, and cgroup v2 gives controllers only "
+                    "to the children of a cgroup without any (move them to a leaf cgroup)"
+                    if e.errno == errno.EBUSY else "")
+            raise CgroupError(e.errno or errno.EIO, f"cgroup: enabling {' '.join(missing)} in "
+                              f"{base}: {e.strerror}{hint}", base) from None
+
+    def _has(self, option: str) -> bool:
+        controller = V2_NAMES.get(CONTROLLERS[option], CONTROLLERS[option])
+        return controller in (self._file("cgroup.controllers") or "").split() and \
+            (option != "memory_swap" or "memory" in self.limits)
+
+    def _set(self, option: str, value: Any) -> None:
+        path = self.dirs[""]
+        if option == "memory":
+            _write(f"{path}/memory.max", str(value))
+            if "memory_swap" in self.limits:      # swap.max is what lies above memory
+                self._swap(self.limits["memory_swap"] - value)
+        elif option == "memory_swap":
+            self._swap(value - self.limits["memory"])
+        elif option == "pids":
+            _write(f"{path}/pids.max", str(value))
+        elif option == "cpus":
+            _write(f"{path}/cpu.max", f"{max(1000, int(value * PERIOD_US))} {PERIOD_US}")
+        elif option == "cpu_weight":
+            _write(f"{path}/cpu.weight", str(value))
+        elif option == "cpuset":
+            _write(f"{path}/cpuset.cpus", value)
+        elif option == "cpuset_mems":
+            _write(f"{path}/cpuset.mems", value)
+        elif option == "io_weight":
+            name = "io.weight" if os.path.exists(f"{path}/io.weight") else "io.bfq.weight"
+            _write(f"{path}/{name}", f"default {value}")
+        elif option == "io_max":
+            for dev, rates in value:
+                _write(f"{path}/io.max", dev + "".join(f" {k}={n}" for k, n in rates))
+        self.limits[option] = value
+
+    def _swap(self, n: int) -> None:
+        f = f"{self.dirs['']}/memory.swap.max"
+        if n < 0:
+            raise CgroupError(errno.EINVAL, "cgroup: memory_swap is below memory", f)
+        if not os.path.exists(f):
+            raise CgroupError(errno.ENOTSUP, "cgroup: memory_swap needs swap accounting "
+                              "(CONFIG_MEMCG_SWAP, swapaccount=1)", f)
+        _write(f, str(n))
+
+    def _file(self, name: str) -> str | None:
+        d = self.dirs.get("")
+        return None if d is None else _read(f"{d}/{name}")
+
+    def stats(self) -> dict[str, int | None]:
+        # a file is missing where its controller is not enabled: None
+        return {
+            "memory_current": _num(self._file("memory.current")),
+            "memory_peak": _num(self._file("memory.peak")),
+            "memory_limit": _num(self._file("memory.max")),
+            "oom_kills": _keyed(self._file("memory.events"), "oom_kill"),
+            "pids_current": _num(self._file("pids.current")),
+            "pids_limit": _num(self._file("pids.max")),
+            "cpu_usage_ns": (_keyed(self._file("cpu.stat"), "usage_usec") or 0) * 1000,
+        }
 
     def oom_kills(self) -> int:
-        d = self.dirs.get("memory")
-        if d is None:
-            return 0
-        try:
-            with open(f"{d}/memory.oom_control") as f:
-                for line in f:
-                    if line.startswith("oom_kill "):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        return _keyed(self._file("memory.events"), "oom_kill") or 0
 
-    def remove(self, wait: float = 2.0) -> None:
-        """rmdir each, once its last process is gone (EBUSY until then)."""
-        deadline = time.monotonic() + wait
-        for controller, d in list(self.dirs.items()):
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise CgroupError(e.errno or errno.EIO,
-                                          f"cgroup: rmdir {d}: {e.strerror}", d) from None
-                    time.sleep(0.002)
-            del self.dirs[controller]
+    def freeze(self, frozen: bool, wait: float = 5.0) -> None:
+        d = self.dirs[""]
+        _write(f"{d}/cgroup.freeze", "1" if frozen else "0")
+        want = "1" if frozen else "0"
+        self._wait_state(lambda: str(_keyed(self._file("cgroup.events"), "frozen")), want, wait)
+
+    def kill_all(self) -> None:
+        """Kill every process in the container, forks in flight included."""
+        d = self.dirs.get("")
+        if d is None:
+            return
+        if os.path.exists(f"{d}/cgroup.kill"):         # Linux 5.14
+            _write(f"{d}/cgroup.kill", "1")
+            return
+        self.freeze(True)
+        try:
+            _kill_procs(d)
+        finally:
+            self.freeze(False)
+
+    def open(self) -> int:
+        """An fd of the cgroup's directory, for clone3's CLONE_INTO_CGROUP."""
+        return os.open(self.dirs[""], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def bases() -> list[str]:
+    """Where this process's containers get their cgroups, in the layout found."""
+    kind = layout()
+    if kind == "v2":
+        return [V2.base()]
+    if kind == "v1":
+        return [V1.base(c) for c in sorted({*CONTROLLERS.values(), *ALWAYS})
+                if os.path.isdir(f"{ROOT}/{c}")]
+    return []
 
 
 def sweep() -> None:
-    """Remove cgroups whose owner process is gone (it crashed or was killed)."""
-    for controller in {*CONTROLLERS.values(), *ALWAYS}:
-        base = _base(controller)
-        try:
-            names = os.listdir(base)
-        except OSError:
-            continue
-        for name in names:
-            owner = name.split("-", 1)[0]
-            if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
-                continue
-            path = f"{base}/{name}"
-            try:
-                with open(f"{path}/cgroup.procs") as f:
-                    for pid in f.read().split():
-                        try:
-                            os.kill(int(pid), 9)
-                        except ProcessLookupError:
-                            pass
-                os.rmdir(path)
-            except OSError:
-                pass
+    """Remove the cgroups of containers whose owner is gone."""
+    for base in bases():
+        _sweep_dir(base)

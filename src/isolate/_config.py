@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,8 +62,8 @@ class Config:
     #: container's root is the caller's own uid and gid alone
     uid_map: tuple[tuple[int, int, int], ...] | None = None
     gid_map: tuple[tuple[int, int, int], ...] | None = None
-    #: resource limits: (("memory", bytes), ("pids", n), ("cpus", float))
-    limits: tuple[tuple[str, float], ...] = ()
+    #: resource limits: (("memory", bytes), ("pids", n), ("cpus", float), ...)
+    limits: tuple[tuple[str, Any], ...] = ()
 
     @property
     def privileged(self) -> bool:
@@ -128,10 +129,12 @@ def env_list(env: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[bytes]:
     return out
 
 
-def _limits(memory, pids, cpus, memory_swap=None, cpu_weight=None) -> tuple[tuple[str, float], ...]:
+def _limits(memory=None, pids=None, cpus=None, memory_swap=None, cpu_weight=None,
+            cpuset=None, cpuset_mems=None, io_weight=None, io_max=None
+            ) -> tuple[tuple[str, Any], ...]:
     """Validated limits; an impossible one is refused here, before anything."""
     from ._sizes import parse_size
-    out: list[tuple[str, float]] = []
+    out: list[tuple[str, Any]] = []
     if memory is not None:
         n = parse_size(memory, "memory")
         if n < 1 << 20:
@@ -151,18 +154,94 @@ def _limits(memory, pids, cpus, memory_swap=None, cpu_weight=None) -> tuple[tupl
             raise ValueError(f"memory_swap={memory_swap!r} is below memory={memory!r}: it "
                              "counts memory and swap together")
         out.append(("memory_swap", n))
-    if cpu_weight is not None:
-        if not isinstance(cpu_weight, int) or isinstance(cpu_weight, bool):
-            raise TypeError(f"cpu_weight={cpu_weight!r}: an int from 1 to 10000 (default 100)")
-        if not 1 <= cpu_weight <= 10000:
-            raise ValueError(f"cpu_weight={cpu_weight}: from 1 to 10000 (default 100)")
-        out.append(("cpu_weight", cpu_weight))
+    for name, w in (("cpu_weight", cpu_weight), ("io_weight", io_weight)):
+        if w is None:
+            continue
+        if not isinstance(w, int) or isinstance(w, bool):
+            raise TypeError(f"{name}={w!r}: an int from 1 to 10000 (default 100)")
+        if not 1 <= w <= 10000:
+            raise ValueError(f"{name}={w}: from 1 to 10000 (default 100)")
+        out.append((name, w))
     if cpus is not None:
         if not isinstance(cpus, (int, float)) or isinstance(cpus, bool):
             raise TypeError(f"cpus={cpus!r}: a number of CPUs, like 0.5")
         if not 0.01 <= cpus <= (os.cpu_count() or 1):
             raise ValueError(f"cpus={cpus}: between 0.01 and the {os.cpu_count()} CPUs here")
         out.append(("cpus", float(cpus)))
+    if cpuset is not None:
+        out.append(("cpuset", _cpu_list(cpuset, "cpuset", _online("cpu"))))
+    if cpuset_mems is not None:
+        out.append(("cpuset_mems", _cpu_list(cpuset_mems, "cpuset_mems", _online("node"))))
+    if io_max is not None:
+        out.append(("io_max", _io_max(io_max)))
+    return tuple(out)
+
+
+_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+def _online(kind: str) -> set[int]:
+    """The CPUs or memory nodes online here (a machine without NUMA has node 0)."""
+    try:
+        with open(f"/sys/devices/system/{kind}/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return set(range(os.cpu_count() or 1)) if kind == "cpu" else {0}
+    return _expand(text)
+
+
+def _expand(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _cpu_list(value: object, name: str, online: set[int]) -> str:
+    """A list like "0-2,4", of CPUs (or memory nodes) that are online."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name}={value!r}: a list like '0-2,4'")
+    text = value.replace(" ", "")
+    if not _LIST.fullmatch(text):
+        raise ValueError(f"{name}={value!r}: a list like '0-2,4'")
+    chosen = _expand(text)
+    if not chosen or not chosen <= online:
+        raise ValueError(f"{name}={value!r}: not online here ({', '.join(map(str, sorted(online)))} are)")
+    return text
+
+
+_IO_KEYS = ("rbps", "wbps", "riops", "wiops")
+
+
+def _io_max(value: object) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """{"/dev/sda": {"rbps": "10M", "wiops": 100}} as (("8:0", (("rbps", n), ...)), ...)."""
+    from ._sizes import parse_size
+    if not isinstance(value, Mapping):
+        raise TypeError("io_max is a mapping like {'/dev/sda': {'rbps': '10M', 'wiops': 100}}")
+    out = []
+    for dev, rates in value.items():
+        try:
+            st = os.stat(dev)
+        except OSError as e:
+            raise ValueError(f"io_max: {dev}: {e.strerror}") from None
+        if not stat.S_ISBLK(st.st_mode):
+            raise ValueError(f"io_max: {dev} is not a block device")
+        if not isinstance(rates, Mapping) or not rates:
+            raise TypeError(f"io_max[{dev!r}] is a mapping of rbps, wbps, riops, wiops")
+        limits = []
+        for key, n in rates.items():
+            if key not in _IO_KEYS:
+                raise ValueError(f"io_max[{dev!r}]: {key!r} is not one of {', '.join(_IO_KEYS)}")
+            if key.endswith("bps"):
+                limits.append((key, parse_size(n, f"io_max[{dev!r}][{key!r}]")))
+            elif isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                limits.append((key, n))
+            else:
+                raise ValueError(f"io_max[{dev!r}][{key!r}]={n!r}: a positive int")
+        out.append((f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", tuple(sorted(limits))))
     return tuple(out)
 
 
@@ -412,6 +491,10 @@ def _build_config(
     pids: int | None = None,
     cpus: float | None = None,
     cpu_weight: int | None = None,
+    cpuset: str | None = None,
+    cpuset_mems: str | None = None,
+    io_weight: int | None = None,
+    io_max: Mapping[str, Mapping[str, int | str]] | None = None,
 ) -> Config:
     root = _rootfs(rootfs)
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
@@ -455,7 +538,8 @@ def _build_config(
             raise ContainerSetupRefused("the host's /dev/null is not the character device 1:3")
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
-    limits = _limits(memory, pids, cpus, memory_swap, cpu_weight)
+    limits = _limits(memory, pids, cpus, memory_swap, cpu_weight, cpuset, cpuset_mems, io_weight,
+                     io_max)
     caps = caps_for(cap_add, cap_drop)
     bpf = None
     if seccomp == "default":

@@ -96,6 +96,8 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
     if "net" in cfg.namespaces or not cfg.userns:
         steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
                         flags=RDONLY | NOSUID | NODEV | NOEXEC))
+        if cfg.limits and "cgroup" in cfg.namespaces:
+            steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
     else:   # sysfs belongs to the network namespace's owner
         steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
                   op(_c.OP_RDONLY_REC, dst=r + "/sys")]
@@ -139,6 +141,31 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/run", fstype="tmpfs",
                flags=NOSUID | NODEV, data="mode=755"),
         ]
+    return steps
+
+
+def _cgroupfs_steps(cfg: Config, dst: str) -> list[tuple]:
+    """The container's own cgroup, read-only at /sys/fs/cgroup: the cgroup
+    namespace makes it the root. v1: a tmpfs with a directory per hierarchy
+    of the container's controllers, as runc lays it out."""
+    from . import _cgroups
+    ro = RDONLY | NOSUID | NODEV | NOEXEC
+    kind = _cgroups.layout()
+    if kind == "v2":
+        return [op(_c.OP_MOUNT, src="cgroup2", dst=dst, fstype="cgroup2", flags=ro)]
+    if kind != "v1":
+        return []
+    wanted = {_cgroups.CONTROLLERS[o] for o, _ in cfg.limits} | set(_cgroups.ALWAYS)
+    steps = [op(_c.OP_MOUNT, src="tmpfs", dst=dst, fstype="tmpfs", flags=NOSUID | NODEV | NOEXEC,
+                data="mode=755,size=4k")]
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            names = line.split(":", 2)[1]
+            if set(names.split(",")) & wanted:
+                steps += [op(_c.OP_MKDIR, dst=f"{dst}/{names}", arg=0o755),
+                          op(_c.OP_MOUNT, src="cgroup", dst=f"{dst}/{names}", fstype="cgroup",
+                             flags=ro, data=names)]
+    steps.append(op(_c.OP_MOUNT, dst=dst, flags=MS["remount"] | ro))
     return steps
 
 

@@ -228,10 +228,16 @@ class Container:
                 automatic for a caller that is not root
     uid_map, gid_map  [(inside, outside, count), ...]: that namespace's ranges
                 (root writes them; another user through newuidmap/newgidmap)
-    memory, pids, cpus  limits, enforced by cgroups (v1 for now): bytes or
+    memory, pids, cpus  limits, enforced by cgroups (v1 or v2): bytes or
                 "256M", a number of processes, a fraction of CPUs like 0.5
     memory_swap  memory and swap together (at least memory)
     cpu_weight  share of CPU under contention, 1 to 10000 (default 100)
+    cpuset, cpuset_mems  the CPUs and memory nodes it may use, like "0-1,3"
+    io_weight   share of block I/O under contention, 1 to 10000 (default 100;
+                needs an I/O scheduler that honours weights, like BFQ)
+    io_max      {"/dev/sda": {"rbps": "10M", "wbps": ..., "riops": 100, "wiops": ...}}:
+                bandwidth and I/O operations per second, per device (v1 throttles
+                direct I/O only)
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -265,6 +271,10 @@ class Container:
         pids: int | None = None,
         cpus: float | None = None,
         cpu_weight: int | None = None,
+        cpuset: str | None = None,
+        cpuset_mems: str | None = None,
+        io_weight: int | None = None,
+        io_max: Mapping[str, Mapping[str, int | str]] | None = None,
     ) -> None:
         self._state = "new"
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
@@ -273,7 +283,8 @@ class Container:
                                 privileged=privileged, rlimits=rlimits, seccomp=seccomp,
                                 uid_map=uid_map, gid_map=gid_map, userns=userns,
                                 memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
-                                cpu_weight=cpu_weight)
+                                cpu_weight=cpu_weight, cpuset=cpuset, cpuset_mems=cpuset_mems,
+                                io_weight=io_weight, io_max=io_max)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -379,11 +390,15 @@ class Container:
         return Stats(**self._cg().stats())
 
     def update(self, *, memory: int | str | None = None, pids: int | None = None,
-               cpus: float | None = None, cpu_weight: int | None = None) -> None:
+               cpus: float | None = None, cpu_weight: int | None = None,
+               cpuset: str | None = None, cpuset_mems: str | None = None,
+               io_weight: int | None = None,
+               io_max: Mapping[str, Mapping[str, int | str]] | None = None) -> None:
         """Change limits while running; an invalid value is refused and the
         old one stays."""
         from ._config import _limits
-        self._cg().update(dict(_limits(memory, pids, cpus, None, cpu_weight)))
+        self._cg().update(dict(_limits(memory, pids, cpus, None, cpu_weight, cpuset,
+                                       cpuset_mems, io_weight, io_max)))
 
     def pause(self) -> None:
         """Freeze every process in the container."""
@@ -517,7 +532,7 @@ def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
 
 
 def _cgroups(cfg: Config, container_id: str) -> Cgroups | None:
-    return Cgroups(dict(cfg.limits), container_id).create() if cfg.limits else None
+    return Cgroups.make(dict(cfg.limits), container_id) if cfg.limits else None
 
 
 @dataclasses.dataclass(frozen=True)
