@@ -41,6 +41,9 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 #ifndef SYS_clone3
 #define SYS_clone3 435
 #endif
@@ -153,7 +156,7 @@ static int clone3_missing;
 /* Start fn(arg) in a child sharing our memory, on the given stack. The child's
  * exit signal is SIGCHLD. With pidfd, a pidfd for it is stored there. */
 static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
-                      unsigned long flags, int *pidfd)
+                      unsigned long flags, int *pidfd, int cgroup_fd)
 {
     flags |= CLONE_VM;
     if (pidfd != NULL)
@@ -167,6 +170,10 @@ static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
         a.exit_signal = SIGCHLD;
         a.stack = (uint64_t)(uintptr_t)stack;
         a.stack_size = size;
+        if (cgroup_fd >= 0) {
+            a.flags |= CLONE_INTO_CGROUP;
+            a.cgroup = (uint64_t)cgroup_fd;
+        }
         long r = iso_raw_clone3(&a, sizeof a, fn, arg);
         if (r >= 0)
             return (pid_t)r;
@@ -177,7 +184,18 @@ static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
         clone3_missing = 1;
     }
 #endif
+    (void)cgroup_fd;    /* the child joins itself: see into_cgroup_fallback */
     return clone(fn, stack + size, (int)(flags | SIGCHLD), arg, pidfd);
+}
+
+/* In a child started with a cgroup_fd: whether clone3 did not put it there. */
+static int into_cgroup_fallback(void)
+{
+#ifdef HAVE_RAW_CLONE3
+    return clone3_missing;
+#else
+    return 1;
+#endif
 }
 
 /* Stacks for children, kept for reuse: a stack is back in the pool only once
@@ -631,6 +649,14 @@ static int container_child(void *arg)
     msg.kind = ISO_MSG_ERROR;
 
     reset_signals_in_child();
+    if (c->cgroup_fd >= 0 && into_cgroup_fallback()) {
+        int fd = openat(c->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) {
+            fail(&msg.error, ISO_STEP_WRITE, "cgroup.procs");
+            goto out;
+        }
+        close(fd);
+    }
     if (c->after_clone != NULL) {
         char go;
         if (recv(ctl, &go, 1, 0) != 1)      /* the caller's word to go on */
@@ -716,7 +742,8 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     int pidfd = -1;
     sigset_t old;
     block_all(&old);
-    pid_t pid = clone_vm(container_child, &s, stack, STACK_SIZE, c->clone_flags, &pidfd);
+    pid_t pid = clone_vm(container_child, &s, stack, STACK_SIZE, c->clone_flags, &pidfd,
+                         c->cgroup_fd);
     int clone_errno = errno;
     restore_mask(&old);
     close(sv[1]);

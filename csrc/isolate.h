@@ -170,6 +170,9 @@ typedef struct iso_container {
      * stops the start. */
     int (*after_clone)(pid_t pid, void *arg);
     void *after_clone_arg;
+    /* If >= 0, a cgroup v2 directory: the child starts in it (clone3's
+     * CLONE_INTO_CGROUP), or joins it first thing where clone3 is missing. */
+    int cgroup_fd;
 } iso_container_t;
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),

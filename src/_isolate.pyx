@@ -72,6 +72,7 @@ cdef extern from "isolate.h" nogil:
         iso_exec_t x
         int (*after_clone)(pid_t pid, void *arg)
         void *after_clone_arg
+        int cgroup_fd
 
     enum:
         ISO_MSG_READY
@@ -308,7 +309,7 @@ cdef int _after_clone(pid_t pid, void *arg) noexcept with gil:
 
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
-                    after_clone=None):
+                    after_clone=None, int cgroup_fd=-1):
     """Clone a container, walk its plan and exec its init with spec's stdio,
     fds, ids and directory; with run, spec's command first, as PID 2.
 
@@ -316,7 +317,8 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     the caller's end of the control socket, and the status of the init's
     first report (the command's pid inside, in run mode). after_clone(pid)
     runs right after clone, the child waiting (to write its id maps); what
-    it raises stops the start and is raised here.
+    it raises stops the start and is raised here. cgroup_fd (a cgroup v2
+    directory) is where the child starts (CLONE_INTO_CGROUP).
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -332,6 +334,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     c.run = run
     c.x = spec.x
     c.after_clone = NULL
+    c.cgroup_fd = cgroup_fd
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone

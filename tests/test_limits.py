@@ -207,8 +207,13 @@ def test_stats_follow_the_workload(rootfs):
         before = c.stats()
         p = c.spawn(["sh", "-c", "head -c 60000000 /dev/zero | tail & sleep 0.5; "
                                  "for i in 1 2 3 4 5; do sleep 5 & done; wait"])
-        time.sleep(1.0)
-        during = c.stats()
+        deadline = time.monotonic() + 20       # slow machines (emulated ones) take a while
+        while True:
+            time.sleep(0.2)
+            during = c.stats()
+            if during.memory_current > before.memory_current + (40 << 20) and \
+                    during.pids_current >= before.pids_current + 5 or time.monotonic() > deadline:
+                break
         p.kill()
         p.wait()
     assert before.memory_limit == 256 << 20 and before.pids_limit == 100

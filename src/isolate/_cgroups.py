@@ -184,6 +184,10 @@ class Cgroups:
     def _has(self, option: str) -> bool:
         return CONTROLLERS[option] in self.dirs
 
+    def open(self) -> int:
+        """An fd for clone3's CLONE_INTO_CGROUP, or -1 (v1 has none)."""
+        return -1
+
     def procs(self) -> list[str]:
         """The files a process writes "0" to, to join."""
         return [f"{d}/cgroup.procs" for d in self.dirs.values()]
@@ -398,8 +402,8 @@ class V2(Cgroups):
                               f"{base}: {e.strerror}{hint}", base) from None
 
     def _has(self, option: str) -> bool:
-        controller = V2_NAMES.get(CONTROLLERS[option], CONTROLLERS[option])
-        return controller in (self._file("cgroup.controllers") or "").split() and \
+        # as on v1: what the container was made with (its controllers may be on anyway)
+        return CONTROLLERS[option] in {CONTROLLERS[o] for o in self.limits} and \
             (option != "memory_swap" or "memory" in self.limits)
 
     def _set(self, option: str, value: Any) -> None:

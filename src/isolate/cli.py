@@ -1,6 +1,6 @@
 """The `isolate` command (also `python -m isolate`).
 
-    isolate run [--rootfs DIR] [--memory 64M] [--cpus 0.5] [--pids 64]
+    isolate run [--rootfs DIR] [--memory 64M] [--cpus 0.5] [--pids 64] [--cpuset 0-1]
                 [--network none|host] [--mount SRC:DST[:ro]]
                 [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
                 [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
@@ -69,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", metavar="SIZE", help="memory limit, like 64M (cgroups)")
     run.add_argument("--cpus", metavar="N", type=float, help="CPU limit, like 0.5 (cgroups)")
     run.add_argument("--pids", metavar="N", type=int, help="process limit (cgroups)")
+    run.add_argument("--cpuset", metavar="CPUS", help="the CPUs it may use, like 0-1,3 (cgroups)")
     run.add_argument("--network", choices=("none", "host"),
                      help="none: own network namespace with lo (default); host: the host's")
     run.add_argument("--mount", metavar="SRC:DST[:ro]", type=_mount, action="append", default=[],
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
                    hostname=args.hostname, cap_add=args.cap_add, cap_drop=args.cap_drop,
                    privileged=args.privileged,
                    seccomp=None if args.seccomp == "none" else args.seccomp,
-                   memory=args.memory, cpus=args.cpus, pids=args.pids)
+                   memory=args.memory, cpus=args.cpus, pids=args.pids, cpuset=args.cpuset)
     if args.env is not None:
         options["env"] = dict(args.env)
     try:

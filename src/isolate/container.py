@@ -306,15 +306,7 @@ class Container:
             cfg = self._cfg
             init = _c.ExecSpec(b"", [], [], None, b"/", (_devnull(),) * 3, (), (0, 0, ()),
                                _set_groups(cfg), True, 0o022, cfg.security())
-            cgroups = _cgroups(cfg, self.id)
-            try:
-                pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, self.id, cgroups),
-                                                        _clone_flags(cfg, cgroups), init, False,
-                                                        _map_writer(cfg))
-            except BaseException:
-                if cgroups is not None:
-                    cgroups.remove()
-                raise
+            pid, pidfd, ctl, cgroups = _start(cfg, self.id, init, False)
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
             self._cgroups = cgroups
             if cgroups is not None:
@@ -510,12 +502,35 @@ def _map_writer(cfg: Config) -> Callable[[int], None] | None:
     return functools.partial(write_id_maps, cfg)
 
 
-def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None) -> Any:
+def _start(cfg: Config, container_id: str, spec: Any, run: bool
+           ) -> tuple[int, int, int, Cgroups | None]:
+    """Make the container's cgroups, then the container in them."""
+    cgroups = Cgroups.make(dict(cfg.limits), container_id) if cfg.limits else None
+    cgroup_fd = -1
+    try:
+        if cgroups is not None:
+            cgroup_fd = cgroups.open()          # v2: cloned straight into it
+        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id, cgroups, cgroup_fd < 0),
+                                                _clone_flags(cfg, cgroups), spec, run,
+                                                _map_writer(cfg), cgroup_fd)
+    except BaseException:
+        if cgroups is not None:
+            cgroups.remove()
+        raise
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
+    return pid, pidfd, ctl, cgroups
+
+
+def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
+           join: bool = True) -> Any:
     steps = _plan.container_steps(cfg)
     if cgroups is not None:
-        # join the cgroups first, then (if asked) a cgroup namespace, so that
-        # the container sees its own cgroup as the root
-        first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cgroups.procs())
+        # join the cgroups first (unless cloned into it), then (if asked) a
+        # cgroup namespace, so that the container sees its own cgroup as the root
+        first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cgroups.procs()) \
+            if join else ()
         if "cgroup" in cfg.namespaces:
             first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"], data="cgroup"),)
         steps = first + steps
@@ -529,10 +544,6 @@ def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
     if cgroups is not None:
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]     # unshared after joining (see _steps)
     return flags
-
-
-def _cgroups(cfg: Config, container_id: str) -> Cgroups | None:
-    return Cgroups.make(dict(cfg.limits), container_id) if cfg.limits else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -587,16 +598,8 @@ def run(
     container_id = os.urandom(6).hex()
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
-        cgroups = _cgroups(cfg, container_id)
-        try:
-            pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id, cgroups),
-                                                    _clone_flags(cfg, cgroups),
-                                                    launch.spec(argv, exe, stdio, fds), True,
-                                                    _map_writer(cfg))
-        except BaseException:
-            if cgroups is not None:
-                cgroups.remove()
-            raise
+        pid, pidfd, ctl, cgroups = _start(cfg, container_id, launch.spec(argv, exe, stdio, fds),
+                                          True)
         os.close(pidfd)
         proc._ctl = ctl
         proc._cgroups = cgroups
