@@ -197,9 +197,18 @@ def test_bad_limits_fail_before_anything(opts, exc):
         Container(**opts)
 
 
-def test_pool_refuses_limits_for_now():
-    with pytest.raises(ValueError, match="limit"):
-        isolate.Pool(memory="64M")
+def test_pool_calls_are_limited_each_in_its_own_container(rootfs):
+    def pids_max():
+        name = "pids/pids.max" if os.path.isdir("/sys/fs/cgroup/pids") else "pids.max"
+        with open(f"/sys/fs/cgroup/{name}") as f:
+            return f.read().strip()
+
+    with isolate.Pool(size=2, memory="64M", pids=20) as pool:
+        assert pool.call(pids_max) == "20"
+        with pytest.raises(ContainerOOMError):
+            pool.call(lambda: len(bytearray(300 << 20)))
+        assert pool.call(lambda: len(bytearray(10 << 20))) == 10 << 20    # a fresh one
+        assert pool.call(os.getpid) == 1
 
 
 def test_stats_follow_the_workload(rootfs):

@@ -10,7 +10,9 @@ and exits, and its container ends with it; the zygote then makes another.
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
   pool -> zygote  first: pickled (Config, size, preload module names)
   zygote -> pool  ("ready", token, pid) with the fd of the worker's socket
-                  ("ended", token, wait status) once a worker is reaped
+                  ("ended", token, (wait status, OOM kills)) once a worker is reaped
+With limits, each worker's container has its own cgroups, made by the zygote
+(their owner) before the fork and removed once the worker is reaped.
 The zygote kills its workers and ends when the pool's end closes.
 """
 from __future__ import annotations
@@ -78,15 +80,29 @@ def main() -> None:
     _rehearse()
     gc.freeze()     # workers' collections then leave the zygote's objects (and pages) alone
 
+    if cfg.limits:
+        from ._cgroups import Cgroups
+        flags &= ~_c.NAMESPACE_FLAGS["cgroup"]      # unshared once in its cgroups
     workers: dict[int, int] = {}
+    cgroups: dict[int, Cgroups] = {}                # by token
     tokens = itertools.count(1)
+
+    def reaped(token: int) -> int:
+        """The OOM kills in the worker's container, whose cgroups then go."""
+        cg = cgroups.pop(token, None)
+        if cg is None:
+            return 0
+        ooms = cg.oom_kills()
+        cg.remove()
+        return ooms
 
     def stop() -> None:
         """The pool is gone: so are its containers."""
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        for pid in workers:
+        for pid, token in workers.items():
             os.waitpid(pid, 0)
+            reaped(token)
         os._exit(0)
 
     def tell(data: bytes, fds: tuple[int, ...] = ()) -> None:
@@ -98,10 +114,18 @@ def main() -> None:
     def spawn() -> None:
         token = next(tokens)
         ours, theirs = socket.socketpair()
+        first: tuple = ()
         extra: tuple = ()
+        name = os.urandom(6).hex()
+        if cfg.limits:
+            cg = cgroups[token] = Cgroups.make(dict(cfg.limits), name)
+            first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cg.procs())
+            if "cgroup" in cfg.namespaces:
+                first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"],
+                                   data="cgroup"),)
         if "uts" in cfg.namespaces:
-            extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or os.urandom(6).hex()),)
-        pid, err = _c.fork_container(_c.Plan(steps + extra), flags, signal.SIGKILL)
+            extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),)
+        pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags, signal.SIGKILL)
         if pid == 0:
             ctl.close()
             ours.close()
@@ -144,7 +168,7 @@ def main() -> None:
                 token = workers.pop(pid, None)
                 if token is None:
                     continue
-                tell(pickle.dumps(("ended", token, status)))
+                tell(pickle.dumps(("ended", token, (status, reaped(token)))))
                 # a container that cannot be made: slow down, do not spin
                 failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0
                 if failures:

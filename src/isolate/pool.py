@@ -86,7 +86,7 @@ class Pool(concurrent.futures.Executor):
     Options: `timeout` (seconds a call may run; then it is killed and
     TimeoutError raised), `preload` (modules the workers import before
     entering their containers), and every option of `Container` but the
-    time namespace.
+    time namespace and uid_map: limits hold for each call's container.
     """
 
     def __init__(self, size: int = 4, *, timeout: float | None = None,
@@ -103,9 +103,6 @@ class Pool(concurrent.futures.Executor):
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
                              "use Container.call")
-        if self._cfg.limits:
-            raise ValueError("a Pool cannot limit resources yet (its zygote forks the "
-                             "containers); use Container or isolated(memory=...)")
         if self._cfg.uid_map is not None:
             raise ValueError("a Pool cannot map id ranges yet (its zygote forks the containers); "
                              "use Container, or leave uid_map out")
@@ -117,7 +114,8 @@ class Pool(concurrent.futures.Executor):
         self._closing = False
         self._cond = threading.Condition()
         self._ready: queue.Queue[_Slot] = queue.Queue()
-        self._ended: dict[int, int] = {}        # token -> wait status, from the zygote
+        # token -> (wait status, OOM kills in its container), from the zygote
+        self._ended: dict[int, tuple[int, int]] = {}
         self._futures: set[concurrent.futures.Future] = set()
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -176,7 +174,7 @@ class Pool(concurrent.futures.Executor):
             except queue.Empty:
                 continue
 
-    def _status(self, token: int, wait: float = 5.0) -> int | None:
+    def _status(self, token: int, wait: float = 5.0) -> tuple[int, int] | None:
         deadline = time.monotonic() + wait
         with self._cond:
             while token not in self._ended:
@@ -207,10 +205,15 @@ class Pool(concurrent.futures.Executor):
         finally:
             slot.close()
         if payload is None:
-            status = self._status(slot.token)
-            if status is None:
+            ended = self._status(slot.token)
+            if ended is None:
                 from .errors import ContainerDied
                 raise ContainerDied(f"{what} ended without returning")
+            status, ooms = ended
+            if ooms:
+                from .errors import ContainerOOMError
+                raise ContainerOOMError(f"{what} was killed by the OOM killer: the container's "
+                                        "memory limit", signal=signal.SIGKILL)
             raise died(status, what)
         with self._cond:
             self._ended.pop(slot.token, None)

@@ -32,6 +32,8 @@ $B mount -t devtmpfs dev /dev
 for m in $($B cat /modules); do $B insmod /lib/$m.ko || echo "insmod $m failed"; done
 $B mkdir -p /root
 $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /root
+$B mount -t tmpfs tmpfs /root/tmp
+$B mkdir -p /root{project}
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 project /root{project}
 $B mount -t 9p -o trans=virtio,version=9p2000.L ctl /root/run
 $B mount --move /dev /root/dev
@@ -47,7 +49,6 @@ mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
 ip link set lo up 2>/dev/null
 echo "guest: $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 cd {project}
