@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import _isolate as _c
@@ -46,13 +47,13 @@ def restrict_spec(cfg: Config) -> Any:
                        (*cfg.security(), True))
 
 
-def enter_in_child(cfg: Config, keep_fd: int, spec: Any) -> None:
+def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = ()) -> None:
     """In the fork, once in the namespaces: what every container process gets.
-    Only stdio (as Python sees it) and the result pipe stay open; spec is
-    restrict_spec(cfg)."""
+    Only stdio (as Python sees it), the result pipe and keep stay open; spec
+    is restrict_spec(cfg)."""
     low = 3
-    for fd in sorted({keep_fd} | {fd for fd in _stdio_fds() if fd >= 3}):
-        os.closerange(low, fd)
+    for fd in sorted(fd for fd in {keep_fd, *keep, *_stdio_fds()} if fd >= 3):
+        os.closerange(low, fd)      # (low > fd would close everything from low)
         low = fd + 1
     os.closerange(low, 1 << 30)
     os.setsid()
@@ -84,8 +85,10 @@ def _kill_session(pid: int) -> None:
 
 
 def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
-            timeout: float | None = None, started: Callable[[int], None] | None = None) -> T:
-    """Run fn(*args, **kwargs) in a fork of this process inside c."""
+            timeout: float | None = None, started: Callable[[int], None] | None = None,
+            keep_fds: Iterable[int] = ()) -> T:
+    """Run fn(*args, **kwargs) in a fork of this process inside c; keep_fds
+    stay open in it besides stdio."""
     _wire.load_pickler()
     r, w = os.pipe()
     try:
@@ -104,7 +107,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
                     os.close(r)
                     if err:
                         raise child_error("setns", err, "container")
-                    enter_in_child(c._cfg, w, spec)
+                    enter_in_child(c._cfg, w, spec, keep_fds)
                 except BaseException as e:
                     _wire.run_and_exit(w, _reraise, (e,), {})
                 _wire.run_and_exit(w, fn, args, kwargs)

@@ -1,0 +1,163 @@
+"""The pytest plugin, driven through pytester in a separate pytest process."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+SUITE = '''
+import errno, os, signal, socket, time
+import pytest
+
+HOST = {host!r}
+
+@pytest.fixture
+def answer():
+    yield 42
+
+@pytest.fixture(scope="session")
+def shared():
+    return {{"k": [1, 2]}}
+
+@pytest.mark.isolated
+def test_passes_inside(answer, shared, tmp_path):
+    assert socket.gethostname() != HOST
+    assert answer == 42 and shared == {{"k": [1, 2]}}
+    (tmp_path / "f").write_text("x")            # tmp works
+    with open("/tmp/private", "w") as f:        # the container's own /tmp
+        f.write("y")
+
+@pytest.mark.isolated
+def test_fails_inside():
+    x = 2
+    print("said inside")
+    assert x == 3
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture broke")
+
+@pytest.mark.isolated
+def test_errors_inside(broken):
+    pass
+
+@pytest.mark.isolated
+def test_skips_inside():
+    pytest.skip("not here")
+
+@pytest.mark.isolated
+@pytest.mark.xfail(reason="known")
+def test_xfails_inside():
+    assert False
+
+@pytest.mark.isolated
+def test_crashes_inside():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@pytest.mark.isolated(timeout=1)
+def test_hangs_inside():
+    time.sleep(60)
+
+@pytest.mark.isolated(memory="64M")
+def test_oom_inside():
+    bytearray(400 << 20)
+
+@pytest.mark.isolated
+def test_cannot_write_outside():
+    with pytest.raises(OSError) as e:
+        open("/etc/isolate-plugin-was-here", "w")
+    assert e.value.errno == errno.EROFS
+
+@pytest.mark.isolated
+def test_no_network():
+    with open("/proc/net/dev") as f:
+        assert [l.split(":")[0].strip() for l in f.readlines()[2:]] == ["lo"]
+    with pytest.raises(OSError):
+        socket.create_connection(("10.0.0.1", 80), timeout=1)
+
+def test_after_all_that_the_session_goes_on():
+    assert not os.path.exists("/tmp/private") or open("/tmp/private").read() != "y"
+'''
+
+
+def test_isolated_tests_report_like_normal_ones(pytester):
+    pytester.makepyfile(test_suite=SUITE.format(host=socket.gethostname()))
+    r = pytester.runpytest_subprocess("-v", "-rA")
+    out = r.stdout.str()
+    r.assert_outcomes(passed=4, failed=4, errors=1, skipped=1, xfailed=1)
+    assert "assert 2 == 3" in out                      # pytest's rewritten assertion
+    assert "said inside" in out                        # captured output
+    assert "fixture broke" in out
+    assert "crashed" in out and "SIGKILL" in out
+    assert "did not finish within 1" in out
+    assert "OOM killer" in out
+    assert not os.path.exists("/etc/isolate-plugin-was-here")
+
+
+def test_container_fixture_and_marker(pytester, rootfs):
+    pytester.makepyfile(f'''
+import pytest
+
+def test_plain(container):
+    r = container.run(["id", "-u"], capture_output=True, text=True)
+    assert r.stdout == "0\\n"
+
+@pytest.mark.container(rootfs={rootfs!r}, hostname="box", pids=20)
+def test_options(container):
+    r = container.run(["hostname"], capture_output=True, text=True)
+    assert r.stdout == "box\\n"
+    assert container.stats().pids_limit == 20
+''')
+    r = pytester.runpytest_subprocess()
+    r.assert_outcomes(passed=2)
+
+
+UNMARKED = '''
+import os, socket
+def test_a():
+    assert socket.gethostname() != {host!r}
+def test_b():
+    assert os.getpid() != {pid}
+'''
+
+
+def test_isolate_option_runs_every_test_in_a_container(pytester):
+    pytester.makepyfile(UNMARKED.format(host=socket.gethostname(), pid=os.getpid()))
+    pytester.runpytest_subprocess("--isolate").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1, failed=1)    # without: the host
+
+
+def test_no_isolate_turns_the_plugin_off(pytester):
+    pytester.makepyfile("def test_x(container): pass")
+    r = pytester.runpytest_subprocess("-p", "no:isolate")
+    r.assert_outcomes(errors=1)
+    assert "fixture 'container' not found" in r.stdout.str()
+
+
+def test_with_xdist(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(UNMARKED.format(host=socket.gethostname(), pid=0))
+    pytester.runpytest_subprocess("--isolate", "-n", "2").assert_outcomes(passed=2)
+
+
+def test_coverage_of_lines_run_only_inside(pytester):
+    pytest.importorskip("pytest_cov")
+    pytester.makepyfile(mod='''
+def f(x):
+    if x > 1:
+        return "big"
+    return "small"
+''', test_cov='''
+import pytest
+import mod
+
+@pytest.mark.isolated
+def test_inside():
+    assert mod.f(5) == "big"
+    assert mod.f(0) == "small"
+''')
+    r = pytester.runpytest_subprocess("--cov=mod", "--cov-report=term-missing")
+    r.assert_outcomes(passed=1)
+    line = [ln for ln in r.stdout.lines if ln.startswith("mod.py")][0]
+    assert line.split()[-1] == "100%", r.stdout.str()
