@@ -518,6 +518,8 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
 
     if (x->new_session && setsid() < 0)
         return fail(e, ISO_STEP_SETSID, "");
+    if (x->new_session == ISO_SESSION_TTY && ioctl(0, TIOCSCTTY, 0) < 0)
+        return fail(e, ISO_STEP_SETSID, "controlling terminal (stdin)");
     if (x->cwd != NULL) {
         if (chdir(x->cwd) < 0)
             return fail(e, ISO_STEP_CHDIR, x->cwd);

@@ -150,7 +150,8 @@ typedef struct iso_exec {
     gid_t gid;
     const gid_t *groups;
     size_t ngroups;
-    int new_session;            /* setsid() */
+    int new_session;            /* setsid(); ISO_SESSION_TTY: and stdin, a
+                                 * terminal, becomes the controlling one */
     mode_t umask;
     iso_security_t sec;
 } iso_exec_t;
@@ -158,6 +159,8 @@ typedef struct iso_exec {
 /* A container: namespaces, the plan, then the init as PID 1 with x's stdio,
  * fds, ids and directory. In run mode, x's command starts first, as PID 2,
  * and the container ends when it does. */
+#define ISO_SESSION_TTY 2
+
 typedef struct iso_container {
     unsigned long clone_flags;  /* CLONE_NEW* */
     const iso_op_t *ops;

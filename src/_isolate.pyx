@@ -10,6 +10,7 @@ from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
 
 cdef extern from "isolate.h" nogil:
+    int ISO_SESSION_TTY
     ctypedef struct iso_error_t:
         int32_t step
         int32_t err
@@ -132,6 +133,7 @@ cdef extern from "<sys/mount.h>" nogil:
 
 
 # Plan steps (see iso_op_kind in csrc/isolate.h)
+SESSION_TTY = ISO_SESSION_TTY
 OP_MOUNT = ISO_OP_MOUNT
 OP_BIND = ISO_OP_BIND
 OP_RDONLY_REC = ISO_OP_RDONLY_REC
@@ -237,7 +239,7 @@ cdef class ExecSpec:
     cdef iso_rlimit_t *_rlimits
 
     def __cinit__(self, bytes file, list argv, list envp, bytes path, bytes cwd, stdio,
-                  pass_fds=(), ids=None, bint set_groups=True, bint new_session=True,
+                  pass_fds=(), ids=None, bint set_groups=True, int new_session=True,
                   int umask=0o022, security=None):
         self._keep = [file, argv, envp, path, cwd]
         self.x.file = file

@@ -103,3 +103,65 @@ def test_limits(rootfs):
     r = isolate("run", "--rootfs", rootfs, "--pids", "16", "--cpus", "0.5", "--cpuset", "0", "--",
                 "grep", "Cpus_allowed_list", "/proc/self/status")
     assert r.returncode == 0 and r.stdout.split()[-1] == "0"
+
+
+def _read_until(fd, marker, timeout=10.0):
+    import select
+    import time
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"no {marker!r} in {out!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"end of output before {marker!r}: {out!r}")
+        out += chunk
+    return out
+
+
+def test_interactive_tty(rootfs):
+    """-it through a real pty: a /dev/pts of the container's own, a resize
+    that reaches the shell inside, ^C to the foreground job, job control."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["PS1"] = "$ "
+        os.execv(sys.executable, [sys.executable, "-m", "isolate", "run", "-it", "--rootfs",
+                                  rootfs, "--env", "PS1=# ", "--env", "PATH=/bin", "--", "sh"])
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        _read_until(fd, b"# ")
+        os.write(fd, b"tty; stty size\n")
+        out = _read_until(fd, b"# ")
+        assert b"/dev/pts/0" in out
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 42, 123, 0, 0))
+        os.kill(pid, 28)            # SIGWINCH, as the terminal would send it
+        import time
+        time.sleep(0.3)
+        os.write(fd, b"stty size\n")
+        assert b"42 123" in _read_until(fd, b"42 123")
+        os.write(fd, b"sleep 100\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")       # ^C: the sleep dies, the shell lives on
+        os.write(fd, b"echo status=$?\n")
+        assert b"status=130" in _read_until(fd, b"status=130")
+        os.write(fd, b"sleep 100 &\njobs\n")
+        assert b"sleep 100" in _read_until(fd, b"Running")
+        os.write(fd, b"kill %1; exit 3\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        os.close(fd)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass

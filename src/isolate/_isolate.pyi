@@ -1,6 +1,7 @@
 # Types of the Cython layer (src/_isolate.pyx).
 from typing import Any, Sequence
 
+SESSION_TTY: int
 OP_MOUNT: int
 OP_BIND: int
 OP_RDONLY_REC: int
@@ -31,7 +32,7 @@ class ExecSpec:
     def __init__(self, file: bytes, argv: list[bytes], envp: list[bytes], path: bytes | None,
                  cwd: bytes | None, stdio: Sequence[int], pass_fds: Sequence[int] = ...,
                  ids: tuple[int, int, Sequence[int]] | None = ..., set_groups: bool = ...,
-                 new_session: bool = ..., umask: int = ...,
+                 new_session: int = ..., umask: int = ...,
                  security: tuple[Any, ...] | None = ...) -> None: ...
 
 def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: bool,

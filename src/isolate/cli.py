@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import sys
+from typing import Any
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -87,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
                      help="the caller's capabilities; no masked paths, no seccomp")
     run.add_argument("--seccomp", metavar="default|none|PROFILE", default="default",
                      help="the seccomp filter: the default, none, or an OCI JSON profile file")
+    run.add_argument("--interactive", "-i", action="store_true",
+                     help="keep stdin open (it always is; for docker's -it)")
+    run.add_argument("--tty", "-t", action="store_true",
+                     help="run CMD on a pseudo-terminal of the container's own, relayed to ours")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     sub.add_parser("version", help="versions and the kernel features found",
@@ -110,7 +115,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.env is not None:
         options["env"] = dict(args.env)
     try:
-        r = isolate.run(cmd, **options)
+        if args.tty:
+            returncode = _interactive(cmd, options)
+        else:
+            returncode = isolate.run(cmd, **options).returncode
     except (FileNotFoundError, PermissionError) as e:
         if e.filename == cmd[0]:        # the command itself, as a shell reports it
             missing = isinstance(e, FileNotFoundError)
@@ -122,7 +130,74 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError, ImportError) as e:
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
-    return r.returncode if r.returncode >= 0 else 128 - r.returncode
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _interactive(cmd: list[str], options: dict) -> int:
+    """CMD on a pseudo-terminal of the container's own, relayed to ours (in
+    raw mode): keys, ^C and ^Z go inside, and a resize of our terminal
+    reaches it (SIGWINCH)."""
+    import fcntl
+    import selectors
+    import signal
+    import termios
+    import tty
+
+    import isolate
+    with isolate.Container(**options) as c:
+        master, slave = c.open_pty()
+        try:
+            ours = sys.stdin.fileno() if os.isatty(sys.stdin.fileno()) else None
+
+            def resize(*_: object) -> None:
+                if ours is not None:
+                    size = fcntl.ioctl(ours, termios.TIOCGWINSZ, b"\0" * 8)
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+            resize()
+            p = c.spawn(cmd, stdin=slave, stdout=slave, stderr=slave, tty=True)
+            os.close(slave)
+            slave = -1
+            saved = termios.tcgetattr(ours) if ours is not None else None
+            old = signal.signal(signal.SIGWINCH, resize)
+            try:
+                if ours is not None:
+                    tty.setraw(ours)
+                _relay(master, selectors)
+            finally:
+                signal.signal(signal.SIGWINCH, old)
+                if ours is not None and saved is not None:
+                    termios.tcsetattr(ours, termios.TCSAFLUSH, saved)
+            return p.wait()
+        finally:
+            os.close(master)
+            if slave >= 0:
+                os.close(slave)
+
+
+def _relay(master: int, selectors: Any) -> None:
+    """Our stdin to the terminal's master, its output to our stdout, until
+    every process inside has closed the terminal."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(master, selectors.EVENT_READ)
+    sel.register(stdin, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fd == master:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:         # EIO: the last holder of the slave is gone
+                    data = b""
+                if not data:
+                    return
+                os.write(stdout, data)
+            else:
+                data = os.read(stdin, 65536)
+                if not data:
+                    sel.unregister(stdin)
+                    os.write(master, b"\x04")     # end of input: ^D inside
+                else:
+                    os.write(master, data)
 
 
 def _version() -> int:

@@ -59,6 +59,10 @@ def _argv(args: Args, shell: bool) -> list[bytes]:
     return [os.fsencode(a) for a in items]
 
 
+_TIOCSPTLCK = 0x40045431        # unlockpt
+_TIOCGPTPEER = 0x5441           # open the slave of a master (Linux 4.13)
+
+
 class _Launch:
     """What a Process needs to start: everything but the stdio Popen makes."""
 
@@ -67,6 +71,7 @@ class _Launch:
         self.cfg = cfg
         self.cwd = cwd
         self.env = env
+        self.tty = False
         self.user = cfg.user
         if user is not None:
             self.user = parse_user(user, cfg.rootfs)
@@ -83,8 +88,8 @@ class _Launch:
         file = argv[0] if executable is None else os.fsencode(executable)
         u = self.user
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
-                           tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(cfg), True,
-                           0o022, cfg.security())
+                           tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(cfg),
+                           _c.SESSION_TTY if self.tty else 1, 0o022, cfg.security())
 
 
 class Process(subprocess.Popen):
@@ -431,13 +436,17 @@ class Container:
         env: Mapping[str, str] | None = None,
         user: int | str | None = None,
         pass_fds: Sequence[int] = (),
+        tty: bool = False,
     ) -> Process:
         """Start a command in the container; returns a Popen-like `Process`.
 
         The arguments mean what they mean to `subprocess.Popen`; cwd, env and
         user override the container's defaults (env replaces, as in Popen).
+        With tty, stdin is a terminal (see open_pty) that becomes the
+        command's controlling terminal: ^C, ^Z and job control work.
         """
         launch = _Launch(self._cfg, cwd, env, user)
+        launch.tty = bool(tty)
 
         def start(proc: Process, argv, exe, stdio, fds) -> int:
             with self._lock:
@@ -451,6 +460,24 @@ class Container:
         return Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
                        encoding=encoding, errors=errors, universal_newlines=universal_newlines,
                        bufsize=bufsize, executable=executable, shell=shell, pass_fds=pass_fds)
+
+    def open_pty(self) -> tuple[int, int]:
+        """A pseudo-terminal of the container's own /dev/pts: (master, slave)
+        fds, close-on-exec. Give the slave to spawn(..., tty=True) as stdio
+        (inside, `tty` names /dev/pts/N); the caller reads and writes the master."""
+        import fcntl
+        import struct
+        if self._state != "running":
+            raise RuntimeError(f"container {self.id} is {self._state}")
+        master = os.open(f"/proc/{self.pid}/root/dev/pts/ptmx",
+                         os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))       # unlockpt
+            slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(master)
+            raise
+        return master, slave
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a new process inside the container; its result.
