@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -319,3 +320,40 @@ def test_cpu_weight_and_memory_swap_reach_the_cgroup(rootfs):
 def test_bad_swap_and_weight(opts):
     with pytest.raises(ValueError):
         Container(**opts)
+
+
+@pytest.mark.skipif(LAYOUT != "v2", reason="cgroup v2 delegation")
+def test_v2_names_the_controller_a_subtree_was_not_given():
+    """A caller in a subtree offered pids but not memory: memory= is refused
+    with the controller named, and nothing is left behind."""
+    top = f"{_cgroups.ROOT}/isolate-test-deleg"
+    with open(f"{_cgroups.ROOT}/cgroup.subtree_control", "w") as f:
+        f.write("+pids")
+    os.mkdir(top)
+    try:
+        with open(f"{top}/cgroup.subtree_control", "w") as f:
+            f.write("+pids")
+        os.mkdir(f"{top}/mid")
+        os.mkdir(f"{top}/mid/leaf")
+        script = (f"open({top + '/mid/leaf/cgroup.procs'!r}, 'w').write('0')\n"
+                  "import isolate\n"
+                  "isolate.run(['true'], pids=10)\n"
+                  "try:\n"
+                  "    isolate.run(['true'], memory='64M')\n"
+                  "except isolate.ContainerError as e:\n"
+                  "    print(e)\n")
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=60)
+        assert "memory controller is not delegated" in r.stdout, r.stdout + r.stderr
+        assert f"{top}/mid" in r.stdout
+        assert not [n for n in os.listdir(f"{top}/mid") if n.startswith(_cgroups.PREFIX)]
+    finally:
+        for d in (f"{top}/mid/leaf", f"{top}/mid", top):
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)

@@ -126,6 +126,10 @@ def test_isolate_option_runs_every_test_in_a_container(pytester):
     pytester.makepyfile(UNMARKED.format(host=socket.gethostname(), pid=os.getpid()))
     pytester.runpytest_subprocess("--isolate").assert_outcomes(passed=2)
     pytester.runpytest_subprocess().assert_outcomes(passed=1, failed=1)    # without: the host
+    pytester.makepyfile(test_slow="import time\ndef test_slow():\n    time.sleep(60)\n")
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-timeout", "1", "test_slow.py")
+    r.assert_outcomes(failed=1)
+    assert "did not finish within 1.0 s" in r.stdout.str()
 
 
 def test_no_isolate_turns_the_plugin_off(pytester):
