@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import decimal
 import os
+import sys
 import signal
 import socket
 import threading
@@ -233,3 +234,27 @@ def test_call_on_closed_container(rootfs):
         pass
     with pytest.raises(RuntimeError, match="closed"):
         c.call(int)
+
+
+def test_output_goes_to_a_redirected_stdout_and_stderr():
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+
+    def talk():
+        print("to stdout", flush=True)
+        print("to stderr ✓", file=sys.stderr)
+        os.system("echo from a child process")
+        return 7
+
+    with Container() as c:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert c.call(talk) == 7
+        assert out.getvalue() == "to stdout\nfrom a child process\n"
+        assert err.getvalue() == "to stderr ✓\n"
+
+
+def test_output_reaches_capsys(capsys):
+    with Container() as c:
+        c.call(print, "seen by capsys")
+    assert capsys.readouterr().out == "seen by capsys\n"

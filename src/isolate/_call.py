@@ -38,6 +38,66 @@ def _stdio_fds() -> set[int]:
     return fds
 
 
+class _Relay:
+    """Output of a call for a caller whose sys.stdout or sys.stderr is not a
+    file (contextlib.redirect_stdout, pytest's capsys): the call's fd 1 or 2
+    is then a pipe, and what comes through is written to that stream."""
+
+    def __init__(self) -> None:
+        self.pipes: dict[int, tuple[int, int, Any]] = {}
+        self.threads: list[threading.Thread] = []
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            if stream is None:
+                continue
+            try:
+                stream.fileno()
+                continue
+            except (AttributeError, OSError, ValueError):
+                pass
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.pipes[fd] = (r, w, stream)
+
+    def in_child(self) -> None:
+        for fd, (r, w, _) in self.pipes.items():
+            os.dup2(w, fd)
+            os.close(w)
+            os.close(r)
+            f = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                     closefd=False)
+            setattr(sys, "stdout" if fd == 1 else "stderr", f)
+
+    def start(self) -> None:
+        for r, w, stream in self.pipes.values():
+            os.close(w)
+            t = threading.Thread(target=self._copy, args=(r, stream), daemon=True,
+                                 name="isolate-call-output")
+            t.start()
+            self.threads.append(t)
+
+    def close(self) -> None:
+        """Once the call has ended: the rest of its output, then the pipes."""
+        if self.threads:
+            for t in self.threads:
+                t.join()
+        else:
+            for r, w, _ in self.pipes.values():
+                os.close(r)
+                os.close(w)
+
+    @staticmethod
+    def _copy(r: int, stream: Any) -> None:
+        import codecs
+        decode = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode
+        try:
+            while data := os.read(r, 65536):
+                stream.write(decode(data))
+            stream.write(decode(b"", True))
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(r)
+
+
 def restrict_spec(cfg: Config) -> Any:
     """What enter_in_child applies: made in the parent, once, since in a fresh
     fork every object made touches pages that must then be copied."""
@@ -90,6 +150,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
     """Run fn(*args, **kwargs) in a fork of this process inside c; keep_fds
     stay open in it besides stdio."""
     _wire.load_pickler()
+    relay = _Relay()
     r, w = os.pipe()
     try:
         with c._lock:
@@ -107,6 +168,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
                     os.close(r)
                     if err:
                         raise child_error("setns", err, "container")
+                    relay.in_child()
                     enter_in_child(c._cfg, w, spec, keep_fds)
                 except BaseException as e:
                     _wire.run_and_exit(w, _reraise, (e,), {})
@@ -115,8 +177,10 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
     except BaseException:
         os.close(r)
         os.close(w)
+        relay.close()
         raise
     os.close(w)
+    relay.start()
     if started is not None:
         started(pid)
     what = f"the process running {getattr(fn, '__qualname__', repr(fn))}"
@@ -133,6 +197,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
         _, status = os.waitpid(pid, 0)
         _kill_session(pid)
         c._calls.discard(pid)
+        relay.close()
     if payload is None:
         if cgroups is not None and cgroups.oom_kills() > ooms:
             raise ContainerOOMError(f"{what} was killed by the OOM killer: the container's "
