@@ -91,11 +91,16 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
     assert out.strip() == "hi"
 
 
-def test_network_host_sees_host_interfaces(rootfs):
+@pytest.mark.parametrize("image", ["busybox", "host"])
+def test_network_host_sees_host_interfaces(rootfs, image):
     host_ifaces = sorted(os.listdir("/sys/class/net"))
-    r = _oneshot(["ls", "/sys/class/net"], rootfs=rootfs, network="host")
+    r = _oneshot(["ls", "/sys/class/net"], rootfs=rootfs if image == "busybox" else None,
+                 network="host")
     assert sorted(r.stdout.split()) == host_ifaces
     assert len(host_ifaces) > 1
+    r = _oneshot(["sh", "-c", "echo x > /sys/kernel/uevent_helper"],
+                 rootfs=rootfs if image == "busybox" else None, network="host")
+    assert r.returncode != 0        # read-only
 
 
 # -- filesystem -------------------------------------------------------------

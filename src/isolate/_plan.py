@@ -93,14 +93,17 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
                         flags=NOSUID | NODEV | NOEXEC))
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
-    if "net" in cfg.namespaces or not cfg.userns:
+    if "net" not in cfg.namespaces and cfg.rootfs is None:
+        pass    # the host's /sys is there, read-only with the root (a new sysfs of the
+        #         host's network namespace would be its superblock, rw: EBUSY for ro)
+    elif "net" in cfg.namespaces or not cfg.userns:
         steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
                         flags=RDONLY | NOSUID | NODEV | NOEXEC))
-        if cfg.limits and "cgroup" in cfg.namespaces:
-            steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
     else:   # sysfs belongs to the network namespace's owner
         steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
                   op(_c.OP_RDONLY_REC, dst=r + "/sys")]
+    if cfg.limits and "cgroup" in cfg.namespaces:
+        steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
 
     dev = r + "/dev"
     steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
