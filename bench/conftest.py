@@ -191,6 +191,24 @@ def pytest_terminal_summary(terminalreporter, config):
         groups.setdefault(b.group or "", {})[name] = b.stats.median * 1e3
         spread[name] = (data[int(len(data) * 0.9) - 1] * 1e3, data[int(len(data) * 0.99) - 1] * 1e3)
     lines = []
+    density = sorted((b.extra_info["containers"], b.stats.median, b.extra_info["kib_per_container"])
+                     for b in session.benchmarks if b.stats.data and "containers" in b.extra_info)
+    groups.pop("density", None)
+    scaling = sorted((int(b.name.split("[")[1].rstrip("]")), b.extra_info["throughput_calls"] / b.stats.median)
+                     for b in session.benchmarks if b.stats.data and "throughput_calls" in b.extra_info)
+    groups.pop("scaling-threads", None)
+    if scaling:
+        lines += ["### scaling: isolate.run throughput against concurrent starters (2 cores)", "",
+                  "| threads | containers per second | / 1 thread |", "|---:|---:|---:|"]
+        lines += [f"| {t} | {rate:.0f} | {rate / scaling[0][1]:.2f} |" for t, rate in scaling]
+        lines.append("")
+    if density:
+        lines += ["### density (isolate, busybox root, all sleeping at once)", "",
+                  "| containers | start all, s | ms per container | host MiB per container |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {n} | {t:.3f} | {t / n * 1e3:.2f} | {kib / 1024:.2f} |"
+                  for n, t, kib in density]
+        lines.append("")
     for group, rows in groups.items():
         ref = rows.get("floor_c") or rows.get("small_parent") or min(rows.values())
         refname = "floor_c" if "floor_c" in rows else "small_parent" if "small_parent" in rows else "fastest"

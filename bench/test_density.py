@@ -1,0 +1,46 @@
+"""Density: n containers (isolate, busybox root) started one after another
+and left sleeping, for n in 1, 10, 100, 1000: time per container and the
+host memory each adds (MemAvailable before and after, with all n up)."""
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+from isolate import Container
+
+
+def _available_kib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+@pytest.mark.benchmark(group="density")
+@pytest.mark.parametrize("n", [1, 10, 100, 1000])
+def test_density(benchmark, rootfs, n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 3 * n + 100:
+        pytest.skip(f"{n} containers need {3 * n} fds; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 3 * n + 100)), hard))
+    Container(rootfs=rootfs).start().close()        # warm
+    held: list[Container] = []
+
+    def start_all() -> None:
+        for _ in range(n):
+            held.append(Container(rootfs=rootfs).start())
+
+    before = _available_kib()
+    try:
+        benchmark.pedantic(start_all, rounds=1, iterations=1)
+        time.sleep(0.2)     # let the kernel settle its per-namespace work
+        added = before - _available_kib()
+    finally:
+        for c in held:
+            c.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    benchmark.extra_info["containers"] = n
+    benchmark.extra_info["kib_per_container"] = added / n

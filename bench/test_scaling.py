@@ -1,0 +1,38 @@
+"""Scaling: isolate.run's latency against the caller's memory, and its
+throughput against the number of threads starting containers at once."""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+import isolate
+
+
+@pytest.mark.benchmark(group="scaling-memory")
+@pytest.mark.parametrize("gib", [0, 4])
+def test_caller_holding(benchmark, rounds, rootfs, gib):
+    """From a caller holding this many GiB of touched memory (0: ~50 MB)."""
+    block = bytearray(gib << 30)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    isolate.run(["/bin/true"], rootfs=rootfs)
+    benchmark.pedantic(lambda: isolate.run(["/bin/true"], rootfs=rootfs), rounds=rounds,
+                       iterations=1, warmup_rounds=min(20, rounds))
+    del block
+
+
+@pytest.mark.benchmark(group="scaling-threads")
+@pytest.mark.parametrize("threads", [1, 2, 4, 8])
+def test_concurrent_starters(benchmark, rootfs, threads):
+    """400 containers, started by this many threads at once; per second."""
+    n = 400
+
+    def one(_: int) -> None:
+        isolate.run(["/bin/true"], rootfs=rootfs)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, range(threads * 4)))          # warm
+        benchmark.pedantic(lambda: list(ex.map(one, range(n))), rounds=3, iterations=1)
+    benchmark.extra_info["throughput_calls"] = n
