@@ -194,6 +194,10 @@ def pytest_terminal_summary(terminalreporter, config):
     density = sorted((b.extra_info["containers"], b.stats.median, b.extra_info["kib_per_container"])
                      for b in session.benchmarks if b.stats.data and "containers" in b.extra_info)
     groups.pop("density", None)
+    groups.pop("boot15", None)
+    for b in session.benchmarks:
+        if b.stats.data and "table" in b.extra_info:
+            lines += [b.extra_info["table"]]
     scaling = sorted((int(b.name.split("[")[1].rstrip("]")), b.extra_info["throughput_calls"] / b.stats.median)
                      for b in session.benchmarks if b.stats.data and "throughput_calls" in b.extra_info)
     groups.pop("scaling-threads", None)

@@ -1,0 +1,240 @@
+"""The founding experiment of containers, redone: boot 15 instances one after
+another, each running a small service that answers on its own loopback, and
+record the time until each answers and the host memory added.
+
+    python3 bench/boot15.py [--n 15] [--kinds isolate,crun,runc,vm] [--rootfs DIR]
+
+Kinds: isolate containers, crun and runc (OCI bundles of the same busybox
+root), and QEMU virtual machines (Debian's kernel, a busybox initramfs; TCG,
+QEMU's software emulation: /dev/kvm on this VM is paravirtual, and unusable
+for speed). The service is busybox `nc -ll -p 8000 -e echo ready`; an instance
+is ready when `nc 127.0.0.1 8000` run in its network namespace reads "ready"
+(a VM checks itself and prints a marker on its console). Instances stay up
+until the last is ready; the memory is MemAvailable's drop since the start.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+SERVICE = ["nc", "-ll", "-p", "8000", "-e", "echo", "ready"]
+MARKER = "BOOT15-READY"
+
+
+def available_kib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable")
+
+
+def _poll(check: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the instance's service never answered")
+        time.sleep(0.002)
+
+
+class Isolate:
+    name = "isolate"
+
+    def __init__(self, rootfs: str, workdir: str):
+        from isolate import Container
+        self.Container = Container
+        self.rootfs = rootfs
+        self.held: list[Any] = []
+
+    def start(self, i: int) -> None:
+        c = self.Container(rootfs=self.rootfs).start()
+        self.held.append(c)
+        c.spawn(SERVICE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = ["nc", "-w", "1", "127.0.0.1", "8000"]
+        _poll(lambda: c.run(probe, stdin=subprocess.DEVNULL, capture_output=True).stdout
+              == b"ready\n")
+
+    def stop(self) -> None:
+        for c in self.held:
+            c.close()
+
+
+class OCI:
+    def __init__(self, tool: str, rootfs: str, workdir: str):
+        self.name = tool
+        self.tool = shutil.which(tool)
+        if self.tool is None:
+            raise LookupError(f"{tool} is not installed (apt-get install {tool})")
+        self.bundle = os.path.join(workdir, f"bundle-{tool}")
+        shutil.copytree(rootfs, f"{self.bundle}/rootfs", symlinks=True)
+        subprocess.run([self.tool, "spec"], cwd=self.bundle, check=True)
+        with open(f"{self.bundle}/config.json") as f:
+            spec = json.load(f)
+        spec["process"]["args"] = SERVICE
+        spec["process"]["terminal"] = False
+        spec["root"]["readonly"] = False
+        with open(f"{self.bundle}/config.json", "w") as f:
+            json.dump(spec, f)
+        # crun refuses this hybrid cgroup layout unless the v2 mount is hidden from it
+        self.wrap: list[str] = []
+        if tool == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
+            self.wrap = ["unshare", "-m", "sh", "-c",
+                         'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"']
+        self.names: list[str] = []
+
+    def start(self, i: int) -> None:
+        name = f"boot15-{os.getpid()}-{i}"
+        self.names.append(name)
+        subprocess.run([*self.wrap, self.tool, "run", "-d", "-b", self.bundle, name],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        state = json.loads(subprocess.run([*self.wrap, self.tool, "state", name],
+                                          capture_output=True, check=True).stdout)
+        probe = ["nsenter", "-t", str(state["pid"]), "-n", "busybox", "nc", "-w", "1",
+                 "127.0.0.1", "8000"]
+        _poll(lambda: subprocess.run(probe, stdin=subprocess.DEVNULL,
+                                     capture_output=True).stdout == b"ready\n")
+
+    def stop(self) -> None:
+        for name in self.names:
+            subprocess.run([*self.wrap, self.tool, "delete", "-f", name],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+VM_INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+ip link set lo up
+{' '.join(SERVICE)} &
+until [ "$(nc -w 1 127.0.0.1 8000 </dev/null 2>/dev/null)" = ready ]; do usleep 20000; done
+echo {MARKER}
+exec sleep 100000
+"""
+
+
+class VM:
+    name = "qemu-vm (TCG)"
+
+    def __init__(self, rootfs: str, workdir: str):
+        self.qemu = shutil.which("qemu-system-x86_64")
+        kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+        if self.qemu is None or not kernels:
+            raise LookupError("qemu-system-x86_64 or a kernel is missing "
+                              "(apt-get install qemu-system-x86 linux-image-amd64)")
+        self.kernel = kernels[-1]
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "vm"))
+        from cgroup2 import cpio     # the same newc writer the v2 test guest uses
+        with open(shutil.which("busybox") or "/bin/busybox", "rb") as f:
+            bb = f.read()
+        entries = [(d, 0o40755, b"") for d in ("bin", "dev", "proc", "sys", "tmp")]
+        entries += [("bin/busybox", 0o100755, bb), ("init", 0o100755, VM_INIT.encode())]
+        self.initrd = os.path.join(workdir, "boot15-initrd")
+        with open(self.initrd, "wb") as f:
+            f.write(cpio(entries))
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, i: int) -> None:
+        p = subprocess.Popen([self.qemu, "-accel", "tcg,tb-size=32", "-m", "128", "-smp", "1",
+                              "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+                              "-kernel", self.kernel, "-initrd", self.initrd,
+                              "-append", "console=ttyS0 quiet panic=-1"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        assert p.stdout is not None
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 180
+        seen = ""
+        while MARKER not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"VM {i} did not answer within 180 s: ...{seen[-500:]}")
+            data = os.read(p.stdout.fileno(), 65536).decode(errors="replace")
+            if not data:
+                raise RuntimeError(f"VM {i} ended before its service answered: ...{seen[-500:]}")
+            seen = seen[-1000:] + data
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def run(kinds: list[str], n: int, rootfs: str) -> list[dict[str, Any]]:
+    """Per kind: the seconds until each instance answered, and MiB added."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="boot15-") as work:
+        for kind in kinds:
+            try:
+                maker = {"isolate": lambda: Isolate(rootfs, work),
+                         "crun": lambda: OCI("crun", rootfs, work),
+                         "runc": lambda: OCI("runc", rootfs, work),
+                         "vm": lambda: VM(rootfs, work)}[kind]()
+            except LookupError as e:
+                results.append({"kind": kind, "skipped": str(e)})
+                continue
+            base = available_kib()
+            t0 = time.monotonic()
+            ready, memory = [], []
+            try:
+                for i in range(n):
+                    maker.start(i)
+                    ready.append(time.monotonic() - t0)
+                    memory.append((base - available_kib()) / 1024)
+                time.sleep(0.5)
+                final = (base - available_kib()) / 1024
+            finally:
+                maker.stop()
+            results.append({"kind": maker.name, "ready_s": ready, "mib": memory,
+                            "final_mib": final})
+    return results
+
+
+def table(results: list[dict[str, Any]], n: int) -> str:
+    lines = [f"### {n} instances booted one after another, each serving on its loopback", "",
+             "| kind | all ready, s | per instance, s | host MiB per instance |",
+             "|---|---:|---:|---:|"]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"| {r['kind']} | skipped: {r['skipped']} | | |")
+            continue
+        total = r["ready_s"][-1]
+        lines.append(f"| {r['kind']} | {total:.2f} | {total / n:.3f} | {r['final_mib'] / n:.1f} |")
+    lines += ["", "Time until each instance answered (s, from the first start):", ""]
+    for r in results:
+        if "ready_s" in r:
+            lines.append(f"- {r['kind']}: " + ", ".join(f"{t:.2f}" for t in r["ready_s"]))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=15)
+    ap.add_argument("--kinds", default="isolate,crun,runc,vm")
+    ap.add_argument("--rootfs", default=None, help="a busybox root (default: made here)")
+    args = ap.parse_args()
+    rootfs = args.rootfs
+    with tempfile.TemporaryDirectory(prefix="boot15-root-") as d:
+        if rootfs is None:
+            from tests.rootfs import make_rootfs
+            rootfs = make_rootfs(d)
+        print(table(run(args.kinds.split(","), args.n, rootfs), args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
