@@ -17,6 +17,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tests.rootfs import make_rootfs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -244,3 +245,8 @@ def pytest_terminal_summary(terminalreporter, config):
                     "row against it.\n\n")
             f.write(table)
             f.write("\n")
+            import plots
+            made = plots.write(session.benchmarks, os.path.join(os.path.dirname(path) or ".",
+                                                                "plots"))
+            if made:
+                f.write("### plots\n\n" + "".join(f"![{m}](plots/{m})\n" for m in made))

@@ -18,3 +18,4 @@ def test_boot15(benchmark, request, rootfs):
     benchmark.pedantic(lambda: out.append(boot15.run(["isolate", "crun", "runc", "vm"], n,
                                                      rootfs)), rounds=1, iterations=1)
     benchmark.extra_info["table"] = boot15.table(out[0], n)
+    benchmark.extra_info["boot15"] = out[0]
