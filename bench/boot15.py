@@ -172,6 +172,8 @@ class VM:
         for p in self.procs:
             p.kill()
             p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
 
 
 def run(kinds: list[str], n: int, rootfs: str) -> list[dict[str, Any]]:
