@@ -258,3 +258,16 @@ def test_output_reaches_capsys(capsys):
     with Container() as c:
         c.call(print, "seen by capsys")
     assert capsys.readouterr().out == "seen by capsys\n"
+
+
+def test_redirected_output_does_not_wait_for_an_escaped_daemon():
+    import contextlib
+    import io
+    import time
+    out = io.StringIO()
+    with Container() as c:
+        t = time.monotonic()
+        with contextlib.redirect_stdout(out):
+            c.call(os.system, "setsid sleep 30 & echo started")
+        assert time.monotonic() - t < 10
+        assert out.getvalue() == "started\n"

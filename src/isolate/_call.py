@@ -75,10 +75,12 @@ class _Relay:
             self.threads.append(t)
 
     def close(self) -> None:
-        """Once the call has ended: the rest of its output, then the pipes."""
+        """Once the call has ended (and its session was killed): the rest of
+        its output. A daemon it started in a session of its own may hold the
+        pipe for long: its later output still arrives, but is not waited for."""
         if self.threads:
             for t in self.threads:
-                t.join()
+                t.join(0.5)
         else:
             for r, w, _ in self.pipes.values():
                 os.close(r)
