@@ -70,7 +70,7 @@ class Isolate:
 
 
 class OCI:
-    def __init__(self, tool: str, rootfs: str, workdir: str):
+    def __init__(self, tool: str, rootfs: str, workdir: str, args: list[str] = SERVICE):
         self.name = tool
         self.tool = shutil.which(tool)
         if self.tool is None:
@@ -80,7 +80,7 @@ class OCI:
         subprocess.run([self.tool, "spec"], cwd=self.bundle, check=True)
         with open(f"{self.bundle}/config.json") as f:
             spec = json.load(f)
-        spec["process"]["args"] = SERVICE
+        spec["process"]["args"] = args
         spec["process"]["terminal"] = False
         spec["root"]["readonly"] = False
         with open(f"{self.bundle}/config.json", "w") as f:
@@ -92,12 +92,17 @@ class OCI:
                          'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"']
         self.names: list[str] = []
 
-    def start(self, i: int) -> None:
+    def launch(self, i: int) -> str:
+        """Start instance i detached; its name."""
         name = f"boot15-{os.getpid()}-{i}"
         self.names.append(name)
         subprocess.run([*self.wrap, self.tool, "run", "-d", "-b", self.bundle, name],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+        return name
+
+    def start(self, i: int) -> None:
+        name = self.launch(i)
         state = json.loads(subprocess.run([*self.wrap, self.tool, "state", name],
                                           capture_output=True, check=True).stdout)
         probe = ["nsenter", "-t", str(state["pid"]), "-n", "busybox", "nc", "-w", "1",

@@ -39,8 +39,11 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
     threads = sorted((int(b.name.split("[")[1].rstrip("]")),
                       b.extra_info["throughput_calls"] / b.stats.median)
                      for b in done if "throughput_calls" in b.extra_info)
-    density = sorted((b.extra_info["containers"], b.stats.median / b.extra_info["containers"] * 1e3)
-                     for b in done if "containers" in b.extra_info)
+    density: dict[str, list[tuple[int, float]]] = {}
+    for b in done:
+        if "containers" in b.extra_info:
+            density.setdefault(b.extra_info.get("kind", "isolate"), []).append(
+                (b.extra_info["containers"], b.stats.median / b.extra_info["containers"] * 1e3))
     if threads or density:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         if threads:
@@ -48,8 +51,11 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
             axes[0].set_xlabel("threads starting containers")
             axes[0].set_ylabel("containers per second")
             axes[0].set_title("isolate.run throughput (2 cores)")
+        for kind, points in sorted(density.items()):
+            points.sort()
+            axes[1].plot([n for n, _ in points], [ms for _, ms in points], marker="o", label=kind)
         if density:
-            axes[1].plot([n for n, _ in density], [ms for _, ms in density], marker="o")
+            axes[1].legend()
             axes[1].set_xscale("log")
             axes[1].set_xlabel("containers up at once")
             axes[1].set_ylabel("ms per container started")

@@ -1,9 +1,13 @@
-"""Density: n containers (isolate, busybox root) started one after another
-and left sleeping, for n in 1, 10, 100, 1000: time per container and the
-host memory each adds (MemAvailable before and after, with all n up)."""
+"""Density: n containers (busybox root) started one after another and left
+sleeping, for n in 1, 10, 100, 1000, by isolate, crun and runc: time per
+container and the host memory each adds (MemAvailable before and after, with
+all n up)."""
 from __future__ import annotations
 
+import os
 import resource
+import sys
+import tempfile
 import time
 
 import pytest
@@ -17,6 +21,31 @@ def _available_kib() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1])
     raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+@pytest.mark.benchmark(group="density")
+@pytest.mark.parametrize("n", [1, 10, 100, 1000])
+@pytest.mark.parametrize("tool", ["crun", "runc"])
+def test_density_oci(benchmark, rootfs, n, tool):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import boot15
+    with tempfile.TemporaryDirectory(prefix="density-") as work:
+        try:
+            oci = boot15.OCI(tool, rootfs, work, args=["sleep", "100000"])
+        except LookupError as e:
+            pytest.skip(str(e))
+        count = iter(range(10**9))
+        before = _available_kib()
+        try:
+            benchmark.pedantic(lambda: [oci.launch(next(count)) for _ in range(n)], rounds=1,
+                               iterations=1)
+            time.sleep(0.2)
+            added = before - _available_kib()
+        finally:
+            oci.stop()
+    benchmark.extra_info["containers"] = n
+    benchmark.extra_info["kind"] = tool
+    benchmark.extra_info["kib_per_container"] = added / n
 
 
 @pytest.mark.benchmark(group="density")
@@ -43,4 +72,5 @@ def test_density(benchmark, rootfs, n):
             c.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     benchmark.extra_info["containers"] = n
+    benchmark.extra_info["kind"] = "isolate"
     benchmark.extra_info["kib_per_container"] = added / n
