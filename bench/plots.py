@@ -36,9 +36,11 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
         plt.close(fig)
         made.append("startup.png")
 
-    threads = sorted((int(b.name.split("[")[1].rstrip("]")),
-                      b.extra_info["throughput_calls"] / b.stats.median)
-                     for b in done if "throughput_calls" in b.extra_info)
+    threads: dict[str, list[tuple[int, float]]] = {}
+    for b in done:
+        if "throughput_calls" in b.extra_info:
+            threads.setdefault(b.extra_info.get("kind", "isolate"), []).append(
+                (b.params["threads"], b.extra_info["throughput_calls"] / b.stats.median))
     density: dict[str, list[tuple[int, float]]] = {}
     for b in done:
         if "containers" in b.extra_info:
@@ -46,11 +48,15 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
                 (b.extra_info["containers"], b.stats.median / b.extra_info["containers"] * 1e3))
     if threads or density:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for kind, points in sorted(threads.items()):
+            points.sort()
+            axes[0].plot([t for t, _ in points], [r for _, r in points], marker="o", label=kind)
         if threads:
-            axes[0].plot([t for t, _ in threads], [r for _, r in threads], marker="o")
+            axes[0].set_yscale("log")
             axes[0].set_xlabel("threads starting containers")
-            axes[0].set_ylabel("containers per second")
-            axes[0].set_title("isolate.run throughput (2 cores)")
+            axes[0].set_ylabel("containers per second (log)")
+            axes[0].set_title("Throughput (2 cores)")
+            axes[0].legend()
         for kind, points in sorted(density.items()):
             points.sort()
             axes[1].plot([n for n, _ in points], [ms for _, ms in points], marker="o", label=kind)

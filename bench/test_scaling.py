@@ -3,7 +3,10 @@ throughput against the number of threads starting containers at once."""
 from __future__ import annotations
 
 import concurrent.futures
-import time
+import itertools
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -36,3 +39,29 @@ def test_concurrent_starters(benchmark, rootfs, threads):
         list(ex.map(one, range(threads * 4)))          # warm
         benchmark.pedantic(lambda: list(ex.map(one, range(n))), rounds=3, iterations=1)
     benchmark.extra_info["throughput_calls"] = n
+    benchmark.extra_info["kind"] = "isolate"
+
+
+@pytest.mark.benchmark(group="scaling-threads")
+@pytest.mark.parametrize("threads", [1, 2, 4, 8])
+@pytest.mark.parametrize("tool", ["crun", "runc"])
+def test_concurrent_starters_oci(benchmark, bundle, tool, threads):
+    """The same for crun and runc (OCI bundles of the same root, /bin/true): 100."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (apt-get install {tool})")
+    wrap: list[str] = []
+    if tool == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
+        wrap = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified; exec "$0" "$@"']
+    names = itertools.count()
+    n = 100
+
+    def one(_: int) -> None:
+        subprocess.run([*wrap, path, "run", "-b", bundle, f"scale-{os.getpid()}-{next(names)}"],
+                       check=True)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, range(threads)))
+        benchmark.pedantic(lambda: list(ex.map(one, range(n))), rounds=1, iterations=1)
+    benchmark.extra_info["throughput_calls"] = n
+    benchmark.extra_info["kind"] = tool
