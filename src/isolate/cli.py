@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import sys
-from typing import Any
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -138,7 +137,6 @@ def _interactive(cmd: list[str], options: dict) -> int:
     raw mode): keys, ^C and ^Z go inside, and a resize of our terminal
     reaches it (SIGWINCH)."""
     import fcntl
-    import selectors
     import signal
     import termios
     import tty
@@ -159,45 +157,63 @@ def _interactive(cmd: list[str], options: dict) -> int:
             slave = -1
             saved = termios.tcgetattr(ours) if ours is not None else None
             old = signal.signal(signal.SIGWINCH, resize)
+            pidfd = os.pidfd_open(p.pid)
             try:
                 if ours is not None:
                     tty.setraw(ours)
-                _relay(master, selectors)
+                _relay(master, pidfd)
             finally:
+                os.close(pidfd)
                 signal.signal(signal.SIGWINCH, old)
                 if ours is not None and saved is not None:
                     termios.tcsetattr(ours, termios.TCSAFLUSH, saved)
-            return p.wait()
+            return p.wait()     # leaving the with: what it left running ends too
         finally:
             os.close(master)
             if slave >= 0:
                 os.close(slave)
 
 
-def _relay(master: int, selectors: Any) -> None:
+def _relay(master: int, pidfd: int) -> None:
     """Our stdin to the terminal's master, its output to our stdout, until
-    every process inside has closed the terminal."""
+    the command ends (pidfd) and its output is read, or every process
+    inside has closed the terminal."""
+    import selectors
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sel = selectors.DefaultSelector()
     sel.register(master, selectors.EVENT_READ)
     sel.register(stdin, selectors.EVENT_READ)
+    sel.register(pidfd, selectors.EVENT_READ)
+    ended = False
     while True:
-        for key, _ in sel.select():
-            if key.fd == master:
+        events = sel.select(0.05 if ended else None)
+        if ended and not any(key.fd == master for key, _ in events):
+            return          # the command is gone and its output drained
+        for key, _ in events:
+            if key.fd == pidfd:
+                ended = True
+                sel.unregister(pidfd)
+            elif key.fd == master:
                 try:
                     data = os.read(master, 65536)
                 except OSError:         # EIO: the last holder of the slave is gone
                     data = b""
                 if not data:
                     return
-                os.write(stdout, data)
+                _write_all(stdout, data)
             else:
                 data = os.read(stdin, 65536)
                 if not data:
                     sel.unregister(stdin)
-                    os.write(master, b"\x04")     # end of input: ^D inside
+                    _write_all(master, b"\x04")     # end of input: ^D inside
                 else:
-                    os.write(master, data)
+                    _write_all(master, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _version() -> int:
