@@ -357,3 +357,36 @@ def test_v2_names_the_controller_a_subtree_was_not_given():
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def test_pool_reports_cgroups_it_cannot_make():
+    """A caller confined to CPU 0 asks for CPU 1: each call's worker reports
+    the cgroup error, and the pool goes on."""
+    if LAYOUT != "v1" or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("v1 cpuset with two CPUs")
+    narrow = f"{_cgroups.V1.base('cpuset')}/isolate-test-narrow"
+    os.mkdir(narrow)
+    try:
+        for f, v in (("cpuset.cpus", "0"), ("cpuset.mems", "0")):
+            with open(f"{narrow}/{f}", "w") as fh:
+                fh.write(v)
+        script = (f"open({narrow + '/cgroup.procs'!r}, 'w').write('0')\n"
+                  "import os, isolate\n"
+                  "with isolate.Pool(size=1, cpuset='1') as pool:\n"
+                  "    for _ in range(2):\n"
+                  "        try:\n"
+                  "            pool.call(os.getpid)\n"
+                  "        except isolate.ContainerError as e:\n"
+                  "            print('refused:', e)\n")
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=60)
+        assert r.stdout.count("cgroup: writing '1' to") == 2, r.stdout + r.stderr
+    finally:
+        for _ in range(100):
+            try:
+                os.rmdir(narrow)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)

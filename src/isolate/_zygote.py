@@ -117,15 +117,24 @@ def main() -> None:
         first: tuple = ()
         extra: tuple = ()
         name = os.urandom(6).hex()
+        failed: BaseException | None = None
         if cfg.limits:
-            cg = cgroups[token] = Cgroups.make(dict(cfg.limits), name)
-            first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cg.procs())
-            if "cgroup" in cfg.namespaces:
-                first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"],
-                                   data="cgroup"),)
+            try:
+                cg = cgroups[token] = Cgroups.make(dict(cfg.limits), name)
+            except Exception as e:      # the worker reports it with the first call
+                failed = e
+            else:
+                first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cg.procs())
+                if "cgroup" in cfg.namespaces:
+                    first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"],
+                                       data="cgroup"),)
         if "uts" in cfg.namespaces:
             extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),)
-        pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags, signal.SIGKILL)
+        if failed is None:
+            pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags, signal.SIGKILL)
+        else:       # no container: a bare child that only reports the error
+            pid, err = _c.fork_container(_c.Plan(()), 0, signal.SIGKILL)
+            err = failed
         if pid == 0:
             ctl.close()
             ours.close()
