@@ -359,7 +359,7 @@ def test_v2_names_the_controller_a_subtree_was_not_given():
                     time.sleep(0.02)
 
 
-def test_pool_reports_cgroups_it_cannot_make():
+def test_pool_reports_cgroups_it_cannot_make_v1_only():
     """A caller confined to CPU 0 asks for CPU 1: each call's worker reports
     the cgroup error, and the pool goes on."""
     if LAYOUT != "v1" or len(os.sched_getaffinity(0)) < 2:
