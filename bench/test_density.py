@@ -14,33 +14,28 @@ import pytest
 
 from isolate import Container
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import boot15  # noqa: E402
 
-def _available_kib() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
 
 
 @pytest.mark.benchmark(group="density")
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])
 @pytest.mark.parametrize("tool", ["crun", "runc"])
 def test_density_oci(benchmark, rootfs, n, tool):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import boot15
     with tempfile.TemporaryDirectory(prefix="density-") as work:
         try:
             oci = boot15.OCI(tool, rootfs, work, args=["sleep", "100000"])
         except LookupError as e:
             pytest.skip(str(e))
         count = iter(range(10**9))
-        before = _available_kib()
+        before = boot15.available_kib()
         try:
             benchmark.pedantic(lambda: [oci.launch(next(count)) for _ in range(n)], rounds=1,
                                iterations=1)
             time.sleep(0.2)
-            added = before - _available_kib()
+            added = before - boot15.available_kib()
         finally:
             oci.stop()
     benchmark.extra_info["containers"] = n
@@ -62,11 +57,11 @@ def test_density(benchmark, rootfs, n):
         for _ in range(n):
             held.append(Container(rootfs=rootfs).start())
 
-    before = _available_kib()
+    before = boot15.available_kib()
     try:
         benchmark.pedantic(start_all, rounds=1, iterations=1)
         time.sleep(0.2)     # let the kernel settle its per-namespace work
-        added = before - _available_kib()
+        added = before - boot15.available_kib()
     finally:
         for c in held:
             c.close()

@@ -162,6 +162,16 @@ class Cgroups:
     def _set(self, option: str, value: Any) -> None:
         raise NotImplementedError
 
+    def _apply(self) -> Cgroups:
+        """Write the limits into the cgroups just made; on failure they go."""
+        try:
+            for option, value in self.limits.items():
+                self._set(option, value)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
     def update(self, limits: dict[str, Any]) -> None:
         """Change limits of the running container; a refused value leaves the
         old ones in place. Only controllers the container has can change."""
@@ -248,12 +258,10 @@ class V1(Cgroups):
             for controller in dict.fromkeys((*wanted, *ALWAYS)):
                 if controller in wanted or os.path.isdir(f"{ROOT}/{controller}"):
                     self._make(controller)
-            for option, value in self.limits.items():
-                self._set(option, value)
         except BaseException:
             self.remove()
             raise
-        return self
+        return self._apply()
 
     def _make(self, controller: str) -> None:
         base = self.base(controller)
@@ -370,13 +378,7 @@ class V2(Cgroups):
         path = f"{base}/{self.name}"
         _mkdir(path)
         self.dirs[""] = path
-        try:
-            for option, value in self.limits.items():
-                self._set(option, value)
-        except BaseException:
-            self.remove()
-            raise
-        return self
+        return self._apply()
 
     @staticmethod
     def _enable(base: str, wanted: list[str]) -> None:

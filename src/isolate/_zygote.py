@@ -131,7 +131,12 @@ def main() -> None:
         if "uts" in cfg.namespaces:
             extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),)
         if failed is None:
-            pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags, signal.SIGKILL)
+            try:
+                pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags,
+                                             signal.SIGKILL)
+            except BaseException:
+                reaped(token)       # its cgroups, made for nothing
+                raise
         else:       # no container: a bare child that only reports the error
             pid, err = _c.fork_container(_c.Plan(()), 0, signal.SIGKILL)
             err = failed
