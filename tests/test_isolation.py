@@ -91,6 +91,15 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
     assert out.strip() == "hi"
 
 
+def test_mount_below_sys_keeps_the_containers_network(run, tmp_path, rootfs):
+    """sysfs shows the network namespace of whoever mounts it: a mount of the
+    caller's below /sys changes the order of the steps, not what /sys shows."""
+    (tmp_path / "f").write_text("from host\n")
+    out = sh(run, "cat /sys/kernel/debug/f; ls /sys/class/net; ls /sys/firmware | wc -l",
+             rootfs=rootfs, mounts=[Mount.bind(str(tmp_path), "/sys/kernel/debug", readonly=True)])
+    assert out.split("\n")[:3] == ["from host", "lo", "0"]
+
+
 @pytest.mark.parametrize("image", ["busybox", "host"])
 def test_network_host_sees_host_interfaces(rootfs, image):
     host_ifaces = sorted(os.listdir("/sys/class/net"))
