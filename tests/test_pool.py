@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -17,6 +19,12 @@ from isolate import ContainerDied, Pool
 def double(x):
     """A function of this module, which the busybox image cannot import."""
     return 2 * x
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
 
 
 @pytest.fixture()
@@ -47,6 +55,21 @@ def test_call_and_isolation_seen_from_inside(pool):
 def test_module_function_travels_by_value(pool):
     assert pool.call(double, 21) == 42
     assert list(pool.map(double, range(3))) == [0, 2, 4]
+
+
+def test_what_the_worker_cannot_import_travels_by_value(pool, monkeypatch):
+    """Functions of installed modules go by reference; objects of this module
+    and of __main__ (the worker's __main__ is another) by value."""
+    assert pool.call(double, 1) == 2          # this module is now sent by value
+    assert pool.call(repr, Point(1, 2)) == "Point(x=1, y=2)"
+    assert pool.call(repr, [Point]) == f"[<class '{Point.__module__}.Point'>]"
+
+    def in_main():
+        return "from __main__"
+    in_main.__module__, in_main.__qualname__ = "__main__", "isolate_test_in_main"
+    monkeypatch.setattr(sys.modules["__main__"], "isolate_test_in_main", in_main, raising=False)
+    assert pool.call(in_main) == "from __main__"
+    assert pool.call(len, "abc") == 3         # a builtin, by reference
 
 
 def test_lambdas_closures_and_exceptions(pool):
@@ -92,6 +115,21 @@ def test_timeout(rootfs):
             p.call(time.sleep, 100)
         assert time.monotonic() - t < 10
         assert p.call(lambda: "after") == "after"
+
+
+def test_a_pool_keeps_nothing_of_finished_calls(rootfs):
+    """A pool may serve millions of calls: what it notes of each must go."""
+    with Pool(size=2, rootfs=rootfs, timeout=0.5) as p:
+        for _ in range(20):
+            p.call(int)
+        with pytest.raises(TimeoutError):
+            p.call(time.sleep, 100)
+        with pytest.raises(ContainerDied):
+            p.call(os._exit, 3)
+        deadline = time.monotonic() + 5
+        while (p._ended or p._unclaimed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not p._ended and not p._unclaimed
 
 
 def test_calls_from_eight_threads(pool):

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from .errors import RemoteTraceback, SerializationError
 
 _HEADER = struct.Struct("<Q")
+_FIRST_READ = 1 << 16
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -91,28 +92,47 @@ def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False) -> NoReturn:
         os._exit(code)
 
 
+def _wait_readable(fd: int, deadline: float | None) -> None:
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+
+
+def receive(fd: int, deadline: float | None = None) -> bytes | None:
+    """The framed payload, or None when the writer ended without sending one.
+    Raises TimeoutError once deadline (time.monotonic) passes.
+
+    A frame that fits comes in one read (the writer sends it with one write);
+    bytes past the frame, from processes the function left behind, are
+    dropped."""
+    _wait_readable(fd, deadline)
+    data = os.read(fd, _FIRST_READ)
+    if len(data) < _HEADER.size:
+        if not data:
+            return None
+        rest = _read_exactly(fd, _HEADER.size - len(data), deadline)
+        if rest is None:
+            return None
+        data += rest
+    size = _HEADER.unpack_from(data)[0]
+    end = _HEADER.size + size
+    if len(data) >= end:
+        return data[_HEADER.size:end]
+    rest = _read_exactly(fd, end - len(data), deadline)
+    return None if rest is None else data[_HEADER.size:] + rest
+
+
 def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes | None:
     chunks = []
     while n > 0:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
+        _wait_readable(fd, deadline)
         chunk = os.read(fd, min(n, 1 << 20))
         if not chunk:
             return None
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
-
-
-def receive(fd: int, deadline: float | None = None) -> bytes | None:
-    """The framed payload, or None when the writer ended without sending one.
-    Raises TimeoutError once deadline (time.monotonic) passes."""
-    header = _read_exactly(fd, _HEADER.size, deadline)
-    if header is None:
-        return None
-    return _read_exactly(fd, _HEADER.unpack(header)[0], deadline)
 
 
 def decode(payload: bytes) -> Any:

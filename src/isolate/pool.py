@@ -14,10 +14,11 @@ what the image holds or what the pool preloaded (`preload=["json"]`).
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import functools
 import os
 import pickle
-import queue
 import signal
 import socket
 import subprocess
@@ -38,33 +39,59 @@ __all__ = ["Pool"]
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=1)
+def _install_roots() -> tuple[str, ...]:
+    paths = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(p + os.sep for p in paths if p)
+
+
 def _installed(path: str) -> bool:
     """Whether a module file belongs to Python or its installed packages."""
-    roots = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return any(r and path.startswith(r + os.sep) for r in roots)
+    return path.startswith(_install_roots())
+
+
+def _by_value_modules() -> set[str]:
+    """Modules cloudpickle sends by value (ours, and any the caller registered)."""
+    import cloudpickle  # type: ignore[import-untyped]
+    return getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None) or set()
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str]) -> bytes:
     """The framed task. The caller's own modules travel by value (a worker
     inside an image could not import them); installed packages and the
-    modules the workers preloaded by name."""
+    modules the workers preloaded by name.
+
+    What pickle takes by reference alone (functions and classes of such
+    modules, plain data) goes by the C pickler, much cheaper than
+    cloudpickle's; anything naming __main__ or a by-value module, or that
+    pickle refuses, by cloudpickle."""
     import cloudpickle  # type: ignore[import-untyped]
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     path = getattr(module, "__file__", None)
     if (module is not None and path and module.__name__ != "__main__"
             and module.__name__ not in preloaded and not _installed(path)):
         cloudpickle.register_pickle_by_value(module)
-    data = cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    task = (fn, args, kwargs)
+    try:
+        data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        data = b""
+    if not data or b"__main__" in data or any(m.encode() in data for m in _by_value_modules()):
+        data = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
     return _wire.frame(data)
+
+
+def _what(fn: Callable[..., Any]) -> str:
+    return f"the worker running {getattr(fn, '__qualname__', repr(fn))}"
 
 
 class _Slot:
     """A worker waiting for one call: PID 1 of its own fresh container."""
 
-    __slots__ = ("sock", "token", "pidfd")
+    __slots__ = ("fd", "token", "pidfd")
 
-    def __init__(self, sock: socket.socket, token: int, pidfd: int):
-        self.sock = sock
+    def __init__(self, fd: int, token: int, pidfd: int):
+        self.fd = fd            # a stream socket to the worker
         self.token = token
         self.pidfd = pidfd
 
@@ -76,7 +103,7 @@ class _Slot:
             pass
 
     def close(self) -> None:
-        self.sock.close()
+        os.close(self.fd)
         os.close(self.pidfd)
 
 
@@ -113,9 +140,12 @@ class Pool(concurrent.futures.Executor):
         self._timeout = timeout
         self._closing = False
         self._cond = threading.Condition()
-        self._ready: queue.Queue[_Slot] = queue.Queue()
+        self._ready: collections.deque[_Slot] = collections.deque()
+        self._ready_cond = threading.Condition(threading.Lock())
         # token -> (wait status, OOM kills in its container), from the zygote
         self._ended: dict[int, tuple[int, int]] = {}
+        # tokens whose "ended" no call will wait for (it returned, or timed out)
+        self._unclaimed: set[int] = set()
         self._futures: set[concurrent.futures.Future] = set()
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -142,7 +172,7 @@ class Pool(concurrent.futures.Executor):
     def _read_zygote(self) -> None:
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self._ctl, 4096, 1)
+                data, fds, _, _ = socket.recv_fds(self._ctl, 4096, 1, socket.MSG_CMSG_CLOEXEC)
             except OSError:
                 data, fds = b"", []
             if not data:
@@ -157,11 +187,16 @@ class Pool(concurrent.futures.Executor):
                 except OSError:         # already gone: its "ended" follows
                     os.close(fds[0])
                     continue
-                self._ready.put(_Slot(socket.socket(fileno=fds[0]), token, pidfd))
+                self._ready.append(_Slot(fds[0], token, pidfd))
+                with self._ready_cond:
+                    self._ready_cond.notify()
             else:
                 with self._cond:
-                    self._ended[token] = value
-                    self._cond.notify_all()
+                    if token in self._unclaimed:
+                        self._unclaimed.discard(token)
+                    else:
+                        self._ended[token] = value
+                        self._cond.notify_all()
 
     # -- calls ------------------------------------------------------------
 
@@ -170,9 +205,18 @@ class Pool(concurrent.futures.Executor):
             if self._closing:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             try:
-                return self._ready.get(timeout=0.05)
-            except queue.Empty:
-                continue
+                return self._ready.popleft()
+            except IndexError:
+                pass
+            with self._ready_cond:
+                if not self._ready:
+                    self._ready_cond.wait(0.05)
+
+    def _forget(self, token: int) -> None:
+        """No call waits for this worker's end: drop its report, now or when it comes."""
+        with self._cond:
+            if self._ended.pop(token, None) is None:
+                self._unclaimed.add(token)
 
     def _status(self, token: int, wait: float = 5.0) -> tuple[int, int] | None:
         deadline = time.monotonic() + wait
@@ -189,8 +233,7 @@ class Pool(concurrent.futures.Executor):
         slot = self._take()
         if started is not None:
             started(slot)
-        what = f"the worker running {getattr(fn, '__qualname__', repr(fn))}"
-        fd = slot.sock.fileno()
+        fd = slot.fd
         try:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
@@ -198,7 +241,8 @@ class Pool(concurrent.futures.Executor):
                 payload = _wire.receive(fd, deadline)
             except TimeoutError:
                 slot.kill()
-                raise TimeoutError(f"{what} did not return within {self._timeout} s; "
+                self._forget(slot.token)
+                raise TimeoutError(f"{_what(fn)} did not return within {self._timeout} s; "
                                    "its container was removed") from None
             except (BrokenPipeError, ConnectionResetError):
                 payload = None
@@ -207,16 +251,16 @@ class Pool(concurrent.futures.Executor):
         if payload is None:
             ended = self._status(slot.token)
             if ended is None:
+                self._forget(slot.token)
                 from .errors import ContainerDied
-                raise ContainerDied(f"{what} ended without returning")
+                raise ContainerDied(f"{_what(fn)} ended without returning")
             status, ooms = ended
             if ooms:
                 from .errors import ContainerOOMError
-                raise ContainerOOMError(f"{what} was killed by the OOM killer: the container's "
-                                        "memory limit", signal=signal.SIGKILL)
-            raise died(status, what)
-        with self._cond:
-            self._ended.pop(slot.token, None)
+                raise ContainerOOMError(f"{_what(fn)} was killed by the OOM killer: the "
+                                        "container's memory limit", signal=signal.SIGKILL)
+            raise died(status, _what(fn))
+        self._forget(slot.token)
         return _wire.decode(payload)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -273,11 +317,8 @@ class Pool(concurrent.futures.Executor):
         self._ctl.close()
         self._zygote.wait()
         self._reader.join()
-        while True:
-            try:
-                self._ready.get_nowait().close()
-            except queue.Empty:
-                break
+        while self._ready:
+            self._ready.popleft().close()
 
     close = shutdown
 
@@ -288,5 +329,5 @@ class Pool(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
-        return (f"<Pool {state} size={self._size} ready={self._ready.qsize()} "
+        return (f"<Pool {state} size={self._size} ready={len(self._ready)} "
                 f"rootfs={self._cfg.rootfs or '<host, read-only>'}>")
