@@ -5,6 +5,7 @@ Policy lives in the isolate package; this module only carries a plan to C and
 turns a failed step into the exception isolate.errors chooses.
 """
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 from libc.stdint cimport int32_t
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
@@ -566,8 +567,11 @@ def replace_environ(list items):
             raise OSError(errno, "setenv")
 
 
-def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0):
-    """Fork this (single-threaded) process into a new container built by plan.
+def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan pre=None,
+                   Plan post=None):
+    """Fork this (single-threaded) process into a new container built by the
+    steps of pre, plan and post (pre and post: the few steps that differ from
+    one fork to the next, so that plan is built once).
 
     Returns (pid, None) in the parent and (0, error) in the child, which is
     PID 1 of its container and goes on running this program; error is None,
@@ -577,8 +581,19 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0):
     """
     cdef iso_error_t err
     cdef pid_t pid
+    cdef size_t npre = pre.n if pre is not None else 0
+    cdef size_t npost = post.n if post is not None else 0
+    cdef iso_op_t *ops = <iso_op_t *>calloc(npre + plan.n + npost + 1, sizeof(iso_op_t))
+    if ops == NULL:
+        raise MemoryError()
+    if npre:
+        memcpy(ops, pre.ops, npre * sizeof(iso_op_t))
+    memcpy(ops + npre, plan.ops, plan.n * sizeof(iso_op_t))
+    if npost:
+        memcpy(ops + npre + plan.n, post.ops, npost * sizeof(iso_op_t))
     PyOS_BeforeFork()
-    pid = iso_fork_container(clone_flags, pdeathsig, plan.ops, plan.n, &err)
+    pid = iso_fork_container(clone_flags, pdeathsig, ops, npre + plan.n + npost, &err)
+    free(ops)
     if pid == 0:
         PyOS_AfterFork_Child()
         if err.step == 0:

@@ -109,10 +109,16 @@ def restrict_spec(cfg: Config) -> Any:
                        (*cfg.security(), True))
 
 
-def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = ()) -> None:
+def environ_items(cfg: Config) -> list[tuple[bytes, bytes]]:
+    return [(os.fsencode(k), os.fsencode(v)) for k, v in cfg.env]
+
+
+def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = (),
+                   environ: list[tuple[bytes, bytes]] | None = None) -> None:
     """In the fork, once in the namespaces: what every container process gets.
     Only stdio (as Python sees it), the result pipe and keep stay open; spec
-    is restrict_spec(cfg)."""
+    is restrict_spec(cfg), environ environ_items(cfg) (made before the fork
+    where the fork is made often)."""
     low = 3
     for fd in sorted(fd for fd in {keep_fd, *keep, *_stdio_fds()} if fd >= 3):
         os.closerange(low, fd)      # (low > fd would close everything from low)
@@ -122,7 +128,7 @@ def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = (
     os.umask(0o022)
     os.chdir(cfg.cwd)
     _c.restrict(spec)
-    items = [(os.fsencode(k), os.fsencode(v)) for k, v in cfg.env]
+    items = environ_items(cfg) if environ is None else environ
     _c.replace_environ(items)
     os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ
 

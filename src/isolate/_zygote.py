@@ -28,25 +28,23 @@ import socket
 import sys
 import time
 
+from . import _call, _plan, _wire
+from . import _isolate as _c
+
 
 def _rehearse() -> None:
     """Go once through what a call does (unpickle a task, call, pickle the
     outcome), so that the pages it writes are copied before the call arrives
     rather than on its way."""
-    from . import _wire
     fn, args, kwargs = pickle.loads(pickle.dumps((len, ((1, 2.0, "x", b"y", None),), {})))
     _wire._outcome(fn, args, kwargs)
 
 
-def _worker(cfg, sock: socket.socket, setup_error: BaseException | None, spec) -> None:
-    from . import _call, _wire
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    fd = sock.detach()
+def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ) -> None:
     try:
         if setup_error is not None:
             raise setup_error
-        _call.enter_in_child(cfg, fd, spec)
+        _call.enter_in_child(cfg, fd, spec, environ=environ)
         _rehearse()
     except BaseException as e:
         # report with the first call, not now: a worker that failed at once
@@ -65,27 +63,28 @@ def _worker(cfg, sock: socket.socket, setup_error: BaseException | None, spec) -
 
 
 def main() -> None:
-    from . import _isolate as _c
-    from . import _plan, _wire
-
     ctl = socket.socket(fileno=int(sys.argv[1]))
     cfg, size, preload = pickle.loads(ctl.recv(1 << 20))
     _wire.load_pickler()
     for name in preload:
         importlib.import_module(name)
-    steps = _plan.container_steps(cfg)
+    # built once: in a fresh fork every object made or let go touches pages
+    # that must then be copied, in the fork and in the zygote
+    plan = _c.Plan(_plan.container_steps(cfg))
+    no_plan = _c.Plan(())
     flags = _plan.clone_flags(cfg)
-    from ._call import restrict_spec
-    spec = restrict_spec(cfg)
+    spec = _call.restrict_spec(cfg)
+    environ = _call.environ_items(cfg)
     _rehearse()
     gc.freeze()     # workers' collections then leave the zygote's objects (and pages) alone
 
     if cfg.limits:
         from ._cgroups import Cgroups
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]      # unshared once in its cgroups
-    workers: dict[int, int] = {}
+    workers: dict[int, tuple[int, int]] = {}        # pid -> (token, pidfd)
     cgroups: dict[int, Cgroups] = {}                # by token
     tokens = itertools.count(1)
+    sel = selectors.DefaultSelector()
 
     def reaped(token: int) -> int:
         """The OOM kills in the worker's container, whose cgroups then go."""
@@ -100,7 +99,7 @@ def main() -> None:
         """The pool is gone: so are its containers."""
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        for pid, token in workers.items():
+        for pid, (token, _) in workers.items():
             os.waitpid(pid, 0)
             reaped(token)
         os._exit(0)
@@ -114,8 +113,7 @@ def main() -> None:
     def spawn() -> None:
         token = next(tokens)
         ours, theirs = socket.socketpair()
-        first: tuple = ()
-        extra: tuple = ()
+        first = None
         name = os.urandom(6).hex()
         failed: BaseException | None = None
         if cfg.limits:
@@ -124,39 +122,36 @@ def main() -> None:
             except Exception as e:      # the worker reports it with the first call
                 failed = e
             else:
-                first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cg.procs())
+                steps = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cg.procs())
                 if "cgroup" in cfg.namespaces:
-                    first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"],
+                    steps += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"],
                                        data="cgroup"),)
-        if "uts" in cfg.namespaces:
-            extra = (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),)
+                first = _c.Plan(steps)
+        last = (_c.Plan((_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),))
+                if "uts" in cfg.namespaces else None)
         if failed is None:
             try:
-                pid, err = _c.fork_container(_c.Plan(first + steps + extra), flags,
-                                             signal.SIGKILL)
+                pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last)
             except BaseException:
                 reaped(token)       # its cgroups, made for nothing
                 raise
         else:       # no container: a bare child that only reports the error
-            pid, err = _c.fork_container(_c.Plan(()), 0, signal.SIGKILL)
+            pid, err = _c.fork_container(no_plan, 0, signal.SIGKILL)
             err = failed
         if pid == 0:
             ctl.close()
             ours.close()
-            _worker(cfg, theirs, err, spec)
+            _worker(cfg, theirs.detach(), err, spec, environ)
         theirs.close()
-        workers[pid] = token
+        pidfd = os.pidfd_open(pid)
+        workers[pid] = (token, pidfd)
+        sel.register(pidfd, selectors.EVENT_READ, pid)
         tell(pickle.dumps(("ready", token, pid)), (ours.fileno(),))
         ours.close()
 
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(w)
-    signal.signal(signal.SIGCHLD, lambda *a: None)
     for _ in range(size):
         spawn()
-    sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ)
-    sel.register(r, selectors.EVENT_READ)
     failures = 0
     while True:
         for key, _ in sel.select():
@@ -168,26 +163,17 @@ def main() -> None:
                 if not data:
                     stop()
                 continue
-            try:
-                os.read(r, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                token = workers.pop(pid, None)
-                if token is None:
-                    continue
-                tell(pickle.dumps(("ended", token, (status, reaped(token)))))
-                # a container that cannot be made: slow down, do not spin
-                failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0
-                if failures:
-                    time.sleep(min(0.05 * failures, 1.0))
-                spawn()
+            pid = key.data          # a worker's pidfd: it has ended
+            token, pidfd = workers.pop(pid)
+            sel.unregister(pidfd)
+            os.close(pidfd)
+            _, status = os.waitpid(pid, 0)
+            tell(pickle.dumps(("ended", token, (status, reaped(token)))))
+            # a container that cannot be made: slow down, do not spin
+            failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0
+            if failures:
+                time.sleep(min(0.05 * failures, 1.0))
+            spawn()
 
 
 if __name__ == "__main__":
