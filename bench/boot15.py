@@ -39,6 +39,23 @@ def available_kib() -> int:
     raise RuntimeError("no MemAvailable")
 
 
+def cgroup_memory_kib(pid: int) -> float:
+    """What the memory cgroup of process pid accounts for, in KiB (cgroup v1
+    memory.usage_in_bytes, v2 memory.current): the container's own, where
+    its runtime gave it one."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            with open(f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes") as f:
+                return int(f.read()) / 1024
+    for hid, _, path in lines:
+        if hid == "0":
+            with open(f"/sys/fs/cgroup{path}/memory.current") as f:
+                return int(f.read()) / 1024
+    raise LookupError(f"process {pid} has no memory cgroup")
+
+
 def _poll(check: Any, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -91,14 +108,20 @@ class OCI:
             self.wrap = ["unshare", "-m", "sh", "-c",
                          'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"']
         self.names: list[str] = []
+        self.pids: list[int] = []
 
     def launch(self, i: int) -> str:
-        """Start instance i detached; its name."""
+        """Start instance i detached; its name (its pid goes to self.pids)."""
         name = f"boot15-{os.getpid()}-{i}"
         self.names.append(name)
-        subprocess.run([*self.wrap, self.tool, "run", "-d", "-b", self.bundle, name],
+        pidfile = f"{self.bundle}.{i}.pid"
+        subprocess.run([*self.wrap, self.tool, "run", "-d", "--pid-file", pidfile, "-b",
+                        self.bundle, name],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+        with open(pidfile) as f:
+            self.pids.append(int(f.read()))
+        os.unlink(pidfile)
         return name
 
     def start(self, i: int) -> None:

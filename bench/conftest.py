@@ -1,11 +1,14 @@
 """Benchmark fixtures: the busybox rootfs, OCI bundles for runc and crun, the C floor.
 
 Run everything with:  python3 -m pytest bench/ --results bench/RESULTS.md
-Each row that needs a missing tool is skipped, saying which.
+The tools compared against are installed first where missing (apt-get, as
+root; --no-install to leave the machine as it is); a row whose tool is still
+missing is skipped, saying which.
 """
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import platform
@@ -28,6 +31,47 @@ def pytest_addoption(parser):
     g.addoption("--rounds", type=int, default=300, help="timed rounds per benchmark")
     g.addoption("--quick", action="store_true", help="30 rounds: a smoke run for CI")
     g.addoption("--results", default=None, help="write the summary table to this markdown file")
+    g.addoption("--no-install", action="store_true",
+                help="do not install the tools compared against (their rows are skipped)")
+
+
+#: what the benchmarks compare against: a command (or a file pattern), and the
+#: Debian package that brings it
+COMPARED = (("bwrap", "bubblewrap"), ("crun", "crun"), ("runc", "runc"),
+            ("unshare", "util-linux"), ("nsenter", "util-linux"),
+            ("qemu-system-x86_64", "qemu-system-x86"), ("/boot/vmlinuz-*", "linux-image-amd64"))
+
+
+def missing_packages() -> list[str]:
+    found = (glob.glob(what) if what.startswith("/") else shutil.which(what)
+             for what, _ in COMPARED)
+    return sorted({pkg for (_, pkg), ok in zip(COMPARED, found) if not ok})
+
+
+def _install(packages: list[str]) -> str:
+    """apt-get install packages; what happened, in a line for the results."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"not installed (needs root and apt-get): {', '.join(packages)}"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:       # perhaps stale package lists
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"could not install {', '.join(packages)}: {e}"
+    if r.returncode != 0:
+        last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
+        return f"could not install {', '.join(packages)}: {last[0]}"
+    return f"installed for this run: {', '.join(packages)}"
+
+
+def pytest_sessionstart(session):
+    session.config._isolate_installed = ""
+    missing = missing_packages()
+    if missing and not session.config.getoption("--no-install"):
+        session.config._isolate_installed = _install(missing)
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +237,7 @@ def pytest_terminal_summary(terminalreporter, config):
         spread[name] = (data[int(len(data) * 0.9) - 1] * 1e3, data[int(len(data) * 0.99) - 1] * 1e3)
     lines = []
     density = sorted((b.extra_info.get("kind", "isolate"), b.extra_info["containers"], b.stats.median,
-                      b.extra_info["kib_per_container"])
+                      b.extra_info["kib_per_container"], b.extra_info.get("cgroup_kib_per_container"))
                      for b in session.benchmarks if b.stats.data and "containers" in b.extra_info)
     groups.pop("density", None)
     groups.pop("boot15", None)
@@ -204,6 +248,20 @@ def pytest_terminal_summary(terminalreporter, config):
                       b.extra_info["throughput_calls"] / b.stats.median)
                      for b in session.benchmarks if b.stats.data and "throughput_calls" in b.extra_info)
     groups.pop("scaling-threads", None)
+    by_memory: dict[str, dict[int, float]] = {}
+    for b in session.benchmarks:
+        if b.stats.data and "caller_mib" in b.extra_info:
+            by_memory.setdefault(b.extra_info["kind"], {})[b.extra_info["caller_mib"]] = \
+                b.stats.median * 1e3
+    if by_memory:
+        groups.pop("scaling-memory", None)
+        sizes = sorted({m for row in by_memory.values() for m in row})
+        lines += ["### scaling: latency against the caller's memory (RSS)", "",
+                  "| from a caller of | " + " | ".join(f"{m} MiB, ms" for m in sizes) + " |",
+                  "|---|" + "---:|" * len(sizes)]
+        lines += [f"| {kind} | " + " | ".join(f"{row[m]:.3f}" if m in row else "-" for m in sizes)
+                  + " |" for kind, row in sorted(by_memory.items())]
+        lines.append("")
     if scaling:
         one = {kind: rate for kind, t, rate in scaling if t == 1}
         lines += ["### scaling: throughput against concurrent starters (2 cores)", "",
@@ -214,11 +272,17 @@ def pytest_terminal_summary(terminalreporter, config):
         lines.append("")
     if density:
         lines += ["### density (busybox root, all sleeping at once)", "",
-                  "| runtime | containers | start all, s | ms per container | host MiB per container |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {kind} | {n} | {t:.3f} | {t / n * 1e3:.2f} | {kib / 1024:.2f} |"
-                  for kind, n, t, kib in density]
-        lines.append("")
+                  "| runtime | containers | start all, s | ms per container | host MiB per container "
+                  "| cgroup MiB per container |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {kind} | {n} | {t:.3f} | {t / n * 1e3:.2f} | {kib / 1024:.2f} | "
+                  f"{'-' if cg is None else f'{cg / 1024:.2f}'} |"
+                  for kind, n, t, kib, cg in density]
+        lines += ["", "Host MiB: MemAvailable's drop with all n up (noisy below about 100). "
+                  "cgroup MiB: what each container's memory cgroup accounts for (its processes' "
+                  "pages, its tmpfs and overlay pages, the kernel memory charged to it), the "
+                  "mean over the n containers; the namespaces' kernel objects are charged to "
+                  "whoever made them, for isolate the caller.", ""]
     for group, rows in groups.items():
         ref = rows.get("floor_c") or rows.get("small_parent") or min(rows.values())
         refname = "floor_c" if "floor_c" in rows else "small_parent" if "small_parent" in rows else "fastest"
@@ -234,6 +298,8 @@ def pytest_terminal_summary(terminalreporter, config):
     lines += _targets(groups, extra)
     table = "\n".join(lines)
     terminalreporter.write_sep("=", "isolate: medians and ratios")
+    if config._isolate_installed:
+        terminalreporter.write_line(f"Tools: {config._isolate_installed}")
     terminalreporter.write_line(table)
     path = config.getoption("--results")
     if path:
@@ -242,6 +308,8 @@ def pytest_terminal_summary(terminalreporter, config):
             f.write("# Benchmark results\n\n")
             f.write(f"Made {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{cmd}`\n\n")
             f.write(f"Machine: {_machine()}\n\nVersions: {_versions()}\n\n")
+            if config._isolate_installed:
+                f.write(f"Tools: {config._isolate_installed}\n\n")
             f.write("Times are per container running `/bin/true`, started from one warm Python "
                     "process; ratios are of medians taken in the same run. The C floor "
                     "(bench/floor.c) makes the syscalls of isolate.run's default container, "

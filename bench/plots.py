@@ -46,8 +46,13 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
         if "containers" in b.extra_info:
             density.setdefault(b.extra_info.get("kind", "isolate"), []).append(
                 (b.extra_info["containers"], b.stats.median / b.extra_info["containers"] * 1e3))
-    if threads or density:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    memory: dict[str, list[tuple[int, float]]] = {}
+    for b in done:
+        if "caller_mib" in b.extra_info:
+            memory.setdefault(b.extra_info.get("kind", "isolate.run"), []).append(
+                (b.extra_info["caller_mib"], b.stats.median * 1e3))
+    if threads or density or memory:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         for kind, points in sorted(threads.items()):
             points.sort()
             axes[0].plot([t for t, _ in points], [r for _, r in points], marker="o", label=kind)
@@ -66,6 +71,16 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
             axes[1].set_xlabel("containers up at once")
             axes[1].set_ylabel("ms per container started")
             axes[1].set_title("Density: start time per container")
+        for kind, points in sorted(memory.items()):
+            points.sort()
+            axes[2].plot([m for m, _ in points], [ms for _, ms in points], marker="o", label=kind)
+        if memory:
+            axes[2].legend()
+            axes[2].set_xscale("log")
+            axes[2].set_yscale("log")
+            axes[2].set_xlabel("caller's memory, MiB (log)")
+            axes[2].set_ylabel("ms per start (log)")
+            axes[2].set_title("Latency against the caller's memory")
         fig.tight_layout()
         fig.savefig(os.path.join(directory, "scaling.png"), dpi=100)
         plt.close(fig)

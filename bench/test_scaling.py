@@ -13,16 +13,44 @@ import pytest
 import isolate
 
 
-@pytest.mark.benchmark(group="scaling-memory")
-@pytest.mark.parametrize("gib", [0, 4])
-def test_caller_holding(benchmark, rounds, rootfs, gib):
-    """From a caller holding this many GiB of touched memory (0: ~50 MB)."""
-    block = bytearray(gib << 30)
+def _hold(mib: int) -> bytearray:
+    """Touched memory that brings this process's RSS to about mib MiB."""
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) // 1024
+    block = bytearray(max(0, mib - rss) << 20)
     for i in range(0, len(block), 4096):
         block[i] = 1
+    return block
+
+
+@pytest.mark.benchmark(group="scaling-memory")
+@pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
+def test_caller_holding(benchmark, rounds, rootfs, mib):
+    """isolate.run from a caller whose RSS is about this many MiB."""
+    block = _hold(mib)
     isolate.run(["/bin/true"], rootfs=rootfs)
     benchmark.pedantic(lambda: isolate.run(["/bin/true"], rootfs=rootfs), rounds=rounds,
                        iterations=1, warmup_rounds=min(20, rounds))
+    benchmark.extra_info["caller_mib"] = mib
+    benchmark.extra_info["kind"] = "isolate.run"
+    del block
+
+
+@pytest.mark.benchmark(group="scaling-memory")
+@pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
+def test_fork_holding(benchmark, rounds, rootfs, mib):
+    """What a fork-based runtime pays from the same callers: os.fork + _exit + waitpid."""
+    import os
+    block = _hold(mib)
+
+    def fork_and_wait() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    benchmark.pedantic(fork_and_wait, rounds=min(rounds, 20), iterations=1, warmup_rounds=2)
+    benchmark.extra_info["caller_mib"] = mib
+    benchmark.extra_info["kind"] = "os.fork"
     del block
 
 
