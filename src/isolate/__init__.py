@@ -14,12 +14,35 @@ except ImportError as e:  # pragma: no cover
         "(needs a C compiler, Cython and a static libc)"
     ) from e
 
-from ._call import call, isolated
-from .container import CompletedProcess, Container, Process, run
+from typing import TYPE_CHECKING
+
 from .errors import (ContainerDied, ContainerError, ContainerOOMError, IsolateError, NamespaceError,
                      RemoteTraceback, SerializationError)
 from .mounts import Mount
-from .pool import Pool
+
+if TYPE_CHECKING:
+    from ._call import call, isolated
+    from .container import CompletedProcess, Container, Process, run
+    from .pool import Pool
+
+# Imported when first used: a Pool's zygote, which imports isolate too, then
+# holds only what it needs (each page it holds costs every fork of it).
+_LAZY = {"call": "_call", "isolated": "_call", "CompletedProcess": "container",
+         "Container": "container", "Process": "container", "run": "container", "Pool": "pool"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'isolate' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

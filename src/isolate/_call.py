@@ -6,7 +6,6 @@ only the outcome is pickled back.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 import signal
@@ -21,6 +20,7 @@ from . import _wire
 from .errors import ContainerDied, ContainerOOMError, child_error
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from ._config import Config
     from .container import Container
 
@@ -217,6 +217,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
 def submit_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
               timeout: float | None = None) -> concurrent.futures.Future[T]:
     """call_in in a thread; cancelling the future kills the call's process."""
+    import concurrent.futures
     fut: concurrent.futures.Future[T] = concurrent.futures.Future()
     box: dict[str, int] = {}
     lock = threading.Lock()
@@ -244,6 +245,7 @@ def submit_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
 
 def settle(fut: concurrent.futures.Future, run: Callable[..., Any], *args: Any) -> None:
     """Run, and give fut its outcome, unless it was cancelled meanwhile."""
+    import concurrent.futures
     if fut.cancelled():
         return
     try:
