@@ -437,20 +437,6 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
         struct stat st;
         if (lstat(op->dst, &st) < 0)
             return errno == ENOENT ? 0 : fail(e, ISO_STEP_MASK, op->dst);
-        if (op->src == NULL) {
-            /* no mask sources: an empty read-only tmpfs over a directory,
-             * /dev/null (read-only) over anything else, as runc masks */
-            const unsigned long ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
-            if (S_ISDIR(st.st_mode)) {
-                if (mount("tmpfs", op->dst, "tmpfs", ro, "size=0,mode=555") < 0)
-                    return fail(e, ISO_STEP_MASK, op->dst);
-                return 0;
-            }
-            if (mount("/dev/null", op->dst, NULL, MS_BIND, NULL) < 0 ||
-                mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | ro, NULL) < 0)
-                return fail(e, ISO_STEP_MASK, op->dst);
-            return 0;
-        }
         /* src, data: an empty file and directory on a read-only mount */
         if (mount(S_ISDIR(st.st_mode) ? op->data : op->src, op->dst, NULL, MS_BIND, NULL) < 0)
             return fail(e, ISO_STEP_MASK, op->dst);
@@ -504,10 +490,9 @@ static int cloexec_from(int from)
     return n < 0 ? -1 : 0;
 }
 
-/* stdio, fds and session: what a process needs before exec that the plan
- * does not touch. keep (if >= 0) is moved to keep_at and stays open across
- * exec. */
-static int prepare_fds(const iso_exec_t *x, int keep, int keep_at, iso_error_t *e)
+/* Everything between the plan and execve: stdio, fds, session, directory,
+ * ids, umask. keep (if >= 0) is moved to keep_at and stays open across exec. */
+static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t *e)
 {
     int tmp[3];
     for (int i = 0; i < 3; i++) {
@@ -535,13 +520,6 @@ static int prepare_fds(const iso_exec_t *x, int keep, int keep_at, iso_error_t *
         return fail(e, ISO_STEP_SETSID, "");
     if (x->new_session == ISO_SESSION_TTY && ioctl(0, TIOCSCTTY, 0) < 0)
         return fail(e, ISO_STEP_SETSID, "controlling terminal (stdin)");
-    return 0;
-}
-
-/* After the plan, the last steps before execve: directory, umask, ids,
- * capabilities and the rest of iso_restrict. */
-static int prepare_process(const iso_exec_t *x, iso_error_t *e)
-{
     if (x->cwd != NULL) {
         if (chdir(x->cwd) < 0)
             return fail(e, ISO_STEP_CHDIR, x->cwd);
@@ -622,107 +600,6 @@ int iso_restrict(const iso_exec_t *x, iso_error_t *e)
     return 0;
 }
 
-/* ------------------------------------------------------ network namespace */
-
-struct netns_ctx {
-    int fd;
-    int err;
-};
-
-/* Cloned into a new network namespace, sharing the caller's memory and fd
- * table: the namespace's fd lands in the caller's table. */
-static int netns_child(void *arg)
-{
-    struct netns_ctx *n = arg;
-    n->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    n->err = n->fd < 0 ? errno : 0;
-    _exit(0);
-}
-
-/* A new network namespace owned by the caller's user namespace, held by
- * the fd returned; -1 with errno set on failure. */
-static int make_netns(void)
-{
-    char stack[16384] __attribute__((aligned(16)));
-    struct netns_ctx n = {-1, 0};
-    sigset_t old;
-    block_all(&old);        /* the child never unblocks: no handler runs there */
-    pid_t pid = clone(netns_child, stack + sizeof stack,
-                      CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNET | SIGCHLD, &n);
-    int clone_errno = errno;
-    restore_mask(&old);
-    if (pid < 0) {
-        errno = clone_errno;
-        return -1;
-    }
-    /* CLONE_VFORK: it has already ended; reap it */
-    while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-        ;
-    if (n.fd < 0)
-        errno = n.err;
-    return n.fd;
-}
-
-static int send_fd(int sock, int fd)
-{
-    char byte = 'n';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr m;
-    memset(&u, 0, sizeof u);
-    memset(&m, 0, sizeof m);
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = u.buf;
-    m.msg_controllen = sizeof u.buf;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    return sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? 0 : -1;
-}
-
-/* In the child: the JOIN_NET step, with the namespace the caller sends. */
-static int join_netns(int ctl, iso_error_t *e)
-{
-    char byte;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = u.buf;
-    m.msg_controllen = sizeof u.buf;
-    ssize_t n;
-    do
-        n = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    struct cmsghdr *cm = n == 1 ? CMSG_FIRSTHDR(&m) : NULL;
-    if (cm == NULL || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
-        if (n >= 0)
-            errno = EBADMSG;
-        return fail(e, ISO_STEP_SETNS, "network namespace");
-    }
-    int fd;
-    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    int r = setns(fd, CLONE_NEWNET);
-    int setns_errno = errno;
-    close(fd);
-    if (r < 0) {
-        errno = setns_errno;
-        return fail(e, ISO_STEP_SETNS, "network namespace");
-    }
-    return 0;
-}
-
 /* -------------------------------------------------------------- container */
 
 struct start_ctx {
@@ -794,19 +671,13 @@ static int container_child(void *arg)
             goto out;
         }
     }
-    /* the fds first: their work overlaps the making of a new_netns too */
-    if (prepare_fds(&c->x, ctl, s->ctl_at, &msg.error) < 0)
+    umask(0);
+    for (size_t i = 0; i < c->nops; i++)
+        if (run_op(&c->ops[i], &msg.error) < 0)
+            goto out;
+    if (prepare_exec(&c->x, ctl, s->ctl_at, &msg.error) < 0)
         goto out;
     ctl = s->ctl_at;
-    umask(0);
-    for (size_t i = 0; i < c->nops; i++) {
-        int r = c->ops[i].kind == ISO_OP_JOIN_NET ? join_netns(ctl, &msg.error)
-                                                  : run_op(&c->ops[i], &msg.error);
-        if (r < 0)
-            goto out;
-    }
-    if (prepare_process(&c->x, &msg.error) < 0)
-        goto out;
 
     char ctlbuf[24], pidbuf[24] = "0";
     if (c->run) {
@@ -890,18 +761,15 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         if (c->after_clone(pid, c->after_clone_arg) != 0 || send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
             if (err->step == 0)
                 fail(err, ISO_STEP_CLONE, "after clone");
-            goto kill_child;
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+            stack_free(stack, 2 * STACK_SIZE);
+            if (pidfd >= 0)
+                close(pidfd);
+            close(sv[0]);
+            return -1;
         }
-    }
-    if (c->new_netns) {
-        int net = make_netns();
-        if (net < 0) {
-            fail(err, ISO_STEP_UNSHARE, "network namespace");
-            goto kill_child;
-        }
-        /* if this fails, the child has failed, and its report comes next */
-        send_fd(sv[0], net);
-        close(net);
     }
 
     /* The first message comes from the init once it runs, or from the child
@@ -924,9 +792,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         errno = n < 0 ? errno : ECHILD;
         fail(err, ISO_STEP_INIT, "");
     }
-kill_child:
     kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
         ;
     stack_free(stack, 2 * STACK_SIZE);
     if (pidfd >= 0)
@@ -982,7 +850,7 @@ static int exec_grandchild(void *arg)
     struct exec_report r;
     char buf[PATH_MAX];
     memset(&r, 0, sizeof r);
-    if (prepare_fds(s->x, -1, -1, &r.error) == 0 && prepare_process(s->x, &r.error) == 0) {
+    if (prepare_exec(s->x, -1, -1, &r.error) == 0) {
         unblock_all_in_child();
         iso_exec_search(s->x->file, s->x->argv, s->x->envp, s->x->path, buf);
         fail(&r.error, ISO_STEP_EXEC, s->x->file);

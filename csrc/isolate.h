@@ -87,11 +87,8 @@ typedef struct iso_msg {
  *   UNSHARE    unshare(flags)
  *   MASK       if dst exists: bind over it the empty directory data or the
  *              empty file src, both on a read-only mount (whose flags the
- *              bind takes); without src: an empty read-only tmpfs over a
- *              directory, a read-only bind of /dev/null over a file
+ *              bind takes)
  *   RO_IF_ANY  if dst exists: bind it on itself, read-only
- *   JOIN_NET   join the network namespace the caller sends on the control
- *              socket (iso_container_t.new_netns); containers only
  */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,
@@ -108,7 +105,6 @@ enum iso_op_kind {
     ISO_OP_UNSHARE,
     ISO_OP_MASK,
     ISO_OP_RO_IF_ANY,
-    ISO_OP_JOIN_NET,
 };
 
 typedef struct iso_op {
@@ -180,11 +176,6 @@ typedef struct iso_container {
     /* If >= 0, a cgroup v2 directory: the child starts in it (clone3's
      * CLONE_INTO_CGROUP), or joins it first thing where clone3 is missing. */
     int cgroup_fd;
-    /* If set, the caller makes a new network namespace right after clone,
-     * while the child walks the plan, and sends it for the plan's JOIN_NET
-     * step (clone_flags then lack CLONE_NEWNET): on two CPUs, the costliest
-     * namespace is made at the same time as the mounts. */
-    int new_netns;
 } iso_container_t;
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),

@@ -75,7 +75,6 @@ cdef extern from "isolate.h" nogil:
         int (*after_clone)(pid_t pid, void *arg)
         void *after_clone_arg
         int cgroup_fd
-        int new_netns
 
     enum:
         ISO_MSG_READY
@@ -95,7 +94,6 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_UNSHARE
         ISO_OP_MASK
         ISO_OP_RO_IF_ANY
-        ISO_OP_JOIN_NET
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
@@ -151,7 +149,6 @@ OP_LO_UP = ISO_OP_LO_UP
 OP_UNSHARE = ISO_OP_UNSHARE
 OP_MASK = ISO_OP_MASK
 OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
-OP_JOIN_NET = ISO_OP_JOIN_NET
 
 MSG_READY = ISO_MSG_READY
 MSG_ERROR = ISO_MSG_ERROR
@@ -315,7 +312,7 @@ cdef int _after_clone(pid_t pid, void *arg) noexcept with gil:
 
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
-                    after_clone=None, int cgroup_fd=-1, bint new_netns=False):
+                    after_clone=None, int cgroup_fd=-1):
     """Clone a container, walk its plan and exec its init with spec's stdio,
     fds, ids and directory; with run, spec's command first, as PID 2.
 
@@ -324,9 +321,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     first report (the command's pid inside, in run mode). after_clone(pid)
     runs right after clone, the child waiting (to write its id maps); what
     it raises stops the start and is raised here. cgroup_fd (a cgroup v2
-    directory) is where the child starts (CLONE_INTO_CGROUP). With new_netns,
-    a new network namespace is made here while the child walks the plan,
-    for its OP_JOIN_NET step (clone_flags then lack CLONE_NEWNET).
+    directory) is where the child starts (CLONE_INTO_CGROUP).
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -343,7 +338,6 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     c.x = spec.x
     c.after_clone = NULL
     c.cgroup_fd = cgroup_fd
-    c.new_netns = new_netns
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone

@@ -92,8 +92,8 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
 
 
 def test_mount_below_sys_keeps_the_containers_network(run, tmp_path, rootfs):
-    """sysfs shows the network namespace of whoever mounts it: a mount of the
-    caller's below /sys changes the order of the steps, not what /sys shows."""
+    """A mount of the caller's below /sys, on top of the container's sysfs,
+    which still shows the container's network namespace and masks."""
     (tmp_path / "f").write_text("from host\n")
     out = sh(run, "cat /sys/kernel/debug/f; ls /sys/class/net; ls /sys/firmware | wc -l",
              rootfs=rootfs, mounts=[Mount.bind(str(tmp_path), "/sys/kernel/debug", readonly=True)])

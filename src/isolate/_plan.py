@@ -81,8 +81,8 @@ def _root_steps(cfg: Config) -> list[tuple]:
             op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", data=data)]
 
 
-def _special_fs_steps(cfg: Config, sys_later: bool) -> list[tuple]:
-    """/proc, /dev and (unless sys_later) /sys, as runc and crun lay them out."""
+def _special_fs_steps(cfg: Config) -> list[tuple]:
+    """/proc, /sys and /dev, as runc and crun lay them out."""
     r = NEWROOT
     steps = []
     if cfg.rootfs is not None and not cfg.readonly:
@@ -93,6 +93,17 @@ def _special_fs_steps(cfg: Config, sys_later: bool) -> list[tuple]:
                         flags=NOSUID | NODEV | NOEXEC))
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
+    if "net" not in cfg.namespaces and cfg.rootfs is None:
+        pass    # the host's /sys is there, read-only with the root (a new sysfs of the
+        #         host's network namespace would be its superblock, rw: EBUSY for ro)
+    elif "net" in cfg.namespaces or not cfg.userns:
+        steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
+                        flags=RDONLY | NOSUID | NODEV | NOEXEC))
+    else:   # sysfs belongs to the network namespace's owner
+        steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
+                  op(_c.OP_RDONLY_REC, dst=r + "/sys")]
+    if cfg.limits and "cgroup" in cfg.namespaces:
+        steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
 
     dev = r + "/dev"
     steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
@@ -124,9 +135,8 @@ def _special_fs_steps(cfg: Config, sys_later: bool) -> list[tuple]:
                   op(_c.OP_TOUCH, dst="/mask/file"),
                   op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
                   op(_c.OP_MOUNT, dst="/mask", flags=MS["remount"] | RDONLY | NOSUID | NODEV | NOEXEC)]
-        steps += _hardening_steps(r, "/proc/")
-    if not sys_later:
-        steps += _sys_steps(cfg, r)
+        steps += [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=r + p) for p in MASKED_PATHS]
+        steps += [op(_c.OP_RO_IF_ANY, dst=r + p) for p in READONLY_PATHS]
     if cfg.rootfs is None:
         steps += [
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",
@@ -135,34 +145,6 @@ def _special_fs_steps(cfg: Config, sys_later: bool) -> list[tuple]:
                flags=NOSUID | NODEV, data="mode=755"),
         ]
     return steps
-
-
-def _sys_steps(cfg: Config, r: str) -> list[tuple]:
-    """/sys under the root r: NEWROOT before the final pivot_root, where the
-    masks bind the setup tmpfs's empty file and directory; "" after it,
-    where each mask is made afresh."""
-    steps = []
-    if "net" not in cfg.namespaces and cfg.rootfs is None:
-        pass    # the host's /sys is there, read-only with the root (a new sysfs of the
-        #         host's network namespace would be its superblock, rw: EBUSY for ro)
-    elif "net" in cfg.namespaces or not cfg.userns:
-        steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
-                        flags=RDONLY | NOSUID | NODEV | NOEXEC))
-    else:   # sysfs belongs to the network namespace's owner
-        steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
-                  op(_c.OP_RDONLY_REC, dst=r + "/sys")]
-    if cfg.limits and "cgroup" in cfg.namespaces:
-        steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
-    if not cfg.privileged:
-        steps += _hardening_steps(r, "/sys/")
-    return steps
-
-
-def _hardening_steps(r: str, under: str) -> list[tuple]:
-    """The masked and read-only paths below under ("/proc/" or "/sys/")."""
-    mask = {"src": "/mask/file", "data": "/mask/dir"} if r else {}
-    return ([op(_c.OP_MASK, dst=r + p, **mask) for p in MASKED_PATHS if p.startswith(under)]
-            + [op(_c.OP_RO_IF_ANY, dst=r + p) for p in READONLY_PATHS if p.startswith(under)])
 
 
 def _cgroupfs_steps(cfg: Config, dst: str) -> list[tuple]:
@@ -215,24 +197,8 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
 
 
 @functools.lru_cache(maxsize=64)
-def net_later(cfg: Config) -> bool:
-    """Whether the container's network namespace can be made by the caller
-    while the child sets up the mounts (start_container's new_netns): when it
-    is owned by the caller's user namespace. /sys (whose sysfs shows the
-    network namespace of its mounter) is then mounted after the final
-    pivot_root, unless a mount of the caller's goes below it."""
-    if "net" not in cfg.namespaces or cfg.userns:
-        return False
-    image = cfg.rootfs or "/"
-    return not any(resolve_in_root(image, m.target) in ("/sys", "/sys/")
-                   or resolve_in_root(image, m.target).startswith("/sys/") for m in cfg.mounts)
-
-
-@functools.lru_cache(maxsize=64)
-def container_steps(cfg: Config, net_later: bool = False) -> tuple[tuple, ...]:
-    """Every step of creating a container for cfg, but the hostname. With
-    net_later, the network namespace is joined (OP_JOIN_NET) as late as can
-    be, after the final pivot_root, instead of made at clone."""
+def container_steps(cfg: Config) -> tuple[tuple, ...]:
+    """Every step of creating a container for cfg, but the hostname."""
     # the caller writes ranges after clone; a single own id the child can
     steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None else []
     if "mount" in cfg.namespaces:
@@ -245,13 +211,9 @@ def container_steps(cfg: Config, net_later: bool = False) -> tuple[tuple, ...]:
             op(_c.OP_PIVOT_ROOT, dst=BASE, src=BASE + OLDROOT),
         ]
         steps += _root_steps(cfg)
-        steps += _special_fs_steps(cfg, net_later)
+        steps += _special_fs_steps(cfg)
         steps += _user_mount_steps(cfg)
         steps.append(op(_c.OP_PIVOT_ROOT, dst=NEWROOT))
-        if net_later:
-            steps += [op(_c.OP_JOIN_NET)] + _sys_steps(cfg, "")
-    elif net_later:
-        steps.append(op(_c.OP_JOIN_NET))
     if "net" in cfg.namespaces:
         steps.append(op(_c.OP_LO_UP))
     if "time" in cfg.namespaces:
@@ -260,10 +222,10 @@ def container_steps(cfg: Config, net_later: bool = False) -> tuple[tuple, ...]:
     return tuple(steps)
 
 
-def clone_flags(cfg: Config, net_later: bool = False) -> int:
+def clone_flags(cfg: Config) -> int:
     flags = 0
     for name in cfg.namespaces:
-        if name != "time" and not (name == "net" and net_later):
+        if name != "time":
             flags |= _c.NAMESPACE_FLAGS[name]
     return flags
 

@@ -539,7 +539,7 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
             cgroup_fd = cgroups.open()          # v2: cloned straight into it
         pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id, cgroups, cgroup_fd < 0),
                                                 _clone_flags(cfg, cgroups), spec, run,
-                                                _map_writer(cfg), cgroup_fd, _plan.net_later(cfg))
+                                                _map_writer(cfg), cgroup_fd)
     except BaseException:
         if cgroups is not None:
             cgroups.remove()
@@ -552,7 +552,7 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
 
 def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
            join: bool = True) -> Any:
-    steps = _plan.container_steps(cfg, _plan.net_later(cfg))
+    steps = _plan.container_steps(cfg)
     if cgroups is not None:
         # join the cgroups first (unless cloned into it), then (if asked) a
         # cgroup namespace, so that the container sees its own cgroup as the root
@@ -567,7 +567,7 @@ def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
 
 
 def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
-    flags = _plan.clone_flags(cfg, _plan.net_later(cfg))
+    flags = _plan.clone_flags(cfg)
     if cgroups is not None:
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]     # unshared after joining (see _steps)
     return flags
