@@ -36,51 +36,44 @@ def write(benchmarks: list[Any], directory: str) -> list[str]:
         plt.close(fig)
         made.append("startup.png")
 
-    threads: dict[str, list[tuple[int, float]]] = {}
-    for b in done:
-        if "throughput_calls" in b.extra_info:
-            threads.setdefault(b.extra_info.get("kind", "isolate"), []).append(
-                (b.params["threads"], b.extra_info["throughput_calls"] / b.stats.median))
-    density: dict[str, list[tuple[int, float]]] = {}
-    for b in done:
-        if "containers" in b.extra_info:
-            density.setdefault(b.extra_info.get("kind", "isolate"), []).append(
-                (b.extra_info["containers"], b.stats.median / b.extra_info["containers"] * 1e3))
-    memory: dict[str, list[tuple[int, float]]] = {}
-    for b in done:
-        if "caller_mib" in b.extra_info:
-            memory.setdefault(b.extra_info.get("kind", "isolate.run"), []).append(
-                (b.extra_info["caller_mib"], b.stats.median * 1e3))
-    if threads or density or memory:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for kind, points in sorted(threads.items()):
-            points.sort()
-            axes[0].plot([t for t, _ in points], [r for _, r in points], marker="o", label=kind)
-        if threads:
-            axes[0].set_yscale("log")
-            axes[0].set_xlabel("threads starting containers")
-            axes[0].set_ylabel("containers per second (log)")
-            axes[0].set_title("Throughput (2 cores)")
-            axes[0].legend()
-        for kind, points in sorted(density.items()):
-            points.sort()
-            axes[1].plot([n for n, _ in points], [ms for _, ms in points], marker="o", label=kind)
-        if density:
-            axes[1].legend()
-            axes[1].set_xscale("log")
-            axes[1].set_xlabel("containers up at once")
-            axes[1].set_ylabel("ms per container started")
-            axes[1].set_title("Density: start time per container")
-        for kind, points in sorted(memory.items()):
-            points.sort()
-            axes[2].plot([m for m, _ in points], [ms for _, ms in points], marker="o", label=kind)
-        if memory:
-            axes[2].legend()
-            axes[2].set_xscale("log")
-            axes[2].set_yscale("log")
-            axes[2].set_xlabel("caller's memory, MiB (log)")
-            axes[2].set_ylabel("ms per start (log)")
-            axes[2].set_title("Latency against the caller's memory")
+    def series(key: str, default: str, point) -> dict[str, list[tuple[float, float]]]:
+        out: dict[str, list[tuple[float, float]]] = {}
+        for b in done:
+            if key in b.extra_info:
+                out.setdefault(b.extra_info.get("kind", default), []).append(point(b))
+        return out
+
+    panels = [
+        (series("throughput_calls", "isolate",
+                lambda b: (b.params["threads"], b.extra_info["throughput_calls"] / b.stats.median)),
+         "threads starting containers", "containers per second (log)", "Throughput (2 cores)",
+         False, True),
+        (series("containers", "isolate",
+                lambda b: (b.extra_info["containers"],
+                           b.stats.median / b.extra_info["containers"] * 1e3)),
+         "containers up at once (log)", "ms per container started",
+         "Density: start time per container", True, False),
+        (series("caller_mib", "isolate.run",
+                lambda b: (b.extra_info["caller_mib"], b.stats.median * 1e3)),
+         "caller's memory, MiB (log)", "ms per start (log)", "Latency against the caller's memory",
+         True, True),
+    ]
+    if any(data for data, *_ in panels):
+        fig, axes = plt.subplots(1, len(panels), figsize=(15, 4))
+        for ax, (data, xlabel, ylabel, title, logx, logy) in zip(axes, panels):
+            if not data:
+                continue
+            for kind, points in sorted(data.items()):
+                points.sort()
+                ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=kind)
+            if logx:
+                ax.set_xscale("log")
+            if logy:
+                ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(directory, "scaling.png"), dpi=100)
         plt.close(fig)
