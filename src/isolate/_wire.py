@@ -22,10 +22,11 @@ _FIRST_READ = 1 << 16
 
 
 def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    n = os.write(fd, data)          # all of it, but for big data on a full pipe
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def frame(data: bytes) -> bytes:

@@ -50,10 +50,13 @@ def _installed(path: str) -> bool:
     return path.startswith(_install_roots())
 
 
+@functools.lru_cache(maxsize=1)
 def _by_value_modules() -> set[str]:
-    """Modules cloudpickle sends by value (ours, and any the caller registered)."""
+    """Modules cloudpickle sends by value (ours, and any the caller registered):
+    its own set, which registering changes in place."""
     import cloudpickle  # type: ignore[import-untyped]
-    return getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None) or set()
+    found = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
+    return found if isinstance(found, set) else set()
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str]) -> bytes:
@@ -65,11 +68,11 @@ def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozense
     modules, plain data) goes by the C pickler, much cheaper than
     cloudpickle's; anything naming __main__ or a by-value module, or that
     pickle refuses, by cloudpickle."""
-    import cloudpickle  # type: ignore[import-untyped]
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     path = getattr(module, "__file__", None)
     if (module is not None and path and module.__name__ != "__main__"
             and module.__name__ not in preloaded and not _installed(path)):
+        import cloudpickle  # type: ignore[import-untyped]
         cloudpickle.register_pickle_by_value(module)
     task = (fn, args, kwargs)
     try:
@@ -77,6 +80,7 @@ def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozense
     except Exception:
         data = b""
     if not data or b"__main__" in data or any(m.encode() in data for m in _by_value_modules()):
+        import cloudpickle
         data = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
     return _wire.frame(data)
 
