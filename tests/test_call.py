@@ -271,3 +271,26 @@ def test_redirected_output_does_not_wait_for_an_escaped_daemon():
             c.call(os.system, "setsid sleep 30 & echo started")
         assert time.monotonic() - t < 10
         assert out.getvalue() == "started\n"
+
+
+@pytest.mark.parametrize("cut", [3, 8, 20])
+def test_a_frame_that_comes_in_pieces(cut):
+    """The result pipe may deliver a frame in parts: a piece of the header, the
+    header alone, part of the payload."""
+    from isolate import _wire
+    frame = _wire.frame(b"x" * 100)
+    r, w = os.pipe()
+    try:
+        os.write(w, frame[:cut])
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            got = ex.submit(_wire.receive, r, time.monotonic() + 10)
+            time.sleep(0.05)
+            os.write(w, frame[cut:] + b"left behind")
+            assert got.result() == b"x" * 100
+        os.close(w)
+        w = -1
+        assert _wire.receive(r) is None         # end of file: no frame
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

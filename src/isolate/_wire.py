@@ -120,12 +120,12 @@ def receive(fd: int, deadline: float | None = None) -> bytes | None:
     end = _HEADER.size + size
     if len(data) >= end:
         return data[_HEADER.size:end]
-    rest = _read_exactly(fd, end - len(data), deadline)
-    return None if rest is None else data[_HEADER.size:] + rest
+    return _read_exactly(fd, end - len(data), deadline, data[_HEADER.size:])
 
 
-def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes | None:
-    chunks = []
+def _read_exactly(fd: int, n: int, deadline: float | None, first: bytes = b"") -> bytes | None:
+    """n bytes (after first, which they are joined to), or None at end of file."""
+    chunks = [first]
     while n > 0:
         _wait_readable(fd, deadline)
         chunk = os.read(fd, min(n, 1 << 20))
