@@ -134,9 +134,15 @@ class OCI:
                                      capture_output=True).stdout == b"ready\n")
 
     def stop(self) -> None:
-        for name in self.names:
+        """Delete every instance, several at a time (one by one, a thousand
+        take minutes)."""
+        import concurrent.futures
+
+        def delete(name: str) -> None:
             subprocess.run([*self.wrap, self.tool, "delete", "-f", name],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(delete, self.names))
 
 
 VM_INIT = f"""#!/bin/busybox sh
