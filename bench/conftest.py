@@ -29,7 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def pytest_addoption(parser):
     g = parser.getgroup("isolate benchmarks")
     g.addoption("--rounds", type=int, default=300, help="timed rounds per benchmark")
-    g.addoption("--quick", action="store_true", help="30 rounds: a smoke run for CI")
+    g.addoption("--quick", action="store_true",
+                help="a smoke run for CI: 30 rounds, small counts, the biggest rows left out")
     g.addoption("--results", default=None, help="write the summary table to this markdown file")
     g.addoption("--no-install", action="store_true",
                 help="do not install the tools compared against (their rows are skipped)")
@@ -75,8 +76,15 @@ def pytest_sessionstart(session):
 
 
 @pytest.fixture(scope="session")
-def rounds(request) -> int:
-    return 30 if request.config.getoption("--quick") else request.config.getoption("--rounds")
+def quick(request) -> bool:
+    """--quick: a smoke run (the test suite runs it) that goes through every
+    row in seconds: few rounds, small counts."""
+    return bool(request.config.getoption("--quick"))
+
+
+@pytest.fixture(scope="session")
+def rounds(request, quick) -> int:
+    return 30 if quick else request.config.getoption("--rounds")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The 15-instance boot experiment (bench/boot15.py) as part of the suite:
-isolate, crun, runc and QEMU guests (TCG); 3 instances with --quick."""
+isolate, crun, runc and QEMU guests (TCG); 2 instances with --quick."""
 from __future__ import annotations
 
 import os
@@ -12,8 +12,8 @@ import boot15  # noqa: E402
 
 
 @pytest.mark.benchmark(group="boot15")
-def test_boot15(benchmark, request, rootfs):
-    n = 3 if request.config.getoption("--quick") else 15
+def test_boot15(benchmark, quick, rootfs):
+    n = 2 if quick else 15
     out: list = []
     benchmark.pedantic(lambda: out.append(boot15.run(["isolate", "crun", "runc", "vm"], n,
                                                      rootfs)), rounds=1, iterations=1)

@@ -24,7 +24,9 @@ import boot15  # noqa: E402
 @pytest.mark.benchmark(group="density")
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])
 @pytest.mark.parametrize("tool", ["crun", "runc"])
-def test_density_oci(benchmark, rootfs, n, tool):
+def test_density_oci(benchmark, rootfs, n, tool, quick):
+    if quick and n > 10:
+        pytest.skip("--quick: up to 10 containers")
     with tempfile.TemporaryDirectory(prefix="density-") as work:
         try:
             oci = boot15.OCI(tool, rootfs, work, args=["sleep", "100000"])
@@ -49,7 +51,9 @@ def test_density_oci(benchmark, rootfs, n, tool):
 @pytest.mark.benchmark(group="density")
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])
 @pytest.mark.parametrize("memcg", [False, True], ids=["plain", "memcg"])
-def test_density(benchmark, rootfs, n, memcg):
+def test_density(benchmark, rootfs, n, memcg, quick):
+    if quick and n > 10:
+        pytest.skip("--quick: up to 10 containers")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 3 * n + 100:
         pytest.skip(f"{n} containers need {3 * n} fds; the hard limit is {hard}")

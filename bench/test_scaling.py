@@ -25,8 +25,10 @@ def _hold(mib: int) -> bytearray:
 
 @pytest.mark.benchmark(group="scaling-memory")
 @pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
-def test_caller_holding(benchmark, rounds, rootfs, mib):
+def test_caller_holding(benchmark, rounds, rootfs, mib, quick):
     """isolate.run from a caller whose RSS is about this many MiB."""
+    if quick and mib > 1024:
+        pytest.skip("--quick: up to 1 GiB")
     block = _hold(mib)
     isolate.run(["/bin/true"], rootfs=rootfs)
     benchmark.pedantic(lambda: isolate.run(["/bin/true"], rootfs=rootfs), rounds=rounds,
@@ -38,8 +40,10 @@ def test_caller_holding(benchmark, rounds, rootfs, mib):
 
 @pytest.mark.benchmark(group="scaling-memory")
 @pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
-def test_fork_holding(benchmark, rounds, rootfs, mib):
+def test_fork_holding(benchmark, rounds, rootfs, mib, quick):
     """What a fork-based runtime pays from the same callers: os.fork + _exit + waitpid."""
+    if quick and mib > 1024:
+        pytest.skip("--quick: up to 1 GiB")
     import os
     block = _hold(mib)
 
@@ -56,16 +60,17 @@ def test_fork_holding(benchmark, rounds, rootfs, mib):
 
 @pytest.mark.benchmark(group="scaling-threads")
 @pytest.mark.parametrize("threads", [1, 2, 4, 8])
-def test_concurrent_starters(benchmark, rootfs, threads):
+def test_concurrent_starters(benchmark, rootfs, threads, quick):
     """400 containers, started by this many threads at once; per second."""
-    n = 400
+    n = 40 if quick else 400
 
     def one(_: int) -> None:
         isolate.run(["/bin/true"], rootfs=rootfs)
 
     with concurrent.futures.ThreadPoolExecutor(threads) as ex:
         list(ex.map(one, range(threads * 4)))          # warm
-        benchmark.pedantic(lambda: list(ex.map(one, range(n))), rounds=3, iterations=1)
+        benchmark.pedantic(lambda: list(ex.map(one, range(n))), rounds=1 if quick else 3,
+                           iterations=1)
     benchmark.extra_info["throughput_calls"] = n
     benchmark.extra_info["kind"] = "isolate"
 
@@ -73,7 +78,7 @@ def test_concurrent_starters(benchmark, rootfs, threads):
 @pytest.mark.benchmark(group="scaling-threads")
 @pytest.mark.parametrize("threads", [1, 2, 4, 8])
 @pytest.mark.parametrize("tool", ["crun", "runc"])
-def test_concurrent_starters_oci(benchmark, bundle, tool, threads):
+def test_concurrent_starters_oci(benchmark, bundle, tool, threads, quick):
     """The same for crun and runc (OCI bundles of the same root, /bin/true): 100."""
     path = shutil.which(tool)
     if path is None:
@@ -82,7 +87,7 @@ def test_concurrent_starters_oci(benchmark, bundle, tool, threads):
     if tool == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
         wrap = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified; exec "$0" "$@"']
     names = itertools.count()
-    n = 100
+    n = 10 if quick else 100
 
     def one(_: int) -> None:
         subprocess.run([*wrap, path, "run", "-b", bundle, f"scale-{os.getpid()}-{next(names)}"],
