@@ -19,7 +19,8 @@ NS = ["--mount", "--pid", "--uts", "--ipc", "--net", "--cgroup", "--fork"]
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
+        package = {"bwrap": "bubblewrap", "unshare": "util-linux"}.get(name, name)
+        pytest.skip(f"{name} is not installed (apt-get install {package})")
     return path
 
 
