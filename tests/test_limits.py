@@ -146,11 +146,21 @@ def test_the_container_sees_its_cgroup_read_only_at_sys_fs_cgroup(rootfs):
         assert cgfile(c, "pids", "pids.max") == "50"
 
 
-def test_stale_cgroups_of_a_dead_owner_are_swept(rootfs):
+def test_stale_cgroups_of_a_dead_owner_are_swept(rootfs, monkeypatch):
+    """What an owner that crashed left goes at the next program's first
+    start, and within SWEEP_EVERY seconds at a start of a running one."""
     base = _cgroups.V1.base("pids") if LAYOUT == "v1" else _cgroups.V2.base()
     dead = 2 ** 22 + 1      # above pid_max's default range: not a live process
     stale = f"{base}/{_cgroups.PREFIX}{dead}-feedfacecafe"
     os.mkdir(stale)
+    code = f"import isolate; isolate.run(['true'], rootfs={rootfs!r}, pids=10, check=True)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not os.path.exists(stale)
+
+    monkeypatch.setattr(_cgroups, "SWEEP_EVERY", 0.1)
+    isolate.run(["true"], rootfs=rootfs, pids=10)
+    os.mkdir(stale)
+    time.sleep(0.15)
     isolate.run(["true"], rootfs=rootfs, pids=10)
     assert not os.path.exists(stale)
 

@@ -111,17 +111,34 @@ def _kill_procs(path: str) -> None:
             pass
 
 
-def _sweep_dir(base: str) -> None:
-    """Remove cgroups under base whose owner process is gone (it crashed or was killed)."""
+#: base directory -> when this process last swept it
+_swept: dict[str, float] = {}
+SWEEP_EVERY = 1.0
+
+
+def _sweep_dir(base: str, force: bool = False) -> None:
+    """Remove cgroups under base whose owner process is gone (it crashed or
+    was killed). Unless forced, a base is swept at most every SWEEP_EVERY
+    seconds: with a thousand containers up, a sweep at each start would list
+    them all each time."""
+    now = time.monotonic()
+    if not force and now - _swept.get(base, -SWEEP_EVERY) < SWEEP_EVERY:
+        return
+    _swept[base] = now
     try:
         names = os.listdir(base)
     except OSError:
         return
+    me = str(os.getpid())
+    alive = {me}        # each other owner is looked up once
     for name in names:
         if not name.startswith(PREFIX):
             continue
         owner = name[len(PREFIX):].split("-", 1)[0]
-        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+        if owner in alive or not owner.isdigit():
+            continue
+        if os.path.exists(f"/proc/{owner}"):
+            alive.add(owner)
             continue
         path = f"{base}/{name}"
         try:
@@ -501,4 +518,4 @@ def bases() -> list[str]:
 def sweep() -> None:
     """Remove the cgroups of containers whose owner is gone."""
     for base in bases():
-        _sweep_dir(base)
+        _sweep_dir(base, force=True)
