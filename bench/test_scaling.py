@@ -23,38 +23,29 @@ def _hold(mib: int) -> bytearray:
     return block
 
 
-@pytest.mark.benchmark(group="scaling-memory")
-@pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
-def test_caller_holding(benchmark, rounds, rootfs, mib, quick):
-    """isolate.run from a caller whose RSS is about this many MiB."""
-    if quick and mib > 1024:
-        pytest.skip("--quick: up to 1 GiB")
-    block = _hold(mib)
-    isolate.run(["/bin/true"], rootfs=rootfs)
-    benchmark.pedantic(lambda: isolate.run(["/bin/true"], rootfs=rootfs), rounds=rounds,
-                       iterations=1, warmup_rounds=min(20, rounds))
-    benchmark.extra_info["caller_mib"] = mib
-    benchmark.extra_info["kind"] = "isolate.run"
-    del block
+def _fork_and_wait() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
 
 
 @pytest.mark.benchmark(group="scaling-memory")
 @pytest.mark.parametrize("mib", [50, 1024, 4096], ids=["50MB", "1GB", "4GB"])
-def test_fork_holding(benchmark, rounds, rootfs, mib, quick):
-    """What a fork-based runtime pays from the same callers: os.fork + _exit + waitpid."""
+@pytest.mark.parametrize("kind", ["isolate.run", "os.fork"])
+def test_caller_holding(benchmark, rounds, rootfs, mib, kind, quick):
+    """One start from a caller whose RSS is about this many MiB: isolate.run,
+    and what a fork-based runtime pays (os.fork + _exit + waitpid)."""
     if quick and mib > 1024:
         pytest.skip("--quick: up to 1 GiB")
-    import os
     block = _hold(mib)
-
-    def fork_and_wait() -> None:
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-    benchmark.pedantic(fork_and_wait, rounds=min(rounds, 20), iterations=1, warmup_rounds=2)
+    if kind == "os.fork":
+        fn, rounds, warmup = _fork_and_wait, min(rounds, 20), 2
+    else:
+        fn, warmup = (lambda: isolate.run(["/bin/true"], rootfs=rootfs)), min(20, rounds)
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup)
     benchmark.extra_info["caller_mib"] = mib
-    benchmark.extra_info["kind"] = "os.fork"
+    benchmark.extra_info["kind"] = kind
     del block
 
 

@@ -146,6 +146,13 @@ def test_the_container_sees_its_cgroup_read_only_at_sys_fs_cgroup(rootfs):
         assert cgfile(c, "pids", "pids.max") == "50"
 
 
+def _python_in(cgroup: str, code: str) -> subprocess.CompletedProcess:
+    """code, run by a new Python process that first moves itself into cgroup."""
+    script = f"open({cgroup + '/cgroup.procs'!r}, 'w').write('0')\n" + code
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+
+
 def test_stale_cgroups_of_a_dead_owner_are_swept(rootfs, monkeypatch):
     """What an owner that crashed left goes at the next program's first
     start, and within SWEEP_EVERY seconds at a start of a running one."""
@@ -360,15 +367,13 @@ def test_v2_names_the_controller_a_subtree_was_not_given():
             f.write("+pids")
         os.mkdir(f"{top}/mid")
         os.mkdir(f"{top}/mid/leaf")
-        script = (f"open({top + '/mid/leaf/cgroup.procs'!r}, 'w').write('0')\n"
-                  "import isolate\n"
-                  "isolate.run(['true'], pids=10)\n"
-                  "try:\n"
-                  "    isolate.run(['true'], memory='64M')\n"
-                  "except isolate.ContainerError as e:\n"
-                  "    print(e)\n")
-        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           timeout=60)
+        r = _python_in(f"{top}/mid/leaf",
+                       "import isolate\n"
+                       "isolate.run(['true'], pids=10)\n"
+                       "try:\n"
+                       "    isolate.run(['true'], memory='64M')\n"
+                       "except isolate.ContainerError as e:\n"
+                       "    print(e)\n")
         assert "memory controller is not delegated" in r.stdout, r.stdout + r.stderr
         assert f"{top}/mid" in r.stdout
         assert not [n for n in os.listdir(f"{top}/mid") if n.startswith(_cgroups.PREFIX)]
@@ -387,16 +392,14 @@ def test_pool_reports_cgroups_it_cannot_make_v1_only():
         for f, v in (("cpuset.cpus", "0"), ("cpuset.mems", "0")):
             with open(f"{narrow}/{f}", "w") as fh:
                 fh.write(v)
-        script = (f"open({narrow + '/cgroup.procs'!r}, 'w').write('0')\n"
-                  "import os, isolate\n"
-                  "with isolate.Pool(size=1, cpuset='1') as pool:\n"
-                  "    for _ in range(2):\n"
-                  "        try:\n"
-                  "            pool.call(os.getpid)\n"
-                  "        except isolate.ContainerError as e:\n"
-                  "            print('refused:', e)\n")
-        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           timeout=60)
+        r = _python_in(narrow,
+                       "import os, isolate\n"
+                       "with isolate.Pool(size=1, cpuset='1') as pool:\n"
+                       "    for _ in range(2):\n"
+                       "        try:\n"
+                       "            pool.call(os.getpid)\n"
+                       "        except isolate.ContainerError as e:\n"
+                       "            print('refused:', e)\n")
         assert r.stdout.count("cgroup: writing '1' to") == 2, r.stdout + r.stderr
     finally:
         _rmdir_soon(narrow)
