@@ -1,9 +1,10 @@
-"""The default seccomp filter, built with libseccomp and exported as BPF.
+"""Seccomp filters as BPF: the default profile, compiled here, and OCI/Docker
+JSON profiles, compiled by libseccomp (which also names the syscalls).
 
-The filter is made in the caller (libseccomp allocates) and handed to the
-child as BPF, which loads it as its last step before exec. Blocked calls fail
-with EPERM and the process lives on; clone3 answers ENOSYS, so that libcs
-fall back to clone, whose namespace flags the filter can see.
+A filter is made in the caller and handed to the child as BPF, which loads
+it as its last step before exec. Blocked calls fail with EPERM and the
+process lives on; clone3 answers ENOSYS, so that libcs fall back to clone,
+whose namespace flags the filter can see.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import ctypes.util
 import errno
 import functools
 import os
+import struct
+from typing import Union
 
 from ._security import cap_number
 
@@ -38,7 +41,6 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xffffffff)
 
 SCMP_ACT_ALLOW = 0x7FFF0000
-SCMP_CMP_GT, SCMP_CMP_MASKED_EQ = 6, 7
 
 
 def _errno_action(err: int) -> int:
@@ -62,6 +64,7 @@ def _lib() -> ctypes.CDLL:
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_arch_native.restype = ctypes.c_uint32
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_Cmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -95,42 +98,119 @@ def _rule(lib, ctx, action: int, name: str, *cmps: _Cmp) -> None:
 
 @functools.lru_cache(maxsize=16)
 def default_filter(caps: int) -> bytes:
-    """BPF (struct sock_filter[]) of the default profile for a capability mask."""
-    lib = _lib()
-    ctx = _new(lib, SCMP_ACT_ALLOW)
-    eperm = _errno_action(errno.EPERM)
-    try:
-        for name in DENIED:
-            _rule(lib, ctx, eperm, name)
-        _rule(lib, ctx, _errno_action(errno.ENOSYS), "clone3")
-        _personality(lib, ctx, eperm)
-        if not caps & (1 << cap_number("SYS_ADMIN")):
-            for name in ADMIN_ONLY:
-                _rule(lib, ctx, eperm, name)
-            for flag in NAMESPACE_FLAGS:
-                _rule(lib, ctx, eperm, "clone", _Cmp(0, SCMP_CMP_MASKED_EQ, flag, flag))
-        return _export(lib, ctx)
-    finally:
-        lib.seccomp_release(ctx)
+    """BPF (struct sock_filter[]) of the default profile for a capability mask.
 
-
-def _personality(lib, ctx, action: int) -> None:
-    """personality(2) refused for every value outside PERSONALITIES.
-
-    A rule holds one comparison per argument and rules are ORed, so each gap
-    between the safe values is refused as aligned power-of-two blocks, one
-    masked comparison each, and everything above 32 bits by one more.
+    Compiled here rather than by libseccomp: the profile is a short denylist,
+    and loading a filter costs in proportion to its length and to the path
+    each syscall number takes through it (the kernel walks the program for
+    every number when it loads it, to cache what is always allowed). This
+    program is about a third of libseccomp's (116 instructions against 321
+    on x86-64), a call walks a handful of comparisons, and a container loads
+    it in about half the time (33 us against 64 here).
+    tests/test_seccomp_bpf.py checks that it decides every call as
+    libseccomp's program for the same rules does.
     """
-    for lo, hi in zip(PERSONALITIES, PERSONALITIES[1:]):
-        first, last = lo + 1, hi - 1
-        while first <= last:
-            size = 1
-            while first % (size * 2) == 0 and first + size * 2 - 1 <= last:
-                size *= 2
-            mask = 0xffffffffffffffff & ~(size - 1)
-            _rule(lib, ctx, action, "personality", _Cmp(0, SCMP_CMP_MASKED_EQ, mask, first))
-            first += size
-    _rule(lib, ctx, action, "personality", _Cmp(0, SCMP_CMP_GT, 0xffffffff, 0))
+    lib = _lib()
+    eperm = _errno_action(errno.EPERM)
+    actions: dict[int, _Action] = {}
+
+    def rule(name: str, action: _Action) -> None:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr >= 0:         # else not a syscall of this architecture
+            actions[nr] = action
+
+    for name in DENIED:
+        rule(name, eperm)
+    rule("clone3", _errno_action(errno.ENOSYS))
+    rule("personality", _Personality(PERSONALITIES, eperm))
+    if not caps & (1 << cap_number("SYS_ADMIN")):
+        for name in ADMIN_ONLY:
+            rule(name, eperm)
+        mask = 0
+        for flag in NAMESPACE_FLAGS:
+            mask |= flag
+        rule("clone", _FlagsRefused(mask, eperm))
+    return _compile(lib.seccomp_arch_native(), actions)
+
+
+# classic BPF, as seccomp takes it (linux/filter.h, linux/seccomp.h)
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_NR, _ARCH, _ARG0_LO, _ARG0_HI = 0, 4, 16, 20        # offsets in struct seccomp_data
+_KILL_THREAD = 0x00000000
+_AUDIT_ARCH_X86_64 = 0xc000003e
+_X32_SYSCALL_BIT = 0x40000000
+
+
+class _Personality:
+    """personality(2) allowed for the listed values only (high bits clear)."""
+
+    def __init__(self, allowed: tuple[int, ...], refuse: int):
+        self.allowed, self.refuse = allowed, refuse
+
+    def emit(self) -> list[tuple[int, int, int, int]]:
+        n = len(self.allowed)
+        code = [(_LD_ABS, 0, 0, _ARG0_HI), (_JEQ, 0, n + 1, 0), (_LD_ABS, 0, 0, _ARG0_LO)]
+        for i, value in enumerate(self.allowed):    # to the allow at the end, or on
+            code.append((_JEQ, n - i, 0, value))
+        return code + [(_RET, 0, 0, self.refuse), (_RET, 0, 0, SCMP_ACT_ALLOW)]
+
+
+class _FlagsRefused:
+    """A call refused when its first argument has any of the flags in mask
+    (clone with a namespace flag). The flags all lie in the low 32 bits."""
+
+    def __init__(self, mask: int, refuse: int):
+        self.mask, self.refuse = mask, refuse
+
+    def emit(self) -> list[tuple[int, int, int, int]]:
+        return [(_LD_ABS, 0, 0, _ARG0_LO), (_JSET, 0, 1, self.mask),
+                (_RET, 0, 0, self.refuse), (_RET, 0, 0, SCMP_ACT_ALLOW)]
+
+
+#: what a syscall number leads to: a return value, or code on its arguments
+_Action = Union[int, _Personality, _FlagsRefused]
+
+
+def _compile(arch: int, actions: dict[int, _Action]) -> bytes:
+    """A filter that returns actions[nr] (a return value, or an object whose
+    emit() gives the code that decides on the arguments) and allows every
+    other call; calls of another architecture kill the thread, as the x32
+    ABI's do on x86-64 (libseccomp's behaviour for an architecture not in a
+    filter). The numbers are found by a binary search over runs of equal
+    actions, whose leaves return at once."""
+    points: list[tuple[int, _Action]] = []  # (first number, action), in order
+    end = 0
+    for nr in sorted(actions):
+        if nr > end:
+            points.append((end, SCMP_ACT_ALLOW))
+        points.append((nr, actions[nr]))
+        end = nr + 1
+    points.append((end, SCMP_ACT_ALLOW))
+    runs: list[tuple[int, _Action]] = []
+    for first, action in points:
+        if runs and isinstance(action, int) and runs[-1][1] == action:
+            continue        # the same return as the run before: one run
+        runs.append((first, action))
+
+    def search(lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        if hi - lo == 1:
+            action = runs[lo][1]
+            return [(_RET, 0, 0, action)] if isinstance(action, int) else action.emit()
+        mid = (lo + hi) // 2
+        left, right = search(lo, mid), search(mid, hi)
+        if len(left) > 255:
+            raise ValueError("seccomp filter too large for a classic BPF jump")
+        return [(_JGE, len(left), 0, runs[mid][0])] + left + right
+
+    code = [(_LD_ABS, 0, 0, _ARCH), (_JEQ, 1, 0, arch), (_RET, 0, 0, _KILL_THREAD),
+            (_LD_ABS, 0, 0, _NR)]
+    if arch == _AUDIT_ARCH_X86_64:      # x32 numbers (all but -1): kill, as libseccomp does
+        code += [(_JGE, 0, 2, _X32_SYSCALL_BIT), (_JEQ, 1, 0, 0xffffffff),
+                 (_RET, 0, 0, _KILL_THREAD)]
+    code += search(0, len(runs))
+    if len(code) > 4096:
+        raise ValueError("seccomp filter too long")
+    return b"".join(struct.pack("=HBBI", *insn) for insn in code)
 
 
 _ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
