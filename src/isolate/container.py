@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -134,17 +135,7 @@ class Process(subprocess.Popen):
         the read returns at once, with the report or with nothing.
         """
         ctl, self._ctl = self._ctl, -1
-        try:
-            data = os.read(ctl, _c.MSG_SIZE)
-            if len(data) == _c.MSG_SIZE:
-                kind, status, *_ = _c.parse_msg(data)
-                if kind == _c.MSG_EXIT:
-                    return status
-        except OSError:
-            pass
-        finally:
-            os.close(ctl)
-        return sts     # the init itself was killed: that is the command's fate too
+        return _command_status(ctl, sts)
 
     def __del__(self, *args, **kwargs):
         if getattr(self, "_ctl", -1) >= 0:
@@ -168,6 +159,22 @@ class Process(subprocess.Popen):
                 os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _command_status(ctl: int, sts: int) -> int:
+    """The wait status the init of an ended isolate.run container reported
+    for its command (sts, the init's own, if it was killed first); closes ctl."""
+    try:
+        data = os.read(ctl, _c.MSG_SIZE)
+        if len(data) == _c.MSG_SIZE:
+            kind, status, *_ = _c.parse_msg(data)
+            if kind == _c.MSG_EXIT:
+                return status
+    except OSError:
+        pass
+    finally:
+        os.close(ctl)
+    return sts     # the init itself was killed: that is the command's fate too
 
 
 def _popen_kwargs(input, capture_output, kwargs):
@@ -623,6 +630,10 @@ def run(
     cfg = make_config(cwd=cwd, env=env, user=user, **container_options)
     launch = _Launch(cfg, None, None, None)
     container_id = os.urandom(6).hex()
+    if (input is None and not capture_output and stdin is None and stdout is None
+            and stderr is None and not pass_fds):
+        spec = launch.spec(_argv(args, shell), executable, (-1, -1, -1), ())
+        return _run_inherited(cfg, container_id, spec, args, timeout, check)
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
         pid, pidfd, ctl, cgroups = _start(cfg, container_id, launch.spec(argv, exe, stdio, fds),
@@ -637,3 +648,33 @@ def run(
                    universal_newlines=universal_newlines, executable=executable, shell=shell,
                    pass_fds=pass_fds, **kwargs)
     return _complete(proc, input, timeout, check)
+
+
+def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
+                   timeout: float | None, check: bool) -> CompletedProcess:
+    """isolate.run for a command that keeps the caller's stdio: with no pipe
+    to serve, no Popen; the init's pidfd says when the container has ended."""
+    pid, pidfd, ctl, cgroups = _start(cfg, container_id, spec, True)
+    sts = None
+    try:
+        if timeout is not None:
+            poll = select.poll()
+            poll.register(pidfd, select.POLLIN)
+            if not poll.poll(max(timeout, 0) * 1000):
+                raise subprocess.TimeoutExpired(args, timeout)
+        sts = os.waitpid(pid, 0)[1]
+    finally:
+        if sts is None:     # a timeout, or the caller interrupted: the container goes
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            sts = os.waitpid(pid, 0)[1]
+        os.close(pidfd)
+        retcode = os.waitstatus_to_exitcode(_command_status(ctl, sts))
+        oom_killed = False
+        if cgroups is not None:
+            oom_killed = cgroups.oom_kills() > 0
+            cgroups.remove()
+    if check and retcode:
+        raise subprocess.CalledProcessError(retcode, args)
+    result = CompletedProcess(args, retcode)
+    result.oom_killed = oom_killed
+    return result
