@@ -283,7 +283,11 @@ static int mkdir_p(const char *path, mode_t mode, iso_error_t *e)
         errno = ENAMETOOLONG;
         return fail(e, ISO_STEP_MKDIR, path);
     }
-    memcpy(buf, path, n + 1);
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    if (errno != ENOENT)
+        return fail(e, ISO_STEP_MKDIR, path);
+    memcpy(buf, path, n + 1);       /* a parent is missing */
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != '\0')
             continue;
@@ -443,17 +447,13 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
         return 0;
     }
 
-    case ISO_OP_RO_IF_ANY: {
-        struct stat st;
-        if (lstat(op->dst, &st) < 0)
-            return errno == ENOENT ? 0 : fail(e, ISO_STEP_BIND, op->dst);
+    case ISO_OP_RO_IF_ANY:
         if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
-            return fail(e, ISO_STEP_BIND, op->dst);
+            return errno == ENOENT ? 0 : fail(e, ISO_STEP_BIND, op->dst);
         if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
                   NULL) < 0)
             return fail(e, ISO_STEP_REMOUNT, op->dst);
         return 0;
-    }
     }
     errno = EINVAL;
     return fail(e, ISO_STEP_NONE, "unknown plan step");
@@ -554,10 +554,13 @@ int iso_restrict(const iso_exec_t *x, iso_error_t *e)
     if (s->restrict_caps) {
         /* the bounding set first, while CAP_SETPCAP is there; keep the
          * permitted set across the change of ids, as runc does */
-        for (unsigned long cap = 0; cap < 64; cap++)
-            if (!(s->caps & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 &&
-                errno != EINVAL)
-                return fail(e, ISO_STEP_CAPS, "bounding set");
+        for (unsigned long cap = 0; cap < 64; cap++) {
+            if ((s->caps & (1ULL << cap)) || prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
+                continue;
+            if (errno == EINVAL)
+                break;      /* past the kernel's last capability */
+            return fail(e, ISO_STEP_CAPS, "bounding set");
+        }
         if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
             return fail(e, ISO_STEP_CAPS, "keepcaps");
     }
