@@ -10,6 +10,7 @@
  * as a program with -DFLOOR_MAIN:  floor ROOTFS [N] [--no-net]
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
@@ -77,22 +78,25 @@ static int child(void *arg)
     static const char *const readonly[] = {
         "/newroot/proc/bus", "/newroot/proc/fs", "/newroot/proc/irq", "/newroot/proc/sys",
         "/newroot/proc/sysrq-trigger"};
-    CHECK(mkdir("/mask", 0755));
-    CHECK(mount("tmpfs", "/mask", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=755"));
-    CHECK(close(open("/mask/file", O_WRONLY | O_CREAT, 0644)));
+    const unsigned long ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    CHECK(mkdir("/mask", 0555));
     CHECK(mkdir("/mask/dir", 0555));
-    CHECK(mount(NULL, "/mask", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    CHECK(close(open("/mask/file", O_WRONLY | O_CREAT, 0644)));
+    CHECK(mount("/mask", "/mask", NULL, MS_BIND, NULL));
+    CHECK(mount(NULL, "/mask", NULL, MS_REMOUNT | MS_BIND | ro, NULL));
     for (unsigned i = 0; i < sizeof masked / sizeof masked[0]; i++) {
         struct stat st;
         if (lstat(masked[i], &st) == 0)
             CHECK(mount(S_ISDIR(st.st_mode) ? "/mask/dir" : "/mask/file", masked[i], NULL, MS_BIND, NULL));
     }
+    CHECK(mkdir("/roproc", 0555));
+    CHECK(mount("/newroot/proc", "/roproc", NULL, MS_BIND, NULL));
+    CHECK(mount(NULL, "/roproc", NULL, MS_REMOUNT | MS_BIND | ro, NULL));
     for (unsigned i = 0; i < sizeof readonly / sizeof readonly[0]; i++) {
-        struct stat st;
-        if (lstat(readonly[i], &st) == 0) {
-            CHECK(mount(readonly[i], readonly[i], NULL, MS_BIND | MS_REC, NULL));
-            CHECK(mount(NULL, readonly[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
-        }
+        char src[64];
+        snprintf(src, sizeof src, "/roproc%s", readonly[i] + strlen("/newroot/proc"));
+        if (mount(src, readonly[i], NULL, MS_BIND | MS_REC, NULL) < 0 && errno != ENOENT)
+            _exit(99);
     }
     CHECK(chdir("/newroot"));
     CHECK(syscall(SYS_pivot_root, ".", "."));

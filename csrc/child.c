@@ -448,8 +448,10 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
     }
 
     case ISO_OP_RO_IF_ANY:
-        if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+        if (mount(op->src != NULL ? op->src : op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
             return errno == ENOENT ? 0 : fail(e, ISO_STEP_BIND, op->dst);
+        if (op->src != NULL)
+            return 0;       /* read-only as its source's mount */
         if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
                   NULL) < 0)
             return fail(e, ISO_STEP_REMOUNT, op->dst);

@@ -88,7 +88,9 @@ typedef struct iso_msg {
  *   MASK       if dst exists: bind over it the empty directory data or the
  *              empty file src, both on a read-only mount (whose flags the
  *              bind takes)
- *   RO_IF_ANY  if dst exists: bind it on itself, read-only
+ *   RO_IF_ANY  if dst exists: bind src on it, src being on a read-only mount
+ *              (whose flags the bind takes); without src: bind dst on
+ *              itself, then remount it read-only
  */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,

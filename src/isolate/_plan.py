@@ -126,17 +126,20 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
     ]
     steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
     if not cfg.privileged:
-        # an empty file and directory on a read-only tmpfs: a bind copies the
-        # source mount's flags, so each mask is one bind (no remount), and
-        # writes fail (a /dev/null would take them, device nodes ignore "ro")
-        steps += [op(_c.OP_MKDIR, dst="/mask", arg=0o755),
-                  op(_c.OP_MOUNT, src="tmpfs", dst="/mask", fstype="tmpfs",
-                     flags=NOSUID | NODEV | NOEXEC, data="size=0,mode=755"),
+        # an empty file and directory in the setup tmpfs, on a read-only bind:
+        # a bind copies the source mount's flags, so each mask is one bind (no
+        # remount), and writes fail (a /dev/null would take them)
+        ro = RDONLY | NOSUID | NODEV | NOEXEC
+        steps += [op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
                   op(_c.OP_TOUCH, dst="/mask/file"),
-                  op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
-                  op(_c.OP_MOUNT, dst="/mask", flags=MS["remount"] | RDONLY | NOSUID | NODEV | NOEXEC)]
+                  op(_c.OP_BIND, src="/mask", dst="/mask", flags=ro)]
         steps += [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=r + p) for p in MASKED_PATHS]
-        steps += [op(_c.OP_RO_IF_ANY, dst=r + p) for p in READONLY_PATHS]
+        # the read-only paths of /proc, each one bind from a read-only view of it
+        steps += [op(_c.OP_MKDIR, dst="/roproc", arg=0o555),
+                  op(_c.OP_BIND, src=r + "/proc", dst="/roproc", flags=ro)]
+        steps += [op(_c.OP_RO_IF_ANY, src="/roproc" + p.removeprefix("/proc"), dst=r + p)
+                  if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
+                  for p in READONLY_PATHS]
     if cfg.rootfs is None:
         steps += [
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",
