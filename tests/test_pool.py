@@ -176,6 +176,15 @@ def test_preload_makes_modules_importable_inside(rootfs):
         assert p.call(dump) == '{"a": 1}'
 
 
+def test_modules_in_the_working_directory_do_not_shadow_the_stdlib(rootfs, tmp_path, monkeypatch):
+    """The zygote starts with `python -c`, whose import path begins with the
+    working directory: a selectors.py there must not replace the standard one."""
+    (tmp_path / "selectors.py").write_text("raise ImportError('not the standard selectors')\n")
+    monkeypatch.chdir(tmp_path)
+    with Pool(size=1, rootfs=rootfs) as p:
+        assert p.call(os.getpid) == 1
+
+
 @pytest.mark.slow
 def test_no_leak_after_1000_calls(rootfs):
     threads_before = threading.active_count()

@@ -38,6 +38,14 @@ __all__ = ["Pool"]
 
 T = TypeVar("T")
 
+#: the zygote's start: without the '' that `python -c` puts first on its path
+_ZYGOTE_MAIN = """import sys
+if sys.path[:1] == [""]:
+    del sys.path[0]
+from isolate._zygote import main
+main()
+"""
+
 
 @functools.lru_cache(maxsize=1)
 def _install_roots() -> tuple[str, ...]:
@@ -153,10 +161,14 @@ class Pool(concurrent.futures.Executor):
         self._futures: set[concurrent.futures.Future] = set()
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # the caller's import path, in its order ('' is the directory it was in);
+        # the zygote drops the directory that `python -c` puts first, where a
+        # module named like one of the standard library's would shadow it
+        path = [p or os.getcwd() for p in sys.path]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         try:
             self._zygote = subprocess.Popen(
-                [sys.executable, "-c", "from isolate._zygote import main; main()",
+                [sys.executable, "-c", _ZYGOTE_MAIN,
                  str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env)
         finally:
             theirs.close()
