@@ -601,6 +601,17 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     return pid, None
 
 
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, ...)
+    enum:
+        PR_SET_NAME
+
+
+def set_process_name(bytes name):
+    """The name ps and /proc/PID/comm give this process (15 bytes kept)."""
+    prctl(PR_SET_NAME, <const char *>name, 0, 0, 0)
+
+
 def restrict(ExecSpec spec):
     """Apply spec's ids and security to this process (a fork that runs
     Python inside a container): what exec'd processes get before exec."""

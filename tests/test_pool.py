@@ -39,11 +39,14 @@ def test_call_and_isolation_seen_from_inside(pool):
             f.seek(0)
             before = f.read()
             f.write("x")
+        with open("/proc/self/comm") as f:
+            name = f.read().strip()
         return (x * 2, os.getpid(), socket.gethostname(), sorted(os.listdir("/sys/class/net")),
-                before, sorted(p for p in os.listdir("/proc") if p.isdigit()))
+                before, sorted(p for p in os.listdir("/proc") if p.isdigit()), name)
 
     for i in range(4):
-        doubled, pid, host, net, before, pids = pool.call(look, i)
+        doubled, pid, host, net, before, pids, name = pool.call(look, i)
+        assert name == "isolate-worker"       # as ps shows it, on the host too
         assert doubled == 2 * i
         assert pid == 1                       # the worker is its container's PID 1
         assert pids == ["1"]                  # and alone in it

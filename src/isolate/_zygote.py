@@ -41,6 +41,7 @@ def _rehearse() -> None:
 
 
 def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ) -> None:
+    _c.set_process_name(b"isolate-worker")
     try:
         if setup_error is not None:
             raise setup_error
@@ -63,6 +64,7 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ) -> N
 
 
 def main() -> None:
+    _c.set_process_name(b"isolate-zygote")
     ctl = socket.socket(fileno=int(sys.argv[1]))
     cfg, size, preload = pickle.loads(ctl.recv(1 << 20))
     _wire.load_pickler()
