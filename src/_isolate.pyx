@@ -311,10 +311,28 @@ cdef int _after_clone(pid_t pid, void *arg) noexcept with gil:
     return 0
 
 
+cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
+    """The steps of pre, plan and post in one array (free it), so that the
+    plan of many containers is built once and only what differs is not."""
+    cdef size_t npre = pre.n if pre is not None else 0
+    cdef size_t npost = post.n if post is not None else 0
+    cdef iso_op_t *ops = <iso_op_t *>calloc(npre + plan.n + npost + 1, sizeof(iso_op_t))
+    if ops == NULL:
+        raise MemoryError()
+    if npre:
+        memcpy(ops, pre.ops, npre * sizeof(iso_op_t))
+    memcpy(ops + npre, plan.ops, plan.n * sizeof(iso_op_t))
+    if npost:
+        memcpy(ops + npre + plan.n, post.ops, npost * sizeof(iso_op_t))
+    n[0] = npre + plan.n + npost
+    return ops
+
+
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
-                    after_clone=None, int cgroup_fd=-1):
-    """Clone a container, walk its plan and exec its init with spec's stdio,
-    fds, ids and directory; with run, spec's command first, as PID 2.
+                    after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None):
+    """Clone a container, walk its plan (after pre's steps and before post's)
+    and exec its init with spec's stdio, fds, ids and directory; with run,
+    spec's command first, as PID 2.
 
     Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
     the caller's end of the control socket, and the status of the init's
@@ -328,12 +346,16 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     cdef iso_msg_t msg
     cdef pid_t pid = -1
     cdef int pidfd = -1, ctl = -1, r
+    cdef iso_op_t *ops = NULL
     c.init_fd = iso_init_memfd(&err)
     if c.init_fd < 0:
         _raise(&err)
     c.clone_flags = clone_flags
     c.ops = plan.ops
     c.nops = plan.n
+    if pre is not None or post is not None:
+        ops = _joined(pre, plan, post, &c.nops)
+        c.ops = ops
     c.run = run
     c.x = spec.x
     c.after_clone = NULL
@@ -345,6 +367,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     err.step = 0
     with nogil:
         r = iso_container_start(&c, &pid, &pidfd, &ctl, &msg, &err)
+    free(ops)
     if r < 0:
         if len(box) > 1:
             raise box[1]
@@ -575,18 +598,10 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     """
     cdef iso_error_t err
     cdef pid_t pid
-    cdef size_t npre = pre.n if pre is not None else 0
-    cdef size_t npost = post.n if post is not None else 0
-    cdef iso_op_t *ops = <iso_op_t *>calloc(npre + plan.n + npost + 1, sizeof(iso_op_t))
-    if ops == NULL:
-        raise MemoryError()
-    if npre:
-        memcpy(ops, pre.ops, npre * sizeof(iso_op_t))
-    memcpy(ops + npre, plan.ops, plan.n * sizeof(iso_op_t))
-    if npost:
-        memcpy(ops + npre + plan.n, post.ops, npost * sizeof(iso_op_t))
+    cdef size_t n
+    cdef iso_op_t *ops = _joined(pre, plan, post, &n)
     PyOS_BeforeFork()
-    pid = iso_fork_container(clone_flags, pdeathsig, ops, npre + plan.n + npost, &err)
+    pid = iso_fork_container(clone_flags, pdeathsig, ops, n, &err)
     free(ops)
     if pid == 0:
         PyOS_AfterFork_Child()

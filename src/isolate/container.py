@@ -544,9 +544,9 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
     try:
         if cgroups is not None:
             cgroup_fd = cgroups.open()          # v2: cloned straight into it
-        pid, pidfd, ctl, _ = _c.start_container(_steps(cfg, container_id, cgroups, cgroup_fd < 0),
-                                                _clone_flags(cfg, cgroups), spec, run,
-                                                _map_writer(cfg), cgroup_fd)
+        pre, plan, post = _steps(cfg, container_id, cgroups, cgroup_fd < 0)
+        pid, pidfd, ctl, _ = _c.start_container(plan, _clone_flags(cfg, cgroups), spec, run,
+                                                _map_writer(cfg), cgroup_fd, pre, post)
     except BaseException:
         if cgroups is not None:
             cgroups.remove()
@@ -558,8 +558,10 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
 
 
 def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
-           join: bool = True) -> Any:
-    steps = _plan.container_steps(cfg)
+           join: bool = True) -> tuple[Any, Any, Any]:
+    """(pre, plan, post): the container's plan, built once per Config, and
+    the steps of this one container around it."""
+    pre = None
     if cgroups is not None:
         # join the cgroups first (unless cloned into it), then (if asked) a
         # cgroup namespace, so that the container sees its own cgroup as the root
@@ -567,10 +569,16 @@ def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
             if join else ()
         if "cgroup" in cfg.namespaces:
             first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"], data="cgroup"),)
-        steps = first + steps
+        pre = _c.Plan(first)
+    post = None
     if "uts" in cfg.namespaces:
-        steps += (_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or container_id),)
-    return _c.Plan(steps)
+        post = _c.Plan((_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or container_id),))
+    return pre, _base_plan(cfg), post
+
+
+@functools.lru_cache(maxsize=64)
+def _base_plan(cfg: Config) -> Any:
+    return _c.Plan(_plan.container_steps(cfg))
 
 
 def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
@@ -628,12 +636,13 @@ def run(
     container ends when the command ends; a timeout kills it all.
     """
     cfg = make_config(cwd=cwd, env=env, user=user, **container_options)
-    launch = _Launch(cfg, None, None, None)
     container_id = os.urandom(6).hex()
     if (input is None and not capture_output and stdin is None and stdout is None
             and stderr is None and not pass_fds):
-        spec = launch.spec(_argv(args, shell), executable, (-1, -1, -1), ())
+        exe = None if executable is None else os.fsencode(executable)
+        spec = _inherited_spec(cfg, tuple(_argv(args, shell)), exe)
         return _run_inherited(cfg, container_id, spec, args, timeout, check)
+    launch = _Launch(cfg, None, None, None)
 
     def start(proc: Process, argv, exe, stdio, fds) -> int:
         pid, pidfd, ctl, cgroups = _start(cfg, container_id, launch.spec(argv, exe, stdio, fds),
@@ -648,6 +657,13 @@ def run(
                    universal_newlines=universal_newlines, executable=executable, shell=shell,
                    pass_fds=pass_fds, **kwargs)
     return _complete(proc, input, timeout, check)
+
+
+@functools.lru_cache(maxsize=64)
+def _inherited_spec(cfg: Config, argv: tuple[bytes, ...], executable: bytes | None) -> Any:
+    """The ExecSpec of a command that keeps the caller's stdio, made once for
+    runs of the same command (C only reads it, from any thread)."""
+    return _Launch(cfg, None, None, None).spec(list(argv), executable, (-1, -1, -1), ())
 
 
 def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
