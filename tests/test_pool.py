@@ -188,6 +188,55 @@ def test_modules_in_the_working_directory_do_not_shadow_the_stdlib(rootfs, tmp_p
         assert p.call(os.getpid) == 1
 
 
+def test_each_call_has_its_own_random_state_and_working_threads(pool):
+    """Workers are forked from one zygote: each must still draw its own
+    random numbers, and threads must work in it as in any process."""
+    def draw():
+        import random
+        results = []
+        t = threading.Thread(target=lambda: results.append(random.getrandbits(64)))
+        t.start()
+        t.join()
+        return random.getrandbits(64), results[0], threading.current_thread() is threading.main_thread()
+
+    draws = list(pool.map(lambda _: draw(), range(6)))
+    assert all(main for _, _, main in draws)
+    numbers = [n for a, b, _ in draws for n in (a, b)]
+    assert len(set(numbers)) == len(numbers)
+
+
+def test_fork_handlers_of_preloaded_modules_run_in_each_worker(rootfs, tmp_path, monkeypatch):
+    """What a preloaded module registers with os.register_at_fork runs in
+    the worker, as it would in any fork."""
+    (tmp_path / "forkhook_mod.py").write_text(
+        "import os\n"
+        "forks = []\n"
+        "os.register_at_fork(after_in_child=lambda: forks.append(os.getpid()))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def seen():
+        return sys.modules["forkhook_mod"].forks
+
+    with Pool(size=1, rootfs=rootfs, preload=["forkhook_mod"]) as p:
+        assert p.call(seen) == [1]      # once, in the worker (PID 1 of its container)
+        assert p.call(seen) == [1]
+
+
+def test_a_preloaded_module_may_start_threads(rootfs, tmp_path, monkeypatch):
+    """A zygote with a second thread forks with Python's fork handlers."""
+    (tmp_path / "threaded_mod.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def draw():
+        import random
+        return random.getrandbits(64)
+
+    with Pool(size=2, rootfs=rootfs, preload=["threaded_mod"]) as p:
+        assert len(set(p.map(lambda _: draw(), range(4)))) == 4
+
+
 @pytest.mark.slow
 def test_no_leak_after_1000_calls(rootfs):
     threads_before = threading.active_count()
