@@ -605,6 +605,52 @@ int iso_restrict(const iso_exec_t *x, iso_error_t *e)
     return 0;
 }
 
+/* Close every fd from `low` up but those in keep (ascending). */
+static int close_from_except(unsigned low, const int *keep, size_t nkeep)
+{
+    int ok = 1;
+    for (size_t i = 0; i < nkeep && ok; i++) {
+        if (keep[i] < (int)low)
+            continue;
+        if ((unsigned)keep[i] > low && syscall(SYS_close_range, low, (unsigned)keep[i] - 1, 0) < 0)
+            ok = 0;
+        low = (unsigned)keep[i] + 1;
+    }
+    if (ok && syscall(SYS_close_range, low, ~0U, 0) == 0)
+        return 0;
+    if (errno != ENOSYS && errno != EINVAL)
+        return -1;
+    /* before Linux 5.9: each fd /proc/self/fd lists */
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    char buf[1024];
+    long n;
+    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            const char *name = buf + off + 19;
+            int fd = 0, digits = 0, kept = 0;
+            for (; *name >= '0' && *name <= '9'; name++, digits++)
+                fd = fd * 10 + (*name - '0');
+            for (size_t i = 0; i < nkeep; i++)
+                kept |= keep[i] == fd;
+            if (digits > 0 && *name == '\0' && fd >= 3 && fd != dir && !kept)
+                close(fd);
+            off += reclen;
+        }
+    }
+    close(dir);
+    return n < 0 ? -1 : 0;
+}
+
+int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e)
+{
+    if (close_from_except(3, keep, nkeep) < 0)
+        return fail(e, ISO_STEP_CLOSE_FDS, "");
+    return prepare_exec(x, -1, -1, e);
+}
+
 /* -------------------------------------------------------------- container */
 
 struct start_ctx {

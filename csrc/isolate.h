@@ -198,6 +198,11 @@ pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const i
  * before exec, for processes that run the caller's code instead (call). */
 int iso_restrict(const iso_exec_t *x, iso_error_t *err);
 
+/* In a fork of the caller that goes on running the caller's code inside a
+ * container (Pool workers, call): close every fd from 3 up but those in keep
+ * (ascending), then x's session, directory, umask, ids and security. */
+int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *err);
+
 /* Fork the caller into new namespaces (clone_flags) and walk ops in the child,
  * which then returns 0 like fork(); the parent gets the child's pid. For a
  * single-threaded caller only: the child is a full copy that goes on running

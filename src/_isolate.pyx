@@ -98,6 +98,7 @@ cdef extern from "isolate.h" nogil:
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
     int iso_restrict(const iso_exec_t *x, iso_error_t *err)
+    int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *err)
     pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x,
                       const iso_op_t *pre, size_t npre, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
@@ -638,9 +639,17 @@ def set_process_name(bytes name):
     prctl(PR_SET_NAME, <const char *>name, 0, 0, 0)
 
 
-def restrict(ExecSpec spec):
-    """Apply spec's ids and security to this process (a fork that runs
-    Python inside a container): what exec'd processes get before exec."""
+def enter(ExecSpec spec, keep):
+    """In a fork that runs Python inside a container: close every fd from 3
+    up but those in keep, then apply spec's session, directory, umask, ids
+    and security. In C: in a fresh fork, each Python line run copies pages."""
     cdef iso_error_t err
-    if iso_restrict(&spec.x, &err) < 0:
+    cdef int fds[64]
+    cdef size_t n = 0
+    for fd in sorted(keep):
+        if n == 64:
+            raise ValueError("too many fds to keep")
+        fds[n] = fd
+        n += 1
+    if iso_enter(&spec.x, fds, n, &err) < 0:
         _raise(&err)

@@ -104,9 +104,9 @@ def restrict_spec(cfg: Config) -> Any:
     """What enter_in_child applies: made in the parent, once, since in a fresh
     fork every object made touches pages that must then be copied."""
     u = cfg.user
-    return _c.ExecSpec(b"", [], [], None, None, (-1, -1, -1), (), (u.uid, u.gid, u.groups),
-                       not cfg.userns or cfg.uid_map is not None, False, 0o022,
-                       (*cfg.security(), True))
+    return _c.ExecSpec(b"", [], [], None, os.fsencode(cfg.cwd), (-1, -1, -1), (),
+                       (u.uid, u.gid, u.groups), not cfg.userns or cfg.uid_map is not None,
+                       True, 0o022, (*cfg.security(), True))
 
 
 def environ_items(cfg: Config) -> list[tuple[bytes, bytes]]:
@@ -114,20 +114,15 @@ def environ_items(cfg: Config) -> list[tuple[bytes, bytes]]:
 
 
 def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = (),
-                   environ: list[tuple[bytes, bytes]] | None = None) -> None:
+                   environ: list[tuple[bytes, bytes]] | None = None,
+                   stdio: Iterable[int] | None = None) -> None:
     """In the fork, once in the namespaces: what every container process gets.
     Only stdio (as Python sees it), the result pipe and keep stay open; spec
-    is restrict_spec(cfg), environ environ_items(cfg) (made before the fork
-    where the fork is made often)."""
-    low = 3
-    for fd in sorted(fd for fd in {keep_fd, *keep, *_stdio_fds()} if fd >= 3):
-        os.closerange(low, fd)      # (low > fd would close everything from low)
-        low = fd + 1
-    os.closerange(low, 1 << 30)
-    os.setsid()
-    os.umask(0o022)
-    os.chdir(cfg.cwd)
-    _c.restrict(spec)
+    is restrict_spec(cfg), environ environ_items(cfg), stdio _stdio_fds()
+    (made before the fork where the fork is made often: in the fork, every
+    object made or line run touches pages that must then be copied)."""
+    std = _stdio_fds() if stdio is None else stdio
+    _c.enter(spec, {keep_fd, *keep, *std})      # fds, session, cwd, umask, ids, security
     items = environ_items(cfg) if environ is None else environ
     _c.replace_environ(items)
     os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ

@@ -75,12 +75,12 @@ def _after_fork(hooks: list) -> None:
             sys.excepthook(*sys.exc_info())
 
 
-def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ) -> None:
+def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdio) -> None:
     _c.set_process_name(b"isolate-worker")
     try:
         if setup_error is not None:
             raise setup_error
-        _call.enter_in_child(cfg, fd, spec, environ=environ)
+        _call.enter_in_child(cfg, fd, spec, environ=environ, stdio=stdio)
         _rehearse()
     except BaseException as e:
         # report with the first call, not now: a worker that failed at once
@@ -113,6 +113,7 @@ def main() -> None:
     no_plan = _c.Plan(())
     flags = _plan.clone_flags(cfg)
     spec = _call.restrict_spec(cfg)
+    stdio = _call._stdio_fds()
     environ = _call.environ_items(cfg)
     _rehearse()
     gc.freeze()     # workers' collections then leave the zygote's objects (and pages) alone
@@ -183,7 +184,7 @@ def main() -> None:
                 _after_fork(hooks)
             ctl.close()
             ours.close()
-            _worker(cfg, theirs.detach(), err, spec, environ)
+            _worker(cfg, theirs.detach(), err, spec, environ, stdio)
         theirs.close()
         pidfd = os.pidfd_open(pid)
         workers[pid] = (token, pidfd)
