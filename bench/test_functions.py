@@ -7,10 +7,7 @@ import pytest
 
 import isolate
 from isolate import Container, Pool
-
-
-def noop(*args):
-    return None
+from pooled import noop
 
 
 def _bench(benchmark, rounds, fn, **kw):
@@ -37,14 +34,14 @@ def test_isolate_run_ref(benchmark, rounds, rootfs):
 @pytest.mark.benchmark(group="call")
 def test_pool_call(benchmark, rounds, rootfs):
     """A fresh container per call, paced (10 ms apart) so one is always ready."""
-    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+    with Pool(size=4, rootfs=rootfs, preload=["pooled"]) as pool:
         time.sleep(0.5)
         _bench(benchmark, rounds, lambda: pool.call(noop), setup=lambda: time.sleep(0.01))
 
 
 @pytest.mark.benchmark(group="call")
 def test_pool_call_big_parent_1gib(benchmark, rounds, rootfs, big_parent):
-    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+    with Pool(size=4, rootfs=rootfs, preload=["pooled"]) as pool:
         time.sleep(0.5)
         _bench(benchmark, rounds, lambda: pool.call(noop), setup=lambda: time.sleep(0.01))
 
@@ -52,7 +49,7 @@ def test_pool_call_big_parent_1gib(benchmark, rounds, rootfs, big_parent):
 @pytest.mark.benchmark(group="pool-throughput")
 def test_pool_map_2000(benchmark, rounds, rootfs):
     """2,000 calls through Pool.map: each a fresh container."""
-    with Pool(size=4, rootfs=rootfs, preload=[__name__]) as pool:
+    with Pool(size=4, rootfs=rootfs, preload=["pooled"]) as pool:
         time.sleep(0.5)
         n = 200 if rounds < 100 else 2000
         benchmark.extra_info["calls"] = n
