@@ -33,11 +33,22 @@ from . import _isolate as _c
 
 
 def _rehearse() -> None:
-    """Go once through what a call does (unpickle a task, call, pickle the
-    outcome), so that the pages it writes are copied before the call arrives
+    """Go once through what a call does (receive a framed task, unpickle it,
+    call, pickle and frame the outcome, send it), over a socket pair of its
+    own, so that the pages it writes are copied before the call arrives
     rather than on its way."""
-    fn, args, kwargs = pickle.loads(pickle.dumps((len, ((1, 2.0, "x", b"y", None),), {})))
-    _wire._outcome(fn, args, kwargs)
+    task = _wire.frame(pickle.dumps((len, ((1, 2.0, "x", b"y", None),), {}),
+                                    protocol=pickle.HIGHEST_PROTOCOL))
+    a, b = socket.socketpair()
+    try:
+        _wire.write_all(a.fileno(), task)
+        fn, args, kwargs = pickle.loads(_wire.receive(b.fileno()))  # type: ignore[arg-type]
+        data = _wire._outcome(fn, args, kwargs)
+        _wire.write_all(b.fileno(), _wire._HEADER.pack(len(data)) + data)
+        _wire.receive(a.fileno())
+    finally:
+        a.close()
+        b.close()
 
 
 def _preload(names: list[str]) -> list:
