@@ -82,6 +82,31 @@ def quick(request) -> bool:
     return bool(request.config.getoption("--quick"))
 
 
+def _busy_fraction(interval: float) -> float:
+    """How busy the CPUs were over interval seconds (from /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]      # all, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def settled(quick) -> None:
+    """Before each benchmark module, wait (10 s at most) for the machine to be
+    quiet: what the previous one left to the kernel (network namespaces and
+    cgroups torn down in the background, RCU callbacks) would otherwise be
+    timed as this one's. The QEMU and density rows leave seconds of it."""
+    if quick:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _busy_fraction(0.25) > 0.05:
+        pass
+
+
 @pytest.fixture(scope="session")
 def rounds(request, quick) -> int:
     return 30 if quick else request.config.getoption("--rounds")

@@ -84,6 +84,33 @@ def test_timeout_oneshot_ends_container(rootfs):
     assert not left, {p: _cmdline(p) for p in left}
 
 
+def test_oneshot_interrupted_by_the_caller_ends_container(rootfs):
+    """An exception in the caller while isolate.run waits (here from a signal
+    handler, as KeyboardInterrupt comes) kills the container on its way out."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(Interrupted):
+            isolate.run(["sh", "-c", "sleep 100 & sleep 100"], rootfs=rootfs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    left = [p for p in os.listdir("/proc") if p.isdigit() and b"sleep\x00100" in _cmdline(p)]
+    assert not left
+
+
+def test_oneshot_timeout_longer_than_poll_takes(rootfs):
+    assert isolate.run(["true"], rootfs=rootfs, timeout=1e12).returncode == 0
+
+
 def _cmdline(pid: str) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

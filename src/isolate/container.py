@@ -666,6 +666,9 @@ def _inherited_spec(cfg: Config, argv: tuple[bytes, ...], executable: bytes | No
     return _Launch(cfg, None, None, None).spec(list(argv), executable, (-1, -1, -1), ())
 
 
+_POLL_MAX_S = (2 ** 31 - 1) / 1000      # poll's longest timeout; longer is forever here
+
+
 def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
                    timeout: float | None, check: bool) -> CompletedProcess:
     """isolate.run for a command that keeps the caller's stdio: with no pipe
@@ -673,7 +676,7 @@ def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
     pid, pidfd, ctl, cgroups = _start(cfg, container_id, spec, True)
     sts = None
     try:
-        if timeout is not None:
+        if timeout is not None and timeout < _POLL_MAX_S:
             poll = select.poll()
             poll.register(pidfd, select.POLLIN)
             if not poll.poll(max(timeout, 0) * 1000):
