@@ -89,6 +89,31 @@ def test_submit_map_and_executor_protocol(pool):
     assert list(pool.map(lambda x: x * x, range(20))) == [x * x for x in range(20)]
 
 
+def test_map_in_order_with_errors_in_place_and_timeout(pool):
+    def check(x):
+        if x == 3:
+            raise ValueError(f"bad {x}")
+        return x
+
+    results = pool.map(check, range(6))
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="bad 3"):
+        next(results)
+    results.close()
+    assert list(pool.map(pow, [2, 3], [5, 2])) == [32, 9]
+    assert list(pool.map(int, [])) == []
+    with pytest.raises(TimeoutError):
+        list(pool.map(time.sleep, [1.5], timeout=0.3))
+
+
+def test_map_ends_when_the_pool_shuts_down_cancelling(rootfs):
+    p = Pool(size=1, rootfs=rootfs)
+    results = p.map(time.sleep, [0.2] * 6)
+    p.shutdown(wait=True, cancel_futures=True)
+    with pytest.raises((concurrent.futures.CancelledError, RuntimeError)):
+        list(results)
+
+
 def test_asyncio_run_in_executor(pool):
     async def main():
         loop = asyncio.get_running_loop()
