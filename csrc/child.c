@@ -463,14 +463,24 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
 
 /* ------------------------------------------------------------------- exec */
 
-/* Mark every fd from `from` up close-on-exec. */
-static int cloexec_from(int from)
+/* Close every fd from `from` up but those in keep (ascending), or with
+ * cloexec mark them close-on-exec instead. */
+static int fds_from(int from, const int *keep, size_t nkeep, int cloexec)
 {
-    if (syscall(SYS_close_range, (unsigned)from, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    unsigned flags = cloexec ? CLOSE_RANGE_CLOEXEC : 0, low = (unsigned)from;
+    int ok = 1;
+    for (size_t i = 0; i < nkeep && ok; i++) {
+        if (keep[i] < (int)low)
+            continue;
+        if ((unsigned)keep[i] > low && syscall(SYS_close_range, low, (unsigned)keep[i] - 1, flags) < 0)
+            ok = 0;
+        low = (unsigned)keep[i] + 1;
+    }
+    if (ok && syscall(SYS_close_range, low, ~0U, flags) == 0)
         return 0;
     if (errno != ENOSYS && errno != EINVAL)
         return -1;
-    /* before Linux 5.11: walk /proc/self/fd */
+    /* before Linux 5.9 (5.11 for close-on-exec): each fd /proc/self/fd lists */
     int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0)
         return -1;
@@ -480,11 +490,17 @@ static int cloexec_from(int from)
         for (long off = 0; off < n;) {
             unsigned short reclen = *(unsigned short *)(buf + off + 16);
             const char *name = buf + off + 19;
-            int fd = 0, digits = 0;
+            int fd = 0, digits = 0, kept = 0;
             for (; *name >= '0' && *name <= '9'; name++, digits++)
                 fd = fd * 10 + (*name - '0');
-            if (digits > 0 && *name == '\0' && fd >= from && fd != dir)
-                fcntl(fd, F_SETFD, FD_CLOEXEC);
+            for (size_t i = 0; i < nkeep; i++)
+                kept |= keep[i] == fd;
+            if (digits > 0 && *name == '\0' && fd >= from && fd != dir && !kept) {
+                if (cloexec)
+                    fcntl(fd, F_SETFD, FD_CLOEXEC);
+                else
+                    close(fd);
+            }
             off += reclen;
         }
     }
@@ -510,7 +526,7 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
     if (keep >= 0 && dup2(keep, keep_at) < 0)
         return fail(e, ISO_STEP_STDIO, "control socket");
 
-    if (cloexec_from(3) < 0)
+    if (fds_from(3, NULL, 0, 1) < 0)
         return fail(e, ISO_STEP_CLOSE_FDS, "");
     if (keep >= 0)
         fcntl(keep_at, F_SETFD, 0);
@@ -605,48 +621,9 @@ int iso_restrict(const iso_exec_t *x, iso_error_t *e)
     return 0;
 }
 
-/* Close every fd from `low` up but those in keep (ascending). */
-static int close_from_except(unsigned low, const int *keep, size_t nkeep)
-{
-    int ok = 1;
-    for (size_t i = 0; i < nkeep && ok; i++) {
-        if (keep[i] < (int)low)
-            continue;
-        if ((unsigned)keep[i] > low && syscall(SYS_close_range, low, (unsigned)keep[i] - 1, 0) < 0)
-            ok = 0;
-        low = (unsigned)keep[i] + 1;
-    }
-    if (ok && syscall(SYS_close_range, low, ~0U, 0) == 0)
-        return 0;
-    if (errno != ENOSYS && errno != EINVAL)
-        return -1;
-    /* before Linux 5.9: each fd /proc/self/fd lists */
-    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return -1;
-    char buf[1024];
-    long n;
-    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-        for (long off = 0; off < n;) {
-            unsigned short reclen = *(unsigned short *)(buf + off + 16);
-            const char *name = buf + off + 19;
-            int fd = 0, digits = 0, kept = 0;
-            for (; *name >= '0' && *name <= '9'; name++, digits++)
-                fd = fd * 10 + (*name - '0');
-            for (size_t i = 0; i < nkeep; i++)
-                kept |= keep[i] == fd;
-            if (digits > 0 && *name == '\0' && fd >= 3 && fd != dir && !kept)
-                close(fd);
-            off += reclen;
-        }
-    }
-    close(dir);
-    return n < 0 ? -1 : 0;
-}
-
 int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e)
 {
-    if (close_from_except(3, keep, nkeep) < 0)
+    if (fds_from(3, keep, nkeep, 0) < 0)
         return fail(e, ISO_STEP_CLOSE_FDS, "");
     return prepare_exec(x, -1, -1, e);
 }
