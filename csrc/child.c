@@ -508,6 +508,8 @@ static int fds_from(int from, const int *keep, size_t nkeep, int cloexec)
     return n < 0 ? -1 : 0;
 }
 
+static int restrict_self(const iso_exec_t *x, iso_error_t *e);
+
 /* Everything between the plan and execve: stdio, fds, session, directory,
  * ids, umask. keep (if >= 0) is moved to keep_at and stays open across exec. */
 static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t *e)
@@ -554,7 +556,7 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
         }
     }
     umask(x->umask);
-    return iso_restrict(x, e);
+    return restrict_self(x, e);
 }
 
 /* Capability sets as capset(2) takes them: two 32-bit halves. */
@@ -566,7 +568,9 @@ struct cap_data {
     uint32_t effective, permitted, inheritable;
 };
 
-int iso_restrict(const iso_exec_t *x, iso_error_t *e)
+/* Ids, then capabilities, rlimits, no_new_privs and seccomp: the last steps
+ * before exec, or before a fork of the caller runs its code (iso_enter). */
+static int restrict_self(const iso_exec_t *x, iso_error_t *e)
 {
     const iso_security_t *s = &x->sec;
     if (s->restrict_caps) {

@@ -194,10 +194,6 @@ int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *c
 pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
                   size_t npre, iso_error_t *err);
 
-/* Ids, then capabilities, rlimits, no_new_privs and seccomp: the last steps
- * before exec, for processes that run the caller's code instead (call). */
-int iso_restrict(const iso_exec_t *x, iso_error_t *err);
-
 /* In a fork of the caller that goes on running the caller's code inside a
  * container (Pool workers, call): close every fd from 3 up but those in keep
  * (ascending), then x's session, directory, umask, ids and security. */

@@ -97,7 +97,6 @@ cdef extern from "isolate.h" nogil:
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
-    int iso_restrict(const iso_exec_t *x, iso_error_t *err)
     int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *err)
     pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x,
                       const iso_op_t *pre, size_t npre, iso_error_t *err)
