@@ -1,12 +1,11 @@
 """The zygote of a Pool: a small Python process, started once per pool (not
-a fork of the caller), that keeps `size` workers ready, each PID 1 of its
+a fork of the caller), that keeps `size` workers alive, each PID 1 of its
 own fresh container. Started by Pool with `python -c`, never by hand.
 
 The zygote forks with the container's namespace flags; the child walks the
 container's plan (csrc/child.c) and becomes the worker. A worker reads one
 framed task (fn, args, kwargs) from its socket, writes the framed outcome
-and exits, and its container ends with it; the zygote makes another as
-soon as a call has taken it.
+and exits, and its container ends with it; the zygote then makes another.
 
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
   pool -> zygote  first: pickled (Config, size, preload module names)
