@@ -136,24 +136,6 @@ def _worker_deaths(pool, ctypes):
     assert [pool.call(lambda i=i: i) for i in range(5)] == list(range(5))
 
 
-def test_a_taken_worker_is_replaced_before_it_ends(rootfs):
-    """The pool keeps `size` containers ready: while a call runs, the next
-    container is already made."""
-    def children(pid):
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return f.read().split()
-
-    with Pool(size=1, rootfs=rootfs) as p:
-        p.call(int)
-        fut = p.submit(time.sleep, 3)
-        deadline = time.monotonic() + 10
-        while len(children(p._zygote.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(children(p._zygote.pid)) == 2      # the busy one, and one ready
-        assert not fut.done()
-        fut.cancel()
-
-
 def test_timeout(rootfs):
     with Pool(size=1, rootfs=rootfs, timeout=0.5) as p:
         t = time.monotonic()

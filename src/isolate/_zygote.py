@@ -9,8 +9,6 @@ and exits, and its container ends with it; the zygote then makes another.
 
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
   pool -> zygote  first: pickled (Config, size, preload module names)
-                  b"t<token>" when a call has taken that worker: the zygote
-                  makes its replacement at once, not when it has ended
   zygote -> pool  ("ready", token, pid) with the fd of the worker's socket
                   ("ended", token, (wait status, OOM kills)) once a worker is reaped
 With limits, each worker's container has its own cgroups, made by the zygote
@@ -135,7 +133,6 @@ def main() -> None:
         from ._cgroups import Cgroups
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]      # unshared once in its cgroups
     workers: dict[int, tuple[int, int]] = {}        # pid -> (token, pidfd)
-    replaced: set[int] = set()      # tokens of live workers a call took (and replaced)
     cgroups: dict[int, Cgroups] = {}                # by token
     tokens = itertools.count(1)
     sel = selectors.DefaultSelector()
@@ -214,16 +211,11 @@ def main() -> None:
         for key, _ in sel.select():
             if key.fileobj is ctl:
                 try:
-                    data = ctl.recv(32)
+                    data = ctl.recv(1)
                 except OSError:
                     data = b""
                 if not data:
                     stop()
-                if data[:1] == b"t":        # a call took a worker: its replacement now
-                    token = int(data[1:])
-                    if any(t == token for t, _ in workers.values()):    # (else replaced)
-                        replaced.add(token)
-                        spawn()
                 continue
             pid = key.data          # a worker's pidfd: it has ended
             token, pidfd = workers.pop(pid)
@@ -235,10 +227,7 @@ def main() -> None:
             failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0
             if failures:
                 time.sleep(min(0.05 * failures, 1.0))
-            if token in replaced:
-                replaced.discard(token)
-            else:
-                spawn()
+            spawn()
 
 
 if __name__ == "__main__":

@@ -304,10 +304,6 @@ class Pool(concurrent.futures.Executor):
     def _run(self, fn: Callable[..., T], args: tuple, kwargs: dict,
              started: Callable[[_Slot], None] | None = None) -> T:
         slot = self._take()
-        try:
-            self._ctl.send(b"t%d" % slot.token)     # the zygote makes the next one now
-        except OSError:
-            pass        # shutting down
         if started is not None:
             started(slot)
         fd = slot.fd
