@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -153,10 +154,11 @@ __asm__(".text\n"
 
 static int clone3_missing;
 
-/* Start fn(arg) in a child sharing our memory, on the given stack. The child's
- * exit signal is SIGCHLD. With pidfd, a pidfd for it is stored there. */
+/* Start fn(arg) in a child sharing our memory, on the given stack, with the
+ * given exit signal (0: none; then only waitpid with __WALL reaps it). With
+ * pidfd, a pidfd for it is stored there. */
 static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
-                      unsigned long flags, int *pidfd, int cgroup_fd)
+                      unsigned long flags, int *pidfd, int cgroup_fd, int exit_signal)
 {
     flags |= CLONE_VM;
     if (pidfd != NULL)
@@ -167,7 +169,7 @@ static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
         memset(&a, 0, sizeof a);
         a.flags = flags;
         a.pidfd = (uint64_t)(uintptr_t)pidfd;
-        a.exit_signal = SIGCHLD;
+        a.exit_signal = (uint64_t)exit_signal;
         a.stack = (uint64_t)(uintptr_t)stack;
         a.stack_size = size;
         if (cgroup_fd >= 0) {
@@ -185,7 +187,7 @@ static pid_t clone_vm(int (*fn)(void *), void *arg, char *stack, size_t size,
     }
 #endif
     (void)cgroup_fd;    /* the child joins itself: see into_cgroup_fallback */
-    return clone(fn, stack + size, (int)(flags | SIGCHLD), arg, pidfd);
+    return clone(fn, stack + size, (int)(flags | (unsigned long)exit_signal), arg, pidfd);
 }
 
 /* In a child started with a cgroup_fd: whether clone3 did not put it there. */
@@ -310,29 +312,162 @@ static unsigned long locked_flags(const char *path)
                         MS_NODIRATIME | MS_RELATIME);
 }
 
-static int lo_up(iso_error_t *e)
+/* System calls that leave errno alone, returning -errno on failure: for code
+ * that runs beside the caller's thread (its errno is the caller's). */
+#if ISO_NET_BESIDE
+static long raw_syscall(long n, long a, long b, long c, long d)
 {
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    register long r10 __asm__("r10") = d;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#else
+static long raw_syscall(long n, long a, long b, long c, long d)
+{
+    long r = syscall(n, a, b, c, d);
+    return r < 0 ? -errno : r;
+}
+#endif
+#define RAW(n, a, b, c, d) raw_syscall(n, (long)(a), (long)(b), (long)(c), (long)(d))
+
+/* Bring up lo in the network namespace of the calling task: 0 or -errno. */
+static long lo_up_raw(void)
+{
+    long s = RAW(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0, 0);
     if (s < 0)
-        return fail(e, ISO_STEP_LO_UP, "lo");
+        return s;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     memcpy(ifr.ifr_name, "lo", 3);
-    int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+    long r = RAW(SYS_ioctl, s, SIOCGIFFLAGS, &ifr, 0);
     if (r == 0) {
         ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-        r = ioctl(s, SIOCSIFFLAGS, &ifr);
+        r = RAW(SYS_ioctl, s, SIOCSIFFLAGS, &ifr, 0);
     }
-    if (r < 0) {
-        fail(e, ISO_STEP_LO_UP, "lo");
-        close(s);
-        return -1;
-    }
-    close(s);
+    RAW(SYS_close, s, 0, 0, 0);
+    return r;
+}
+
+static int lo_up(iso_error_t *e)
+{
+    long r = lo_up_raw();
+    if (r == 0)
+        return 0;
+    errno = (int)-r;
+    return fail(e, ISO_STEP_LO_UP, "lo");
+}
+
+/* ------------------------------------------- the network namespace beside */
+
+/* Of all a container's parts, a new network namespace costs most to make
+ * (the kernel registers its devices and sysctls: hundreds of µs), and none
+ * of it depends on the child's mounts. With net_beside, a helper cloned just
+ * before the child makes it: it unshares a network namespace and brings lo up
+ * while the child mounts; the child joins it with setns on the helper's pidfd
+ * (ISO_OP_JOIN_NET), which lets the helper end. The helper runs while the
+ * caller's thread goes on: it makes raw system calls only, which leave the
+ * caller's errno alone. */
+enum { NET_WORKING, NET_READY, NET_FAILED, NET_DONE };
+
+struct net_beside {
+    int state;              /* NET_*; changed atomically, waited on as a futex */
+    int joined;             /* the child has joined the namespace */
+    int pidfd;              /* the helper's */
+    pid_t parent;           /* the caller's pid */
+    iso_error_t err;        /* NET_FAILED: what failed */
+};
+
+static void net_wake(struct net_beside *b)
+{
+    RAW(SYS_futex, &b->state, FUTEX_WAKE_PRIVATE, INT_MAX, 0);
+}
+
+static void net_wait_while(struct net_beside *b, int state)
+{
+    while (__atomic_load_n(&b->state, __ATOMIC_SEQ_CST) == state)
+        RAW(SYS_futex, &b->state, FUTEX_WAIT_PRIVATE, state, 0);
+}
+
+static void net_helper_fail(struct net_beside *b, int step, long r, const char *path)
+{
+    b->err.step = step;
+    b->err.err = (int)-r;
+    size_t i = 0;
+    for (; path[i] != '\0' && i < sizeof b->err.path - 1; i++)
+        b->err.path[i] = path[i];
+    b->err.path[i] = '\0';
+}
+
+static int net_helper(void *arg)
+{
+    struct net_beside *b = arg;
+    /* never outlive the caller, even waiting (SIGKILL cannot be blocked) */
+    RAW(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+    if (RAW(SYS_getppid, 0, 0, 0, 0) != b->parent)
+        return 0;
+    int done = NET_FAILED;
+    long r = RAW(SYS_unshare, CLONE_NEWNET, 0, 0, 0);
+    if (r < 0)
+        net_helper_fail(b, ISO_STEP_UNSHARE, r, "net");
+    else if ((r = lo_up_raw()) < 0)
+        net_helper_fail(b, ISO_STEP_LO_UP, r, "lo");
+    else
+        done = NET_READY;
+    int expected = NET_WORKING;
+    if (!__atomic_compare_exchange_n(&b->state, &expected, done, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST))
+        return 0;           /* released before it was needed */
+    net_wake(b);
+    net_wait_while(b, NET_READY);     /* the namespace lives with us until joined */
     return 0;
 }
 
-static int run_op(const iso_op_t *op, iso_error_t *e)
+/* No longer needed: by the child once joined, by the caller at the end. */
+static void net_release(struct net_beside *b)
+{
+    __atomic_store_n(&b->state, NET_DONE, __ATOMIC_SEQ_CST);
+    net_wake(b);
+}
+
+static int join_net(struct net_beside *b, iso_error_t *e)
+{
+    if (b == NULL) {
+        errno = EINVAL;
+        return fail(e, ISO_STEP_SETNS, "net (no namespace made beside)");
+    }
+    net_wait_while(b, NET_WORKING);
+    int state = __atomic_load_n(&b->state, __ATOMIC_SEQ_CST);
+    if (state == NET_FAILED) {
+        *e = b->err;
+        return -1;
+    }
+    if (state != NET_READY) {
+        errno = ECHILD;
+        return fail(e, ISO_STEP_SETNS, "net");
+    }
+    if (setns(b->pidfd, CLONE_NEWNET) < 0)
+        return fail(e, ISO_STEP_SETNS, "net");
+    b->joined = 1;
+    net_release(b);
+    return 0;
+}
+
+/* The caller, once the start has succeeded or failed: the helper ends. */
+static void net_end(struct net_beside *b, pid_t helper)
+{
+    net_release(b);
+    while (waitpid(helper, NULL, __WALL) < 0 && errno == EINTR)
+        ;
+    close(b->pidfd);
+}
+
+/* ---------------------------------------------------------- plan steps */
+
+static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
 {
     switch (op->kind) {
     case ISO_OP_MOUNT:
@@ -431,6 +566,9 @@ static int run_op(const iso_op_t *op, iso_error_t *e)
 
     case ISO_OP_LO_UP:
         return lo_up(e);
+
+    case ISO_OP_JOIN_NET:
+        return join_net(net, e);
 
     case ISO_OP_UNSHARE:
         if (unshare((int)op->flags) < 0)
@@ -640,6 +778,7 @@ struct start_ctx {
     int ctl_at;             /* where the init finds it */
     char *stack2;           /* for the command, in run mode */
     iso_error_t cmd_err;    /* written by the command's child when its exec fails */
+    struct net_beside *net; /* with net_beside */
 };
 
 static char *fmt_int(char *buf, long v)
@@ -705,8 +844,13 @@ static int container_child(void *arg)
     }
     umask(0);
     for (size_t i = 0; i < c->nops; i++)
-        if (run_op(&c->ops[i], &msg.error) < 0)
+        if (run_op(&c->ops[i], s->net, &msg.error) < 0)
             goto out;
+    if (s->net != NULL && !s->net->joined) {
+        errno = EINVAL;
+        fail(&msg.error, ISO_STEP_SETNS, "net (the plan never joins it)");
+        goto out;
+    }
     if (prepare_exec(&c->x, ctl, s->ctl_at, &msg.error) < 0)
         goto out;
     ctl = s->ctl_at;
@@ -747,12 +891,17 @@ static int fd_above_stdio(int fd)
 int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out, int *ctl_out,
                         iso_msg_t *first, iso_error_t *err)
 {
+    if (c->net_beside && (!ISO_NET_BESIDE || (c->clone_flags & CLONE_NEWNET))) {
+        errno = EINVAL;
+        return fail(err, ISO_STEP_CLONE, "net_beside");
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return fail(err, ISO_STEP_SOCKET, "control socket");
     sv[0] = fd_above_stdio(sv[0]);
     sv[1] = fd_above_stdio(sv[1]);
-    char *stack = stack_alloc(2 * STACK_SIZE);
+    /* the child's, the command's and the network helper's */
+    char *stack = stack_alloc(3 * STACK_SIZE);
     if (stack == NULL) {
         fail(err, ISO_STEP_CLONE, "stack");
         close(sv[0]);
@@ -773,34 +922,43 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     s.ctl = sv[1];
     s.ctl_at = at;
     s.stack2 = stack + 2 * STACK_SIZE;
+    struct net_beside net;
+    memset(&net, 0, sizeof net);
+    net.state = NET_WORKING;
+    net.pidfd = -1;
+    net.parent = getpid();
+    pid_t helper = -1;
     int pidfd = -1;
+    pid_t pid = -1;
     sigset_t old;
     block_all(&old);
-    pid_t pid = clone_vm(container_child, &s, stack, STACK_SIZE, c->clone_flags, &pidfd,
-                         c->cgroup_fd);
+    if (c->net_beside) {
+        helper = clone_vm(net_helper, &net, stack + 2 * STACK_SIZE, STACK_SIZE, 0, &net.pidfd,
+                          -1, 0);
+        if (helper < 0) {
+            fail(err, ISO_STEP_CLONE, "network namespace helper");
+            restore_mask(&old);
+            close(sv[1]);
+            goto failed;
+        }
+        s.net = &net;
+    }
+    pid = clone_vm(container_child, &s, stack, STACK_SIZE, c->clone_flags, &pidfd,
+                   c->cgroup_fd, SIGCHLD);
     int clone_errno = errno;
     restore_mask(&old);
     close(sv[1]);
     if (pid < 0) {
         errno = clone_errno;
         fail(err, ISO_STEP_CLONE, "");
-        stack_free(stack, 2 * STACK_SIZE);
-        close(sv[0]);
-        return -1;
+        goto failed;
     }
 
     if (c->after_clone != NULL) {
         if (c->after_clone(pid, c->after_clone_arg) != 0 || send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
             if (err->step == 0)
                 fail(err, ISO_STEP_CLONE, "after clone");
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-                ;
-            stack_free(stack, 2 * STACK_SIZE);
-            if (pidfd >= 0)
-                close(pidfd);
-            close(sv[0]);
-            return -1;
+            goto failed;
         }
     }
 
@@ -812,7 +970,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     while (n < 0 && errno == EINTR);
 
     if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_READY) {
-        stack_free(stack, 2 * STACK_SIZE);
+        if (helper > 0)
+            net_end(&net, helper);
+        stack_free(stack, 3 * STACK_SIZE);
         *pid_out = pid;
         *pidfd_out = pidfd;
         *ctl_out = sv[0];
@@ -824,11 +984,15 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         errno = n < 0 ? errno : ECHILD;
         fail(err, ISO_STEP_INIT, "");
     }
-    kill(pid, SIGKILL);
-    int status;
-    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
-        ;
-    stack_free(stack, 2 * STACK_SIZE);
+failed:
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+    if (helper > 0)
+        net_end(&net, helper);
+    stack_free(stack, 3 * STACK_SIZE);
     if (pidfd >= 0)
         close(pidfd);
     close(sv[0]);
@@ -851,7 +1015,7 @@ pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_
     memset(err, 0, sizeof *err);
     mode_t old = umask(0);
     for (size_t i = 0; i < nops; i++)
-        if (run_op(&ops[i], err) < 0)
+        if (run_op(&ops[i], NULL, err) < 0)
             break;
     umask(old);
     return 0;
@@ -899,7 +1063,7 @@ static int exec_intermediate(void *arg)
     reset_signals_in_child();
 
     for (size_t i = 0; i < s->npre; i++)
-        if (run_op(&s->pre[i], &r.error) < 0)
+        if (run_op(&s->pre[i], NULL, &r.error) < 0)
             goto out;
     if (setns(s->pidfd, (int)s->nsflags) < 0) {
         fail(&r.error, ISO_STEP_SETNS, "container");

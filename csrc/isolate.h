@@ -91,6 +91,8 @@ typedef struct iso_msg {
  *   RO_IF_ANY  if dst exists: bind src on it, src being on a read-only mount
  *              (whose flags the bind takes); without src: bind dst on
  *              itself, then remount it read-only
+ *   JOIN_NET   join the network namespace made beside the child (see
+ *              iso_container_t.net_beside), waiting for it if need be
  */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,
@@ -107,6 +109,7 @@ enum iso_op_kind {
     ISO_OP_UNSHARE,
     ISO_OP_MASK,
     ISO_OP_RO_IF_ANY,
+    ISO_OP_JOIN_NET,
 };
 
 typedef struct iso_op {
@@ -178,7 +181,21 @@ typedef struct iso_container {
     /* If >= 0, a cgroup v2 directory: the child starts in it (clone3's
      * CLONE_INTO_CGROUP), or joins it first thing where clone3 is missing. */
     int cgroup_fd;
+    /* If set (where ISO_NET_BESIDE), the container's network namespace is
+     * made beside the child: a helper cloned just before it unshares one and
+     * brings lo up while the child walks its plan, and the child joins it at
+     * its ISO_OP_JOIN_NET step (a plan without one fails). clone_flags then
+     * lacks CLONE_NEWNET. The namespace belongs to the caller's user
+     * namespace, as with CLONE_NEWNET from the caller. */
+    int net_beside;
 } iso_container_t;
+
+/* Whether net_beside is supported (the helper needs raw system calls). */
+#if defined(__x86_64__)
+#define ISO_NET_BESIDE 1
+#else
+#define ISO_NET_BESIDE 0
+#endif
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),
  * *pidfd and *ctl (the caller's end of the control socket, close-on-exec);

@@ -75,6 +75,7 @@ cdef extern from "isolate.h" nogil:
         int (*after_clone)(pid_t pid, void *arg)
         void *after_clone_arg
         int cgroup_fd
+        int net_beside
 
     enum:
         ISO_MSG_READY
@@ -94,6 +95,8 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_UNSHARE
         ISO_OP_MASK
         ISO_OP_RO_IF_ANY
+        ISO_OP_JOIN_NET
+        ISO_NET_BESIDE
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
@@ -149,6 +152,9 @@ OP_LO_UP = ISO_OP_LO_UP
 OP_UNSHARE = ISO_OP_UNSHARE
 OP_MASK = ISO_OP_MASK
 OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
+OP_JOIN_NET = ISO_OP_JOIN_NET
+#: Whether start_container can make the network namespace beside the child.
+NET_BESIDE = bool(ISO_NET_BESIDE)
 
 MSG_READY = ISO_MSG_READY
 MSG_ERROR = ISO_MSG_ERROR
@@ -329,7 +335,8 @@ cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
 
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
-                    after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None):
+                    after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None,
+                    bint net_beside=False):
     """Clone a container, walk its plan (after pre's steps and before post's)
     and exec its init with spec's stdio, fds, ids and directory; with run,
     spec's command first, as PID 2.
@@ -339,7 +346,10 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     first report (the command's pid inside, in run mode). after_clone(pid)
     runs right after clone, the child waiting (to write its id maps); what
     it raises stops the start and is raised here. cgroup_fd (a cgroup v2
-    directory) is where the child starts (CLONE_INTO_CGROUP).
+    directory) is where the child starts (CLONE_INTO_CGROUP). With
+    net_beside, a helper makes the network namespace while the child walks
+    the plan, which joins it at its OP_JOIN_NET step (clone_flags then
+    without CLONE_NEWNET).
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -360,6 +370,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
     c.x = spec.x
     c.after_clone = NULL
     c.cgroup_fd = cgroup_fd
+    c.net_beside = net_beside
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone

@@ -91,6 +91,24 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
     assert out.strip() == "hi"
 
 
+def test_a_container_has_its_own_network_namespace_for_all_its_processes(rootfs):
+    """The init, the first command and later ones share one network namespace,
+    the container's own: neither the host's nor another container's."""
+    host = os.readlink("/proc/self/ns/net")
+    script = "readlink /proc/1/ns/net; readlink /proc/self/ns/net"
+    first = sh(_oneshot, script, rootfs=rootfs).split()
+    assert first[0] == first[1] != host
+    with Container(rootfs=rootfs) as c, Container(rootfs=rootfs) as d:
+        seen = [sh(_in_container, script, rootfs=rootfs)]   # a third, for good measure
+        for box in (c, c, d):
+            r = box.run(["sh", "-c", script], capture_output=True, text=True)
+            seen.append(r.stdout)
+    inits = [out.split()[0] for out in seen]
+    assert all(out.split()[0] == out.split()[1] for out in seen), seen
+    assert inits[1] == inits[2]                             # c's two commands
+    assert len({host, first[0], inits[0], inits[1], inits[3]}) == 5
+
+
 def test_mount_below_sys_keeps_the_containers_network(run, tmp_path, rootfs):
     """A mount of the caller's below /sys, on top of the container's sysfs,
     which still shows the container's network namespace and masks."""

@@ -16,6 +16,8 @@ OP_LO_UP: int
 OP_UNSHARE: int
 OP_MASK: int
 OP_RO_IF_ANY: int
+OP_JOIN_NET: int
+NET_BESIDE: bool
 MSG_READY: int
 MSG_ERROR: int
 MSG_EXIT: int
@@ -37,7 +39,8 @@ class ExecSpec:
 
 def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: bool,
                     after_clone: Any = ..., cgroup_fd: int = ..., pre: Plan | None = ...,
-                    post: Plan | None = ...) -> tuple[int, int, int, int]: ...
+                    post: Plan | None = ...,
+                    net_beside: bool = ...) -> tuple[int, int, int, int]: ...
 def exec_in(pidfd: int, nsflags: int, spec: ExecSpec, pre: Plan | None = ...) -> int: ...
 def parse_msg(data: bytes) -> tuple[int, int, str, int, str]: ...
 def fork_into(pidfd: int, nsflags: int, procs: list[bytes] | None = ...) -> tuple[int, int]: ...

@@ -81,8 +81,11 @@ def _root_steps(cfg: Config) -> list[tuple]:
             op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", data=data)]
 
 
-def _special_fs_steps(cfg: Config) -> list[tuple]:
-    """/proc, /sys and /dev, as runc and crun lay them out."""
+def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
+    """/proc, /sys and /dev, as runc and crun lay them out. With beside, the
+    network namespace made beside the child is joined just before /sys, which
+    shows the namespace of whoever mounts it: as late as that allows, so that
+    its making overlaps the mounts before."""
     r = NEWROOT
     steps = []
     if cfg.rootfs is not None and not cfg.readonly:
@@ -93,17 +96,6 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
                         flags=NOSUID | NODEV | NOEXEC))
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
-    if "net" not in cfg.namespaces and cfg.rootfs is None:
-        pass    # the host's /sys is there, read-only with the root (a new sysfs of the
-        #         host's network namespace would be its superblock, rw: EBUSY for ro)
-    elif "net" in cfg.namespaces or not cfg.userns:
-        steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs",
-                        flags=RDONLY | NOSUID | NODEV | NOEXEC))
-    else:   # sysfs belongs to the network namespace's owner
-        steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
-                  op(_c.OP_RDONLY_REC, dst=r + "/sys")]
-    if cfg.limits and "cgroup" in cfg.namespaces:
-        steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
 
     dev = r + "/dev"
     steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
@@ -125,21 +117,38 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
            flags=NOSUID | NODEV | NOEXEC, data="mode=1777,size=65536k"),
     ]
     steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
+
+    ro = RDONLY | NOSUID | NODEV | NOEXEC
     if not cfg.privileged:
         # an empty file and directory in the setup tmpfs, on a read-only bind:
         # a bind copies the source mount's flags, so each mask is one bind (no
         # remount), and writes fail (a /dev/null would take them)
-        ro = RDONLY | NOSUID | NODEV | NOEXEC
         steps += [op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
                   op(_c.OP_TOUCH, dst="/mask/file"),
                   op(_c.OP_BIND, src="/mask", dst="/mask", flags=ro)]
-        steps += [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=r + p) for p in MASKED_PATHS]
+        steps += _mask_steps(p for p in MASKED_PATHS if p.startswith("/proc/"))
         # the read-only paths of /proc, each one bind from a read-only view of it
         steps += [op(_c.OP_MKDIR, dst="/roproc", arg=0o555),
                   op(_c.OP_BIND, src=r + "/proc", dst="/roproc", flags=ro)]
         steps += [op(_c.OP_RO_IF_ANY, src="/roproc" + p.removeprefix("/proc"), dst=r + p)
                   if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
                   for p in READONLY_PATHS]
+
+    if beside:
+        steps.append(op(_c.OP_JOIN_NET))
+    if "net" not in cfg.namespaces and cfg.rootfs is None:
+        pass    # the host's /sys is there, read-only with the root (a new sysfs of the
+        #         host's network namespace would be its superblock, rw: EBUSY for ro)
+    elif "net" in cfg.namespaces or not cfg.userns:
+        steps.append(op(_c.OP_MOUNT, src="sysfs", dst=r + "/sys", fstype="sysfs", flags=ro))
+    else:   # sysfs belongs to the network namespace's owner
+        steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
+                  op(_c.OP_RDONLY_REC, dst=r + "/sys")]
+    if cfg.limits and "cgroup" in cfg.namespaces:
+        steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
+    if not cfg.privileged:
+        steps += _mask_steps(p for p in MASKED_PATHS if not p.startswith("/proc/"))
+
     if cfg.rootfs is None:
         steps += [
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",
@@ -148,6 +157,10 @@ def _special_fs_steps(cfg: Config) -> list[tuple]:
                flags=NOSUID | NODEV, data="mode=755"),
         ]
     return steps
+
+
+def _mask_steps(paths) -> list[tuple]:
+    return [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=NEWROOT + p) for p in paths]
 
 
 def _cgroupfs_steps(cfg: Config, dst: str) -> list[tuple]:
@@ -199,9 +212,18 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
     return steps
 
 
+def net_beside(cfg: Config) -> bool:
+    """Whether the container's network namespace is made beside the child
+    (see start_container), not by its clone: a namespace owned by the
+    caller's user namespace, as with CLONE_NEWNET from the caller."""
+    return _c.NET_BESIDE and "net" in cfg.namespaces and not cfg.userns
+
+
 @functools.lru_cache(maxsize=64)
-def container_steps(cfg: Config) -> tuple[tuple, ...]:
-    """Every step of creating a container for cfg, but the hostname."""
+def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
+    """Every step of creating a container for cfg, but the hostname. With
+    beside (see net_beside), the child joins a network namespace made beside
+    it instead of bringing up lo in its own."""
     # the caller writes ranges after clone; a single own id the child can
     steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None else []
     if "mount" in cfg.namespaces:
@@ -214,10 +236,12 @@ def container_steps(cfg: Config) -> tuple[tuple, ...]:
             op(_c.OP_PIVOT_ROOT, dst=BASE, src=BASE + OLDROOT),
         ]
         steps += _root_steps(cfg)
-        steps += _special_fs_steps(cfg)
+        steps += _special_fs_steps(cfg, beside)
         steps += _user_mount_steps(cfg)
         steps.append(op(_c.OP_PIVOT_ROOT, dst=NEWROOT))
-    if "net" in cfg.namespaces:
+    if beside and "mount" not in cfg.namespaces:
+        steps.append(op(_c.OP_JOIN_NET))
+    elif "net" in cfg.namespaces and not beside:
         steps.append(op(_c.OP_LO_UP))
     if "time" in cfg.namespaces:
         # clone cannot take CLONE_NEWTIME; the init enters it when it execs
@@ -225,10 +249,10 @@ def container_steps(cfg: Config) -> tuple[tuple, ...]:
     return tuple(steps)
 
 
-def clone_flags(cfg: Config) -> int:
+def clone_flags(cfg: Config, beside: bool = False) -> int:
     flags = 0
     for name in cfg.namespaces:
-        if name != "time":
+        if name != "time" and not (beside and name == "net"):
             flags |= _c.NAMESPACE_FLAGS[name]
     return flags
 

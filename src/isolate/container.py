@@ -546,7 +546,8 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
             cgroup_fd = cgroups.open()          # v2: cloned straight into it
         pre, plan, post = _steps(cfg, container_id, cgroups, cgroup_fd < 0)
         pid, pidfd, ctl, _ = _c.start_container(plan, _clone_flags(cfg, cgroups), spec, run,
-                                                _map_writer(cfg), cgroup_fd, pre, post)
+                                                _map_writer(cfg), cgroup_fd, pre, post,
+                                                _plan.net_beside(cfg))
     except BaseException:
         if cgroups is not None:
             cgroups.remove()
@@ -578,11 +579,11 @@ def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
 
 @functools.lru_cache(maxsize=64)
 def _base_plan(cfg: Config) -> Any:
-    return _c.Plan(_plan.container_steps(cfg))
+    return _c.Plan(_plan.container_steps(cfg, _plan.net_beside(cfg)))
 
 
 def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
-    flags = _plan.clone_flags(cfg)
+    flags = _plan.clone_flags(cfg, _plan.net_beside(cfg))
     if cgroups is not None:
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]     # unshared after joining (see _steps)
     return flags
