@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from collections.abc import Iterable
 
 from . import _isolate as _c
 from ._config import Config, resolve_in_root
@@ -159,7 +160,8 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     return steps
 
 
-def _mask_steps(paths) -> list[tuple]:
+def _mask_steps(paths: Iterable[str]) -> list[tuple]:
+    """Each path that exists hidden under the empty file or directory."""
     return [op(_c.OP_MASK, src="/mask/file", data="/mask/dir", dst=NEWROOT + p) for p in paths]
 
 
