@@ -107,6 +107,47 @@ def test_oneshot_interrupted_by_the_caller_ends_container(rootfs):
     assert not left
 
 
+def test_oneshot_interrupted_twice_still_reaps_the_container(rootfs, monkeypatch):
+    """A second interruption while isolate.run reaps the container it has just
+    killed (a second Ctrl-C) still leaves nothing: the reap goes on, then the
+    interruption is raised. The no_leaks fixture checks for the init, a
+    zombie otherwise, and the fds."""
+    real_waitpid = os.waitpid
+    calls = []
+
+    def waitpid(pid, options):
+        calls.append(pid)
+        if len(calls) <= 2:         # the wait, then the reap after SIGKILL
+            raise KeyboardInterrupt
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    with pytest.raises(KeyboardInterrupt):
+        isolate.run(["sleep", "100"], rootfs=rootfs)
+    monkeypatch.undo()
+    assert len(calls) == 3
+
+
+def test_close_interrupted_while_it_reaps_still_ends_the_container(rootfs, monkeypatch):
+    real_waitpid = os.waitpid
+    c = Container(rootfs=rootfs).start()
+    init = c.pid
+    interrupted = []
+
+    def waitpid(pid, options):
+        if pid == init and not interrupted:
+            interrupted.append(pid)
+            raise KeyboardInterrupt
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    with pytest.raises(KeyboardInterrupt):
+        c.close()
+    monkeypatch.undo()
+    assert interrupted and "closed" in repr(c)
+    c.close()       # idempotent; no_leaks checks the init, its fds and the rest
+
+
 def test_oneshot_timeout_longer_than_poll_takes(rootfs):
     assert isolate.run(["true"], rootfs=rootfs, timeout=1e12).returncode == 0
 

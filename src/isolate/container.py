@@ -363,8 +363,9 @@ class Container:
                         pass
             self._procs.clear()
             assert self.pid is not None
+            late = None
             try:
-                os.waitpid(self.pid, 0)
+                _, late = _reap_killed(self.pid)
             except ChildProcessError:
                 pass
             os.close(self._pidfd)
@@ -372,6 +373,8 @@ class Container:
             self._pidfd = self._ctl = -1
             if self._cgroups is not None:
                 self._cgroups.remove()
+            if late is not None:
+                raise late
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == "running":
@@ -670,6 +673,21 @@ def _inherited_spec(cfg: Config, argv: tuple[bytes, ...], executable: bytes | No
 _POLL_MAX_S = (2 ** 31 - 1) / 1000      # poll's longest timeout; longer is forever here
 
 
+def _reap_killed(pid: int) -> tuple[int, BaseException | None]:
+    """Reap a process just sent SIGKILL (its end is near): to the end, even
+    if interrupted (a second Ctrl-C), else it would stay a zombie. Returns
+    its wait status and the interruption, for the caller to raise once it
+    has cleaned up."""
+    late = None
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1], late
+        except OSError:
+            raise
+        except BaseException as e:      # KeyboardInterrupt, or a signal handler's
+            late = e
+
+
 def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
                    timeout: float | None, check: bool) -> CompletedProcess:
     """isolate.run for a command that keeps the caller's stdio: with no pipe
@@ -684,15 +702,18 @@ def _run_inherited(cfg: Config, container_id: str, spec: Any, args: Args,
                 raise subprocess.TimeoutExpired(args, timeout)
         sts = os.waitpid(pid, 0)[1]
     finally:
+        late = None
         if sts is None:     # a timeout, or the caller interrupted: the container goes
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            sts = os.waitpid(pid, 0)[1]
+            sts, late = _reap_killed(pid)
         os.close(pidfd)
         retcode = os.waitstatus_to_exitcode(_command_status(ctl, sts))
         oom_killed = False
         if cgroups is not None:
             oom_killed = cgroups.oom_kills() > 0
             cgroups.remove()
+        if late is not None:
+            raise late
     if check and retcode:
         raise subprocess.CalledProcessError(retcode, args)
     result = CompletedProcess(args, retcode)
