@@ -72,16 +72,7 @@ def test_timeout_oneshot_ends_container(rootfs):
     before = set(os.listdir("/proc"))
     with pytest.raises(subprocess.TimeoutExpired):
         isolate.run(["sh", "-c", "sleep 100 & sleep 100"], rootfs=rootfs, timeout=0.3)
-    # nothing of the container remains (killed processes may take a moment to
-    # be fully gone on a loaded machine); the no_leaks fixture checks the rest
-    deadline = time.monotonic() + 5
-    while True:
-        left = [p for p in set(os.listdir("/proc")) - before
-                if p.isdigit() and b"sleep" in _cmdline(p)]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, {p: _cmdline(p) for p in left}
+    _assert_gone(before, b"sleep")
 
 
 def test_oneshot_interrupted_by_the_caller_ends_container(rootfs):
@@ -104,15 +95,7 @@ def test_oneshot_interrupted_by_the_caller_ends_container(rootfs):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    # as in test_timeout_oneshot_ends_container: gone, if not at once on a loaded machine
-    deadline = time.monotonic() + 5
-    while True:
-        left = [p for p in set(os.listdir("/proc")) - before
-                if p.isdigit() and b"sleep\x00100" in _cmdline(p)]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, {p: _cmdline(p) for p in left}
+    _assert_gone(before, b"sleep\x00100")
 
 
 def test_oneshot_interrupted_twice_still_reaps_the_container(rootfs, monkeypatch):
@@ -158,6 +141,20 @@ def test_close_interrupted_while_it_reaps_still_ends_the_container(rootfs, monke
 
 def test_oneshot_timeout_longer_than_poll_takes(rootfs):
     assert isolate.run(["true"], rootfs=rootfs, timeout=1e12).returncode == 0
+
+
+def _assert_gone(before: set[str], cmdline: bytes) -> None:
+    """No process new since before (a listing of /proc) runs cmdline: nothing
+    of a killed container remains. Killed processes may take a moment to be
+    fully gone on a loaded machine; the no_leaks fixture checks the rest."""
+    deadline = time.monotonic() + 5
+    while True:
+        left = [p for p in set(os.listdir("/proc")) - before
+                if p.isdigit() and cmdline in _cmdline(p)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, {p: _cmdline(p) for p in left}
 
 
 def _cmdline(pid: str) -> bytes:
