@@ -40,8 +40,8 @@ def build_init(out):
     base = [*cc, "-static", "-Os", "-s", "-Icsrc", *CFLAGS, "-o", out]
     attempts = []
     if platform.machine() in ("x86_64", "AMD64"):
-        attempts.append([*base, *NOLIBC, "csrc/init.c", "csrc/nolibc.c", "-lgcc"])
-    attempts.append([*base, "csrc/init.c"])
+        attempts.append([*base, *NOLIBC, "csrc/init.c", "csrc/exec.c", "csrc/nolibc.c", "-lgcc"])
+    attempts.append([*base, "csrc/init.c", "csrc/exec.c"])
     for cmd in attempts:
         print(" ".join(cmd))
         try:
@@ -70,9 +70,9 @@ macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 extensions = [
     Extension(
         "isolate._isolate",
-        ["src/_isolate.pyx", "csrc/child.c", "csrc/exec.c"],
+        ["src/_isolate.pyx", "csrc/child.c"],
         include_dirs=["csrc"],
-        depends=["csrc/isolate.h", "csrc/init.c", "csrc/nolibc.c"],
+        depends=["csrc/isolate.h", "csrc/init.c", "csrc/exec.c", "csrc/nolibc.c"],
         define_macros=macros,
         extra_compile_args=CFLAGS,
     )

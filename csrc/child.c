@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -649,8 +650,10 @@ static int fds_from(int from, const int *keep, size_t nkeep, int cloexec)
 static int restrict_self(const iso_exec_t *x, iso_error_t *e);
 
 /* Everything between the plan and execve: stdio, fds, session, directory,
- * ids, umask. keep (if >= 0) is moved to keep_at and stays open across exec. */
-static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t *e)
+ * ids, umask, security. keep (if >= 0) is moved to keep_at and stays open
+ * across exec. With for_init, the command's controlling terminal is left to
+ * the init, which forks the command (see csrc/init.c). */
+static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, int for_init, iso_error_t *e)
 {
     int tmp[3];
     for (int i = 0; i < 3; i++) {
@@ -676,7 +679,7 @@ static int prepare_exec(const iso_exec_t *x, int keep, int keep_at, iso_error_t 
 
     if (x->new_session && setsid() < 0)
         return fail(e, ISO_STEP_SETSID, "");
-    if (x->new_session == ISO_SESSION_TTY && ioctl(0, TIOCSCTTY, 0) < 0)
+    if (x->new_session == ISO_SESSION_TTY && !for_init && ioctl(0, TIOCSCTTY, 0) < 0)
         return fail(e, ISO_STEP_SETSID, "controlling terminal (stdin)");
     if (x->cwd != NULL) {
         if (chdir(x->cwd) < 0)
@@ -707,7 +710,9 @@ struct cap_data {
 };
 
 /* Ids, then capabilities, rlimits, no_new_privs and seccomp: the last steps
- * before exec, or before a fork of the caller runs its code (iso_enter). */
+ * before exec, or before a fork of the caller runs its code (iso_enter). A
+ * change of uid makes the memory this process may share with the caller
+ * non-dumpable: the caller puts that back (iso_dumpable_release). */
 static int restrict_self(const iso_exec_t *x, iso_error_t *e)
 {
     const iso_security_t *s = &x->sec;
@@ -763,22 +768,69 @@ static int restrict_self(const iso_exec_t *x, iso_error_t *e)
     return 0;
 }
 
+/* Where this process's environment strings lie, noted by the caller once
+ * (iso_note_environ): a fork that goes on running the caller's code in a
+ * container zeroes them, so that its /proc/PID/environ, which shows that
+ * memory, holds nothing of the caller's. */
+static uintptr_t env_start, env_end;
+
+void iso_note_environ(void)
+{
+    char buf[2048];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return;
+    p += 2;                                 /* at field 3 */
+    for (int field = 3; field < 50 && p != NULL; field++)
+        if ((p = strchr(p, ' ')) != NULL)
+            p++;
+    if (p == NULL)
+        return;
+    char *end;
+    unsigned long long start = strtoull(p, &end, 10);
+    unsigned long long stop = strtoull(end, NULL, 10);
+    if (start > 0 && stop > start && stop - start < (1ULL << 24)) {
+        env_start = (uintptr_t)start;
+        env_end = (uintptr_t)stop;
+    }
+}
+
 int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e)
 {
     if (fds_from(3, keep, nkeep, 0) < 0)
         return fail(e, ISO_STEP_CLOSE_FDS, "");
-    return prepare_exec(x, -1, -1, e);
+    if (x->sec.nondumpable)
+        iso_forget_environ();
+    return prepare_exec(x, -1, -1, 0, e);
+}
+
+void iso_forget_environ(void)
+{
+    if (env_end > env_start)
+        memset((void *)env_start, 0, env_end - env_start);
+}
+
+int iso_close_fds(const int *keep, size_t nkeep)
+{
+    return fds_from(3, keep, nkeep, 0);
 }
 
 /* -------------------------------------------------------------- container */
 
-struct start_ctx {
-    const iso_container_t *c;
-    int ctl;                /* the child's end of the control socket */
-    int ctl_at;             /* where the init finds it */
-    char *stack2;           /* for the command, in run mode */
-    iso_error_t cmd_err;    /* written by the command's child when its exec fails */
-    struct net_beside *net; /* with net_beside */
+/* The init's command line (see csrc/init.c): made by the caller before the
+ * clone, since nothing is allocated after it. */
+struct init_args {
+    char fd[24];
+    char session[4];
+    char **argv;            /* malloc'd: free with init_args_free */
 };
 
 static char *fmt_int(char *buf, long v)
@@ -794,23 +846,47 @@ static char *fmt_int(char *buf, long v)
     return buf;
 }
 
-/* Run mode: the command, started by PID 1 before PID 1 becomes the init, so
- * that the init's exec overlaps the command's work. */
-static int command_child(void *arg)
+/* mode "serve": the init alone; "run", "join": with x's command */
+static int init_args_make(struct init_args *a, const char *mode, int fd, const iso_exec_t *x,
+                          iso_error_t *e)
 {
-    struct start_ctx *s = arg;
-    const iso_exec_t *x = &s->c->x;
-    char buf[PATH_MAX];
-    close(s->ctl_at);       /* the init's; the command never sees it */
-    if (x->new_session && setsid() < 0) {
-        fail(&s->cmd_err, ISO_STEP_SETSID, "");
-        _exit(127);
+    int command = mode[0] != 's';
+    size_t n = 0;
+    while (command && x->argv[n] != NULL)
+        n++;
+    a->argv = calloc(7 + n, sizeof *a->argv);
+    if (a->argv == NULL)
+        return fail(e, ISO_STEP_EXEC_INIT, "argv");
+    fmt_int(a->fd, fd);
+    fmt_int(a->session, x->new_session);
+    char **v = a->argv;
+    *v++ = "isolate-init";
+    *v++ = (char *)mode;
+    *v++ = a->fd;
+    if (command) {
+        *v++ = a->session;
+        *v++ = (char *)x->file;
+        *v++ = (char *)(x->path != NULL ? x->path : "");
+        for (size_t i = 0; i < n; i++)
+            *v++ = x->argv[i];
     }
-    unblock_all_in_child();
-    iso_exec_search(x->file, x->argv, x->envp, x->path, buf);
-    fail(&s->cmd_err, ISO_STEP_EXEC, x->file);
-    _exit(127);
+    *v = NULL;
+    return 0;
 }
+
+static void init_args_free(struct init_args *a)
+{
+    free(a->argv);
+    a->argv = NULL;
+}
+
+struct start_ctx {
+    const iso_container_t *c;
+    int ctl;                /* the child's end of the control socket */
+    int ctl_at;             /* where the init finds it */
+    char *const *init_argv;
+    struct net_beside *net; /* with net_beside */
+};
 
 static int container_child(void *arg)
 {
@@ -851,28 +927,16 @@ static int container_child(void *arg)
         fail(&msg.error, ISO_STEP_SETNS, "net (the plan never joins it)");
         goto out;
     }
-    if (prepare_exec(&c->x, ctl, s->ctl_at, &msg.error) < 0)
+    if (prepare_exec(&c->x, ctl, s->ctl_at, 1, &msg.error) < 0)
         goto out;
     ctl = s->ctl_at;
 
-    char ctlbuf[24], pidbuf[24] = "0";
-    if (c->run) {
-        /* CLONE_VFORK: back once the command has exec'd or failed */
-        pid_t pid = clone(command_child, s->stack2, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
-        if (pid < 0) {
-            fail(&msg.error, ISO_STEP_CLONE, "command");
-            goto out;
-        }
-        if (s->cmd_err.step != 0) {
-            msg.error = s->cmd_err;
-            goto out;
-        }
-        fmt_int(pidbuf, pid);
-    }
-    char *argv[] = {"isolate-init", c->run ? "run" : "serve", fmt_int(ctlbuf, ctl), pidbuf, NULL};
+    /* In run mode the init forks the command: nothing in the container ever
+     * runs beside this process, which shares the caller's memory. */
     char *envp[] = {NULL};
     unblock_all_in_child();
-    syscall(SYS_execveat, c->init_fd, "", argv, envp, AT_EMPTY_PATH);
+    syscall(SYS_execveat, c->init_fd, "", s->init_argv, c->run ? c->x.envp : envp,
+            AT_EMPTY_PATH);
     fail(&msg.error, ISO_STEP_EXEC_INIT, "isolate-init");
 out:
     send(ctl, &msg, sizeof msg, MSG_NOSIGNAL);
@@ -888,6 +952,28 @@ static int fd_above_stdio(int fd)
     return n;
 }
 
+/* ------------------------------------------------------------ dumpable */
+
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
+static int dump_holders, dump_saved;
+
+void iso_dumpable_hold(void)
+{
+    pthread_mutex_lock(&dump_lock);
+    if (dump_holders++ == 0)
+        dump_saved = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pthread_mutex_unlock(&dump_lock);
+}
+
+void iso_dumpable_release(void)
+{
+    pthread_mutex_lock(&dump_lock);
+    if (--dump_holders == 0 && (dump_saved == 0 || dump_saved == 1) &&
+        prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dump_saved)
+        prctl(PR_SET_DUMPABLE, dump_saved, 0, 0, 0);
+    pthread_mutex_unlock(&dump_lock);
+}
+
 int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out, int *ctl_out,
                         iso_msg_t *first, iso_error_t *err)
 {
@@ -895,20 +981,6 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         errno = EINVAL;
         return fail(err, ISO_STEP_CLONE, "net_beside");
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return fail(err, ISO_STEP_SOCKET, "control socket");
-    sv[0] = fd_above_stdio(sv[0]);
-    sv[1] = fd_above_stdio(sv[1]);
-    /* the child's, the command's and the network helper's */
-    char *stack = stack_alloc(3 * STACK_SIZE);
-    if (stack == NULL) {
-        fail(err, ISO_STEP_CLONE, "stack");
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
-
     /* the init's control socket: the first fd from 3 that pass_fds leaves free */
     int at = 3;
     for (size_t i = 0; i < c->x.npass_fds; i++)
@@ -916,12 +988,32 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
             at++;
             i = (size_t)-1;
         }
+    struct init_args args;
+    if (init_args_make(&args, c->run ? "run" : "serve", at, &c->x, err) < 0)
+        return -1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        init_args_free(&args);
+        return fail(err, ISO_STEP_SOCKET, "control socket");
+    }
+    sv[0] = fd_above_stdio(sv[0]);
+    sv[1] = fd_above_stdio(sv[1]);
+    /* the child's and the network helper's */
+    char *stack = stack_alloc(2 * STACK_SIZE);
+    if (stack == NULL) {
+        fail(err, ISO_STEP_CLONE, "stack");
+        close(sv[0]);
+        close(sv[1]);
+        init_args_free(&args);
+        return -1;
+    }
+
     struct start_ctx s;
     memset(&s, 0, sizeof s);
     s.c = c;
     s.ctl = sv[1];
     s.ctl_at = at;
-    s.stack2 = stack + 2 * STACK_SIZE;
+    s.init_argv = args.argv;
     struct net_beside net;
     memset(&net, 0, sizeof net);
     net.state = NET_WORKING;
@@ -931,9 +1023,10 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     int pidfd = -1;
     pid_t pid = -1;
     sigset_t old;
+    iso_dumpable_hold();
     block_all(&old);
     if (c->net_beside) {
-        helper = clone_vm(net_helper, &net, stack + 2 * STACK_SIZE, STACK_SIZE, 0, &net.pidfd,
+        helper = clone_vm(net_helper, &net, stack + STACK_SIZE, STACK_SIZE, 0, &net.pidfd,
                           -1, 0);
         if (helper < 0) {
             fail(err, ISO_STEP_CLONE, "network namespace helper");
@@ -962,8 +1055,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         }
     }
 
-    /* The first message comes from the init once it runs, or from the child
-     * when a step failed; end of file means the child died. */
+    /* The first message comes from the init once it runs (in run mode, once
+     * the command has exec'd), or when a step failed; end of file means the
+     * child died. */
     ssize_t n;
     do
         n = recv(sv[0], first, sizeof *first, 0);
@@ -972,7 +1066,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_READY) {
         if (helper > 0)
             net_end(&net, helper);
-        stack_free(stack, 3 * STACK_SIZE);
+        iso_dumpable_release();
+        stack_free(stack, 2 * STACK_SIZE);
+        init_args_free(&args);
         *pid_out = pid;
         *pidfd_out = pidfd;
         *ctl_out = sv[0];
@@ -992,7 +1088,9 @@ failed:
     }
     if (helper > 0)
         net_end(&net, helper);
-    stack_free(stack, 3 * STACK_SIZE);
+    iso_dumpable_release();
+    stack_free(stack, 2 * STACK_SIZE);
+    init_args_free(&args);
     if (pidfd >= 0)
         close(pidfd);
     close(sv[0]);
@@ -1030,35 +1128,19 @@ struct exec_ctx {
     const iso_op_t *pre;
     size_t npre;
     int errfd;
-    char *stack2;
+    int init_fd;
+    char *const *init_argv;
 };
 
-/* What the children report on the pipe: the intermediate child sends the
- * grandchild's pid; either sends an error (step != 0) when something failed. */
-struct exec_report {
-    int32_t pid;
-    iso_error_t error;
-};
-
-static int exec_grandchild(void *arg)
-{
-    struct exec_ctx *s = arg;
-    struct exec_report r;
-    char buf[PATH_MAX];
-    memset(&r, 0, sizeof r);
-    if (prepare_exec(s->x, -1, -1, &r.error) == 0) {
-        unblock_all_in_child();
-        iso_exec_search(s->x->file, s->x->argv, s->x->envp, s->x->path, buf);
-        fail(&r.error, ISO_STEP_EXEC, s->x->file);
-    }
-    (void)!write(s->errfd, &r, sizeof r);
-    _exit(127);
-}
-
+/* The caller's child: it joins the container but not its PID namespace (it
+ * is not visible there), takes x's stdio, fds, directory, ids and security,
+ * and execs the sealed init, which forks the command into the PID namespace.
+ * It shares the caller's memory until that exec, and only fds meant for the
+ * command outlive it. */
 static int exec_intermediate(void *arg)
 {
     struct exec_ctx *s = arg;
-    struct exec_report r;
+    iso_report_t r;
     memset(&r, 0, sizeof r);
     reset_signals_in_child();
 
@@ -1069,16 +1151,14 @@ static int exec_intermediate(void *arg)
         fail(&r.error, ISO_STEP_SETNS, "container");
         goto out;
     }
-    /* setns(CLONE_NEWPID) applies to children: one more clone, whose parent
-     * is the caller (CLONE_PARENT), which reaps it like any child. */
-    pid_t pid = clone(exec_grandchild, s->stack2, CLONE_VM | CLONE_VFORK | CLONE_PARENT, s);
-    if (pid < 0) {
-        fail(&r.error, ISO_STEP_CLONE, "container");
+    if (prepare_exec(s->x, -1, -1, 1, &r.error) < 0)
+        goto out;
+    if (fcntl(s->errfd, F_SETFD, 0) < 0) {      /* the init's report pipe */
+        fail(&r.error, ISO_STEP_CLOSE_FDS, "report pipe");
         goto out;
     }
-    r.pid = pid;
-    (void)!write(s->errfd, &r, sizeof r);
-    _exit(0);
+    syscall(SYS_execveat, s->init_fd, "", s->init_argv, s->x->envp, AT_EMPTY_PATH);
+    fail(&r.error, ISO_STEP_EXEC_INIT, "isolate-init");
 out:
     (void)!write(s->errfd, &r, sizeof r);
     _exit(127);
@@ -1087,45 +1167,62 @@ out:
 pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
                   size_t npre, iso_error_t *err)
 {
+    int init_fd = iso_init_memfd(err);
+    if (init_fd < 0)
+        return -1;
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return fail(err, ISO_STEP_SOCKET, "pipe");
     p[0] = fd_above_stdio(p[0]);
     p[1] = fd_above_stdio(p[1]);
-    char *stack = stack_alloc(2 * STACK_SIZE);
-    if (stack == NULL) {
-        fail(err, ISO_STEP_CLONE, "stack");
+    struct init_args args;
+    if (init_args_make(&args, "join", p[1], x, err) < 0) {
         close(p[0]);
         close(p[1]);
         return -1;
     }
-    struct exec_ctx s = {pidfd, nsflags, x, pre, npre, p[1], stack + 2 * STACK_SIZE};
+    char *stack = stack_alloc(STACK_SIZE);
+    if (stack == NULL) {
+        fail(err, ISO_STEP_CLONE, "stack");
+        close(p[0]);
+        close(p[1]);
+        init_args_free(&args);
+        return -1;
+    }
+    struct exec_ctx s = {pidfd, nsflags, x, pre, npre, p[1], init_fd, args.argv};
 
-    /* CLONE_VFORK: back here once the intermediate child has exited, which it
-     * does once the grandchild has exec'd or failed. Joining a time namespace
-     * needs a process with its own memory (the kernel refuses EUSERS): then
-     * the intermediate child is a plain fork, costlier for a large caller. */
+    /* CLONE_VFORK: back here once the child has exec'd the init (or ended).
+     * Joining a time namespace needs a process with its own memory (the
+     * kernel refuses EUSERS): then the child is a plain fork, costlier for a
+     * large caller. Joining a user namespace, or another uid, changes the
+     * child's credentials, which makes the memory it shares with us
+     * non-dumpable: iso_dumpable_release puts it back. */
     unsigned long share = (nsflags & CLONE_NEWTIME) ? 0 : CLONE_VM;
     sigset_t old;
+    iso_dumpable_hold();
     block_all(&old);
     pid_t mid = clone(exec_intermediate, stack + STACK_SIZE, (int)(share | CLONE_VFORK | SIGCHLD), &s);
     int clone_errno = errno;
     restore_mask(&old);
+    iso_dumpable_release();
     close(p[1]);
     if (mid < 0) {
         errno = clone_errno;
         fail(err, ISO_STEP_CLONE, "");
-        stack_free(stack, 2 * STACK_SIZE);
+        stack_free(stack, STACK_SIZE);
+        init_args_free(&args);
         close(p[0]);
         return -1;
     }
+    stack_free(stack, STACK_SIZE);
+    init_args_free(&args);
     int status;
     while (waitpid(mid, &status, __WALL) < 0 && errno == EINTR)
         ;
-    stack_free(stack, 2 * STACK_SIZE);
 
-    /* up to two reports: the grandchild's error, then the pid */
-    struct exec_report r[2];
+    /* up to two reports: the command's pid, then its exec's error; or an
+     * error of the child's or of the init's */
+    iso_report_t r[2];
     size_t got = 0;
     for (;;) {
         ssize_t n = read(p[0], (char *)r + got, sizeof r - got);

@@ -1,14 +1,32 @@
-/* isolate-init: PID 1 of a container.
+/* isolate-init: PID 1 of a container, and the clean image every command in a
+ * container is started from.
  *
  *   isolate-init serve CTL
- *   isolate-init run CTL PID
+ *   isolate-init run   CTL SESSION FILE PATH ARG...      (envp: the command's)
+ *   isolate-init join  REPORT SESSION FILE PATH ARG...   (envp: the command's)
  *
- * Started by csrc/child.c, never by hand. CTL is the fd of the control socket
- * to the runtime; PID the command's, which child.c started before exec'ing
- * the init. The init reaps every orphan, passes signals on to the command,
- * and ends when the runtime goes away (the socket hangs up) or, in run mode,
- * when the command ends, after reporting its wait status. When PID 1 ends,
- * the kernel kills every other process of the container.
+ * Started by csrc/child.c from a sealed memfd, never by hand. All but the
+ * command's session is already applied when this runs (namespaces, root,
+ * stdio, fds, directory, ids, capabilities, rlimits, no_new_privs, seccomp).
+ *
+ * serve, run: PID 1. CTL is the control socket to the runtime. The init
+ * reaps every orphan, passes signals on to the command (run), and ends when
+ * the runtime goes away (the socket hangs up) or, in run mode, when the
+ * command ends, after reporting its wait status. When PID 1 ends, the kernel
+ * kills every other process of the container. In run mode the init starts
+ * the command itself, a fork of this program: no process the command can see
+ * ever held anything of the caller (runc CVE-2016-9962), and the process that
+ * execs the command has this sealed program as /proc/self/exe, never a host
+ * binary (runc CVE-2019-5736).
+ *
+ * join: the second half of `docker exec` (csrc/child.c, iso_exec_in). This
+ * process joined the container's namespaces outside its PID namespace (it is
+ * not visible there); it forks the command into that PID namespace as a child
+ * of the runtime (CLONE_PARENT), writes the command's pid on REPORT, and ends.
+ *
+ * SESSION is 0 (none), 1 (setsid) or 2 (setsid, and stdin becomes the
+ * controlling terminal). The init makes itself non-dumpable: no process in the container may open its
+ * memory, its fds (the control socket) or its root through /proc/1/.
  *
  * Every container start execs this program, so it is built without libc on
  * x86-64 (ISO_NOLIBC, see nolibc.c): an exec of it costs a quarter of a
@@ -19,7 +37,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -48,12 +68,17 @@ static const unsigned long forwarded = SIGBIT(SIGTERM) | SIGBIT(SIGINT) | SIGBIT
                                        SIGBIT(SIGQUIT) | SIGBIT(SIGUSR1) | SIGBIT(SIGUSR2) |
                                        SIGBIT(SIGWINCH);
 
+static unsigned long parse_uint(const char **s)
+{
+    unsigned long n = 0;
+    while (**s >= '0' && **s <= '9')
+        n = n * 10 + (unsigned long)(*(*s)++ - '0');
+    return n;
+}
+
 static int parse_int(const char *s)
 {
-    int n = 0;
-    while (*s >= '0' && *s <= '9')
-        n = n * 10 + (*s++ - '0');
-    return n;
+    return (int)parse_uint(&s);
 }
 
 static int streq(const char *a, const char *b)
@@ -63,19 +88,93 @@ static int streq(const char *a, const char *b)
     return *a == *b;
 }
 
-static void report(int ctl, int kind, int status, int step, int err, const char *path)
+static void set_error(iso_error_t *e, int step, long err, const char *path)
+{
+    char *p = (char *)e;
+    for (unsigned i = 0; i < sizeof *e; i++)
+        p[i] = 0;
+    e->step = step;
+    e->err = (int)err;
+    for (unsigned i = 0; path != 0 && path[i] && i < sizeof e->path - 1; i++)
+        e->path[i] = path[i];
+}
+
+static void report(int ctl, int kind, int status, int step, long err, const char *path)
 {
     iso_msg_t m;
-    char *p = (char *)&m;
-    for (unsigned i = 0; i < sizeof m; i++)
-        p[i] = 0;
+    set_error(&m.error, step, err, path);
     m.kind = kind;
     m.status = status;
-    m.error.step = step;
-    m.error.err = err;
-    for (unsigned i = 0; path != 0 && path[i] && i < sizeof m.error.path - 1; i++)
-        m.error.path[i] = path[i];
     sys(SYS_sendto, ctl, &m, sizeof m, MSG_NOSIGNAL, 0, 0);
+}
+
+/* A command's start, on a pipe: its pid, or what failed. */
+static void send_report(int fd, long pid, int step, long err, const char *path)
+{
+    iso_report_t r;
+    set_error(&r.error, step, err, path);
+    r.pid = (int)pid;
+    sys(SYS_write, fd, &r, sizeof r, 0, 0, 0);
+}
+
+/* In a fork of this program: become the command. Failures go to errfd. */
+static void command_child(int session, const char *file, const char *path, char **argv,
+                          char **envp, int errfd)
+{
+    unsigned long none = 0;
+    sys(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none, 0, 0);
+    long r;
+    if (session && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
+        send_report(errfd, 0, ISO_STEP_SETSID, -r, "");
+    } else if (session == ISO_SESSION_TTY && (r = sys(SYS_ioctl, 0, TIOCSCTTY, 0, 0, 0, 0)) < 0) {
+        send_report(errfd, 0, ISO_STEP_SETSID, -r, "controlling terminal (stdin)");
+    } else {
+        char buf[PATH_MAX];
+        r = iso_exec_search(file, argv, envp, path[0] ? path : 0, buf);
+        send_report(errfd, 0, ISO_STEP_EXEC, -r, file);
+    }
+    for (;;)
+        sys(SYS_exit_group, 127, 0, 0, 0, 0, 0);
+}
+
+/* Run mode: fork the command; its pid, or -1 once the failure is reported. */
+static long start_command(int ctl, int session, const char *file, const char *path,
+                          char **argv, char **envp)
+{
+    int p[2];
+    long r = sys(SYS_pipe2, p, O_CLOEXEC, 0, 0, 0, 0);
+    if (r < 0) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_SOCKET, -r, "pipe");
+        return -1;
+    }
+    long pid = sys(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
+    if (pid == 0) {
+        sys(SYS_close, p[0], 0, 0, 0, 0, 0);
+        command_child(session, file, path, argv, envp, p[1]);
+    }
+    sys(SYS_close, p[1], 0, 0, 0, 0, 0);
+    if (pid < 0) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_CLONE, -pid, "command");
+        sys(SYS_close, p[0], 0, 0, 0, 0, 0);
+        return -1;
+    }
+    /* end of file: the command has exec'd (the pipe is close-on-exec) */
+    iso_report_t rep;
+    long got = 0;
+    while (got < (long)sizeof rep) {
+        r = sys(SYS_read, p[0], (char *)&rep + got, sizeof rep - got, 0, 0, 0);
+        if (r == -EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += r;
+    }
+    sys(SYS_close, p[0], 0, 0, 0, 0, 0);
+    if (got == (long)sizeof rep) {
+        report(ctl, ISO_MSG_ERROR, 0, rep.error.step, rep.error.err, rep.error.path);
+        return -1;
+    }
+    return pid;
 }
 
 /* Reap what has ended; true when the command has (its status reported). */
@@ -95,32 +194,53 @@ static int reap(int ctl, long main_pid, int *exit_code)
 
 int main(int argc, char **argv, char **envp)
 {
-    (void)envp;
-    if (argc < 4)
+    if (argc < 3)
         return 125;
-    int run = streq(argv[1], "run");
-    int ctl = parse_int(argv[2]);
-    long main_pid = run ? parse_int(argv[3]) : -1;
-    sys(SYS_fcntl, ctl, F_SETFD, FD_CLOEXEC, 0, 0, 0);
+    int run = streq(argv[1], "run"), join = streq(argv[1], "join");
+    if (!run && !join && !streq(argv[1], "serve"))
+        return 125;
+    if ((run || join) && argc < 7)
+        return 125;
+    int fd = parse_int(argv[2]);    /* the control socket, or join's report pipe */
+    sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
     sys(SYS_prctl, PR_SET_NAME, "isolate-init", 0, 0, 0, 0);    /* not the memfd's number */
+    sys(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0, 0);
+    int session = (run || join) ? parse_int(argv[3]) : 0;
+
+    if (join) {
+        /* into the PID namespace this process joined for its children; the
+         * caller's child, which reaps it; born non-dumpable (like us) */
+        long pid = sys(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0, 0);
+        if (pid == 0)
+            command_child(session, argv[4], argv[5], argv + 6, envp, fd);
+        if (pid < 0)
+            send_report(fd, 0, ISO_STEP_CLONE, -pid, "command");
+        else
+            send_report(fd, pid, 0, 0, 0);
+        return pid < 0 ? 127 : 0;
+    }
 
     /* Blocked signals are queued even for PID 1, which drops unhandled ones. */
+    int ctl = fd;
     unsigned long mask = SIGBIT(SIGCHLD) | forwarded;
     sys(SYS_rt_sigprocmask, SIG_BLOCK, &mask, 0, sizeof mask, 0, 0);
     long sfd = sys(SYS_signalfd4, -1, &mask, sizeof mask, SFD_CLOEXEC | SFD_NONBLOCK, 0, 0);
     if (sfd < 0) {
-        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, (int)-sfd, "signalfd");
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, -sfd, "signalfd");
         return 125;
     }
+    long r, main_pid = -1;
+    if (run && (main_pid = start_command(ctl, session, argv[4], argv[5], argv + 6, envp)) < 0)
+        return 127;
     report(ctl, ISO_MSG_READY, (int)main_pid, 0, 0, 0);
-    /* the command may have ended before SIGCHLD was blocked: look once */
+    /* the command may have ended before: look once */
     int code = 0;
     if (run && reap(ctl, main_pid, &code))
         return code;
 
     struct pollfd fds[2] = {{ctl, POLLIN, 0}, {(int)sfd, POLLIN, 0}};
     for (;;) {
-        long r = sys(SYS_ppoll, fds, 2, 0, 0, 0, 0);
+        r = sys(SYS_ppoll, fds, 2, 0, 0, 0, 0);
         if (r == -EINTR)
             continue;
         if (r < 0)

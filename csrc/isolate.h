@@ -69,6 +69,13 @@ typedef struct iso_msg {
     iso_error_t error;
 } iso_msg_t;
 
+/* How a command's start went, on a pipe to the caller (join) or to the init
+ * (run): the command's pid, or an error (step != 0). */
+typedef struct iso_report {
+    int32_t pid;
+    iso_error_t error;
+} iso_report_t;
+
 /* One step of a container's plan. Field use depends on kind:
  *   MOUNT      mount(src, dst, fstype, flags, data)
  *   BIND       bind src on dst (flags & MS_REC: recursive); then, if flags has
@@ -162,8 +169,8 @@ typedef struct iso_exec {
 } iso_exec_t;
 
 /* A container: namespaces, the plan, then the init as PID 1 with x's stdio,
- * fds, ids and directory. In run mode, x's command starts first, as PID 2,
- * and the container ends when it does. */
+ * fds, ids and directory. In run mode, the init starts x's command, a fork
+ * of its own, and the container ends when the command does. */
 #define ISO_SESSION_TTY 2
 
 typedef struct iso_container {
@@ -204,10 +211,13 @@ typedef struct iso_container {
 int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                         iso_msg_t *first_msg, iso_error_t *err);
 
-/* Start a process inside a running container: join the namespaces in nsflags
- * of the process behind pidfd (setns on a pidfd: Linux 5.8), then exec x. The
- * pre steps run first, still outside (joining the container's cgroups). The
- * new process is a child of the caller. Returns its pid, or -1 with err set. */
+/* Start a process inside a running container, as `docker exec`: a child of
+ * the caller runs the pre steps (joining the container's cgroups), joins the
+ * namespaces in nsflags of the process behind pidfd (setns on a pidfd: Linux
+ * 5.8), takes x's stdio, fds, directory, ids and security, and execs the
+ * sealed init, which forks x's command into the container's PID namespace. Only that fork is ever visible in the container, and it holds
+ * nothing of the caller. The command is a child of the caller. Returns its
+ * pid, or -1 with err set. */
 pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
                   size_t npre, iso_error_t *err);
 
@@ -231,8 +241,24 @@ int iso_init_memfd(iso_error_t *err);
 const char *iso_step_name(int step);
 
 /* exec file with envp, searching path when file has no '/', as execvpe does.
- * Returns only on failure, with errno set. buf holds PATH_MAX bytes. */
-int iso_exec_search(const char *file, char *const argv[], char *const envp[],
-                    const char *path, char *buf);
+ * Returns only on failure, with -errno. buf holds PATH_MAX bytes. (In the
+ * init: csrc/exec.c.) */
+long iso_exec_search(const char *file, char *const argv[], char *const envp[],
+                     const char *path, char *buf);
+
+/* Around a start, in the caller: a child that shares the caller's memory and
+ * changes its uid makes that memory non-dumpable, which would leave the
+ * caller so; the last start to end puts back what the first one found. */
+void iso_dumpable_hold(void);
+void iso_dumpable_release(void);
+
+/* In a fork: close every fd from 3 up but those in keep (ascending). */
+int iso_close_fds(const int *keep, size_t nkeep);
+
+/* Note where this process's environment strings lie, for iso_enter to zero
+ * them in a fork whose security says nondumpable (its /proc/PID/environ). */
+void iso_note_environ(void);
+/* In a fork, zero them now (what iso_enter does). */
+void iso_forget_environ(void);
 
 #endif

@@ -107,6 +107,14 @@ cdef extern from "isolate.h" nogil:
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
                              size_t nops, iso_error_t *err)
     const char *iso_step_name(int step)
+    void iso_dumpable_hold()
+    void iso_dumpable_release()
+    int iso_close_fds(const int *keep, size_t nkeep)
+    void iso_note_environ()
+    void iso_forget_environ()
+
+
+iso_note_environ()      # before any fork of ours (see iso_enter)
 
 
 cdef extern from "<sched.h>" nogil:
@@ -486,32 +494,60 @@ cdef int _join_cgroups(list procs) noexcept:
     return 0
 
 
-def fork_into(int pidfd, unsigned long nsflags, list procs=None):
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, ...)
+    enum:
+        PR_SET_DUMPABLE
+
+
+cdef int _keep_array(object keep, int *fds, int extra) except -1:
+    """keep's fds and extra (if >= 0), ascending, into fds (64 at most)."""
+    cdef int n = 0
+    for fd in sorted(set(keep) | ({extra} if extra >= 0 else set())):
+        if n == 64:
+            raise ValueError("too many fds to keep")
+        fds[n] = fd
+        n += 1
+    return n
+
+
+def fork_into(int pidfd, unsigned long nsflags, list procs=None, keep=(), bint hidden=False):
     """fork() this process into the namespaces of the process behind pidfd.
 
     Returns (pid, 0) in the parent and (0, errno) in the child: errno is
     not 0 when the child could not join (it must report that, not raise
     into the caller's code). The child is a child of the caller, in the
-    container's PID namespace: the calling thread points its
-    pid_for_children there for the fork and back after (a per-thread
-    setting), so one fork is enough. A caller without CAP_SYS_ADMIN in its
-    own user namespace cannot do that; then a first child joins everything
-    and forks the second with CLONE_PARENT (two forks). The child joins the
+    container's PID namespace, and born non-dumpable: until it has joined
+    the mount namespace and closed the caller's fds, nothing in the
+    container can reach its memory, fds, root or executable through /proc
+    (the caller is made non-dumpable for the fork, then put back).
+
+    One fork: the calling thread points its own pid_for_children at the
+    container for the fork and back after (a per-thread setting). With
+    hidden (a container whose processes may ptrace: CAP_SYS_PTRACE
+    overrides non-dumpability), or for a caller without CAP_SYS_ADMIN in
+    its own user namespace, a first child joins every namespace and closes
+    every fd but keep outside the container's PID namespace, and forks the
+    second into it with CLONE_PARENT (two forks). The child joins the
     cgroups whose cgroup.procs files procs names before the namespaces.
     """
     cdef int own = -1, pid, err = 0
     if procs is None:
         procs = []
     if nsflags & CLONE_NEWPID:
+        if hidden:
+            return _fork_into_twice(pidfd, nsflags, procs, keep)
         own = open(b"/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC)
         if own < 0 or setns(pidfd, CLONE_NEWPID) < 0:
             err = errno
             if own >= 0:
                 close(own)
             if err == EPERM:
-                return _fork_into_twice(pidfd, nsflags, procs)
+                return _fork_into_twice(pidfd, nsflags, procs, keep)
             from isolate.errors import child_error
             raise child_error("setns", err, "container")
+    iso_dumpable_hold()
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     PyOS_BeforeFork()
     pid = fork()
     if pid == 0:
@@ -526,6 +562,7 @@ def fork_into(int pidfd, unsigned long nsflags, list procs=None):
         return 0, 0
     err = errno
     PyOS_AfterFork_Parent()
+    iso_dumpable_release()
     if own >= 0:
         setns(own, CLONE_NEWPID)
         close(own)
@@ -535,22 +572,35 @@ def fork_into(int pidfd, unsigned long nsflags, list procs=None):
     return pid, 0
 
 
-cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs):
+cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep):
     cdef int p[2]
+    cdef int fds[64]
+    cdef int nfds
     cdef int mid, status, err
     cdef long child = 0
     if pipe2(p, O_CLOEXEC) < 0:
         from isolate.errors import child_error
         raise child_error("clone", errno, "pipe")
+    try:
+        nfds = _keep_array(keep, fds, p[1])
+    except BaseException:
+        close(p[0])
+        close(p[1])
+        raise
     PyOS_BeforeFork()
     mid = fork()
     if mid == 0:
-        # the first child: no Python here, syscalls only
+        # the first child, outside the container's PID namespace: no Python
+        # here, syscalls only; what the second inherits is stripped first
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        iso_forget_environ()
         close(p[0])
         err = _join_cgroups(procs)
         if err:
             child = -err
         elif setns(pidfd, nsflags) < 0:
+            child = -errno
+        elif iso_close_fds(fds, nfds) < 0:
             child = -errno
         else:
             child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)
@@ -639,7 +689,6 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
 
 
 cdef extern from "<sys/prctl.h>" nogil:
-    int prctl(int option, ...)
     enum:
         PR_SET_NAME
 
