@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import os
 import re
+import resource
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._security import caps_for, rlimits_for
+from ._security import caps_for, may_raise_rlimits, rlimits_for
 from .errors import ContainerError
 
 
@@ -30,6 +31,11 @@ DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
 ALL_NAMESPACES = DEFAULT_NAMESPACES | {"user", "time"}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")
+#: the kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses more
+PID_MAX_LIMIT = 4 * 1024 * 1024
+#: letters, digits, '-', '.' and '_', not first '-' or '.': no '/', space,
+#: newline or other byte that files and tools built from a hostname choke on
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,10 @@ def _env(env: Mapping[str, str] | None, home: str) -> tuple[tuple[str, str], ...
             raise TypeError(f"env entries must be str, got {k!r}: {v!r}")
         if not k or "=" in k or "\0" in k or "\0" in v:
             raise ValueError(f"invalid environment variable name or value: {k!r}")
+        try:
+            os.fsencode(k), os.fsencode(v)
+        except UnicodeError:
+            raise ValueError(f"environment variable {k!r}: not encodable as bytes") from None
         items.append((k, v))
     return tuple(items)
 
@@ -145,6 +155,9 @@ def _limits(memory=None, pids=None, cpus=None, memory_swap=None, cpu_weight=None
             raise TypeError(f"pids={pids!r}: an int, or None (or -1) for no limit")
         if pids < 1:
             raise ValueError(f"pids={pids}: at least 1 (the init), or None for no limit")
+        if pids > PID_MAX_LIMIT:
+            raise ValueError(f"pids={pids}: at most {PID_MAX_LIMIT} (the kernel's most "
+                             "processes), or None for no limit")
         out.append(("pids", pids))
     if memory_swap is not None and memory_swap != -1:
         if memory is None:
@@ -237,10 +250,10 @@ def _io_max(value: object) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...
                 raise ValueError(f"io_max[{dev!r}]: {key!r} is not one of {', '.join(_IO_KEYS)}")
             if key.endswith("bps"):
                 limits.append((key, parse_size(n, f"io_max[{dev!r}][{key!r}]")))
-            elif isinstance(n, int) and not isinstance(n, bool) and n > 0:
-                limits.append((key, n))
+            elif isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1 << 32:
+                limits.append((key, n))     # the kernel keeps iops limits as 32 bits
             else:
-                raise ValueError(f"io_max[{dev!r}][{key!r}]={n!r}: a positive int")
+                raise ValueError(f"io_max[{dev!r}][{key!r}]={n!r}: a positive int below 2**32")
         out.append((f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", tuple(sorted(limits))))
     return tuple(out)
 
@@ -248,6 +261,12 @@ def _io_max(value: object) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...
 def check_cwd(cwd: object) -> None:
     if not isinstance(cwd, str) or not cwd.startswith("/"):
         raise ValueError(f"cwd={cwd!r} must be an absolute path inside the container")
+    if "\0" in cwd:
+        raise ValueError(f"cwd={cwd!r} contains a NUL byte")
+    try:
+        os.fsencode(cwd)
+    except UnicodeError:
+        raise ValueError(f"cwd={cwd!r} is not encodable as bytes") from None
     if os.path.normpath(cwd).split("/")[1:2] == ["proc"]:
         raise ValueError(f"cwd={cwd!r}: a working directory in /proc can lead outside the container")
 
@@ -266,6 +285,11 @@ def _lookup(root: str | None, db: str, name: str) -> list[str] | None:
     return None
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (str.isdigit takes '³' and '٣', which int() reads or not)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_user(user: int | str | None, rootfs: str | None) -> User:
     """uid[:gid], name[:group] (looked up in the image's /etc), or None for root."""
     if user is None:
@@ -278,21 +302,27 @@ def parse_user(user: int | str | None, rootfs: str | None) -> User:
         return User(user, user, ())
     if not isinstance(user, str):
         raise TypeError("user is an int uid or a 'uid:gid' str")
-    name, _, group = user.partition(":")
-    if name.isdigit():
+    name, colon, group = user.partition(":")
+    if colon and not group:
+        raise ValueError(f"user={user!r}: an empty group after ':'")
+    if _number(name):
         uid, gid = int(name), int(name)
     else:
         entry = _lookup(rootfs, "passwd", name)
         if entry is None or len(entry) < 4:
             raise ValueError(f"user {name!r} is not in the container's /etc/passwd")
+        if not (_number(entry[2]) and _number(entry[3])):
+            raise ValueError(f"user {name!r}: its /etc/passwd entry has no numeric uid and gid")
         uid, gid = int(entry[2]), int(entry[3])
     if group:
-        if group.isdigit():
+        if _number(group):
             gid = int(group)
         else:
             gentry = _lookup(rootfs, "group", group)
             if gentry is None or len(gentry) < 3:
                 raise ValueError(f"group {group!r} is not in the container's /etc/group")
+            if not _number(gentry[2]):
+                raise ValueError(f"group {group!r}: its /etc/group entry has no numeric gid")
             gid = int(gentry[2])
     if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
         raise ValueError(f"user={user!r} is out of range")
@@ -429,7 +459,7 @@ def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool 
     options = dict(options, rootfs=rootfs, _subid_maps=_subid_maps)
     try:
         key = tuple((name, _frozen(name, options[name])) for name in sorted(options))
-        cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid())),))
+        cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid(), _hard_limits())),))
     except (TypeError, AttributeError):   # unhashable, wrong types or not to cache
         return _build_config(**options)
     if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
@@ -441,6 +471,14 @@ def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool 
 
 
 _MAPPINGS = ("env", "rlimits")
+
+
+def _hard_limits() -> tuple[int, ...]:
+    """This process's hard rlimits: what rlimits, and the default nofile, are checked against."""
+    return tuple(resource.getrlimit(n)[1] for n in _RLIMITS)
+
+
+_RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
 
 
 def _frozen(name: str, value: Any) -> Any:
@@ -517,10 +555,13 @@ def _build_config(
     if hostname is not None:
         if not isinstance(hostname, str):
             raise TypeError("hostname is a str")
-        if not 0 < len(hostname.encode()) <= 64 or "\0" in hostname:
-            raise ValueError(f"hostname {hostname!r} must be 1 to 64 bytes")
+        if not 0 < len(hostname) <= 64 or not _HOSTNAME.fullmatch(hostname):
+            raise ValueError(f"hostname {hostname!r} must be 1 to 64 letters, digits, '-', '.'"
+                             " or '_' (not first '-' or '.')")
         if "uts" not in ns:
             raise ValueError("hostname needs the 'uts' namespace")
+    if mounts is None or isinstance(mounts, (Mount, str, bytes)):
+        raise TypeError(f"mounts is a list of Mount objects (Mount.bind, Mount.tmpfs), not {mounts!r}")
     mounts = tuple(mounts)
     for m in mounts:
         if not isinstance(m, Mount):
@@ -538,6 +579,8 @@ def _build_config(
             raise ContainerSetupRefused("the host's /dev/null is not the character device 1:3")
     if not isinstance(privileged, bool):
         raise TypeError("privileged is True or False")
+    if not isinstance(readonly, bool):
+        raise TypeError("readonly is True or False")
     limits = _limits(memory, pids, cpus, memory_swap, cpu_weight, cpuset, cpuset_mems, io_weight,
                      io_max)
     caps = caps_for(cap_add, cap_drop)
@@ -554,7 +597,7 @@ def _build_config(
         bpf = profile_filter(seccomp, caps)
     return Config(
         rootfs=root,
-        readonly=bool(readonly),
+        readonly=readonly,
         hostname=hostname,
         network=network,
         namespaces=ns,
@@ -565,7 +608,8 @@ def _build_config(
         host_ids=(os.geteuid(), os.getegid()),
         caps=None if privileged else caps,
         no_new_privs=not privileged,
-        rlimits=rlimits_for(rlimits),
+        rlimits=rlimits_for(rlimits, bool(rlimits) and may_raise_rlimits(
+            None if privileged else caps, "user" in ns, u.uid)),
         seccomp=bpf,
         uid_map=umap,
         gid_map=gmap,

@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
+
+#: The largest size taken, 2**63 - 1 bytes: the kernel's bound. cgroup memory
+#: limits (v1 and v2) count pages up to LONG_MAX bytes' worth (PAGE_COUNTER_MAX),
+#: and its parser (memparse) wraps numbers from 2**64 on, so that 10**30 would
+#: become an arbitrary limit; tmpfs sizes and io.max byte rates go through the
+#: same parser or a u64. Physical memory is no bound: as with Docker, a limit
+#: above it is accepted.
+MAX_SIZE = (1 << 63) - 1
 
 
 def parse_size(value: int | str, name: str = "size") -> int:
@@ -17,9 +26,12 @@ def parse_size(value: int | str, name: str = "size") -> int:
         m = _SIZE.fullmatch(value)
         if m is None:
             raise ValueError(f"{name}={value!r} is not a size: use bytes or a number with K, M, G or T")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        # exact: a float would round integers above 2**53
+        n = int(Fraction(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
     else:
         raise TypeError(f"{name} must be an int or a str like '64M', not {type(value).__name__}")
     if n <= 0:
         raise ValueError(f"{name}={value!r} must be positive")
+    if n > MAX_SIZE:
+        raise ValueError(f"{name}={value!r} is above the kernel's limit of 2**63 - 1 bytes")
     return n

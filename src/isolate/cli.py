@@ -33,11 +33,12 @@ class _Parser(argparse.ArgumentParser):
 def _mount(spec: str):
     from .mounts import Mount
     parts = spec.split(":")
-    if len(parts) == 2:
-        return Mount.bind(parts[0], parts[1])
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        return Mount.bind(parts[0], parts[1], readonly=parts[2] == "ro")
-    raise argparse.ArgumentTypeError(f"{spec!r}: use SRC:DST or SRC:DST:ro")
+    if len(parts) not in (2, 3) or not all(parts[:2]) or parts[2:] not in ([], ["ro"], ["rw"]):
+        raise argparse.ArgumentTypeError(f"{spec!r}: use SRC:DST or SRC:DST:ro")
+    try:
+        return Mount.bind(parts[0], parts[1], readonly=parts[2:] == ["ro"])
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{spec!r}: {e}") from None
 
 
 def _tmpfs(spec: str):
@@ -45,8 +46,8 @@ def _tmpfs(spec: str):
     target, _, size = spec.partition(":")
     try:
         return Mount.tmpfs(target, size=size or None)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{spec!r}: {e}") from None
 
 
 def _env(spec: str) -> tuple[str, str]:

@@ -26,7 +26,9 @@ class Mount:
     mode: int = 0o1777
 
     def __post_init__(self) -> None:
-        if self.kind not in ("bind", "tmpfs"):
+        # every field, also when the dataclass is built directly (bypassing
+        # bind's and tmpfs's parsing): size and mode go into the mount options
+        if not isinstance(self.kind, str) or self.kind not in ("bind", "tmpfs"):
             raise ValueError(f"unknown mount kind {self.kind!r}: use Mount.bind or Mount.tmpfs")
         if not isinstance(self.target, str) or not self.target:
             raise TypeError("a mount target is a non-empty str")
@@ -34,6 +36,28 @@ class Mount:
             raise ValueError(f"mount target {self.target!r} is relative: give an absolute path")
         if "\0" in self.target:
             raise ValueError("mount target contains a NUL byte")
+        if not isinstance(self.readonly, bool):
+            raise TypeError(f"a mount's readonly is True or False, not {self.readonly!r}")
+        if self.kind == "bind":
+            if not isinstance(self.source, str):
+                raise TypeError(f"a bind source is a str path, not {self.source!r}")
+            if not os.path.isabs(self.source):
+                raise ValueError(f"bind source {self.source!r} is relative: give an absolute path")
+            if "\0" in self.source:
+                raise ValueError("bind source contains a NUL byte")
+            if self.size is not None or self.mode != 0o1777:
+                raise ValueError("size and mode are a tmpfs's: a bind mount has the source's")
+            return
+        if self.source is not None:
+            raise ValueError(f"a tmpfs has no source (got {self.source!r}): use Mount.bind")
+        if self.size is not None:
+            if not isinstance(self.size, int) or isinstance(self.size, bool):
+                raise TypeError(f"tmpfs size is None or bytes as an int, not {self.size!r} "
+                                "(Mount.tmpfs takes sizes like '64M')")
+            parse_size(self.size, "size")       # positive, and within the kernel's limit
+        if not isinstance(self.mode, int) or isinstance(self.mode, bool) \
+                or not 0 <= self.mode <= 0o7777:
+            raise ValueError(f"tmpfs mode {self.mode!r} is not a file mode (0 to 0o7777)")
 
     @classmethod
     def bind(cls, source: str | os.PathLike[str], target: str | None = None, *,
@@ -42,14 +66,10 @@ class Mount:
         src = os.fspath(source)
         if not isinstance(src, str):
             raise TypeError("a bind source is a str path")
-        if not os.path.isabs(src):
-            raise ValueError(f"bind source {src!r} is relative: give an absolute path")
         return cls("bind", src if target is None else target, source=src, readonly=bool(readonly))
 
     @classmethod
     def tmpfs(cls, target: str, *, size: int | str | None = None, mode: int = 0o1777) -> Mount:
         """A fresh, empty tmpfs at `target`; `size` in bytes or as "64M"."""
-        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-            raise ValueError(f"tmpfs mode {mode!r} is not a file mode")
         return cls("tmpfs", target, size=None if size is None else parse_size(size, "size"),
                    mode=mode)
