@@ -13,7 +13,8 @@ import time
 import pytest
 
 import isolate
-from isolate import Container, ContainerDied, RemoteTraceback, SerializationError, isolated
+from isolate import (Container, ContainerDied, RemoteError, RemoteTraceback, SerializationError,
+                     isolated)
 
 
 @pytest.fixture()
@@ -36,7 +37,7 @@ def test_builtin_and_arguments(box):
     assert box.call(dict, a=1, timeout=2) == {"a": 1, "timeout": 2}   # every keyword reaches fn
 
 
-def test_closure_and_local_class(box):
+def test_closure_and_local_class(box, rootfs):
     base = 40
 
     class Local:
@@ -46,7 +47,10 @@ def test_closure_and_local_class(box):
     def add(x):
         return Local(base + x)
 
-    assert box.call(add, 2).n == 42
+    with pytest.raises(SerializationError, match="trusted=True"):
+        box.call(add, 2)            # not data: only a trusting caller takes it
+    with Container(rootfs=rootfs, trusted=True) as c:
+        assert c.call(add, 2).n == 42
 
 
 def test_exception_type_message_and_remote_traceback(box):
@@ -72,8 +76,11 @@ def test_unpicklable_result_and_exception(box):
     def boom():
         raise Bad()
 
-    with pytest.raises(SerializationError, match="Bad"):
+    # its pickling is not needed; its class, local to a function, cannot be found
+    with pytest.raises(RemoteError, match="Bad"):
         box.call(boom)
+    with pytest.raises(SerializationError, match="ValueError.*_thread.lock"):
+        box.call(lambda: (_ for _ in ()).throw(ValueError(threading.Lock())))
 
 
 def test_function_that_kills_itself(box):

@@ -17,7 +17,7 @@ except ImportError as e:  # pragma: no cover
 from typing import TYPE_CHECKING
 
 from .errors import (ContainerDied, ContainerError, ContainerOOMError, IsolateError, NamespaceError,
-                     RemoteTraceback, SerializationError)
+                     RemoteError, RemoteTraceback, SerializationError)
 from .mounts import Mount
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ __all__ = [
     "NamespaceError",
     "Pool",
     "Process",
+    "RemoteError",
     "RemoteTraceback",
     "SerializationError",
     "call",

@@ -57,6 +57,9 @@ class _Relay:
             r, w = os.pipe2(os.O_CLOEXEC)
             self.pipes[fd] = (r, w, stream)
 
+    def fds(self) -> list[int]:
+        return [fd for r, w, _ in self.pipes.values() for fd in (r, w)]
+
     def in_child(self) -> None:
         for fd, (r, w, _) in self.pipes.items():
             os.dup2(w, fd)
@@ -98,6 +101,14 @@ class _Relay:
             pass
         finally:
             os.close(r)
+
+
+def can_ptrace(cfg: Config) -> bool:
+    """Whether processes in the container may ptrace (CAP_SYS_PTRACE, or
+    privileged): then non-dumpability does not keep them from a process's
+    memory, fds or root, and a process entering must be stripped first."""
+    from ._security import cap_number
+    return cfg.caps is None or bool(cfg.caps & (1 << cap_number("SYS_PTRACE")))
 
 
 def restrict_spec(cfg: Config) -> Any:
@@ -162,10 +173,12 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             if c._restrict is None:
                 c._restrict = restrict_spec(c._cfg)
             spec = c._restrict
+            trusted = c._trusted
             cgroups = c._cgroups
             procs = [os.fsencode(p) for p in cgroups.procs()] if cgroups is not None else None
             ooms = cgroups.oom_kills() if cgroups is not None else 0
-            pid, err = _c.fork_into(c._pidfd, c._join, procs)
+            keep = {r, w, *keep_fds, *_stdio_fds(), *relay.fds()}
+            pid, err = _c.fork_into(c._pidfd, c._join, procs, keep, can_ptrace(c._cfg))
             if pid == 0:            # the child: never returns
                 try:
                     os.close(r)
@@ -174,8 +187,8 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
                     relay.in_child()
                     enter_in_child(c._cfg, w, spec, keep_fds)
                 except BaseException as e:
-                    _wire.run_and_exit(w, _reraise, (e,), {})
-                _wire.run_and_exit(w, fn, args, kwargs)
+                    _wire.run_and_exit(w, _reraise, (e,), {}, trusted=trusted)
+                _wire.run_and_exit(w, fn, args, kwargs, trusted=trusted)
             c._calls.add(pid)
     except BaseException:
         os.close(r)
@@ -206,7 +219,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             raise ContainerOOMError(f"{what} was killed by the OOM killer: the container's "
                                     "memory limit", signal=signal.SIGKILL)
         raise died(status, what)
-    return _wire.decode(payload)
+    return _wire.decode(payload, trusted)
 
 
 def submit_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
@@ -260,21 +273,24 @@ def settle(fut: concurrent.futures.Future, run: Callable[..., Any], *args: Any) 
 
 def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """fn(*args, **kwargs) in a fresh container (the defaults of `Container()`),
-    removed afterwards with everything the call started."""
+    removed afterwards with everything the call started. The result comes
+    back as data only: never trusted (see `Container`)."""
     from .container import Container
     with Container() as c:
         return call_in(c, fn, args, kwargs)
 
 
 def isolated(fn: Callable[..., T] | None = None, /, *, timeout: float | None = None,
-             **container_options: Any) -> Any:
+             trusted: bool = False, **container_options: Any) -> Any:
     """Decorate a function so that each call runs in a fresh container.
 
         @isolated(network="none", timeout=5)
         def parse(blob): ...
 
     `timeout` kills a call that runs longer and raises TimeoutError; the other
-    options are `Container`'s, checked when decorating.
+    options are `Container`'s, checked when decorating. Results come back as
+    data only (see `Container`); trusted=True unpickles anything, which lets
+    the function run code in the caller: only for a function you trust.
     """
     from ._config import make_config
     from .container import Container
@@ -283,7 +299,7 @@ def isolated(fn: Callable[..., T] | None = None, /, *, timeout: float | None = N
     def decorate(f: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> T:
-            with Container(**container_options) as c:
+            with Container(trusted=trusted, **container_options) as c:
                 return call_in(c, f, args, kwargs, timeout)
         return wrapper
 

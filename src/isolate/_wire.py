@@ -1,11 +1,20 @@
 """How a function's outcome travels out of a container: one framed pickle.
 
-The process that ran the function writes ("ok", value) or ("raise", exc, tb)
-with a length prefix; the caller reads exactly that, so processes the
-function left behind (holding the fd) cannot stall it.
+The process that ran the function writes ("ok", value) or, for an exception,
+("raise", module, qualname, args, fields, state, message, tb) with a length
+prefix; the caller reads exactly that, so processes the function left
+behind (holding the fd) cannot stall it.
+
+What comes out of a container is not trusted: `decode` unpickles it with
+`safe_loads`, which rebuilds data types only (no global but a fixed list of
+constructors), and rebuilds an exception from data without running its
+class's code (`_rebuild`). Only a caller that trusts the function passes
+trusted=True: a full pickle.loads, and ("raise", exc, tb) as pickled.
 """
 from __future__ import annotations
 
+import io
+import importlib
 import os
 import pickle
 import select
@@ -13,9 +22,12 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import RemoteTraceback, SerializationError
+from .errors import RemoteError, RemoteTraceback, SerializationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _HEADER = struct.Struct("<Q")
 _FIRST_READ = 1 << 16
@@ -50,35 +62,93 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _outcome(fn, args, kwargs) -> bytes:
+def _outcome(fn, args, kwargs, trusted: bool = False) -> bytes:
     """The pickled outcome of fn(*args, **kwargs), whatever it is."""
     try:
         value = fn(*args, **kwargs)
     except BaseException as e:
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         e.__traceback__ = None
-        try:
-            return dumps(("raise", e, tb))
-        except Exception as pe:
-            err = SerializationError(f"the exception {type(e).__module__}.{type(e).__qualname__} "
-                                     f"raised in the container cannot be pickled: {pe}")
-            return pickle.dumps(("raise", err, tb))
+        return _raised(e, tb, trusted)
     try:
         return dumps(("ok", value))
     except Exception as pe:
         err = SerializationError(f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
                                  f"cannot be pickled: {pe}")
-        return pickle.dumps(("raise", err, ""))
+        return _raised(err, "", trusted)
 
 
-def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False) -> NoReturn:
+#: the type of the fields that built-in exceptions keep in C: SystemExit.code,
+#: OSError.errno and .filename, ImportError.name, SyntaxError.lineno...
+_MemberDescriptor = type(vars(OSError)["errno"])
+
+
+def _fields(e: BaseException) -> Iterator[tuple[str, Any]]:
+    """The fields e's built-in exception types keep in C."""
+    for base in type(e).__mro__:
+        if base.__module__ == "builtins" and base is not BaseException:
+            for k, d in vars(base).items():
+                if type(d) is _MemberDescriptor and k != "obj":   # AttributeError's: any object
+                    try:
+                        yield k, d.__get__(e)
+                    except Exception:
+                        pass
+
+
+def _pickled_items(items: Any) -> dict[str, bytes]:
+    """{name: pickled value}, leaving out what cannot be pickled."""
+    out = {}
+    for k, v in items:
+        if isinstance(k, str):
+            try:
+                out[k] = dumps(v)
+            except Exception:
+                pass
+    return out
+
+
+def _raised(e: BaseException, tb: str, trusted: bool) -> bytes:
+    """The pickled outcome for an exception. For a trusting caller, the
+    exception itself. For any other, what it is made of, as data: its class's
+    module and qualified name; its args; the fields built-in exception types
+    keep in C and the attributes of its __dict__, each pickled apart (one
+    that is not data is then all the caller leaves out); its message and
+    traceback."""
+    if trusted:
+        try:
+            return dumps(("raise", e, tb))
+        except Exception as pe:
+            e = SerializationError(f"the exception {type(e).__module__}.{type(e).__qualname__} "
+                                   f"raised in the container cannot be pickled: {pe}")
+    cls = type(e)
+    try:
+        args = dumps(e.args)
+    except Exception as pe:
+        e = SerializationError(f"the exception {cls.__module__}.{cls.__qualname__} "
+                               f"raised in the container cannot be pickled: {pe}")
+        cls = SerializationError
+        args = pickle.dumps(e.args, protocol=pickle.HIGHEST_PROTOCOL)
+    fields = _pickled_items(_fields(e))
+    attrs = getattr(e, "__dict__", None)
+    state = _pickled_items(attrs.items()) if isinstance(attrs, dict) else {}
+    try:
+        message = str(e)
+    except Exception:
+        message = f"<unprintable {cls.__name__}>"
+    return pickle.dumps(("raise", str(cls.__module__), str(cls.__qualname__), args, fields, state,
+                         message, tb), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False,
+                 trusted: bool = False) -> NoReturn:
     """In the process inside the container: run, report, and leave without
     running the caller's cleanup (atexit, finally blocks of the fork). With
     linger, wait until the reader has closed its end: the process's end (and
-    its container's) then costs the reader nothing while it reads."""
+    its container's) then costs the reader nothing while it reads. trusted:
+    the caller unpickles whatever comes (an exception goes as itself)."""
     code = 0
     try:
-        data = _outcome(fn, args, kwargs)
+        data = _outcome(fn, args, kwargs, trusted)
         write_all(fd, _HEADER.pack(len(data)) + data)
         if linger:
             os.read(fd, 1)
@@ -136,12 +206,217 @@ def _read_exactly(fd: int, n: int, deadline: float | None, first: bytes = b"") -
     return b"".join(chunks)
 
 
-def decode(payload: bytes) -> Any:
-    """Return the value, or raise the exception with its remote traceback."""
-    kind, *rest = pickle.loads(payload)
-    if kind == "ok":
-        return rest[0]
-    exc, tb = rest
-    if tb:
-        exc.__cause__ = RemoteTraceback(tb)
-    raise exc
+def decode(payload: bytes, trusted: bool = False) -> Any:
+    """Return the value, or raise the exception with its remote traceback.
+
+    Unless trusted, nothing the container chose runs here: the payload is
+    unpickled by safe_loads and an exception rebuilt by _rebuild. trusted:
+    pickle.loads, with which the function can run any code in the caller."""
+    outcome = pickle.loads(payload) if trusted else safe_loads(payload, "the result")
+    if type(outcome) is tuple and outcome:
+        kind = outcome[0]
+        if kind == "ok" and len(outcome) == 2:
+            return outcome[1]
+        exc: BaseException | None = None
+        if kind == "raise" and len(outcome) == 8:
+            exc, tb = _rebuild(*outcome[1:])
+        elif kind == "raise" and len(outcome) == 3 and trusted:
+            exc, tb = outcome[1], outcome[2]
+        if isinstance(exc, BaseException) and isinstance(tb, str):
+            if tb:
+                _CAUSE.__set__(exc, RemoteTraceback(tb))
+            raise exc
+    raise SerializationError("what came back from the container is not an outcome: "
+                             f"a {type(outcome).__qualname__}")
+
+
+# -- unpickling what a container sends ------------------------------------
+
+_REFUSED_HINT = ("unpickling it could run code in the caller, so isolate does not. Return "
+                 "plain data (builtins, collections, datetime, Decimal, Fraction, UUID, "
+                 "paths), or, if the function is trusted, pass trusted=True to Pool, "
+                 "Container or @isolated (the function can then run code in the caller)")
+
+#: the globals safe_loads admits: constructors of data types, whose code is
+#: the standard library's and takes data (builtins' exception classes too)
+_DATA_TYPES = {
+    "builtins": frozenset({"int", "float", "complex", "str", "bytes", "bytearray", "bool", "list",
+                           "tuple", "dict", "set", "frozenset", "slice", "range", "Ellipsis",
+                           "NotImplemented"}),
+    "collections": frozenset({"OrderedDict", "deque", "Counter", "defaultdict"}),
+    "datetime": frozenset({"date", "time", "datetime", "timedelta", "timezone"}),
+    "decimal": frozenset({"Decimal"}),
+    "fractions": frozenset({"Fraction"}),
+    "uuid": frozenset({"UUID"}),
+    "pathlib": frozenset({"PurePosixPath", "PosixPath"}),
+}
+
+#: (module, name) as found in pickles -> what it was admitted as
+_admitted: dict[tuple[str, str], Any] = {}
+
+
+def _latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """_codecs.encode as pickle's protocols 2 and below use it (bytes as a
+    latin-1 str), and only so: no codec the pickle would choose."""
+    if type(obj) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise SerializationError(f"_codecs.encode({encoding!r}) is admitted for latin-1 only")
+    return obj.encode("latin-1")
+
+
+def _admit(module: str, name: str) -> Any:
+    """The global a safe pickle may name, or SerializationError."""
+    import _compat_pickle
+    m, n = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))   # protocol 2's names
+    m = _compat_pickle.IMPORT_MAPPING.get(m, m)
+    found: Any = None
+    if (m, n) == ("_codecs", "encode"):
+        found = _latin1
+    elif n in _DATA_TYPES.get(m, ()):
+        found = getattr(sys.modules.get(m) or __import__(m), n)
+    elif m == "builtins":
+        import builtins
+        obj: Any = vars(builtins).get(n)
+        if issubclass(type(obj), type) and issubclass(obj, BaseException):
+            found = obj             # C code that keeps its arguments, nothing more
+    if found is None:
+        raise SerializationError(f"{{what}} holds {module}.{name}: {_REFUSED_HINT}")
+    _admitted[module, name] = found
+    return found
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """pickle's "Restricting Globals": the C unpickler, admitting only the
+    globals of _DATA_TYPES (and builtins' exception classes). Every other
+    way a pickle runs code goes through these: REDUCE, NEWOBJ, INST, OBJ
+    and BUILD call or set up only objects that find_class gave or data."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _admitted[module, name]
+        except (KeyError, TypeError):
+            return _admit(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise SerializationError("{what} holds a persistent id: not data")
+
+
+def safe_loads(data: bytes, what: str = "the data") -> Any:
+    """pickle.loads for what a container sends: data types only; anything
+    else raises SerializationError, naming the global it refused."""
+    try:
+        return _SafeUnpickler(io.BytesIO(data)).load()
+    except SerializationError as e:
+        raise SerializationError(str(e).replace("{what}", what)) from None
+    except Exception as e:
+        raise SerializationError(f"{what} could not be unpickled: {type(e).__name__}: {e}") from None
+
+
+# -- exceptions, rebuilt from data -----------------------------------------
+
+# descriptors of the built-in types, called directly: no override runs
+_ModuleType = type(sys)
+_module_dict: Any = vars(_ModuleType)["__dict__"].__get__   # the module's dict: no __getattr__
+_class_dict: Any = vars(type)["__dict__"].__get__           # no metaclass's code either
+_mro: Any = vars(type)["__mro__"].__get__
+_ARGS: Any = vars(BaseException)["args"]
+_CAUSE: Any = vars(BaseException)["__cause__"]
+_EXC_DICT: Any = vars(BaseException)["__dict__"]
+
+
+_OWN_MODULES = frozenset({"isolate._cgroups", "isolate._config", "isolate.errors"})
+
+
+def _exception_class(module: str, qualname: str) -> type[BaseException] | None:
+    """The class module.qualname if the caller has it loaded: looked up in
+    sys.modules and the dicts of the module and its classes, importing
+    nothing and running no module's or class's code (isolate's own modules
+    excepted: the exceptions of isolate raised in a worker, its cgroups'
+    among them, come back as themselves)."""
+    mod = sys.modules.get(module)
+    if mod is None and module in _OWN_MODULES:
+        mod = importlib.import_module(module)
+    if mod is None or not issubclass(type(mod), _ModuleType):
+        return None
+    ns: Any = _module_dict(mod)
+    obj: Any = None
+    for part in qualname.split("."):
+        if ns is None or not part.isidentifier():       # "<locals>": not reachable
+            return None
+        obj = ns.get(part)
+        ns = _class_dict(obj) if issubclass(type(obj), type) else None
+    if issubclass(type(obj), type) and issubclass(obj, BaseException):
+        return obj
+    return None
+
+
+def _builtin_new(cls: type) -> Any:
+    """The __new__ in C of cls's nearest base that has one: it only keeps
+    its arguments (a __new__ in Python, the class's own code, is passed over)."""
+    for base in _mro(cls):
+        new = _class_dict(base).get("__new__")
+        if new is not None and type(new) is type(object.__new__):
+            return new
+    return BaseException.__new__
+
+
+def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, message: Any,
+             tb: Any) -> tuple[BaseException, str]:
+    """The exception an untrusted container reported, and its traceback text.
+
+    Its class, if the caller has it loaded, made with the C __new__ of its
+    bases from its args (no __init__ runs); then its args, the C fields of
+    its built-in bases and the attributes that are data set directly, through
+    the built-in types' descriptors. Otherwise, or if its args are not
+    data, a RemoteError naming it."""
+    if not all(type(v) is str for v in (module, qualname, message, tb)):
+        raise SerializationError("what came back from the container is not an outcome")
+    name = f"{module}.{qualname}"
+    cls = _exception_class(module, qualname)
+    if cls is None:
+        if "<locals>" in qualname:
+            why = "its class is local to a function, where it cannot be looked up"
+        elif module not in sys.modules:
+            why = f"module {module} is not imported in the caller (isolate imports nothing)"
+        else:
+            why = f"the caller has no exception class {name}"
+        return RemoteError(name, message, tb, why), tb
+    try:
+        if type(args) is not bytes:
+            raise SerializationError("its arguments are not a pickle")
+        args = safe_loads(args, f"the arguments of {name}")
+        if type(args) is not tuple:
+            raise SerializationError("its arguments are not a tuple")
+        exc = _builtin_new(cls)(cls, *args)
+        if not issubclass(type(exc), BaseException):
+            raise SerializationError(f"{name}.__new__ made no exception")
+    except Exception as e:
+        return RemoteError(name, message, tb, str(e)), tb
+    _ARGS.__set__(exc, args)
+    if type(fields) is dict and fields:
+        members = {}
+        for base in reversed(_mro(type(exc))):      # the nearest base's, where two have one
+            if base.__module__ == "builtins":
+                for k, d in _class_dict(base).items():
+                    if type(d) is _MemberDescriptor:
+                        members[k] = d
+        for k, v in _data_items(fields):
+            if k in members:
+                try:
+                    members[k].__set__(exc, v)
+                except (TypeError, ValueError, AttributeError, OverflowError):
+                    pass            # a read-only field, or not of its C type
+    if type(state) is dict and state:
+        attrs = _EXC_DICT.__get__(exc)
+        for k, v in _data_items(state):
+            attrs[k] = v
+    return exc, tb
+
+
+def _data_items(pickled: dict) -> Iterator[tuple[str, Any]]:
+    """The items of {name: pickled value} whose value is data."""
+    for k, v in pickled.items():
+        if type(k) is str and type(v) is bytes:
+            try:
+                yield k, safe_loads(v)
+            except SerializationError:
+                pass                # not data: left out

@@ -8,7 +8,7 @@ framed task (fn, args, kwargs) from its socket, writes the framed outcome
 and exits, and its container ends with it; the zygote then makes another.
 
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
-  pool -> zygote  first: pickled (Config, size, preload module names)
+  pool -> zygote  first: pickled (Config, size, preload module names, trusted)
   zygote -> pool  ("ready", token, pid) with the fd of the worker's socket
                   ("ended", token, (wait status, OOM kills)) once a worker is reaped
 With limits, each worker's container has its own cgroups, made by the zygote
@@ -86,7 +86,8 @@ def _after_fork(hooks: list) -> None:
             sys.excepthook(*sys.exc_info())
 
 
-def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdio) -> None:
+def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdio,
+            trusted: bool = False) -> None:
     _c.set_process_name(b"isolate-worker")
     try:
         if setup_error is not None:
@@ -97,7 +98,7 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
         # report with the first call, not now: a worker that failed at once
         # would only be replaced by another that fails
         if _wire.receive(fd) is not None:
-            _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True)
+            _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True, trusted=trusted)
         os._exit(125)
     payload = _wire.receive(fd)
     if payload is None:
@@ -105,14 +106,16 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
     try:
         fn, args, kwargs = pickle.loads(payload)
     except BaseException as e:
-        _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True)
-    _wire.run_and_exit(fd, fn, args, kwargs, linger=True)
+        _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True, trusted=trusted)
+    _wire.run_and_exit(fd, fn, args, kwargs, linger=True, trusted=trusted)
 
 
 def main() -> None:
     _c.set_process_name(b"isolate-zygote")
     ctl = socket.socket(fileno=int(sys.argv[1]))
-    cfg, size, preload = pickle.loads(ctl.recv(1 << 20))
+    if len(sys.argv) > 2:
+        os.close(int(sys.argv[2]))      # the sealed copy of python we run from
+    cfg, size, preload, trusted = pickle.loads(ctl.recv(1 << 20))
     _wire.load_pickler()
     hooks = _preload(preload)
     # Python's fork handlers cost a worker 0.5 ms of CPU; with a single
@@ -195,7 +198,7 @@ def main() -> None:
                 _after_fork(hooks)
             ctl.close()
             ours.close()
-            _worker(cfg, theirs.detach(), err, spec, environ, stdio)
+            _worker(cfg, theirs.detach(), err, spec, environ, stdio, trusted)
         theirs.close()
         pidfd = os.pidfd_open(pid)
         workers[pid] = (token, pidfd)

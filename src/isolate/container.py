@@ -57,7 +57,10 @@ def _argv(args: Args, shell: bool) -> list[bytes]:
         items = ["/bin/sh", "-c", *items]
     if not items:
         raise ValueError("args is empty: give the command to run")
-    return [os.fsencode(a) for a in items]
+    argv = [os.fsencode(a) for a in items]
+    if any(b"\0" in a for a in argv):      # C would cut it short; subprocess refuses too
+        raise ValueError(f"embedded null byte in args: {items!r}")
+    return argv
 
 
 _TIOCSPTLCK = 0x40045431        # unlockpt
@@ -87,6 +90,8 @@ class _Launch:
         cwd = cfg.cwd if self.cwd is None else os.fspath(self.cwd)
         check_cwd(cwd)
         file = argv[0] if executable is None else os.fsencode(executable)
+        if b"\0" in file:
+            raise ValueError(f"embedded null byte in executable: {executable!r}")
         u = self.user
         return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
                            tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(cfg),
@@ -231,7 +236,8 @@ class Container:
     cap_add, cap_drop  change Docker's default 14 capabilities (names as in
                 capabilities(7), with or without CAP_; cap_drop=["ALL"])
     privileged  the caller's capabilities; no masked paths, no_new_privs or seccomp
-    rlimits     {"nofile": (soft, hard), ...}
+    rlimits     {"nofile": (soft, hard), ...}, None or -1 for unlimited; nofile
+                is 1024:1024 (runc's default) unless named here
     seccomp     "default" (Docker's profile in effect: keyctl, bpf, io_uring,
                 mount, unshare, namespace clone flags... fail with EPERM), None,
                 or an OCI/Docker JSON profile (a dict or a file's path)
@@ -250,6 +256,12 @@ class Container:
     io_max      {"/dev/sda": {"rbps": "10M", "wbps": ..., "riops": 100, "wiops": ...}}:
                 bandwidth and I/O operations per second, per device (v1 throttles
                 direct I/O only)
+    trusted     what call() and submit() return is unpickled as is. By default
+                only data comes back (builtins, collections, datetime, Decimal,
+                Fraction, UUID, paths; exceptions rebuilt without their class's
+                code) and anything else raises SerializationError. WARNING: with
+                trusted=True the function can run any code in the caller (a
+                pickle runs what it names): only for functions you trust
 
     Every process gets no_new_privs, a new session, only stdio and pass_fds,
     and sees /proc/kcore, /proc/keys and their kind masked and /proc/sys read-only.
@@ -287,8 +299,10 @@ class Container:
         cpuset_mems: str | None = None,
         io_weight: int | None = None,
         io_max: Mapping[str, Mapping[str, int | str]] | None = None,
+        trusted: bool = False,
     ) -> None:
         self._state = "new"
+        self._trusted = bool(trusted)      # call()/submit() results: see the docstring
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
                                 namespaces=namespaces, cap_add=cap_add, cap_drop=cap_drop,

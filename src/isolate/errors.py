@@ -10,7 +10,7 @@ import errno as _errno
 import os
 
 __all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied", "ContainerOOMError",
-           "SerializationError", "RemoteTraceback", "child_error"]
+           "SerializationError", "RemoteError", "RemoteTraceback", "child_error"]
 
 
 class IsolateError(Exception):
@@ -72,6 +72,32 @@ def _rebuild_oom(message, signal, exitcode):
 
 class SerializationError(IsolateError, TypeError):
     """A function, its arguments, its result or its exception could not be pickled."""
+
+
+class RemoteError(IsolateError):
+    """An exception raised inside a container that is not rebuilt in the
+    caller as its own type: its class is not loaded here (isolate imports
+    nothing for it), or its arguments are not plain data. `type_name` is
+    its module and qualified name, `message` its str(), `traceback` the
+    remote traceback's text (also its __cause__), `reason` why it stands in."""
+
+    def __init__(self, type_name: str, message: str = "", traceback: str = "",
+                 reason: str = ""):
+        text = f"{type_name}: {message}" if message else type_name
+        if reason:
+            text += f" (raised in the container, not rebuilt here: {reason})"
+        super().__init__(text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.reason = reason
+
+    def __reduce__(self):
+        return (_rebuild_remote, (self.type_name, self.message, self.traceback, self.reason))
+
+
+def _rebuild_remote(type_name, message, traceback, reason):
+    return RemoteError(type_name, message, traceback, reason)
 
 
 class RemoteTraceback(Exception):

@@ -19,6 +19,7 @@ import concurrent.futures
 import functools
 import os
 import pickle
+import resource
 import signal
 import socket
 import subprocess
@@ -45,6 +46,38 @@ if sys.path[:1] == [""]:
 from isolate._zygote import main
 main()
 """
+
+
+_MFD_EXEC = 0x0010      # Linux 6.3: executable even where memfds are noexec by default
+
+
+def _sealed_python() -> int:
+    """A sealed memfd copy of this interpreter's binary (a zygote's, closed
+    once it runs): the zygote runs from it, so that the /proc/self/exe of its
+    workers, which the functions they run can open, is no host file that
+    could be written through it (runc CVE-2019-5736). Close-on-exec; the
+    zygote gets it through pass_fds and closes it."""
+    import fcntl
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("isolate-python", flags | _MFD_EXEC)
+    except OSError:
+        fd = os.memfd_create("isolate-python", flags)
+    try:
+        with open(os.path.realpath(sys.executable), "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(fd, src.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,14 +214,27 @@ class Pool(concurrent.futures.Executor):
 
     Options: `timeout` (seconds a call may run; then it is killed and
     TimeoutError raised), `preload` (modules the workers import before
-    entering their containers), and every option of `Container` but the
-    time namespace and uid_map: limits hold for each call's container.
+    entering their containers), `trusted`, and every option of `Container`
+    but the time namespace and uid_map: limits hold for each call's container.
+
+    Results come back as data only (builtins, collections, datetime, Decimal,
+    Fraction, UUID, paths), exceptions as their class (if the caller has it
+    loaded) rebuilt from data without running its code, else as
+    `isolate.errors.RemoteError`; anything else raises SerializationError, so
+    that an untrusted function cannot run code in the caller. trusted=True
+    unpickles results as they are. WARNING: the function can then run any
+    code in the caller: only for functions you trust.
     """
 
     def __init__(self, size: int = 4, *, timeout: float | None = None,
-                 preload: Iterable[str] = (), **container_options: Any) -> None:
+                 preload: Iterable[str] = (), trusted: bool = False,
+                 **container_options: Any) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ValueError(f"size={size!r}: a pool holds at least one container")
+        fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fds != resource.RLIM_INFINITY and 2 * size >= fds:
+            raise ValueError(f"size={size}: each ready container holds two of this process's "
+                             f"file descriptors, and RLIMIT_NOFILE allows {fds}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout={timeout!r} must be positive")
         preload = [str(m) for m in preload]
@@ -207,6 +253,7 @@ class Pool(concurrent.futures.Executor):
                              "keep the 'pid' namespace")
         self._size = size
         self._timeout = timeout
+        self._trusted = bool(trusted)
         self._closing = False
         self._cond = threading.Condition()
         self._ready: collections.deque[_Slot] = collections.deque()
@@ -222,16 +269,24 @@ class Pool(concurrent.futures.Executor):
         # the zygote drops the directory that `python -c` puts first, where a
         # module named like one of the standard library's would shadow it
         path = [p or os.getcwd() for p in sys.path]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        # nothing of the caller's environment: the workers' /proc/PID/environ
+        # shows the zygote's
+        env = {"PYTHONPATH": os.pathsep.join(path)}
+        if sysconfig.get_config_var("Py_ENABLE_SHARED") and sysconfig.get_config_var("LIBDIR"):
+            env["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
         try:
-            self._zygote = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE_MAIN,
-                 str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env)
+            exe = _sealed_python()
+            try:
+                self._zygote = subprocess.Popen(
+                    [sys.executable, "-c", _ZYGOTE_MAIN, str(theirs.fileno()), str(exe)],
+                    executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe], env=env)
+            finally:
+                os.close(exe)
         finally:
             theirs.close()
         self._ctl = ours
         try:
-            ours.send(pickle.dumps((self._cfg, size, preload)))
+            ours.send(pickle.dumps((self._cfg, size, preload, self._trusted)))
             self._dispatch = concurrent.futures.ThreadPoolExecutor(
                 max_workers=size, thread_name_prefix="isolate-pool")
             self._reader = threading.Thread(target=self._read_zygote, daemon=True,
@@ -334,7 +389,7 @@ class Pool(concurrent.futures.Executor):
                                         "container's memory limit", signal=signal.SIGKILL)
             raise died(status, _what(fn))
         self._forget(slot.token)
-        return _wire.decode(payload)
+        return _wire.decode(payload, self._trusted)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a fresh container of the pool; its result."""

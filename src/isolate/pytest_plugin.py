@@ -80,7 +80,7 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
 
     from ._call import call_in
     from .container import Container
-    from .errors import ContainerDied, ContainerOOMError, IsolateError
+    from .errors import ContainerDied, ContainerOOMError, IsolateError, SerializationError
 
     config = item.config
     timeout = options.pop("timeout", config.getoption("isolate_timeout"))
@@ -89,6 +89,9 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     factory = getattr(config, "_tmp_path_factory", None)
     basetemp = factory.getbasetemp() if factory is not None else None
 
+    # What comes back is data (pytest's serializable reports, made for xdist,
+    # and coverage's bytes), decoded as from any container: a test that runs
+    # isolated cannot run code in the session through its reports.
     def inside() -> tuple[list[dict[str, Any]], bytes | None]:
         try:
             os.chdir(cwd)
@@ -111,6 +114,9 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
                                "memory limit)")]
     except ContainerDied as e:
         return [_failure(item, f"isolated test crashed: {e}")]
+    except SerializationError as e:
+        return [_failure(item, f"isolated test: its reports cannot be brought back: {e} (the "
+                               "marker's trusted=True takes them as they are)")]
     except (IsolateError, ValueError, TypeError, OSError) as e:
         return [_failure(item, f"isolated test: its container could not be made: {e}")]
     _merge_coverage(coverage)

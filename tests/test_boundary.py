@@ -1,0 +1,264 @@
+"""The boundary, attacked from inside as an attacker would: nothing of the
+caller (memory, environment, fds, root, executable, control channel) may be
+reached by a process in the container.
+
+The containers here use the host's root (read-only), so the attacker is the
+host's own Python running inside.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import isolate
+from isolate import Container, Pool
+
+SECRET = "isolate-test-secret-" + os.urandom(8).hex()
+
+#: Watches the container's PID namespace for each new process and, while it
+#: exists, tries what runc's CVE-2016-9962 allowed: the process's environment
+#: and memory (/proc/N/environ, /proc/N/mem), its fds and its root. Prints a
+#: LEAK line for each success that shows the caller's secret, the caller's
+#: memory (a Python mapped: the racer's own is skipped), a host fd, or a
+#: root that is not the container's; SEEN n at the end.
+RACER = textwrap.dedent(r"""
+    import errno, os, sys, time
+    secret, marker, seconds = sys.argv[1].encode(), sys.argv[2], float(sys.argv[3])
+    memory = sys.argv[4] == "1"
+    leaks, seen = set(), set()
+    deadline = time.monotonic() + seconds
+    me = os.getpid()
+    print("READY", flush=True)
+    while time.monotonic() < deadline:
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, me):
+                continue
+            n = int(name)
+            seen.add(n)
+            base = f"/proc/{n}/"
+            try:
+                with open(base + "environ", "rb") as f:
+                    if secret in f.read():
+                        leaks.add("environ")
+            except OSError:
+                pass
+            try:        # the caller's memory (or a copy of it): a python mapped
+                fd = os.open(base + "mem", os.O_RDONLY)
+                try:
+                    with open(base + "maps") as f:
+                        if memory and "python" in f.read():
+                            leaks.add("mem")
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+            try:
+                for fd in os.listdir(base + "fd"):
+                    if marker in os.readlink(base + "fd/" + fd):
+                        leaks.add("fd")
+            except OSError:
+                pass
+            try:
+                if os.path.exists(base + "root" + marker):
+                    leaks.add("root")
+            except OSError:
+                pass
+    for leak in sorted(leaks):
+        print("LEAK", leak)
+    print("SEEN", len(seen), flush=True)
+""")
+
+
+@pytest.fixture()
+def host_marker():
+    """A file only the host sees (the container's /tmp is its own), kept
+    open by the caller: found through a container process's root or fds,
+    it shows the caller's."""
+    path = f"/tmp/isolate-marker-{os.urandom(6).hex()}"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    os.environ["ISOLATE_TEST_SECRET"] = SECRET
+    try:
+        yield path
+    finally:
+        del os.environ["ISOLATE_TEST_SECRET"]
+        os.close(fd)
+        os.unlink(path)
+
+
+def _race(c: Container, marker: str, seconds: float, action, memory: bool = True) -> list[str]:
+    racer = c.spawn([sys.executable, "-c", RACER, SECRET, marker, str(seconds), str(int(memory))],
+                    stdout=subprocess.PIPE, text=True)
+    try:
+        assert racer.stdout.readline() == "READY\n"
+        action()
+        out = racer.communicate(timeout=seconds + 30)[0]
+    finally:
+        racer.kill()
+        racer.wait()
+    lines = out.splitlines()
+    assert lines and lines[-1].startswith("SEEN ")
+    assert int(lines[-1].split()[1]) > 20, "the racer saw too few processes to mean anything"
+    return [line for line in lines if line.startswith("LEAK")]
+
+
+@pytest.mark.parametrize("caps", [[], ["SYS_PTRACE"]])
+def test_a_racer_inside_never_reaches_the_caller_through_joining_processes(host_marker, caps):
+    """Commands joining a running container (Container.run/spawn)."""
+    with Container(cap_add=caps) as c:
+        def action():
+            for _ in range(150):
+                c.run(["/bin/true"])
+        assert _race(c, host_marker, 4.0, action) == []
+
+
+def test_a_racer_inside_never_reaches_the_caller_through_call_processes(host_marker):
+    """Container.call forks the caller: born non-dumpable, or (a container
+    that may ptrace) stripped before it enters the PID namespace. A call
+    process is a copy of the caller's memory (README): with CAP_SYS_PTRACE
+    the container may read that copy, but never the caller's environment
+    area, fds or root."""
+    for caps in ([], ["SYS_PTRACE"]):
+        with Container(cap_add=caps) as c:
+            def action():
+                for _ in range(60):
+                    c.call(os.getpid)
+            assert _race(c, host_marker, 4.0, action, memory=not caps) == [], caps
+
+
+SCRIPT = "#!/proc/self/exe\nprint('HOST-PYTHON')\n"
+
+
+@pytest.mark.parametrize("how", ["isolate.run", "Container.run"])
+def test_a_proc_self_exe_script_does_not_run_a_host_binary(fresh_rootfs, how):
+    """runc CVE-2019-5736: the process that execs a command must not have a
+    host binary (the caller's Python) as /proc/self/exe, or a script whose
+    interpreter is /proc/self/exe runs it, and can then write it."""
+    with open(os.path.join(fresh_rootfs, "x"), "w") as f:
+        f.write(SCRIPT)
+    os.chmod(os.path.join(fresh_rootfs, "x"), 0o755)
+    if how == "isolate.run":
+        r = isolate.run(["/x"], rootfs=fresh_rootfs, capture_output=True, text=True)
+    else:
+        with Container(rootfs=fresh_rootfs) as c:
+            r = c.run(["/x"], capture_output=True, text=True)
+    assert "HOST-PYTHON" not in r.stdout
+    assert r.returncode != 0
+
+
+def test_pool_workers_run_from_a_sealed_copy_of_python():
+    def exe():
+        import errno
+        import os
+        path = os.readlink("/proc/self/exe")
+        try:
+            os.open("/proc/self/exe", os.O_WRONLY)
+            writable = True
+        except OSError as e:
+            writable = e.errno not in (errno.EPERM, errno.EACCES, errno.ETXTBSY)
+        return path, writable
+    with Pool(size=1) as pool:
+        path, writable = pool.call(exe)
+    assert path.startswith("/memfd:")
+    assert not writable
+
+
+def _init_links() -> list[str]:
+    import os
+    found = []
+    for name in ("exe", "root", "cwd", *(f"fd/{n}" for n in os.listdir("/proc/1/fd"))):
+        try:
+            found.append(os.readlink(f"/proc/1/{name}"))
+        except PermissionError:
+            pass
+    return found
+
+
+def test_the_init_is_not_dumpable():
+    """Its control socket (the command's exit status) and memory are its own."""
+    r = isolate.run(["sh", "-c", "for f in /proc/1/fd/* /proc/1/exe /proc/1/root; do "
+                     "readlink $f; done; cat /proc/1/environ; grep -q . /proc/1/mem"],
+                    capture_output=True, text=True)
+    assert r.stdout == ""
+    assert r.stderr.count("Permission denied") >= 2
+    with Container() as c:
+        assert c.call(_init_links) == []
+
+
+FORGE = textwrap.dedent(r"""
+    import ctypes, os, struct, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    init = os.pidfd_open(1)
+    for fd in range(3, 16):
+        got = libc.syscall(438, init, fd, 0)        # pidfd_getfd
+        if got >= 0:
+            msg = struct.pack("ii", 3, 0) + bytes(4 + 4 + 256)   # ISO_MSG_EXIT, status 0
+            try:
+                os.send(got, msg) if hasattr(os, "send") else os.write(got, msg)
+            except OSError:
+                pass
+    sys.exit(7)
+""")
+
+
+def test_the_exit_status_cannot_be_forged():
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        isolate.run([sys.executable, "-c", FORGE], check=True)
+    assert e.value.returncode == 7
+
+
+def _dumpable() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(3, 0, 0, 0, 0)        # PR_GET_DUMPABLE
+
+
+def test_starting_a_command_as_another_user_leaves_the_caller_dumpable(rootfs):
+    assert _dumpable() == 1
+    isolate.run(["true"], rootfs=rootfs, user="1000:1000")
+    assert _dumpable() == 1
+    with Container(rootfs=rootfs) as c:
+        c.run(["true"], user="1000:1000")
+        assert c.call(os.getuid) == 0
+    assert _dumpable() == 1
+    with Container(rootfs=rootfs, userns=True) as c:     # setns into a user namespace
+        c.run(["true"])
+    assert _dumpable() == 1
+
+
+def _environ() -> bytes:
+    with open("/proc/self/environ", "rb") as f:
+        return f.read()
+
+
+def test_the_callers_environment_does_not_reach_call_or_pool_processes(host_marker):
+    assert SECRET.encode() not in isolate.call(_environ)
+    with Container() as c:
+        assert SECRET.encode() not in c.call(_environ)
+    with Pool(size=1) as pool:
+        assert SECRET.encode() not in pool.call(_environ)
+    r = isolate.run(["cat", "/proc/self/environ", "/proc/1/environ"], capture_output=True)
+    assert SECRET.encode() not in r.stdout
+
+
+def test_commands_hold_only_stdio_and_pass_fds():
+    r, w = os.pipe()
+    try:
+        out = isolate.run(["ls", "/proc/self/fd"], capture_output=True, text=True,
+                          pass_fds=[w]).stdout.split()
+        assert len(out) == 5 and {"0", "1", "2", str(w)} <= set(out)     # and ls's own
+        with Container() as c:
+            out = c.run(["ls", "/proc/self/fd"], capture_output=True, text=True).stdout.split()
+            assert len(out) == 4 and {"0", "1", "2"} <= set(out)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_command_that_kills_itself_is_reported_as_killed():
+    r = isolate.run(["sh", "-c", "kill -9 $$"])
+    assert r.returncode == -signal.SIGKILL
