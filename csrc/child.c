@@ -59,6 +59,7 @@
 #define MFD_EXEC 0x0010U
 #endif
 #define ISO_MOUNT_ATTR_RDONLY 0x00000001
+#define ISO_MOUNT_ATTR_NODEV 0x00000004
 
 #define STACK_SIZE (256 * 1024)
 
@@ -489,14 +490,15 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
     }
 
     case ISO_OP_RDONLY_REC: {
-        uint64_t attr[4] = {ISO_MOUNT_ATTR_RDONLY, 0, 0, 0};
+        uint64_t nodev = (op->flags & MS_NODEV) ? ISO_MOUNT_ATTR_NODEV : 0;
+        uint64_t attr[4] = {ISO_MOUNT_ATTR_RDONLY | nodev, 0, 0, 0};
         if (syscall(SYS_mount_setattr, AT_FDCWD, op->dst, AT_RECURSIVE, attr, sizeof attr) == 0)
             return 0;
         if (errno != ENOSYS)
             return fail(e, ISO_STEP_REMOUNT, op->dst);
         /* before Linux 5.12: the top mount only */
-        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
-                  NULL) < 0)
+        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | (op->flags & MS_NODEV) |
+                  locked_flags(op->dst), NULL) < 0)
             return fail(e, ISO_STEP_REMOUNT, op->dst);
         return 0;
     }

@@ -81,7 +81,8 @@ typedef struct iso_report {
  *   BIND       bind src on dst (flags & MS_REC: recursive); then, if flags has
  *              MS_RDONLY/NOSUID/NODEV/NOEXEC, remount with them, keeping the
  *              flags the source mount already has
- *   RDONLY_REC make dst and every mount below it read-only
+ *   RDONLY_REC make dst and every mount below it read-only (and nodev, with
+ *              MS_NODEV in flags)
  *   MKDIR      mkdir -p dst, mode = arg
  *   TOUCH      create an empty file dst (a bind target)
  *   MKNOD      character device dst, mode = flags, device number = arg

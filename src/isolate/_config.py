@@ -31,6 +31,9 @@ DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
 ALL_NAMESPACES = DEFAULT_NAMESPACES | {"user", "time"}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")
+#: what a container's writable layer (and /tmp, /run on the host's root) may
+#: hold by default: tmpfs is host RAM
+DEFAULT_STORAGE_SIZE = "1G"
 #: the kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses more
 PID_MAX_LIMIT = 4 * 1024 * 1024
 #: letters, digits, '-', '.' and '_', not first '-' or '.': no '/', space,
@@ -70,6 +73,11 @@ class Config:
     gid_map: tuple[tuple[int, int, int], ...] | None = None
     #: resource limits: (("memory", bytes), ("pids", n), ("cpus", float), ...)
     limits: tuple[tuple[str, Any], ...] = ()
+    #: the most each writable tmpfs of the container holds (its writable
+    #: layer, and /tmp and /run on the host's root), in bytes
+    storage_size: int = 1 << 30
+    #: host device nodes given to the container: (host path, path inside)
+    devices: tuple[tuple[str, str], ...] = ()
 
     @property
     def privileged(self) -> bool:
@@ -533,6 +541,8 @@ def _build_config(
     cpuset_mems: str | None = None,
     io_weight: int | None = None,
     io_max: Mapping[str, Mapping[str, int | str]] | None = None,
+    storage_size: int | str = DEFAULT_STORAGE_SIZE,
+    devices: Iterable[str] = (),
 ) -> Config:
     root = _rootfs(rootfs)
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
@@ -614,7 +624,44 @@ def _build_config(
         uid_map=umap,
         gid_map=gmap,
         limits=limits,
+        storage_size=_storage_size(storage_size),
+        devices=_devices(devices, "user" in ns),
     )
+
+
+def _storage_size(value: int | str) -> int:
+    from ._sizes import parse_size
+    n = parse_size(value, "storage_size")
+    if n < 1 << 20:
+        raise ValueError(f"storage_size={value!r}: a container's writable layer needs at least 1M")
+    return n
+
+
+def _devices(devices: Iterable[str], userns: bool) -> tuple[tuple[str, str], ...]:
+    """["/dev/fuse", "/dev/sdb:/dev/xvdb"] as ((host, inside), ...), as
+    `docker run --device HOST[:CONTAINER]`: each a host character or block
+    device, bound into the container's /dev."""
+    if isinstance(devices, str):
+        raise TypeError("devices is a list like ['/dev/fuse', '/dev/sdb:/dev/xvdb']")
+    out = []
+    for spec in devices:
+        if not isinstance(spec, str):
+            raise TypeError(f"devices: {spec!r} is not a str like '/dev/fuse' or 'HOST:CONTAINER'")
+        host, _, inside = spec.partition(":")
+        inside, _, perms = inside.partition(":")
+        inside = inside or host
+        if perms and not set(perms) <= set("rwm"):
+            raise ValueError(f"devices: {spec!r}: permissions are letters of 'rwm'")
+        for p in (host, inside):
+            if not p.startswith("/") or "\0" in p or "," in p:
+                raise ValueError(f"devices: {spec!r}: give absolute paths")
+        if not os.path.normpath(inside).startswith("/dev/") or ".." in inside.split("/"):
+            raise ValueError(f"devices: {spec!r}: a device goes under /dev in the container")
+        st = os.stat(host)          # FileNotFoundError names it
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise ValueError(f"devices: {host!r} is not a character or block device")
+        out.append((os.path.realpath(host), os.path.normpath(inside)))
+    return tuple(out)
 
 
 def resolve_in_root(root: str, path: str) -> str:

@@ -69,17 +69,18 @@ def _root_steps(cfg: Config) -> list[tuple]:
     """Mount the container's / at NEWROOT (the host's root is at OLDROOT)."""
     if cfg.rootfs is None:
         return [op(_c.OP_BIND, src=OLDROOT, dst=NEWROOT, flags=REC),
-                op(_c.OP_RDONLY_REC, dst=NEWROOT)]
+                op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV)]
     lower = OLDROOT + cfg.rootfs
     if cfg.readonly:
         return [op(_c.OP_BIND, src=lower, dst=NEWROOT, flags=REC),
-                op(_c.OP_RDONLY_REC, dst=NEWROOT)]
+                op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV)]
     data = f"lowerdir={lower},upperdir=/upper,workdir=/work"
     if cfg.userns:
         data += ",userxattr"
     return [op(_c.OP_MKDIR, dst="/upper", arg=0o755),
             op(_c.OP_MKDIR, dst="/work", arg=0o755),
-            op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", data=data)]
+            op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay", flags=NODEV,
+               data=data)]
 
 
 def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
@@ -98,16 +99,28 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
 
+    # /dev is nodev, as every other mount: its nodes are binds, each of its
+    # own mount, made in the setup tmpfs (or, in a user namespace, where
+    # mknod is refused, the host's); a node made or brought in later cannot
+    # be opened
     dev = r + "/dev"
     steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
-                    flags=NOSUID | MS["strictatime"], data="mode=755,size=65536k"))
+                    flags=NOSUID | NODEV | MS["strictatime"], data="mode=755,size=1m"))
+    if not cfg.userns:
+        steps.append(op(_c.OP_MKDIR, dst="/nodes", arg=0o755))
     for name, major, minor in DEVICES:
-        if cfg.userns:      # no mknod in a user namespace: bind the host's nodes
-            steps += [op(_c.OP_TOUCH, dst=f"{dev}/{name}"),
-                      op(_c.OP_BIND, src=f"{OLDROOT}/dev/{name}", dst=f"{dev}/{name}")]
+        if cfg.userns:
+            source = f"{OLDROOT}/dev/{name}"
         else:
-            steps.append(op(_c.OP_MKNOD, dst=f"{dev}/{name}", flags=0o666,
-                            arg=os.makedev(major, minor)))
+            source = f"/nodes/{name}"
+            steps.append(op(_c.OP_MKNOD, dst=source, flags=0o666, arg=os.makedev(major, minor)))
+        steps += [op(_c.OP_TOUCH, dst=f"{dev}/{name}"),
+                  op(_c.OP_BIND, src=source, dst=f"{dev}/{name}")]
+    for host, inside in cfg.devices:
+        if os.path.dirname(inside) != "/dev":
+            steps.append(op(_c.OP_MKDIR, dst=r + os.path.dirname(inside), arg=0o755))
+        steps += [op(_c.OP_TOUCH, dst=r + inside),
+                  op(_c.OP_BIND, src=OLDROOT + host, dst=r + inside)]
     pts_opts = "newinstance,ptmxmode=0666,mode=0620" + ("" if cfg.userns else ",gid=5")
     steps += [
         op(_c.OP_MKDIR, dst=dev + "/pts", arg=0o755),
@@ -151,13 +164,20 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
         steps += _mask_steps(p for p in MASKED_PATHS if not p.startswith("/proc/"))
 
     if cfg.rootfs is None:
+        cap = _tmpfs_cap(cfg.storage_size)
         steps += [
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/tmp", fstype="tmpfs",
-               flags=NOSUID | NODEV, data="mode=1777"),
+               flags=NOSUID | NODEV, data="mode=1777," + cap),
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/run", fstype="tmpfs",
-               flags=NOSUID | NODEV, data="mode=755"),
+               flags=NOSUID | NODEV, data="mode=755," + cap),
         ]
     return steps
+
+
+def _tmpfs_cap(size: int) -> str:
+    """tmpfs options that bound what it takes of host memory: bytes, and
+    inodes (each costs memory too; one per 16 KiB)."""
+    return f"size={size},nr_inodes={max(size // 16384, 4096)}"
 
 
 def _mask_steps(paths: Iterable[str]) -> list[tuple]:
@@ -231,8 +251,11 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
     if "mount" in cfg.namespaces:
         steps += [
             op(_c.OP_MOUNT, dst="/", flags=REC | MS["private"]),
-            op(_c.OP_MOUNT, src="tmpfs", dst=BASE, fstype="tmpfs", flags=NOSUID | NODEV,
-               data="mode=755"),
+            # the setup tmpfs: the writable layer, the masks and the /dev
+            # nodes (hence not nodev: nothing of it is visible but through
+            # binds and the overlay, which have flags of their own)
+            op(_c.OP_MOUNT, src="tmpfs", dst=BASE, fstype="tmpfs", flags=NOSUID,
+               data="mode=755," + _tmpfs_cap(cfg.storage_size)),
             op(_c.OP_MKDIR, dst=BASE + NEWROOT, arg=0o755),
             op(_c.OP_MKDIR, dst=BASE + OLDROOT, arg=0o755),
             op(_c.OP_PIVOT_ROOT, dst=BASE, src=BASE + OLDROOT),

@@ -256,6 +256,12 @@ class Container:
     io_max      {"/dev/sda": {"rbps": "10M", "wbps": ..., "riops": 100, "wiops": ...}}:
                 bandwidth and I/O operations per second, per device (v1 throttles
                 direct I/O only)
+    storage_size  the most the writable layer holds (and /tmp and /run, each,
+                on the host's root): bytes or "256M", default 1G. They are
+                tmpfs, host RAM; Mount.tmpfs without a size gets the same cap
+    devices     host device nodes to give, as `docker run --device`:
+                ["/dev/fuse", "/dev/sdb:/dev/xvdb"]. No other device can be
+                opened: every mount but the default /dev nodes is nodev
     trusted     what call() and submit() return is unpickled as is. By default
                 only data comes back (builtins, collections, datetime, Decimal,
                 Fraction, UUID, paths; exceptions rebuilt without their class's
@@ -299,6 +305,8 @@ class Container:
         cpuset_mems: str | None = None,
         io_weight: int | None = None,
         io_max: Mapping[str, Mapping[str, int | str]] | None = None,
+        storage_size: int | str = "1G",
+        devices: Iterable[str] = (),
         trusted: bool = False,
     ) -> None:
         self._state = "new"
@@ -310,7 +318,8 @@ class Container:
                                 uid_map=uid_map, gid_map=gid_map, userns=userns,
                                 memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
                                 cpu_weight=cpu_weight, cpuset=cpuset, cpuset_mems=cpuset_mems,
-                                io_weight=io_weight, io_max=io_max)
+                                io_weight=io_weight, io_max=io_max,
+                                storage_size=storage_size, devices=devices)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
