@@ -165,3 +165,14 @@ def test_interactive_tty(rootfs):
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def test_devices_and_storage_size(rootfs):
+    r = isolate("run", "--rootfs", rootfs, "--device", "/dev/zero:/dev/z", "--storage-size", "8M",
+                "--", "sh", "-c", "head -c 3 /dev/z | wc -c; df -k /tmp | tail -1")
+    assert r.returncode == 0, r.stderr
+    count, df = r.stdout.splitlines()
+    assert count.strip() == "3"
+    assert int(df.split()[1]) == 8192
+    r = isolate("run", "--device", "/etc/passwd", "--", "true")
+    assert r.returncode == 125 and "device" in r.stderr

@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
                      help="bind a host path (repeatable)")
     run.add_argument("--tmpfs", metavar="DST[:SIZE]", type=_tmpfs, action="append", default=[],
                      help="a fresh tmpfs, SIZE like 64M (repeatable)")
+    run.add_argument("--device", metavar="HOST[:CONTAINER]", action="append", default=[],
+                     help="give a host device node, as docker run --device (repeatable)")
+    run.add_argument("--storage-size", metavar="SIZE", default="1G",
+                     help="the most the writable layer, /tmp and /run each hold (RAM; default 1G)")
     run.add_argument("--env", "-e", metavar="NAME=VALUE", type=_env, action="append",
                      help="the command's environment (repeatable; default PATH and HOME)")
     run.add_argument("--user", "-u", metavar="UID[:GID]", help="user inside, by id or name")
@@ -111,7 +115,8 @@ def _run(args: argparse.Namespace) -> int:
                    hostname=args.hostname, cap_add=args.cap_add, cap_drop=args.cap_drop,
                    privileged=args.privileged,
                    seccomp=None if args.seccomp == "none" else args.seccomp,
-                   memory=args.memory, cpus=args.cpus, pids=args.pids, cpuset=args.cpuset)
+                   memory=args.memory, cpus=args.cpus, pids=args.pids, cpuset=args.cpuset,
+                   devices=args.device, storage_size=args.storage_size)
     if args.env is not None:
         options["env"] = dict(args.env)
     try:
