@@ -59,6 +59,22 @@
 #define MFD_EXEC 0x0010U
 #endif
 #define ISO_MOUNT_ATTR_RDONLY 0x00000001
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#define SYS_move_mount 429
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#define ISO_OPEN_TREE_CLONE 1
+#define ISO_MOVE_MOUNT_EMPTY_PATHS (0x04 | 0x40)    /* F_EMPTY_PATH | T_EMPTY_PATH */
+#define ISO_FSCONFIG_SET_FLAG 0
+#define ISO_FSCONFIG_SET_STRING 1
+#define ISO_FSCONFIG_CMD_CREATE 6
+#define ISO_RESOLVE_IN_ROOT_NO_MAGICLINKS (0x10 | 0x02)
 #define ISO_MOUNT_ATTR_NODEV 0x00000004
 
 #define STACK_SIZE (256 * 1024)
@@ -99,6 +115,7 @@ static const char *const step_names[ISO_STEP_COUNT] = {
     [ISO_STEP_NO_NEW_PRIVS] = "no_new_privs",
     [ISO_STEP_SECCOMP] = "seccomp",
     [ISO_STEP_MASK] = "mask",
+    [ISO_STEP_RESOLVE] = "resolve mount target",
 };
 
 const char *iso_step_name(int step)
@@ -467,6 +484,164 @@ static void net_end(struct net_beside *b, pid_t helper)
     close(b->pidfd);
 }
 
+/* ------------------------------------------------ mounts inside a root */
+
+/* path, opened O_PATH inside root as the root's own lookup would open it:
+ * no symlink or ".." leaves the root (openat2, Linux 5.6) */
+static int open_in_root(int root, const char *path)
+{
+    struct { uint64_t flags, mode, resolve; } how = {
+        O_PATH | O_CLOEXEC, 0, ISO_RESOLVE_IN_ROOT_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, root, *path != '\0' ? path : ".", &how, sizeof how);
+}
+
+/* dst (see ISO_OP_MOUNT_IN_ROOT) opened O_PATH inside its root, what is
+ * missing of it made there, each piece by name relative to the fd of its
+ * resolved parent: directories, and with file the last one as an empty file.
+ * A dangling symlink on the way leads where a lookup would, inside the root. */
+static int open_target(const char *dst, int file, iso_error_t *e)
+{
+    char path[PATH_MAX], link[PATH_MAX];
+    size_t n = strlen(dst), r = 1 + strcspn(dst + 1, "/");
+    if (n >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return fail(e, ISO_STEP_RESOLVE, dst);
+    }
+    memcpy(path, dst, r);
+    path[r] = '\0';
+    int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), links = 0, fd = -1, step = 0;
+    if (root < 0)
+        return fail(e, ISO_STEP_RESOLVE, dst);
+    memcpy(path, dst + r, n - r + 1);   /* the path inside the root */
+    if ((fd = open_in_root(root, path)) >= 0 || errno != ENOENT)
+        goto out;
+walk:   /* down from the root, making the first piece missing, and on */
+    for (size_t i = 0, last = 0; !last;) {
+        int dir = fd < 0 ? root : fd;
+        size_t start = (i += strspn(path + i, "/"));
+        i += strcspn(path + i, "/");
+        last = path[i + strspn(path + i, "/")] == '\0';
+        char c = path[i];
+        path[i] = '\0';
+        if ((fd = open_in_root(root, path)) < 0 && errno == ENOENT) {
+            ssize_t k = readlinkat(dir, path + start, link, sizeof link);
+            if (k >= 0) {       /* dangling: what it points to takes its place */
+                path[i] = c;
+                size_t keep = link[0] == '/' ? 0 : start, tail = strlen(path + i);
+                if (dir != root)
+                    close(dir);
+                errno = ++links > 40 ? ELOOP : ENAMETOOLONG;
+                if (links > 40 || keep + (size_t)k + tail >= sizeof path)
+                    goto out;
+                memmove(path + keep + k, path + i, tail + 1);
+                memcpy(path + keep, link, (size_t)k);
+                fd = -1;
+                goto walk;
+            }
+            int made = file && last ? openat(dir, path + start, O_WRONLY | O_CREAT | O_EXCL |
+                                             O_NOFOLLOW | O_CLOEXEC, 0644)
+                                    : mkdirat(dir, path + start, 0755);
+            if (made < 0 && errno != EEXIST)
+                step = file && last ? ISO_STEP_TOUCH : ISO_STEP_MKDIR;
+            else if (file && last && made >= 0)
+                close(made);
+            fd = step ? -1 : open_in_root(root, path);
+        }
+        path[i] = c;
+        if (dir != root)
+            close(dir);
+        if (fd < 0)
+            break;
+    }
+out:
+    close(root);
+    return fd >= 0 ? fd : fail(e, step ? step : ISO_STEP_RESOLVE, dst);
+}
+
+/* A new mount, detached, of op's fstype with op->data's "key=value,flag"
+ * options and the MOUNT_ATTR_ flags attr. */
+static int new_fs(const iso_op_t *op, uint64_t attr)
+{
+    char opts[512];
+    size_t n = op->data != NULL ? strlen(op->data) : 0;
+    int fs = (int)syscall(SYS_fsopen, op->fstype, 1 /* FSOPEN_CLOEXEC */), m = -1, err;
+    if (fs < 0 || n >= sizeof opts) {
+        errno = fs < 0 ? errno : EINVAL;
+        goto out;
+    }
+    memcpy(opts, n > 0 ? op->data : "", n + 1);
+    /* what /proc/mounts shows as its source, as mount(2) with the type's name */
+    if (syscall(SYS_fsconfig, fs, ISO_FSCONFIG_SET_STRING, "source", op->fstype, 0) < 0)
+        goto out;
+    for (char *k = opts, *next; *k != '\0'; k = next) {
+        size_t len = strcspn(k, ",");
+        next = k + len + (k[len] != '\0');
+        k[len] = '\0';
+        char *v = strchr(k, '=');
+        if (v != NULL)
+            *v++ = '\0';
+        if (len > 0 && syscall(SYS_fsconfig, fs, v != NULL ? ISO_FSCONFIG_SET_STRING
+                                                          : ISO_FSCONFIG_SET_FLAG, k, v, 0) < 0)
+            goto out;
+    }
+    if (syscall(SYS_fsconfig, fs, ISO_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        m = (int)syscall(SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, attr);
+out:
+    err = errno;
+    if (fs >= 0)
+        close(fs);
+    errno = err;
+    return m;
+}
+
+static int mount_in_root(const iso_op_t *op, iso_error_t *e)
+{
+    /* MOUNT_ATTR_RDONLY, NOSUID, NODEV, NOEXEC have the values of the MS_ flags */
+    uint64_t attr[4] = {op->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), 0, 0, 0};
+    int bind = op->src != NULL, step = bind ? ISO_STEP_BIND : ISO_STEP_MOUNT, r = -1;
+    int tree = bind ? (int)syscall(SYS_open_tree, AT_FDCWD, op->src,
+                                   ISO_OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE)
+                    : new_fs(op, attr[0]);
+    if (tree < 0)
+        return fail(e, step, bind ? op->src : op->dst);
+    /* a bind's flags, on the tree before anyone sees it */
+    if (bind && attr[0] != 0 && syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                                        attr, sizeof attr) < 0) {
+        if (errno != ENOSYS) {
+            close(tree);
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        }
+        /* before Linux 5.12: src bound on itself (in this namespace alone)
+         * and remounted with them, a copy of it taken, then it is undone
+         * (the top mount only gets them) */
+        close(tree);
+        tree = -1;
+        if (mount(op->src, op->src, NULL, MS_BIND | MS_REC, NULL) < 0)
+            return fail(e, ISO_STEP_BIND, op->src);
+        if (mount(NULL, op->src, NULL, MS_REMOUNT | MS_BIND | attr[0] | locked_flags(op->src),
+                  NULL) == 0)
+            tree = (int)syscall(SYS_open_tree, AT_FDCWD, op->src,
+                                ISO_OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
+        if (tree < 0)
+            fail(e, ISO_STEP_REMOUNT, op->src);
+        umount2(op->src, MNT_DETACH);
+        if (tree < 0)
+            return -1;
+    }
+    struct stat st;
+    int file = bind && fstat(tree, &st) == 0 && !S_ISDIR(st.st_mode);
+    int target = open_target(op->dst, file, e);
+    if (target >= 0) {
+        if (syscall(SYS_move_mount, tree, "", target, "", ISO_MOVE_MOUNT_EMPTY_PATHS) == 0)
+            r = 0;
+        else
+            fail(e, step, op->dst);
+        close(target);
+    }
+    close(tree);
+    return r;
+}
+
 /* ---------------------------------------------------------- plan steps */
 
 static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
@@ -572,6 +747,9 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
 
     case ISO_OP_JOIN_NET:
         return join_net(net, e);
+
+    case ISO_OP_MOUNT_IN_ROOT:
+        return mount_in_root(op, e);
 
     case ISO_OP_UNSHARE:
         if (unshare((int)op->flags) < 0)

@@ -47,6 +47,7 @@ enum iso_step {
     ISO_STEP_NO_NEW_PRIVS,
     ISO_STEP_SECCOMP,
     ISO_STEP_MASK,
+    ISO_STEP_RESOLVE,       /* a mount target, inside its root */
     ISO_STEP_COUNT
 };
 
@@ -101,6 +102,15 @@ typedef struct iso_report {
  *              itself, then remount it read-only
  *   JOIN_NET   join the network namespace made beside the child (see
  *              iso_container_t.net_beside), waiting for it if need be
+ *   MOUNT_IN_ROOT  mount on a path inside a root: dst is the root (its first
+ *              component) then the path (/newroot/a/b: a/b in /newroot),
+ *              resolved now as the root's own lookup would (openat2
+ *              RESOLVE_IN_ROOT: no symlink or ".." leaves it), what is
+ *              missing made there (directories, and an empty file for a bind
+ *              of a file), and mounted on by fd: a bind of src (recursive),
+ *              or without src a new fstype with data's "key=value,flag"
+ *              options. flags: MS_RDONLY/NOSUID/NODEV/NOEXEC of the new
+ *              mount (recursive for a bind). Failures name dst.
  */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,
@@ -118,6 +128,7 @@ enum iso_op_kind {
     ISO_OP_MASK,
     ISO_OP_RO_IF_ANY,
     ISO_OP_JOIN_NET,
+    ISO_OP_MOUNT_IN_ROOT,
 };
 
 typedef struct iso_op {

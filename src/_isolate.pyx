@@ -96,6 +96,7 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_MASK
         ISO_OP_RO_IF_ANY
         ISO_OP_JOIN_NET
+        ISO_OP_MOUNT_IN_ROOT
         ISO_NET_BESIDE
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
@@ -161,6 +162,7 @@ OP_UNSHARE = ISO_OP_UNSHARE
 OP_MASK = ISO_OP_MASK
 OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
 OP_JOIN_NET = ISO_OP_JOIN_NET
+OP_MOUNT_IN_ROOT = ISO_OP_MOUNT_IN_ROOT
 #: Whether start_container can make the network namespace beside the child.
 NET_BESIDE = bool(ISO_NET_BESIDE)
 

@@ -189,12 +189,12 @@ def test_cpuset_pins_the_container(rootfs):
 def test_io_max_throttles_direct_reads(rootfs, block_device):
     dev = block_device
     dd = ["dd", "if=/dev/disk", "of=/dev/null", "bs=1M", "count=6", "iflag=direct"]
-    mounts = [isolate.Mount.bind(dev, "/dev/disk")]
-    with Container(rootfs=rootfs, mounts=mounts) as c:     # unlimited: quick
+    devices = [f"{dev}:/dev/disk"]
+    with Container(rootfs=rootfs, devices=devices) as c:     # unlimited: quick
         t = time.monotonic()
         assert c.run(dd, capture_output=True).returncode == 0
         fast = time.monotonic() - t
-    with Container(rootfs=rootfs, mounts=mounts, io_max={dev: {"rbps": "2M"}}) as c:
+    with Container(rootfs=rootfs, devices=devices, io_max={dev: {"rbps": "2M"}}) as c:
         key = "blkio.throttle.read_bps_device" if LAYOUT == "v1" else "io.max"
         assert f"{os.major(os.stat(dev).st_rdev)}:" in cgfile(c, "blkio", key)
         t = time.monotonic()

@@ -11,13 +11,45 @@ A container with limits gets its own cgroup, named isolate-OWNERPID-ID:
   subtree does not offer it.
 
 Processes join before anything of the user's runs; the cgroup is removed when
-the container ends, and a later start removes those whose owner died.
+the container ends.
+
+An owner that is SIGKILLed cannot remove them: its containers end (their init
+sees the control socket hang up) but their cgroups would stay. So with its
+first cgroup each owner process starts a reaper: a small `python -I -S -c`
+(not a fork of the owner: nothing of its memory, fds or environment), started
+through `sh -c '"$@" &'` in a session of its own (stdio /dev/null, cwd /), so
+that it is nobody's child, has no terminal, and is not killed with the owner's
+process group. It holds only a pidfd of the owner (opened by the owner for
+the spawn, not kept there) and sleeps in poll() until the owner has ended,
+however it ended. Then it removes the owner's isolate-OWNERPID-* cgroups in
+the bases it was given: kill what is left (cgroup.kill on v2; freeze, kill,
+thaw otherwise), rmdir once empty; and exits. After a normal end the owner has
+removed them itself, and the reaper finds none and exits at once; what it
+cannot remove in 30 s it leaves (a process stuck in the kernel). Its cost is
+once per owner process, at the first start with limits (1 to 3 ms for the
+spawn, sh included; the reaper's Python starts in the background and then
+holds about 9 MB); later starts pay nothing, and an owner that makes no
+cgroups starts none. The names it looks for are fixed when the owner ends,
+so a later process that gets the same pid is left alone.
+Without a reaper (it could not start, or was killed), a later start in any
+process still sweeps what dead owners left under the bases it uses.
+
+Rejected: v1 notify_on_release with a release_agent. The agent is one per
+hierarchy, set in its root cgroup by root of the initial namespaces only, so
+setting it would replace what the host runs there (or do nothing where the
+host keeps it); it runs as root in the initial namespaces, which makes it a
+known escape route; it removes empty cgroups but does not kill what is left
+in them (containers without a PID namespace); and cgroup v2 has no agent at all.
 """
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import threading
 import time
+import warnings
 from typing import Any
 
 from .errors import ContainerError
@@ -152,6 +184,128 @@ def _sweep_dir(base: str, force: bool = False) -> None:
             pass
 
 
+#: The reaper's program: argv OWNERPID PIDFD BASE...; see the module docstring.
+REAPER = r"""
+import os, select, sys, time
+try:
+    with open("/proc/self/comm", "w") as f:
+        f.write("isolate-reaper")
+except OSError:
+    pass
+owner, fd, bases = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+p = select.poll()
+p.register(fd, select.POLLIN)
+p.poll()
+prefix = "isolate-" + owner + "-"
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+def write(path, value):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+        return True
+    except OSError:
+        return False
+
+def tree(d):
+    return [top for top, _, _ in os.walk(d, topdown=False)]
+
+def kill(d):
+    if write(d + "/cgroup.kill", "1"):
+        return
+    v1 = os.path.exists(d + "/freezer.state")
+    frozen = write(d + "/freezer.state", "FROZEN") if v1 else write(d + "/cgroup.freeze", "1")
+    end = time.monotonic() + 1
+    while frozen and time.monotonic() < end and not (
+            read(d + "/freezer.state").strip() == "FROZEN" if v1
+            else "frozen 1" in read(d + "/cgroup.events")):
+        time.sleep(0.002)
+    for top in tree(d):
+        for pid in read(top + "/cgroup.procs").split():
+            try:
+                os.kill(int(pid), 9)
+            except (OSError, ValueError):
+                pass
+    if frozen:
+        write(d + "/freezer.state", "THAWED") if v1 else write(d + "/cgroup.freeze", "0")
+
+dirs = []
+for base in bases:
+    try:
+        dirs += [base + "/" + n for n in os.listdir(base) if n.startswith(prefix)]
+    except OSError:
+        pass
+end = time.monotonic() + 30
+while dirs and time.monotonic() < end:
+    for d in dirs:
+        kill(d)
+    again = time.monotonic() + 1
+    while dirs and time.monotonic() < again:
+        for d in dirs:
+            for top in tree(d):
+                try:
+                    os.rmdir(top)
+                except OSError:
+                    pass
+        dirs = [d for d in dirs if os.path.isdir(d)]
+        if dirs:
+            time.sleep(0.005)
+"""
+
+_reaper_lock = threading.Lock()
+_reaper_pid = 0                 # the process the bases below are watched for
+_reaper_bases: set[str] = set()
+
+
+def _watch(needed: list[str]) -> None:
+    """Have a reaper watch this process for its cgroups under needed (and
+    under every base the layout has, so that one reaper normally does for
+    the whole life of the process). Called before the first mkdir."""
+    global _reaper_lock, _reaper_pid
+    pid = os.getpid()
+    if _reaper_pid != pid:              # a fork: its parent's reaper does not watch it
+        _reaper_lock = threading.Lock()
+        _reaper_pid = pid
+        _reaper_bases.clear()
+    if _reaper_bases.issuperset(needed):
+        return
+    with _reaper_lock:
+        new = sorted({*needed, *bases()} - _reaper_bases)
+        if not new:
+            return
+        _reaper_bases.update(new)       # tried once: a failure warns once
+        try:
+            _spawn_reaper(pid, new)
+        except OSError as e:
+            warnings.warn(f"isolate: no reaper for the cgroups of this process ({e}): if it "
+                          "is killed, they stay until a later start sweeps them",
+                          RuntimeWarning, stacklevel=4)
+
+
+def _spawn_reaper(owner: int, where: list[str]) -> None:
+    pidfd = os.pidfd_open(owner)
+    try:
+        if not sys.executable:
+            raise OSError(errno.ENOENT, "no Python executable (sys.executable is empty)")
+        env = {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
+        # sh starts it in the background and exits: the reaper is then nobody's child
+        sh = subprocess.Popen(["/bin/sh", "-c", '"$@" &', "isolate-reaper", sys.executable,
+                               "-I", "-S", "-c", REAPER, str(owner), str(pidfd), *where],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, pass_fds=(pidfd,), cwd="/", env=env,
+                              start_new_session=True)
+        if sh.wait() != 0:
+            raise OSError(errno.ECHILD, f"/bin/sh exited with {sh.returncode}")
+    finally:
+        os.close(pidfd)
+
+
 class Cgroups:
     """The cgroups of one container: make() picks the layout's kind."""
 
@@ -269,8 +423,10 @@ class V1(Cgroups):
 
     def create(self) -> Cgroups:
         wanted = dict.fromkeys(CONTROLLERS[o] for o in self.limits)
-        for controller in (*wanted, *ALWAYS):
-            _sweep_dir(self.base(controller))
+        needed = [self.base(c) for c in (*wanted, *ALWAYS)]
+        for base in needed:
+            _sweep_dir(base)
+        _watch(needed)
         try:
             for controller in dict.fromkeys((*wanted, *ALWAYS)):
                 if controller in wanted or os.path.isdir(f"{ROOT}/{controller}"):
@@ -389,6 +545,7 @@ class V2(Cgroups):
     def create(self) -> Cgroups:
         base = self.base()
         _sweep_dir(base)
+        _watch([base])
         wanted = list(dict.fromkeys(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o])
                                     for o in self.limits))
         self._enable(base, wanted)

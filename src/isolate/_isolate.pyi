@@ -17,6 +17,7 @@ OP_UNSHARE: int
 OP_MASK: int
 OP_RO_IF_ANY: int
 OP_JOIN_NET: int
+OP_MOUNT_IN_ROOT: int
 NET_BESIDE: bool
 MSG_READY: int
 MSG_ERROR: int

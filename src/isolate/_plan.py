@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 from collections.abc import Iterable
 
 from . import _isolate as _c
-from ._config import Config, resolve_in_root
+from ._config import Config
 from ._security import MASKED_PATHS, READONLY_PATHS
 
 MS = _c.MS
@@ -177,7 +176,11 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
 def _tmpfs_cap(size: int) -> str:
     """tmpfs options that bound what it takes of host memory: bytes, and
     inodes (each costs memory too; one per 16 KiB)."""
-    return f"size={size},nr_inodes={max(size // 16384, 4096)}"
+    return f"size={size},nr_inodes={_inodes(size)}"
+
+
+def _inodes(size: int) -> int:
+    return max(size // 16384, 4096)
 
 
 def _mask_steps(paths: Iterable[str]) -> list[tuple]:
@@ -211,26 +214,25 @@ def _cgroupfs_steps(cfg: Config, dst: str) -> list[tuple]:
 
 
 def _user_mount_steps(cfg: Config) -> list[tuple]:
-    image = cfg.rootfs or "/"
+    """One step per mount, its target as written: the child resolves it inside
+    NEWROOT, and makes what is missing there, as it mounts (MOUNT_IN_ROOT).
+    Nothing of the image is looked at here: a plan serves every start with
+    the same options, and the image may change between them."""
     steps = []
     for m in cfg.mounts:
-        target = NEWROOT + resolve_in_root(image, m.target)
+        target = NEWROOT + m.target
         if m.kind == "tmpfs":
-            data = f"mode={m.mode:o}" + (f",size={m.size}" if m.size else "")
-            steps += [op(_c.OP_MKDIR, dst=target, arg=0o755),
-                      op(_c.OP_MOUNT, src="tmpfs", dst=target, fstype="tmpfs",
-                         flags=NOSUID | NODEV, data=data)]
+            size = m.size or cfg.storage_size      # RAM: never unbounded
+            data = f"mode={m.mode:o},size={size},nr_inodes={_inodes(size)}"
+            steps.append(op(_c.OP_MOUNT_IN_ROOT, dst=target, fstype="tmpfs",
+                            flags=NOSUID | NODEV, data=data))
             continue
         assert m.source is not None
         source = os.path.realpath(m.source)     # OLDROOT + a symlink would leave OLDROOT
-        if stat.S_ISDIR(os.stat(source).st_mode):
-            steps.append(op(_c.OP_MKDIR, dst=target, arg=0o755))
-        else:
-            steps += [op(_c.OP_MKDIR, dst=os.path.dirname(target), arg=0o755),
-                      op(_c.OP_TOUCH, dst=target)]
-        steps.append(op(_c.OP_BIND, src=OLDROOT + source, dst=target, flags=REC))
-        if m.readonly:
-            steps.append(op(_c.OP_RDONLY_REC, dst=target))
+        # a directory or a file target, as the source is when the child binds it
+        # nodev: a device is given with devices=, never through a bind
+        steps.append(op(_c.OP_MOUNT_IN_ROOT, src=OLDROOT + source, dst=target,
+                        flags=NODEV | (RDONLY if m.readonly else 0)))
     return steps
 
 

@@ -144,6 +144,8 @@ def _hint(step: str, err: int, path: str) -> str:
         return "; the container has ended"
     if step in ("mkdir", "create mount target") and err == _errno.EROFS:
         return "; the root is read-only: create the mount target in the image first"
+    if step == "resolve mount target" and err == _errno.ENOSYS:
+        return "; mount targets are resolved inside the root with openat2 (Linux 5.6)"
     if step == "mount" and err == _errno.ENODEV:
         return "; the kernel lacks this filesystem type"
     if step == "mount" and path.endswith("/proc") and err == _errno.EPERM:

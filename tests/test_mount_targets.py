@@ -1,0 +1,135 @@
+"""Mount targets resolve inside the container's root when each container
+starts, never once for every start with the same options: a directory of
+the image that becomes a symlink between two starts cannot point a mount, or
+what is made for it, out of the root."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pytest
+
+import isolate
+from isolate import ContainerError, Mount
+
+#: where the symlink that replaces the image's /a points (victim: a host directory)
+ESCAPES = {
+    "oldroot": lambda victim: "/oldroot" + victim,     # the host's root during setup
+    "absolute": lambda victim: victim,
+    "relative-oldroot": lambda victim: "../" * 12 + "oldroot" + victim,
+    "relative": lambda victim: "../" * 12 + victim.lstrip("/"),
+}
+
+#: what shows the mount in the container: (mount, command that prints "ok" when it is there)
+KINDS = {
+    "tmpfs": (lambda src: Mount.tmpfs("/a/b", size="1M"),
+              'd=$(readlink -f /a/b); grep -q " $d tmpfs " /proc/self/mounts && '
+              'touch /a/b/new && echo ok'),
+    "bind": (lambda src: Mount.bind(str(src), "/a/b"),
+             'cat /a/b/f && touch /a/b/new && echo ok'),
+    "bind-ro": (lambda src: Mount.bind(str(src), "/a/b", readonly=True),
+                'cat /a/b/f && ! touch /a/b/new 2>/dev/null && echo ok'),
+    "file": (lambda src: Mount.bind(str(src / "f"), "/a/f"),
+             'cat /a/f && echo ok'),
+}
+
+ROOTS = {"overlay": {}, "readonly": {"readonly": True}, "userns": {"userns": True}}
+
+
+def _run(opts):
+    return isolate.run(["sh", "-c", opts.pop("_check")], capture_output=True, text=True,
+                       timeout=30, **opts)
+
+
+@pytest.mark.parametrize("root", list(ROOTS))
+@pytest.mark.parametrize("escape", list(ESCAPES))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_symlink_swapped_in_between_two_starts(tmp_path, fresh_rootfs, kind, escape, root):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.chmod(victim, 0o777)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("from host\n")
+    make, check = KINDS[kind]
+    mount = make(src)
+    a = os.path.join(fresh_rootfs, "a")
+    os.mkdir(a)
+    if root == "readonly":      # a read-only root needs its targets in the image
+        leaf = os.path.join(fresh_rootfs, mount.target.lstrip("/"))
+        open(leaf, "w").close() if kind == "file" else os.mkdir(leaf)
+    opts = dict(rootfs=fresh_rootfs, mounts=[mount], **ROOTS[root])
+
+    r = _run(dict(opts, _check=check))
+    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r
+    # the same options again, but the image's /a is now a symlink out of it
+    shutil.rmtree(a)
+    os.symlink(ESCAPES[escape](str(victim)), a)
+    try:
+        r = _run(dict(opts, _check=check))
+    except ContainerError as e:
+        r = e
+    # nothing made on the host (the autouse no_leaks checks its mount table)
+    assert os.listdir(victim) == []
+    assert sorted(os.listdir(src)) == ["f"] + (["new"] if kind == "bind" else [])
+    if isinstance(r, ContainerError):
+        # refused cleanly (a read-only root cannot make the target where the
+        # symlink leads inside it), naming the target as written
+        assert root == "readonly", r
+        assert r.errno == errno.EROFS and r.filename == mount.target, r
+    else:
+        # the mount is where /a/b leads inside the root: visible in the container
+        assert r.returncode == 0 and r.stdout.endswith("ok\n"), r
+    assert os.readlink(a) == ESCAPES[escape](str(victim))    # the image is left as it is
+
+
+def test_symlink_in_the_image_to_the_host_root_stays_inside(tmp_path, fresh_rootfs):
+    """/data/link -> /../../etc: a mount below it goes to the root's /etc."""
+    os.symlink("/../../etc", os.path.join(fresh_rootfs, "data", "link"))
+    os.symlink("../../../../../../../../../../tmp/made", os.path.join(fresh_rootfs, "rel"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("from host\n")
+    r = isolate.run(["sh", "-c", "grep -q ' /etc/x tmpfs ' /proc/self/mounts && cat /etc/y/f "
+                     "/tmp/made/sub/f && echo ok"],
+                    rootfs=fresh_rootfs, capture_output=True, text=True, timeout=30,
+                    mounts=[Mount.tmpfs("/data/link/x"), Mount.bind(str(src), "/data/link/y"),
+                            Mount.bind(str(src / "f"), "/rel/sub/f")])
+    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r
+    assert not os.path.exists("/etc/x") and not os.path.exists("/etc/y")
+    assert not os.path.exists("/tmp/made")
+    assert not os.path.exists(os.path.join(fresh_rootfs, "etc", "x"))   # made in the overlay
+
+
+def test_dangling_symlink_to_a_file_target_is_followed_inside(tmp_path, fresh_rootfs):
+    """/etc/resolv.conf -> ../run/resolve/stub.conf, dangling in the image: a
+    bind of a file there makes the file (and its directories) inside the root."""
+    os.symlink("../run/resolve/stub.conf", os.path.join(fresh_rootfs, "etc", "resolv.conf"))
+    (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+    r = isolate.run(["cat", "/etc/resolv.conf", "/run/resolve/stub.conf"], rootfs=fresh_rootfs,
+                    capture_output=True, text=True, timeout=30,
+                    mounts=[Mount.bind(str(tmp_path / "resolv.conf"), "/etc/resolv.conf")])
+    assert r.returncode == 0, r
+    assert r.stdout == "nameserver 192.0.2.1\n" * 2
+    assert not os.path.exists(os.path.join(fresh_rootfs, "run"))
+
+
+def test_missing_target_on_read_only_root_names_it_as_written(fresh_rootfs):
+    with pytest.raises(ContainerError) as e:
+        isolate.run(["true"], rootfs=fresh_rootfs, readonly=True,
+                    mounts=[Mount.tmpfs("/not/there")])
+    assert (e.value.step, e.value.errno, e.value.filename) == ("mkdir", errno.EROFS, "/not/there")
+    assert "create the mount target in the image first" in str(e.value)
+
+
+def test_plan_holds_no_resolved_target(fresh_rootfs, tmp_path):
+    """The plan names targets as written: nothing of the image is looked at
+    when it is made (it is reused for every start with the same options)."""
+    from isolate import _plan
+    from isolate._config import make_config
+    os.symlink("/etc", os.path.join(fresh_rootfs, "link"))
+    cfg = make_config(fresh_rootfs, mounts=[Mount.tmpfs("/link/x"),
+                                           Mount.bind(str(tmp_path), "/link/y", readonly=True)])
+    lines = [s for s in _plan.describe(_plan.container_steps(cfg)) if "/link/" in s]
+    assert len(lines) == 2 and all("/newroot/link/" in s for s in lines), lines
