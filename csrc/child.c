@@ -692,10 +692,12 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
         return 0;
     }
 
-    case ISO_OP_MKNOD:
-        if (mknod(op->dst, S_IFCHR | (mode_t)op->flags, (dev_t)op->arg) < 0)
+    case ISO_OP_MKNOD: {
+        mode_t mode = (mode_t)op->flags;
+        if (mknod(op->dst, (mode & S_IFMT) ? mode : (S_IFCHR | mode), (dev_t)op->arg) < 0)
             return fail(e, ISO_STEP_MKNOD, op->dst);
         return 0;
+    }
 
     case ISO_OP_SYMLINK:
         if (symlink(op->src, op->dst) < 0 && errno != EEXIST)
@@ -948,11 +950,12 @@ static int restrict_self(const iso_exec_t *x, iso_error_t *e)
     return 0;
 }
 
-/* Where this process's environment strings lie, noted by the caller once
- * (iso_note_environ): a fork that goes on running the caller's code in a
- * container zeroes them, so that its /proc/PID/environ, which shows that
- * memory, holds nothing of the caller's. */
-static uintptr_t env_start, env_end;
+/* Where this process's command line and environment strings lie, noted by
+ * the caller once (iso_note_environ): a fork that goes on running the
+ * caller's code in a container zeroes them, so that its /proc/PID/cmdline
+ * and environ, which show that memory (cmdline to anyone), hold nothing of
+ * the caller's. */
+static uintptr_t area_start[2], area_end[2];
 
 void iso_note_environ(void)
 {
@@ -969,17 +972,18 @@ void iso_note_environ(void)
     if (p == NULL)
         return;
     p += 2;                                 /* at field 3 */
-    for (int field = 3; field < 50 && p != NULL; field++)
+    for (int field = 3; field < 48 && p != NULL; field++)
         if ((p = strchr(p, ' ')) != NULL)
             p++;
     if (p == NULL)
         return;
-    char *end;
-    unsigned long long start = strtoull(p, &end, 10);
-    unsigned long long stop = strtoull(end, NULL, 10);
-    if (start > 0 && stop > start && stop - start < (1ULL << 24)) {
-        env_start = (uintptr_t)start;
-        env_end = (uintptr_t)stop;
+    for (int i = 0; i < 2; i++) {           /* arg_start, arg_end, env_start, env_end */
+        unsigned long long start = strtoull(p, &p, 10);
+        unsigned long long stop = strtoull(p, &p, 10);
+        if (start > 0 && stop > start && stop - start < (1ULL << 24)) {
+            area_start[i] = (uintptr_t)start;
+            area_end[i] = (uintptr_t)stop;
+        }
     }
 }
 
@@ -994,8 +998,9 @@ int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e
 
 void iso_forget_environ(void)
 {
-    if (env_end > env_start)
-        memset((void *)env_start, 0, env_end - env_start);
+    for (int i = 0; i < 2; i++)
+        if (area_end[i] > area_start[i])
+            memset((void *)area_start[i], 0, area_end[i] - area_start[i]);
 }
 
 int iso_close_fds(const int *keep, size_t nkeep)
@@ -1345,7 +1350,7 @@ out:
 }
 
 pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
-                  size_t npre, iso_error_t *err)
+                  size_t npre, int *status_fd, iso_error_t *err)
 {
     int init_fd = iso_init_memfd(err);
     if (init_fd < 0)
@@ -1400,38 +1405,41 @@ pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const i
     while (waitpid(mid, &status, __WALL) < 0 && errno == EINTR)
         ;
 
-    /* up to two reports: the command's pid, then its exec's error; or an
-     * error of the child's or of the init's */
-    iso_report_t r[2];
-    size_t got = 0;
-    for (;;) {
-        ssize_t n = read(p[0], (char *)r + got, sizeof r - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
+    /* The first report: the command's pid, or an error of the child's or of
+     * the init's. The command's exec is waited for by iso_exec_finish. */
+    iso_report_t r;
+    ssize_t n;
+    do
+        n = read(p[0], &r, sizeof r);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof r && r.error.step == 0 && r.pid > 0) {
+        *status_fd = p[0];
+        return r.pid;
     }
     close(p[0]);
-    pid_t child = -1;
-    const iso_error_t *e = NULL;
-    for (size_t i = 0; i < got / sizeof r[0]; i++) {
-        if (r[i].pid > 0)
-            child = r[i].pid;
-        if (r[i].error.step != 0 && e == NULL)
-            e = &r[i].error;
-    }
-    if (e == NULL && child > 0)
-        return child;
-    if (e != NULL) {
-        *err = *e;
+    if (n == (ssize_t)sizeof r && r.error.step != 0) {
+        *err = r.error;
     } else {
         errno = ECHILD;
         fail(err, ISO_STEP_INIT, "");
     }
-    if (child > 0)
-        while (waitpid(child, &status, __WALL) < 0 && errno == EINTR)
-            ;
+    return -1;
+}
+
+int iso_exec_finish(int status_fd, pid_t child, iso_error_t *err)
+{
+    iso_report_t r;
+    ssize_t n;
+    do
+        n = read(status_fd, &r, sizeof r);
+    while (n < 0 && errno == EINTR);
+    close(status_fd);
+    if (n != (ssize_t)sizeof r || r.error.step == 0)
+        return 0;       /* end of file: it has exec'd (or was killed) */
+    *err = r.error;
+    int status;
+    while (waitpid(child, &status, __WALL) < 0 && errno == EINTR)
+        ;
     return -1;
 }
 

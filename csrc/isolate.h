@@ -86,7 +86,8 @@ typedef struct iso_report {
  *              MS_NODEV in flags)
  *   MKDIR      mkdir -p dst, mode = arg
  *   TOUCH      create an empty file dst (a bind target)
- *   MKNOD      character device dst, mode = flags, device number = arg
+ *   MKNOD      mknod dst, mode = flags (a character device unless flags has a
+ *              file type: S_IFREG makes an empty file), device number = arg
  *   SYMLINK    symlink(src, dst)
  *   PIVOT_ROOT with src: pivot_root(dst, src), chdir /
  *              without: chdir dst, pivot_root(".", "."), detach the old root
@@ -227,11 +228,18 @@ int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *c
  * the caller runs the pre steps (joining the container's cgroups), joins the
  * namespaces in nsflags of the process behind pidfd (setns on a pidfd: Linux
  * 5.8), takes x's stdio, fds, directory, ids and security, and execs the
- * sealed init, which forks x's command into the container's PID namespace. Only that fork is ever visible in the container, and it holds
- * nothing of the caller. The command is a child of the caller. Returns its
- * pid, or -1 with err set. */
+ * sealed init, which forks x's command into the container's PID namespace.
+ * Only that fork is ever visible in the container, and it holds nothing of
+ * the caller. The command is a child of the caller. Returns its pid, with
+ * *status_fd, where iso_exec_finish learns how its exec went; or -1 with err
+ * set. Kept apart, so that a caller waits for the exec (which a process in
+ * the container can delay, stopping the command) without holding a lock. */
 pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x, const iso_op_t *pre,
-                  size_t npre, iso_error_t *err);
+                  size_t npre, int *status_fd, iso_error_t *err);
+
+/* 0 once child has exec'd (or ended); -1 with err set, child reaped, when
+ * its exec failed. Closes status_fd. */
+int iso_exec_finish(int status_fd, pid_t child, iso_error_t *err);
 
 /* In a fork of the caller that goes on running the caller's code inside a
  * container (Pool workers, call): close every fd from 3 up but those in keep
@@ -267,8 +275,9 @@ void iso_dumpable_release(void);
 /* In a fork: close every fd from 3 up but those in keep (ascending). */
 int iso_close_fds(const int *keep, size_t nkeep);
 
-/* Note where this process's environment strings lie, for iso_enter to zero
- * them in a fork whose security says nondumpable (its /proc/PID/environ). */
+/* Note where this process's command line and environment strings lie, for
+ * iso_enter to zero them in a fork whose security says nondumpable (its
+ * /proc/PID/cmdline and environ). */
 void iso_note_environ(void);
 /* In a fork, zero them now (what iso_enter does). */
 void iso_forget_environ(void);

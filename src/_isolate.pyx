@@ -103,7 +103,8 @@ cdef extern from "isolate.h" nogil:
                             iso_msg_t *first_msg, iso_error_t *err)
     int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *err)
     pid_t iso_exec_in(int pidfd, unsigned long nsflags, const iso_exec_t *x,
-                      const iso_op_t *pre, size_t npre, iso_error_t *err)
+                      const iso_op_t *pre, size_t npre, int *status_fd, iso_error_t *err)
+    int iso_exec_finish(int status_fd, pid_t child, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
                              size_t nops, iso_error_t *err)
@@ -399,20 +400,33 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint ru
 def exec_in(int pidfd, unsigned long nsflags, ExecSpec spec, Plan pre=None):
     """Start spec's process inside the namespaces of the running container
     behind pidfd, after the steps of pre (run outside: joining cgroups).
-    The process is a child of the caller; returns its pid.
+    The process is a child of the caller. Returns (pid, status_fd): give
+    both to exec_finish, which waits for its exec.
     """
     cdef iso_error_t err
     cdef pid_t pid
+    cdef int status_fd = -1
     cdef const iso_op_t *pre_ops = NULL
     cdef size_t npre = 0
     if pre is not None:
         pre_ops = pre.ops
         npre = pre.n
     with nogil:
-        pid = iso_exec_in(pidfd, nsflags, &spec.x, pre_ops, npre, &err)
+        pid = iso_exec_in(pidfd, nsflags, &spec.x, pre_ops, npre, &status_fd, &err)
     if pid < 0:
         _raise(&err)
-    return pid
+    return pid, status_fd
+
+
+def exec_finish(int status_fd, pid_t pid):
+    """Wait until exec_in's process has exec'd; raise (the process reaped)
+    when its exec failed. Closes status_fd."""
+    cdef iso_error_t err
+    cdef int r
+    with nogil:
+        r = iso_exec_finish(status_fd, pid, &err)
+    if r < 0:
+        _raise(&err)
 
 
 def parse_msg(bytes data):
@@ -513,61 +527,39 @@ cdef int _keep_array(object keep, int *fds, int extra) except -1:
     return n
 
 
-def fork_into(int pidfd, unsigned long nsflags, list procs=None, keep=(), bint hidden=False):
+def fork_into(int pidfd, unsigned long nsflags, list procs=None, keep=()):
     """fork() this process into the namespaces of the process behind pidfd.
 
     Returns (pid, 0) in the parent and (0, errno) in the child: errno is
     not 0 when the child could not join (it must report that, not raise
     into the caller's code). The child is a child of the caller, in the
-    container's PID namespace, and born non-dumpable: until it has joined
-    the mount namespace and closed the caller's fds, nothing in the
-    container can reach its memory, fds, root or executable through /proc
-    (the caller is made non-dumpable for the fork, then put back).
-
-    One fork: the calling thread points its own pid_for_children at the
-    container for the fork and back after (a per-thread setting). With
-    hidden (a container whose processes may ptrace: CAP_SYS_PTRACE
-    overrides non-dumpability), or for a caller without CAP_SYS_ADMIN in
-    its own user namespace, a first child joins every namespace and closes
-    every fd but keep outside the container's PID namespace, and forks the
-    second into it with CLONE_PARENT (two forks). The child joins the
-    cgroups whose cgroup.procs files procs names before the namespaces.
+    container's namespaces. With a PID namespace in nsflags, a first child
+    joins every namespace outside it (where the container cannot see it),
+    makes itself non-dumpable, zeroes the caller's command line and
+    environment (/proc/PID/cmdline, environ), closes every fd but keep, and
+    then forks the second into it with CLONE_PARENT: the container never
+    sees a process that holds the caller's fds, root, mounts or network
+    (/proc/PID/mountinfo and net/ are not guarded by dumpability). The child
+    joins the cgroups whose cgroup.procs files procs names first.
     """
-    cdef int own = -1, pid, err = 0
+    cdef int pid, err = 0
     if procs is None:
         procs = []
     if nsflags & CLONE_NEWPID:
-        if hidden:
-            return _fork_into_twice(pidfd, nsflags, procs, keep)
-        own = open(b"/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC)
-        if own < 0 or setns(pidfd, CLONE_NEWPID) < 0:
-            err = errno
-            if own >= 0:
-                close(own)
-            if err == EPERM:
-                return _fork_into_twice(pidfd, nsflags, procs, keep)
-            from isolate.errors import child_error
-            raise child_error("setns", err, "container")
-    iso_dumpable_hold()
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        return _fork_into_twice(pidfd, nsflags, procs, keep)
     PyOS_BeforeFork()
     pid = fork()
     if pid == 0:
         PyOS_AfterFork_Child()
-        if own >= 0:
-            close(own)
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         err = _join_cgroups(procs)
         if err:
             return 0, err
-        if nsflags & ~CLONE_NEWPID and setns(pidfd, nsflags & ~CLONE_NEWPID) < 0:
+        if nsflags and setns(pidfd, nsflags) < 0:
             return 0, errno
         return 0, 0
     err = errno
     PyOS_AfterFork_Parent()
-    iso_dumpable_release()
-    if own >= 0:
-        setns(own, CLONE_NEWPID)
-        close(own)
     if pid < 0:
         from isolate.errors import child_error
         raise child_error("clone", err, "fork")

@@ -262,3 +262,26 @@ def test_commands_hold_only_stdio_and_pass_fds():
 def test_a_command_that_kills_itself_is_reported_as_killed():
     r = isolate.run(["sh", "-c", "kill -9 $$"])
     assert r.returncode == -signal.SIGKILL
+
+
+def _stdio() -> tuple[bytes, list[str]]:
+    import os
+    os.set_blocking(0, False)
+    try:
+        data = os.read(0, 100)
+    except BlockingIOError:
+        data = b"(blocked)"
+    print("from the worker")
+    return data, [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]
+
+
+def test_pool_workers_do_not_get_the_callers_stdio():
+    code = ("import isolate, sys\nsys.path.insert(0, 'tests')\nfrom test_boundary import _stdio\n"
+            "with isolate.Pool(size=1) as p:\n    print(p.call(_stdio))\n")
+    r = subprocess.run([sys.executable, "-c", code], input="CALLER-STDIN-SECRET\n",
+                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+                           os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    assert "CALLER-STDIN-SECRET" not in r.stdout
+    assert "from the worker" in r.stdout           # relayed
+    assert "/dev/null" in r.stdout and "pipe:" in r.stdout

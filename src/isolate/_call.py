@@ -103,14 +103,6 @@ class _Relay:
             os.close(r)
 
 
-def can_ptrace(cfg: Config) -> bool:
-    """Whether processes in the container may ptrace (CAP_SYS_PTRACE, or
-    privileged): then non-dumpability does not keep them from a process's
-    memory, fds or root, and a process entering must be stripped first."""
-    from ._security import cap_number
-    return cfg.caps is None or bool(cfg.caps & (1 << cap_number("SYS_PTRACE")))
-
-
 def restrict_spec(cfg: Config) -> Any:
     """What enter_in_child applies: made in the parent, once, since in a fresh
     fork every object made touches pages that must then be copied."""
@@ -178,7 +170,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             procs = [os.fsencode(p) for p in cgroups.procs()] if cgroups is not None else None
             ooms = cgroups.oom_kills() if cgroups is not None else 0
             keep = {r, w, *keep_fds, *_stdio_fds(), *relay.fds()}
-            pid, err = _c.fork_into(c._pidfd, c._join, procs, keep, can_ptrace(c._cfg))
+            pid, err = _c.fork_into(c._pidfd, c._join, procs, keep)
             if pid == 0:            # the child: never returns
                 try:
                     os.close(r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Iterable
 
 from . import _isolate as _c
@@ -113,7 +114,7 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
         else:
             source = f"/nodes/{name}"
             steps.append(op(_c.OP_MKNOD, dst=source, flags=0o666, arg=os.makedev(major, minor)))
-        steps += [op(_c.OP_TOUCH, dst=f"{dev}/{name}"),
+        steps += [op(_c.OP_MKNOD, dst=f"{dev}/{name}", flags=stat.S_IFREG | 0o644),  # target
                   op(_c.OP_BIND, src=source, dst=f"{dev}/{name}")]
     for host, inside in cfg.devices:
         if os.path.dirname(inside) != "/dev":

@@ -241,7 +241,7 @@ _REFUSED_HINT = ("unpickling it could run code in the caller, so isolate does no
 #: the standard library's and takes data (builtins' exception classes too)
 _DATA_TYPES = {
     "builtins": frozenset({"int", "float", "complex", "str", "bytes", "bytearray", "bool", "list",
-                           "tuple", "dict", "set", "frozenset", "slice", "range", "Ellipsis",
+                           "tuple", "dict", "set", "frozenset", "slice", "Ellipsis",
                            "NotImplemented"}),
     "collections": frozenset({"OrderedDict", "deque", "Counter", "defaultdict"}),
     "datetime": frozenset({"date", "time", "datetime", "timedelta", "timezone"}),
@@ -263,6 +263,37 @@ def _latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     return obj.encode("latin-1")
 
 
+def _sized_bytes(kind: type) -> Any:
+    """bytes or bytearray from data only: bytes(2**40), a few bytes of
+    pickle, would make the caller allocate a terabyte."""
+    def make(*args: Any) -> Any:
+        if args and type(args[0]) in (int, bool):
+            raise SerializationError(f"{{what}} asks for {kind.__name__}(size): not data")
+        return kind(*args)
+    return make
+
+
+def _plain_fraction(*args: Any) -> Any:
+    """Fraction from "n/d" as it pickles, or ints: not from "1e30000000",
+    whose power of ten would take the caller minutes to compute."""
+    import fractions
+    import re
+    if args and type(args[0]) is str and not re.fullmatch(r"\s*-?\d+(/\d+)?\s*", args[0]):
+        raise SerializationError("{what} holds a Fraction from a string that is not n/d")
+    if any(type(a) not in (int, str) for a in args):
+        raise SerializationError("{what} holds a Fraction of something else than ints")
+    return fractions.Fraction(*args)
+
+
+#: admitted constructors that check what they are given: a pickle a few
+#: bytes long must not make the caller compute or allocate without bound
+#: (every other admitted constructor takes objects the pickle holds, and
+#: makes at most a few times their size)
+_GUARDED = {("builtins", "bytes"): _sized_bytes(bytes),
+            ("builtins", "bytearray"): _sized_bytes(bytearray),
+            ("fractions", "Fraction"): _plain_fraction}
+
+
 def _admit(module: str, name: str) -> Any:
     """The global a safe pickle may name, or SerializationError."""
     import _compat_pickle
@@ -271,6 +302,8 @@ def _admit(module: str, name: str) -> Any:
     found: Any = None
     if (m, n) == ("_codecs", "encode"):
         found = _latin1
+    elif (m, n) in _GUARDED:
+        found = _GUARDED[m, n]
     elif n in _DATA_TYPES.get(m, ()):
         found = getattr(sys.modules.get(m) or __import__(m), n)
     elif m == "builtins":

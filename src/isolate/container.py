@@ -485,10 +485,21 @@ class Container:
             with self._lock:
                 if self._state != "running":
                     raise RuntimeError(f"container {self.id} is {self._state}")
-                pid = _c.exec_in(self._pidfd, self._join, launch.spec(argv, exe, stdio, fds),
-                                 self._cg_join)
+                pid, status_fd = _c.exec_in(self._pidfd, self._join,
+                                            launch.spec(argv, exe, stdio, fds), self._cg_join)
+                assert self.pid is not None
+                init = self.pid
+            # a process in the container can stop the command before its exec:
+            # wait for that without the lock, so that close() still ends it all
+            try:
+                _check_own_child(pid, init)
+            except BaseException:
+                os.close(status_fd)
+                raise
+            _c.exec_finish(status_fd, pid)
+            with self._lock:
                 self._procs.append(proc)
-                return pid
+            return pid
 
         return Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
                        encoding=encoding, errors=errors, universal_newlines=universal_newlines,
@@ -549,6 +560,23 @@ class Container:
         if self._cgroups is not None:
             result.oom_killed = self._cgroups.oom_kills() > ooms
         return result
+
+
+def _check_own_child(pid: int, init: int) -> None:
+    """That pid, reported from inside the container, is a child of ours in
+    that container's PID namespace: a report forged by the container (which
+    may take fds with CAP_SYS_PTRACE) must not point the caller's signals
+    and waits at another process."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+        same = os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat(f"/proc/{init}/ns/pid").st_ino
+    except OSError:
+        same = False
+    if not same:
+        from .errors import ContainerError
+        raise ContainerError(1, f"the container reported pid {pid} for a command it started, "
+                             "which is no child of ours there: the report was tampered with",
+                             None, step="exec")
 
 
 def _set_groups(cfg: Config) -> bool:

@@ -130,6 +130,25 @@ def _what(fn: Callable[..., Any]) -> str:
     return f"the worker running {getattr(fn, '__qualname__', repr(fn))}"
 
 
+def _relay(pipe: Any, name: str) -> None:
+    """Copy what the workers write to a pipe of the zygote's to sys.stdout or
+    sys.stderr (as they are at each write: redirect_stdout and pytest's
+    capture see it), as text."""
+    import codecs
+    decode = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode
+    fd = pipe.fileno()
+    try:
+        while data := os.read(fd, 65536):
+            stream = getattr(sys, name)
+            if stream is not None:
+                stream.write(decode(data))
+                stream.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        pipe.close()
+
+
 _PENDING = object()
 
 
@@ -277,13 +296,22 @@ class Pool(concurrent.futures.Executor):
         try:
             exe = _sealed_python()
             try:
+                # stdio: nothing of the caller's (its terminal least of all);
+                # what workers print is relayed to sys.stdout and sys.stderr
                 self._zygote = subprocess.Popen(
                     [sys.executable, "-c", _ZYGOTE_MAIN, str(theirs.fileno()), str(exe)],
-                    executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe], env=env)
+                    executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe], env=env,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             finally:
                 os.close(exe)
         finally:
             theirs.close()
+        self._relays = [threading.Thread(target=_relay, args=(pipe, name), daemon=True,
+                                         name=f"isolate-pool-{name}")
+                        for pipe, name in ((self._zygote.stdout, "stdout"),
+                                           (self._zygote.stderr, "stderr"))]
+        for t in self._relays:
+            t.start()
         self._ctl = ours
         try:
             ours.send(pickle.dumps((self._cfg, size, preload, self._trusted)))
@@ -457,6 +485,8 @@ class Pool(concurrent.futures.Executor):
         self._ctl.close()
         self._zygote.wait()
         self._reader.join()
+        for t in self._relays:      # workers that left a child holding them: not waited for
+            t.join(0.5)
         while self._ready:
             self._ready.popleft().close()
 
