@@ -231,7 +231,7 @@ class _Blowup:
 
 
 @pytest.mark.parametrize("reduced", [
-    (list, (range(10**10),)),                   # range: not admitted
+    (list, (range(10**10),)),                   # what iterating it makes
     (bytes, (2**40,)),                          # a terabyte from an int
     (bytearray, (2**40,)),
     (fractions.Fraction, ("1e300000000",)),     # a power of ten for minutes
@@ -250,7 +250,7 @@ DATA = {
     "nested": [1, (2, [3, {"k": (4,)}]), {5, 6}, frozenset({7})],
     "scalars": (None, True, False, 0, -1, 2**100, 1.5, float("inf"), 1 - 2j, "txt", b"\x00b",
                 bytearray(b"ba"), Ellipsis, NotImplemented),
-    "slices": (slice(1, None, -1),),
+    "ranges": (range(1, 9, 2), slice(1, None, -1)),
     "dates": (datetime.date(2024, 2, 29), datetime.time(1, 2, 3, 4),
               datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
               datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=-3),
@@ -450,3 +450,20 @@ def test_an_isolated_test_cannot_run_code_in_the_session_through_its_reports(pyt
     r.assert_outcomes(passed=1, failed=1)
     assert "reports cannot be brought back" in r.stdout.str()
     assert "posix.system" in r.stdout.str()
+
+
+def test_a_memoized_object_asked_for_again_and_again_is_refused():
+    """One 1 MB string, then list() of it a thousand times through the memo:
+    about 1 MB of pickle asking for 8 GB."""
+    big = "x" * (1 << 20)
+    ops = [pickle.PROTO + b"\x05", pickle.GLOBAL + b"builtins\nlist\n", pickle.BINPUT + b"\x00",
+           pickle.BINUNICODE + len(big).to_bytes(4, "little") + big.encode(),
+           pickle.BINPUT + b"\x01", pickle.POP, pickle.EMPTY_LIST]
+    for _ in range(1000):
+        ops += [pickle.BINGET + b"\x00", pickle.BINGET + b"\x01", pickle.TUPLE1, pickle.REDUCE,
+                pickle.APPEND]
+    data = b"".join(ops) + pickle.STOP
+    with pytest.raises(SerializationError, match="more than its size"):
+        isolate._wire.safe_loads(data)
+    assert isolate._wire.safe_loads(pickle.dumps(collections.defaultdict(list, {"a": [1]}))
+                                    ).default_factory is list

@@ -14,6 +14,7 @@ trusted=True: a full pickle.loads, and ("raise", exc, tb) as pickled.
 from __future__ import annotations
 
 import io
+import collections
 import importlib
 import os
 import pickle
@@ -241,7 +242,7 @@ _REFUSED_HINT = ("unpickling it could run code in the caller, so isolate does no
 #: the standard library's and takes data (builtins' exception classes too)
 _DATA_TYPES = {
     "builtins": frozenset({"int", "float", "complex", "str", "bytes", "bytearray", "bool", "list",
-                           "tuple", "dict", "set", "frozenset", "slice", "Ellipsis",
+                           "tuple", "dict", "set", "frozenset", "slice", "range", "Ellipsis",
                            "NotImplemented"}),
     "collections": frozenset({"OrderedDict", "deque", "Counter", "defaultdict"}),
     "datetime": frozenset({"date", "time", "datetime", "timedelta", "timezone"}),
@@ -317,17 +318,75 @@ def _admit(module: str, name: str) -> Any:
     return found
 
 
+#: the admitted constructors that copy or iterate what they are given (a
+#: pickle can ask for them again and again on one big memoized object):
+#: charged. A data pickle of protocol 5 calls none of them but for these
+#: collections' own, and defaultdict's factory; a type among them returned
+#: as a value comes back as its charged stand-in (__wrapped__ is the type).
+_COPYING = frozenset({("builtins", n) for n in ("list", "tuple", "set", "frozenset", "dict",
+                                                 "bytes", "bytearray", "str", "int")}
+                     | {("collections", n) for n in ("deque", "Counter", "OrderedDict",
+                                                     "defaultdict")}
+                     | {("decimal", "Decimal"), ("pathlib", "PosixPath"),
+                        ("pathlib", "PurePosixPath"), ("__builtin__", "unicode"),
+                        ("__builtin__", "bytearray"), ("__builtin__", "set"),
+                        ("__builtin__", "frozenset"), ("__builtin__", "list"),
+                        ("__builtin__", "dict"), ("__builtin__", "tuple"),
+                        ("__builtin__", "int"), ("__builtin__", "str"), ("__builtin__", "long")})
+
+
+def _cost(args: tuple) -> int:
+    """What a constructor called with args may make, in bytes, at most: a
+    few times the sizes of what it is given (a range: what iterating it
+    makes; an int: bytes(n))."""
+    total = 64
+    for a in args:
+        if type(a) in (int, bool):
+            total += abs(a) if abs(a) < 1 << 62 else 1 << 62
+        elif type(a) is range:
+            total += 64 * len(a)
+        else:
+            try:
+                total += 64 * len(a)
+            except TypeError:
+                total += 64
+    return total
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """pickle's "Restricting Globals": the C unpickler, admitting only the
     globals of _DATA_TYPES (and builtins' exception classes). Every other
     way a pickle runs code goes through these: REDUCE, NEWOBJ, INST, OBJ
-    and BUILD call or set up only objects that find_class gave or data."""
+    and BUILD call or set up only objects that find_class gave or data.
+
+    Each call of an admitted constructor is charged what it may make
+    (_cost) against a budget in proportion to the pickle's size: a few
+    bytes of pickle (list(range(10**10)), or one big string's list() asked
+    for a thousand times through the memo) cannot make the caller allocate
+    or compute without bound."""
+
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.budget = 16 * len(data) + (1 << 20)
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _admitted[module, name]
+            found = _admitted[module, name]
         except (KeyError, TypeError):
-            return _admit(module, name)
+            found = _admit(module, name)
+        if (module, name) not in _COPYING:
+            return found        # makes an object of constant size (NEWOBJ needs UUID itself)
+
+        def charged(*args: Any, **kwargs: Any) -> Any:
+            self.budget -= _cost(args) + _cost(tuple(kwargs.values()))
+            if self.budget < 0:
+                raise SerializationError("{what} asks for more than its size warrants "
+                                         f"(calls of {module}.{name})")
+            if found is collections.defaultdict and args:   # its factory: the type itself
+                args = (getattr(args[0], "__wrapped__", args[0]), *args[1:])
+            return found(*args, **kwargs)
+        charged.__wrapped__ = found         # type: ignore[attr-defined]
+        return charged
 
     def persistent_load(self, pid: Any) -> Any:
         raise SerializationError("{what} holds a persistent id: not data")
@@ -337,7 +396,7 @@ def safe_loads(data: bytes, what: str = "the data") -> Any:
     """pickle.loads for what a container sends: data types only; anything
     else raises SerializationError, naming the global it refused."""
     try:
-        return _SafeUnpickler(io.BytesIO(data)).load()
+        return _SafeUnpickler(data).load()
     except SerializationError as e:
         raise SerializationError(str(e).replace("{what}", what)) from None
     except Exception as e:
