@@ -99,16 +99,24 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
 
-    # /dev is nodev, as every other mount: its nodes are binds, each of its
-    # own mount, made in the setup tmpfs (or, in a user namespace, where
-    # mknod is refused, the host's); a node made or brought in later cannot
-    # be opened
+    # Only /dev's nodes can be opened: every other mount is nodev. Where the
+    # seccomp filter refuses mknod of devices (the default one), /dev is the
+    # one mount that is not, and its nodes are made there; elsewhere (no
+    # filter, another profile, privileged), and in a user namespace (where
+    # mknod is refused: the host's nodes), /dev is nodev too and each node a
+    # bind of its own, made in the setup tmpfs: a node made later stays shut.
     dev = r + "/dev"
+    binds = cfg.userns or not _refuses_mknod(cfg)
     steps.append(op(_c.OP_MOUNT, src="tmpfs", dst=dev, fstype="tmpfs",
-                    flags=NOSUID | NODEV | MS["strictatime"], data="mode=755,size=1m"))
-    if not cfg.userns:
+                    flags=NOSUID | (NODEV if binds else 0) | MS["strictatime"],
+                    data="mode=755,size=1m"))
+    if binds and not cfg.userns:
         steps.append(op(_c.OP_MKDIR, dst="/nodes", arg=0o755))
     for name, major, minor in DEVICES:
+        if not binds:
+            steps.append(op(_c.OP_MKNOD, dst=f"{dev}/{name}", flags=0o666,
+                            arg=os.makedev(major, minor)))
+            continue
         if cfg.userns:
             source = f"{OLDROOT}/dev/{name}"
         else:
@@ -172,6 +180,15 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
                flags=NOSUID | NODEV, data="mode=755," + cap),
         ]
     return steps
+
+
+def _refuses_mknod(cfg: Config) -> bool:
+    """Whether cfg's seccomp filter is the default one, which refuses mknod
+    of character and block devices whatever the capabilities."""
+    if cfg.seccomp is None or cfg.caps is None:
+        return False
+    from ._seccomp import default_filter
+    return cfg.seccomp == default_filter(cfg.caps)
 
 
 def _tmpfs_cap(size: int) -> str:
