@@ -53,11 +53,12 @@ long iso_sys6(long n, long a, long b, long c, long d, long e, long f);
 #define sys(n, a, b, c, d, e, f) iso_sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 #else
 #include <unistd.h>
-static long sys(long n, long a, long b, long c, long d, long e, long f)
+static long sys_libc(long n, long a, long b, long c, long d, long e, long f)
 {
     long r = syscall(n, a, b, c, d, e, f);
     return r < 0 ? -errno : r;
 }
+#define sys(n, a, b, c, d, e, f) sys_libc(n, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 #endif
 
 #define SIGBIT(s) (1UL << ((s) - 1))
@@ -117,61 +118,77 @@ static void send_report(int fd, long pid, int step, long err, const char *path)
     sys(SYS_write, fd, &r, sizeof r, 0, 0, 0);
 }
 
-/* In a fork of this program: become the command. Failures go to errfd. */
+/* In a child of this program: become the command. A failure goes to rep
+ * (a child sharing our memory) or, without rep, on errfd. */
 static void command_child(int session, const char *file, const char *path, char **argv,
-                          char **envp, int errfd)
+                          char **envp, int errfd, iso_report_t *rep)
 {
     unsigned long none = 0;
     sys(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none, 0, 0);
     long r;
+    int step;
+    const char *what;
     if (session && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
-        send_report(errfd, 0, ISO_STEP_SETSID, -r, "");
+        step = ISO_STEP_SETSID, what = "";
     } else if (session == ISO_SESSION_TTY && (r = sys(SYS_ioctl, 0, TIOCSCTTY, 0, 0, 0, 0)) < 0) {
-        send_report(errfd, 0, ISO_STEP_SETSID, -r, "controlling terminal (stdin)");
+        step = ISO_STEP_SETSID, what = "controlling terminal (stdin)";
     } else {
         char buf[PATH_MAX];
         r = iso_exec_search(file, argv, envp, path[0] ? path : 0, buf);
-        send_report(errfd, 0, ISO_STEP_EXEC, -r, file);
+        step = ISO_STEP_EXEC, what = file;
+    }
+    if (rep != 0) {
+        set_error(&rep->error, step, -r, what);
+        rep->pid = 0;
+    } else {
+        send_report(errfd, 0, step, -r, what);
     }
     for (;;)
         sys(SYS_exit_group, 127, 0, 0, 0, 0, 0);
 }
 
-/* Run mode: fork the command; its pid, or -1 once the failure is reported. */
+/* Run mode: the command's start. A child that shares our memory (which is
+ * this program's alone) and has us wait until it has exec'd (CLONE_VFORK):
+ * no page tables copied, no pipe; its failure lands in the report. */
+struct command {
+    int session;
+    const char *file, *path;
+    char **argv, **envp;
+    iso_report_t rep;
+};
+
+static int command_main(void *arg)
+{
+    struct command *c = arg;
+    command_child(c->session, c->file, c->path, c->argv, c->envp, -1, &c->rep);
+    return 127;
+}
+
+static char command_stack[64 * 1024] __attribute__((aligned(16)));
+
+#ifdef ISO_NOLIBC
+long iso_clone_fn(unsigned long flags, void *stack_top, int (*fn)(void *), void *arg);
+#else
+static long iso_clone_fn(unsigned long flags, void *stack_top, int (*fn)(void *), void *arg)
+{
+    int pid = clone(fn, stack_top, (int)flags, arg);
+    return pid < 0 ? -errno : pid;
+}
+#endif
+
+/* Its pid, or -1 once the failure is reported. */
 static long start_command(int ctl, int session, const char *file, const char *path,
                           char **argv, char **envp)
 {
-    int p[2];
-    long r = sys(SYS_pipe2, p, O_CLOEXEC, 0, 0, 0, 0);
-    if (r < 0) {
-        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_SOCKET, -r, "pipe");
-        return -1;
-    }
-    long pid = sys(SYS_clone, SIGCHLD, 0, 0, 0, 0, 0);
-    if (pid == 0) {
-        sys(SYS_close, p[0], 0, 0, 0, 0, 0);
-        command_child(session, file, path, argv, envp, p[1]);
-    }
-    sys(SYS_close, p[1], 0, 0, 0, 0, 0);
+    struct command c = {session, file, path, argv, envp, {0, {0, 0, {0}}}};
+    long pid = iso_clone_fn(CLONE_VM | CLONE_VFORK | SIGCHLD, command_stack + sizeof command_stack,
+                            command_main, &c);
     if (pid < 0) {
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_CLONE, -pid, "command");
-        sys(SYS_close, p[0], 0, 0, 0, 0, 0);
         return -1;
     }
-    /* end of file: the command has exec'd (the pipe is close-on-exec) */
-    iso_report_t rep;
-    long got = 0;
-    while (got < (long)sizeof rep) {
-        r = sys(SYS_read, p[0], (char *)&rep + got, sizeof rep - got, 0, 0, 0);
-        if (r == -EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += r;
-    }
-    sys(SYS_close, p[0], 0, 0, 0, 0, 0);
-    if (got == (long)sizeof rep) {
-        report(ctl, ISO_MSG_ERROR, 0, rep.error.step, rep.error.err, rep.error.path);
+    if (c.rep.error.step != 0) {
+        report(ctl, ISO_MSG_ERROR, 0, c.rep.error.step, c.rep.error.err, c.rep.error.path);
         return -1;
     }
     return pid;
@@ -212,7 +229,7 @@ int main(int argc, char **argv, char **envp)
          * caller's child, which reaps it; born non-dumpable (like us) */
         long pid = sys(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0, 0);
         if (pid == 0)
-            command_child(session, argv[4], argv[5], argv + 6, envp, fd);
+            command_child(session, argv[4], argv[5], argv + 6, envp, fd, 0);
         if (pid < 0)
             send_report(fd, 0, ISO_STEP_CLONE, -pid, "command");
         else

@@ -24,6 +24,32 @@ long iso_sys6(long n, long a, long b, long c, long d, long e, long f)
     return ret;
 }
 
+/* clone(flags) onto stack_top (16-byte aligned): the child calls fn(arg)
+ * there and exits with what it returns; the parent gets the child's pid or
+ * -errno. Without CLONE_SETTLS, r8 (tls) carries arg across the syscall. */
+long iso_clone_fn(unsigned long flags, void *stack_top, int (*fn)(void *), void *arg);
+__asm__(".text\n"
+        ".globl iso_clone_fn\n"
+        ".type iso_clone_fn,@function\n"
+        "iso_clone_fn:\n"
+        "    mov %rdx, %r9\n"          /* fn */
+        "    mov %rcx, %r8\n"          /* arg */
+        "    xor %edx, %edx\n"         /* parent_tid */
+        "    xor %r10d, %r10d\n"       /* child_tid */
+        "    mov $56, %eax\n"          /* SYS_clone */
+        "    syscall\n"
+        "    test %rax, %rax\n"
+        "    jnz 1f\n"
+        "    xor %ebp, %ebp\n"
+        "    mov %r8, %rdi\n"
+        "    call *%r9\n"
+        "    mov %eax, %edi\n"
+        "    mov $60, %eax\n"          /* SYS_exit */
+        "    syscall\n"
+        "    hlt\n"
+        "1:  ret\n"
+        ".size iso_clone_fn, .-iso_clone_fn\n");
+
 __attribute__((used, noreturn)) void iso_start_c(long *sp)
 {
     int argc = (int)sp[0];
