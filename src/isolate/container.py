@@ -563,13 +563,23 @@ class Container:
 
 
 def _check_own_child(pid: int, init: int) -> None:
-    """That pid, reported from inside the container, is a child of ours in
-    that container's PID namespace: a report forged by the container (which
-    may take fds with CAP_SYS_PTRACE) must not point the caller's signals
-    and waits at another process."""
+    """That pid, reported from inside the container, is a child of ours in a
+    PID namespace of the init's (NSpid: the same depth, not ours): a report
+    forged by the container (which may take fds with CAP_SYS_PTRACE) must
+    not point the caller's signals and waits at a host process. Read from
+    /proc/PID/status, which needs no ptrace access (the command may be
+    non-dumpable yet)."""
+    def nspid(p: int) -> list[str]:
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return line.split()[1:]
+        return []
+
     try:
         os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
-        same = os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat(f"/proc/{init}/ns/pid").st_ino
+        ours = nspid(pid)
+        same = len(ours) >= 2 and len(ours) == len(nspid(init))
     except OSError:
         same = False
     if not same:
