@@ -116,6 +116,7 @@ static const char *const step_names[ISO_STEP_COUNT] = {
     [ISO_STEP_SECCOMP] = "seccomp",
     [ISO_STEP_MASK] = "mask",
     [ISO_STEP_RESOLVE] = "resolve mount target",
+    [ISO_STEP_EXE] = "executable",
 };
 
 const char *iso_step_name(int step)

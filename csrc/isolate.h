@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <linux/prctl.h>
 
 /* What was being done when something failed. Names: iso_step_name(). */
 enum iso_step {
@@ -48,6 +49,7 @@ enum iso_step {
     ISO_STEP_SECCOMP,
     ISO_STEP_MASK,
     ISO_STEP_RESOLVE,       /* a mount target, inside its root */
+    ISO_STEP_EXE,           /* a fork's executable: csrc/exe.c */
     ISO_STEP_COUNT
 };
 
@@ -281,5 +283,28 @@ int iso_close_fds(const int *keep, size_t nkeep);
 void iso_note_environ(void);
 /* In a fork, zero them now (what iso_enter does). */
 void iso_forget_environ(void);
+
+/* A fork of the caller that the container can see runs as its executable a
+ * sealed memfd copy of the caller's binary (csrc/exe.c). iso_exe_prepare, in
+ * the caller, once: where the binary is mapped. In the fork:
+ * iso_exe_detach replaces those mappings, keeping every written page, and
+ * iso_exe_set names the copy as the executable (/proc/self/exe); between
+ * the two the fork may join a user namespace, in which it needs
+ * CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE. */
+#define ISO_EXE_MAX_VMAS 32
+struct iso_exe_vma {
+    unsigned long start, end, offset;
+    unsigned long long dev, ino;
+    int prot, written;
+};
+typedef struct iso_exe {
+    int memfd, done, nvmas;
+    unsigned long long memfd_dev, memfd_ino, dev, ino;
+    struct prctl_mm_map map;
+    struct iso_exe_vma vmas[ISO_EXE_MAX_VMAS];
+} iso_exe_t;
+int iso_exe_prepare(iso_exe_t *x, int memfd, iso_error_t *err);
+int iso_exe_detach(iso_exe_t *x, iso_error_t *err);
+int iso_exe_set(iso_exe_t *x, iso_error_t *err);
 
 #endif

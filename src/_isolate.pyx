@@ -5,7 +5,7 @@ Policy lives in the isolate package; this module only carries a plan to C and
 turns a failed step into the exception isolate.errors chooses.
 """
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdint cimport int32_t
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
@@ -527,60 +527,104 @@ cdef int _keep_array(object keep, int *fds, int extra) except -1:
     return n
 
 
-def fork_into(int pidfd, unsigned long nsflags, list procs=None, keep=()):
+cdef extern from "isolate.h" nogil:
+    ctypedef struct iso_exe_t:
+        pass
+    int iso_exe_prepare(iso_exe_t *x, int memfd, iso_error_t *err)
+    int iso_exe_detach(iso_exe_t *x, iso_error_t *err)
+    int iso_exe_set(iso_exe_t *x, iso_error_t *err)
+    enum:
+        ISO_STEP_SETNS
+        ISO_STEP_CLONE
+        ISO_STEP_CLOSE_FDS
+
+
+cdef class Exe:
+    """Where this process's binary is mapped, and memfd, a sealed copy of it
+    that forks made by fork_into run as their executable (csrc/exe.c)."""
+    cdef iso_exe_t x
+
+    def __cinit__(self, int memfd):
+        cdef iso_error_t e
+        if iso_exe_prepare(&self.x, memfd, &e) < 0:
+            raise _error(&e)
+
+    def __reduce__(self):
+        raise TypeError("an Exe belongs to its process")
+
+
+def fork_into(int pidfd, unsigned long nsflags, list procs, keep, Exe exe not None):
     """fork() this process into the namespaces of the process behind pidfd.
 
-    Returns (pid, 0) in the parent and (0, errno) in the child: errno is
-    not 0 when the child could not join (it must report that, not raise
-    into the caller's code). The child is a child of the caller, in the
-    container's namespaces. With a PID namespace in nsflags, a first child
-    joins every namespace outside it (where the container cannot see it),
-    makes itself non-dumpable, zeroes the caller's command line and
+    Returns (pid, None) in the parent and (0, error) in the child: error is
+    an exception when the child could not join (it must report that, not
+    raise into the caller's code). The child is a child of the caller, in
+    the container's namespaces, and its executable (/proc/self/exe) is
+    exe's sealed copy of the caller's binary (see csrc/exe.c), not the
+    caller's. With a PID namespace in nsflags, a
+    first child joins every namespace outside it (where the container cannot
+    see it), makes itself non-dumpable, zeroes the caller's command line and
     environment (/proc/PID/cmdline, environ), closes every fd but keep, and
     then forks the second into it with CLONE_PARENT: the container never
-    sees a process that holds the caller's fds, root, mounts or network
-    (/proc/PID/mountinfo and net/ are not guarded by dumpability). The child
-    joins the cgroups whose cgroup.procs files procs names first.
+    sees a process that holds the caller's fds, root, mounts, network or
+    executable (/proc/PID/mountinfo and net/ are not guarded by
+    dumpability). The child joins the cgroups whose cgroup.procs files
+    procs names first.
     """
     cdef int pid, err = 0
-    if procs is None:
-        procs = []
+    cdef iso_error_t e
     if nsflags & CLONE_NEWPID:
-        return _fork_into_twice(pidfd, nsflags, procs, keep)
+        return _fork_into_twice(pidfd, nsflags, procs, keep, exe)
     PyOS_BeforeFork()
     pid = fork()
     if pid == 0:
         PyOS_AfterFork_Child()
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        if iso_exe_detach(&exe.x, &e) < 0:
+            return 0, _error(&e)
         err = _join_cgroups(procs)
         if err:
-            return 0, err
+            return 0, _error_of("setns", err, "cgroup")
         if nsflags and setns(pidfd, nsflags) < 0:
-            return 0, errno
-        return 0, 0
+            return 0, _error_of("setns", errno, "container")
+        if iso_exe_set(&exe.x, &e) < 0:
+            return 0, _error(&e)
+        return 0, None
     err = errno
     PyOS_AfterFork_Parent()
     if pid < 0:
-        from isolate.errors import child_error
-        raise child_error("clone", err, "fork")
-    return pid, 0
+        raise _error_of("clone", err, "fork")
+    return pid, None
 
 
-cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep):
+cdef object _error(iso_error_t *e):
+    from isolate.errors import child_error
+    e.path[sizeof(e.path) - 1] = 0
+    return child_error(iso_step_name(e.step).decode(), e.err,
+                       e.path.decode("utf-8", "surrogateescape"))
+
+
+cdef object _error_of(str step, int err, str path):
+    from isolate.errors import child_error
+    return child_error(step, err, path)
+
+
+cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep, Exe exe):
     cdef int p[2]
     cdef int fds[64]
     cdef int nfds
-    cdef int mid, status, err
+    cdef int mid, status
     cdef long child = 0
+    cdef iso_error_t e
     if pipe2(p, O_CLOEXEC) < 0:
-        from isolate.errors import child_error
-        raise child_error("clone", errno, "pipe")
+        raise _error_of("clone", errno, "pipe")
     try:
         nfds = _keep_array(keep, fds, p[1])
     except BaseException:
         close(p[0])
         close(p[1])
         raise
+    memset(&e, 0, sizeof(e))
     PyOS_BeforeFork()
     mid = fork()
     if mid == 0:
@@ -589,38 +633,48 @@ cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         iso_forget_environ()
         close(p[0])
-        err = _join_cgroups(procs)
-        if err:
-            child = -err
-        elif setns(pidfd, nsflags) < 0:
-            child = -errno
-        elif iso_close_fds(fds, nfds) < 0:
-            child = -errno
+        if iso_exe_detach(&exe.x, &e) < 0:
+            pass
         else:
-            child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)
-            if child == 0:
-                PyOS_AfterFork_Child()      # the second: the caller's child, inside
-                close(p[1])
-                return 0, 0
-            if child < 0:
-                child = -errno
+            e.err = _join_cgroups(procs)
+            if e.err:
+                e.step = ISO_STEP_SETNS
+            elif setns(pidfd, nsflags) < 0:
+                e.step, e.err = ISO_STEP_SETNS, errno
+            elif iso_exe_set(&exe.x, &e) < 0:
+                pass
+            elif iso_close_fds(fds, nfds) < 0:
+                e.step, e.err = ISO_STEP_CLOSE_FDS, errno
+            else:
+                child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)
+                if child == 0:
+                    PyOS_AfterFork_Child()      # the second: the caller's child, inside
+                    close(p[1])
+                    return 0, None
+                if child < 0:
+                    e.step, e.err = ISO_STEP_CLONE, errno
         write(p[1], &child, sizeof(child))
+        write(p[1], &e, sizeof(e))
         _exit(0)
     PyOS_AfterFork_Parent()
     close(p[1])
     if mid < 0:
         close(p[0])
-        from isolate.errors import child_error
-        raise child_error("clone", errno, "fork")
+        raise _error_of("clone", errno, "fork")
     with nogil:
         waitpid(mid, &status, 0)
-        read(p[0], &child, sizeof(child))
+        if read(p[0], &child, sizeof(child)) != sizeof(child):
+            child = 0
+        if read(p[0], &e, sizeof(e)) != sizeof(e):
+            e.step, e.err = ISO_STEP_CLONE, ECHILD
     close(p[0])
     if child <= 0:
-        from isolate.errors import child_error
-        raise child_error("setns" if child < 0 else "clone", -child if child < 0 else ECHILD,
-                          "container")
-    return child, 0
+        if e.step == ISO_STEP_SETNS and e.path[0] == 0:
+            raise _error_of("setns", e.err, "container")
+        if e.step == 0:
+            e.step, e.err = ISO_STEP_CLONE, ECHILD
+        raise _error(&e)
+    return child, None
 
 cdef extern from "<stdlib.h>" nogil:
     int clearenv()

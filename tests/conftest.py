@@ -138,10 +138,11 @@ def assert_no_leaks(before: dict) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _warm():
-    # The process keeps one /dev/null fd and the init's memfd for its lifetime.
+    # The process keeps one /dev/null fd, the init's memfd and the copy of
+    # its own binary that call processes run as for its lifetime.
     isolate.run(["true"])
-    with isolate.Container():
-        pass
+    with isolate.Container() as c:
+        c.call(int)
 
 
 @pytest.fixture(autouse=True)

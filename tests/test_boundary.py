@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -166,6 +167,110 @@ def test_pool_workers_run_from_a_sealed_copy_of_python():
         path, writable = pool.call(exe)
     assert path.startswith("/memfd:")
     assert not writable
+
+
+def _own_exe():
+    import errno
+    import os
+    path = os.readlink("/proc/self/exe")
+    try:
+        os.close(os.open("/proc/self/exe", os.O_WRONLY))
+        writable = True
+    except OSError as e:
+        writable = e.errno not in (errno.EPERM, errno.EACCES, errno.ETXTBSY)
+    st = os.stat("/proc/self/exe")
+    return path, writable, (st.st_dev, st.st_ino)
+
+
+@pytest.mark.parametrize("how", ["Container.call", "isolate.call", "submit", "SYS_PTRACE",
+                                 "userns"])
+def test_call_processes_run_from_a_sealed_copy_of_the_callers_binary(how):
+    """A call process is a fork of the caller, yet its /proc/self/exe, which
+    the function can open, is no host file: the caller's binary could be
+    written through it (runc CVE-2019-5736)."""
+    host = os.stat("/proc/self/exe")
+    if how == "isolate.call":
+        path, writable, ident = isolate.call(_own_exe)
+    else:
+        options = {"SYS_PTRACE": {"cap_add": ["SYS_PTRACE"]}, "userns": {"userns": True}}
+        with Container(**options.get(how, {})) as c:
+            if how == "submit":
+                path, writable, ident = c.submit(_own_exe).result()
+            else:
+                path, writable, ident = c.call(_own_exe)
+            assert c.call(os.readlink, "/proc/self/exe") == path      # and again
+    assert path.startswith("/memfd:isolate-python")
+    assert not writable
+    assert ident != (host.st_dev, host.st_ino)
+
+
+#: The owner of the container runs a copy of the interpreter (the binary it
+#: attacks). The function hands an O_PATH fd of its /proc/self/exe to a shell
+#: in a session of its own, waits for the owner's death (its result pipe
+#: breaks) and exits, so that nothing runs the binary any more; the shell
+#: then opens the fd for writing and overwrites the binary's first bytes.
+OWNER = textwrap.dedent(r"""
+    import os, select, sys, time
+    from isolate import Container
+
+    def attack():
+        import fcntl, os, select, time
+        fd = os.open("/proc/self/exe", os.O_PATH)
+        os.set_inheritable(fd, True)
+        if os.fork() == 0:
+            os.setsid()
+            script = ("i=0; while [ $i -lt 200 ]; do "
+                      f"if (printf PWNED 1<>/proc/self/fd/{fd}) 2>/dev/null; then exit 0; fi; "
+                      "i=$((i+1)); sleep 0.02; done")
+            os.execv("/bin/sh", ["sh", "-c", script])
+        pipes = []
+        for n in os.listdir("/proc/self/fd"):
+            try:
+                if (os.readlink(f"/proc/self/fd/{n}").startswith("pipe:")
+                        and fcntl.fcntl(int(n), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY):
+                    pipes.append(int(n))
+            except OSError:
+                pass
+        print("READY", flush=True)
+        poll = select.poll()
+        for n in pipes:
+            poll.register(n, select.POLLERR)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:      # the result pipe's reader gone
+            if any(ev & select.POLLERR for _, ev in poll.poll(20)):
+                break
+        os._exit(0)
+
+    with Container() as c:
+        c.call(attack)
+""")
+
+
+def test_a_container_cannot_write_the_owners_binary_after_the_owner_is_killed(tmp_path):
+    """runc CVE-2019-5736 through a call process, the owner SIGKILLed."""
+    import sysconfig
+    copy = tmp_path / "python-copy"
+    with open("/proc/self/exe", "rb") as src:
+        original = src.read()
+    copy.write_bytes(original)
+    copy.chmod(0o755)
+    env = {"PYTHONHOME": sys.base_prefix, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        env["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
+    for _ in range(1):
+        owner = subprocess.Popen([str(copy), "-c", OWNER], stdout=subprocess.PIPE, text=True,
+                                 env=env)
+        try:
+            assert owner.stdout.readline() == "READY\n"
+        finally:
+            owner.kill()
+            owner.wait()
+            owner.stdout.close()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and copy.read_bytes()[:5] != b"PWNED":
+            time.sleep(0.1)
+        assert copy.read_bytes() == original
 
 
 def _init_links() -> list[str]:

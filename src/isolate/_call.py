@@ -131,6 +131,53 @@ def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = (
     os.environ._data = dict(items)     # type: ignore[attr-defined]  # see replace_environ
 
 
+_MFD_EXEC = 0x0010      # Linux 6.3: executable even where memfds are noexec by default
+
+
+def sealed_copy(path: str) -> int:
+    """A sealed memfd copy of the binary at path, close-on-exec: what a
+    process the container can see runs as its /proc/self/exe, which the
+    container could otherwise open and, once nothing runs the host's file,
+    write (runc CVE-2019-5736)."""
+    import fcntl
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("isolate-python", flags | _MFD_EXEC)
+    except OSError:
+        fd = os.memfd_create("isolate-python", flags)
+    try:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(fd, src.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_exe_lock = threading.Lock()
+_exe: _c.Exe | None = None
+
+
+def own_exe() -> _c.Exe:
+    """A sealed copy of this process's own binary, made once, and where the
+    binary is mapped: a call process is a copy of the caller's memory whose
+    executable is the copy (csrc/exe.c), so that the function, which can
+    open its /proc/self/exe, holds no host file."""
+    global _exe
+    with _exe_lock:
+        if _exe is None:
+            _exe = _c.Exe(sealed_copy("/proc/self/exe"))
+        return _exe
+
+
 def _reraise(e: BaseException) -> None:
     raise e
 
@@ -156,6 +203,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
     """Run fn(*args, **kwargs) in a fork of this process inside c; keep_fds
     stay open in it besides stdio."""
     _wire.load_pickler()
+    exe = own_exe()
     relay = _Relay()
     r, w = os.pipe()
     try:
@@ -170,12 +218,12 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             procs = [os.fsencode(p) for p in cgroups.procs()] if cgroups is not None else None
             ooms = cgroups.oom_kills() if cgroups is not None else 0
             keep = {r, w, *keep_fds, *_stdio_fds(), *relay.fds()}
-            pid, err = _c.fork_into(c._pidfd, c._join, procs, keep)
+            pid, err = _c.fork_into(c._pidfd, c._join, procs or [], keep, exe)
             if pid == 0:            # the child: never returns
                 try:
                     os.close(r)
-                    if err:
-                        raise child_error("setns", err, "container")
+                    if err is not None:
+                        raise err
                     relay.in_child()
                     enter_in_child(c._cfg, w, spec, keep_fds)
                 except BaseException as e:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, TypeVar
 
 from . import _wire
-from ._call import died, settle
+from ._call import died, sealed_copy, settle
 from ._config import make_config
 
 __all__ = ["Pool"]
@@ -46,38 +46,6 @@ if sys.path[:1] == [""]:
 from isolate._zygote import main
 main()
 """
-
-
-_MFD_EXEC = 0x0010      # Linux 6.3: executable even where memfds are noexec by default
-
-
-def _sealed_python() -> int:
-    """A sealed memfd copy of this interpreter's binary (a zygote's, closed
-    once it runs): the zygote runs from it, so that the /proc/self/exe of its
-    workers, which the functions they run can open, is no host file that
-    could be written through it (runc CVE-2019-5736). Close-on-exec; the
-    zygote gets it through pass_fds and closes it."""
-    import fcntl
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-    try:
-        fd = os.memfd_create("isolate-python", flags | _MFD_EXEC)
-    except OSError:
-        fd = os.memfd_create("isolate-python", flags)
-    try:
-        with open(os.path.realpath(sys.executable), "rb") as src:
-            size = os.fstat(src.fileno()).st_size
-            offset = 0
-            while offset < size:
-                sent = os.sendfile(fd, src.fileno(), offset, size - offset)
-                if sent == 0:
-                    break
-                offset += sent
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
-                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 @functools.lru_cache(maxsize=1)
@@ -294,7 +262,9 @@ class Pool(concurrent.futures.Executor):
         if sysconfig.get_config_var("Py_ENABLE_SHARED") and sysconfig.get_config_var("LIBDIR"):
             env["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
         try:
-            exe = _sealed_python()
+            # the workers' /proc/self/exe: no host file that could be written
+            # through it (runc CVE-2019-5736)
+            exe = sealed_copy(os.path.realpath(sys.executable))
             try:
                 # stdio: nothing of the caller's (its terminal least of all);
                 # what workers print is relayed to sys.stdout and sys.stderr
