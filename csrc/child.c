@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <net/if.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -1285,9 +1286,77 @@ failed:
 
 /* ------------------------------------------------------------ fork into */
 
-pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                         size_t nops, iso_error_t *err)
+/* --------------------------------------------------------------- hand over */
+
+/* A child that shares this process's memory waits, on a stack of its own,
+ * until this process has left that memory (by exec or exit: the kernel then
+ * clears the word set_tid_address named, and wakes it), and then continues
+ * this process's call of iso_hand_over as its own, on the stack this process
+ * left: it returns 0 there, with the memory to itself. A fork that copies no
+ * page table. The stack is static: one hand-over at a time per memory, which
+ * the callers (a fork of their own, single-threaded) guarantee; outside the
+ * main stack, so the longjmp goes up it. */
+struct hand_over {
+    jmp_buf jb;
+    volatile int word;
+};
+
+static char hand_over_stack[32768] __attribute__((aligned(64)));
+
+static int hand_over_resume(void *arg)
 {
+    struct hand_over *h = arg;
+    while (h->word != 0)
+        syscall(SYS_futex, &h->word, FUTEX_WAIT, 1, NULL, NULL, 0);
+    longjmp(h->jb, 1);
+}
+
+pid_t iso_hand_over(unsigned long flags, void (*leave)(void *, pid_t), void *arg,
+                    iso_error_t *err)
+{
+    struct hand_over h;
+    h.word = 1;
+    if (setjmp(h.jb))
+        return 0;               /* the child, alone in the memory now */
+    syscall(SYS_set_tid_address, &h.word);
+    pid_t pid = clone(hand_over_resume, hand_over_stack + sizeof hand_over_stack,
+                      (int)(CLONE_VM | flags | SIGCHLD), &h);
+    if (pid < 0) {
+        syscall(SYS_set_tid_address, NULL);
+        return fail(err, ISO_STEP_CLONE, "hand over");
+    }
+    leave(arg, pid);
+    for (;;)
+        syscall(SYS_exit, 125);
+}
+
+/* The first process of a pool's container, once its plan is walked: it
+ * becomes the container's init (adopt mode), keeping only ctl, and the child
+ * it hands over to goes on as the container's second process. */
+struct adopt {
+    int ctl, init_fd;
+};
+
+static void exec_adopting_init(void *arg, pid_t child)
+{
+    struct adopt *a = arg;
+    char ctl[16], pid[16];
+    fmt_int(ctl, a->ctl);
+    fmt_int(pid, child);
+    char *argv[] = {"isolate-init", "adopt", ctl, pid, NULL};
+    char *envp[] = {NULL};
+    int keep[2] = {a->ctl < a->init_fd ? a->ctl : a->init_fd,
+                   a->ctl < a->init_fd ? a->init_fd : a->ctl};
+    if (iso_close_fds(keep, 2) == 0 && fcntl(a->ctl, F_SETFD, 0) == 0)
+        syscall(SYS_execveat, a->init_fd, "", argv, envp, AT_EMPTY_PATH);
+}
+
+pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
+                         size_t nops, int adopt_ctl, iso_error_t *err)
+{
+    struct adopt a = {adopt_ctl, -1};
+    if (adopt_ctl >= 0 && (a.init_fd = iso_init_memfd(err)) < 0)
+        return -1;
     /* a fork (no CLONE_VM, no new stack): the child returns here, on its copy */
     pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
     if (pid < 0)
@@ -1302,6 +1371,8 @@ pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_
         if (run_op(&ops[i], NULL, err) < 0)
             break;
     umask(old);
+    if (adopt_ctl >= 0 && err->step == 0 && iso_hand_over(0, exec_adopting_init, &a, err) == 0)
+        memset(err, 0, sizeof *err);
     return 0;
 }
 

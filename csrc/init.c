@@ -4,6 +4,7 @@
  *   isolate-init serve CTL
  *   isolate-init run   CTL SESSION FILE PATH ARG...      (envp: the command's)
  *   isolate-init join  REPORT SESSION FILE PATH ARG...   (envp: the command's)
+ *   isolate-init adopt CTL PID
  *
  * Started by csrc/child.c from a sealed memfd, never by hand. All but the
  * command's session is already applied when this runs (namespaces, root,
@@ -18,6 +19,10 @@
  * ever held anything of the caller (runc CVE-2016-9962), and the process that
  * execs the command has this sealed program as /proc/self/exe, never a host
  * binary (runc CVE-2019-5736).
+ *
+ * adopt: as run, for a command that is already this process's child, PID:
+ * a Pool's worker, which the first process of its container forked before it
+ * exec'd this (csrc/child.c, iso_hand_over).
  *
  * join: the second half of `docker exec` (csrc/child.c, iso_exec_in). This
  * process joined the container's namespaces outside its PID namespace (it is
@@ -214,9 +219,12 @@ int main(int argc, char **argv, char **envp)
     if (argc < 3)
         return 125;
     int run = streq(argv[1], "run"), join = streq(argv[1], "join");
-    if (!run && !join && !streq(argv[1], "serve"))
+    int adopt = streq(argv[1], "adopt");
+    if (!run && !join && !adopt && !streq(argv[1], "serve"))
         return 125;
     if ((run || join) && argc < 7)
+        return 125;
+    if (adopt && argc < 4)
         return 125;
     int fd = parse_int(argv[2]);    /* the control socket, or join's report pipe */
     sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
@@ -249,6 +257,10 @@ int main(int argc, char **argv, char **envp)
     long r, main_pid = -1;
     if (run && (main_pid = start_command(ctl, session, argv[4], argv[5], argv + 6, envp)) < 0)
         return 127;
+    if (adopt) {
+        main_pid = parse_int(argv[3]);
+        run = 1;
+    }
     report(ctl, ISO_MSG_READY, (int)main_pid, 0, 0, 0);
     /* the command may have ended before: look once */
     int code = 0;

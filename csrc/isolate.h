@@ -251,11 +251,21 @@ int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e
 /* Fork the caller into new namespaces (clone_flags) and walk ops in the child,
  * which then returns 0 like fork(); the parent gets the child's pid. For a
  * single-threaded caller only: the child is a full copy that goes on running
- * the caller's code as PID 1 of its container. A failed step leaves err set
- * in the child (err->step != 0). pdeathsig (if not 0) is sent to the child
- * when the caller ends. */
+ * the caller's code as PID 1 of its container; with adopt_ctl >= 0, as PID 2,
+ * PID 1 becoming the init (adopt mode, reporting on adopt_ctl) once the plan
+ * is walked (iso_hand_over). A failed step leaves err set in the child
+ * (err->step != 0). pdeathsig (if not 0) is sent to the child when the
+ * caller ends. */
 pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                         size_t nops, iso_error_t *err);
+                         size_t nops, int adopt_ctl, iso_error_t *err);
+
+/* A fork that copies no page table: a child (flags: CLONE_PARENT, or 0)
+ * that shares this process's memory waits until leave(arg, child) has
+ * exec'd or ended this process, and then returns 0 from this call, alone in
+ * the memory. This process returns only on failure (-1). For a process
+ * with a single thread, one hand-over at a time. */
+pid_t iso_hand_over(unsigned long flags, void (*leave)(void *, pid_t), void *arg,
+                    iso_error_t *err);
 
 /* Put the init program into a sealed memfd (once per process). */
 int iso_init_memfd(iso_error_t *err);

@@ -107,7 +107,7 @@ cdef extern from "isolate.h" nogil:
     int iso_exec_finish(int status_fd, pid_t child, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                             size_t nops, iso_error_t *err)
+                             size_t nops, int adopt_ctl, iso_error_t *err)
     const char *iso_step_name(int step)
     void iso_dumpable_hold()
     void iso_dumpable_release()
@@ -533,6 +533,8 @@ cdef extern from "isolate.h" nogil:
     int iso_exe_prepare(iso_exe_t *x, int memfd, iso_error_t *err)
     int iso_exe_detach(iso_exe_t *x, iso_error_t *err)
     int iso_exe_set(iso_exe_t *x, iso_error_t *err)
+    pid_t iso_hand_over(unsigned long flags, void (*leave)(void *, pid_t) noexcept nogil,
+                        void *arg, iso_error_t *err)
     enum:
         ISO_STEP_SETNS
         ISO_STEP_CLONE
@@ -609,6 +611,17 @@ cdef object _error_of(str step, int err, str path):
     return child_error(step, err, path)
 
 
+cdef void _report_and_exit(void *fd, pid_t child) noexcept nogil:
+    """The first child of a call, once it has handed over to the second: it
+    reports the second's pid and ends, leaving it the memory."""
+    cdef long pid = child
+    cdef iso_error_t e
+    memset(&e, 0, sizeof(e))
+    write((<int *>fd)[0], &pid, sizeof(pid))
+    write((<int *>fd)[0], &e, sizeof(e))
+    _exit(0)
+
+
 cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep, Exe exe):
     cdef int p[2]
     cdef int fds[64]
@@ -645,14 +658,10 @@ cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep,
                 pass
             elif iso_close_fds(fds, nfds) < 0:
                 e.step, e.err = ISO_STEP_CLOSE_FDS, errno
-            else:
-                child = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL)
-                if child == 0:
-                    PyOS_AfterFork_Child()      # the second: the caller's child, inside
-                    close(p[1])
-                    return 0, None
-                if child < 0:
-                    e.step, e.err = ISO_STEP_CLONE, errno
+            elif iso_hand_over(CLONE_PARENT, _report_and_exit, &p[1], &e) == 0:
+                PyOS_AfterFork_Child()      # the second: the caller's child, inside
+                close(p[1])
+                return 0, None
         write(p[1], &child, sizeof(child))
         write(p[1], &e, sizeof(e))
         _exit(0)
@@ -694,7 +703,7 @@ def replace_environ(list items):
 
 
 def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan pre=None,
-                   Plan post=None, bint python_hooks=True):
+                   Plan post=None, bint python_hooks=True, int adopt_ctl=-1):
     """Fork this (single-threaded) process into a new container built by the
     steps of pre, plan and post (pre and post: the few steps that differ from
     one fork to the next, so that plan is built once).
@@ -712,6 +721,12 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     (0.5 ms of a fresh fork's CPU). A caller with a single thread, holding
     no lock, finds the child consistent without them, and runs in the child
     the handlers it needs (reseeding random, for one).
+
+    With adopt_ctl (an fd), the child is not PID 1: the first process of the
+    container hands this program over to a second (which returns here) and
+    becomes the container's init, which reaps and, once the second has
+    ended, sends its wait status on adopt_ctl (isolate-init adopt) and ends
+    the container. The pid returned is the init's.
     """
     cdef iso_error_t err
     cdef pid_t pid
@@ -719,7 +734,7 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     cdef iso_op_t *ops = _joined(pre, plan, post, &n)
     if python_hooks:
         PyOS_BeforeFork()
-    pid = iso_fork_container(clone_flags, pdeathsig, ops, n, &err)
+    pid = iso_fork_container(clone_flags, pdeathsig, ops, n, adopt_ctl, &err)
     free(ops)
     if pid == 0:
         if python_hooks:

@@ -48,8 +48,8 @@ def test_call_and_isolation_seen_from_inside(pool):
         doubled, pid, host, net, before, pids, name = pool.call(look, i)
         assert name == "isolate-worker"       # as ps shows it, on the host too
         assert doubled == 2 * i
-        assert pid == 1                       # the worker is its container's PID 1
-        assert pids == ["1"]                  # and alone in it
+        assert pid == 2                       # the worker is not its container's init,
+        assert pids == ["1", "2"]             # which is the only other process there
         assert host == "pooled"
         assert net == ["lo"]
         assert before == ""                   # ...and every call gets a fresh root
@@ -210,7 +210,7 @@ def test_modules_in_the_working_directory_do_not_shadow_the_stdlib(rootfs, tmp_p
     (tmp_path / "selectors.py").write_text("raise ImportError('not the standard selectors')\n")
     monkeypatch.chdir(tmp_path)
     with Pool(size=1, rootfs=rootfs) as p:
-        assert p.call(os.getpid) == 1
+        assert p.call(os.getpid) == 2
 
 
 def test_each_call_has_its_own_random_state_and_working_threads(rootfs):
@@ -245,8 +245,8 @@ def test_fork_handlers_of_preloaded_modules_run_in_each_worker(rootfs, tmp_path,
         return sys.modules["forkhook_mod"].forks
 
     with Pool(size=1, rootfs=rootfs, preload=["forkhook_mod"]) as p:
-        assert p.call(seen) == [1]      # once, in the worker (PID 1 of its container)
-        assert p.call(seen) == [1]
+        assert p.call(seen) == [2]      # once, in the worker (PID 2 of its container)
+        assert p.call(seen) == [2]
 
 
 def test_a_preloaded_module_may_start_threads(rootfs, tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def test_unprivileged_caller_gets_a_user_namespace(world_readable):
     pid, host, uid = out["call"]
     assert 1 < pid < 20 and host == "rl" and uid == 0
     assert out["readonly"] != 0
-    assert out["pool"] == [1, 0]
+    assert out["pool"] == [2, 0]     # the worker (PID 2: its init is PID 1), as uid 0
     assert not os.path.exists(os.path.join(root, "x"))
 
 

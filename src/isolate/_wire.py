@@ -150,18 +150,23 @@ def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False,
     code = 0
     try:
         data = _outcome(fn, args, kwargs, trusted)
+        _flush()        # what it printed goes out before its result
         write_all(fd, _HEADER.pack(len(data)) + data)
         if linger:
             os.read(fd, 1)
     except BaseException:
         code = 70
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        _flush()
         os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
 
 
 def _wait_readable(fd: int, deadline: float | None) -> None:

@@ -1,16 +1,23 @@
 """The zygote of a Pool: a small Python process, started once per pool (not
-a fork of the caller), that keeps `size` workers alive, each PID 1 of its
-own fresh container. Started by Pool with `python -c`, never by hand.
+a fork of the caller), that keeps `size` workers alive, each in its own
+fresh container. Started by Pool with `python -c`, never by hand.
 
 The zygote forks with the container's namespace flags; the child walks the
-container's plan (csrc/child.c) and becomes the worker. A worker reads one
-framed task (fn, args, kwargs) from its socket, writes the framed outcome
-and exits, and its container ends with it; the zygote then makes another.
+container's plan (csrc/child.c), takes the container's restrictions and
+forks the worker, then stays as the container's init: it reaps what ends
+(orphans included), and once the worker has ended, writes the worker's wait
+status on a pipe to the zygote and exits, which ends the container and
+everything left in it. So a function in a pool is not PID 1, as in
+isolate.call: the signals it sends itself, abort and orphans behave the
+same. A worker reads one framed task (fn, args, kwargs) from its socket and
+writes the framed outcome; the zygote then makes another container.
 
 Protocol on the control socket (SOCK_SEQPACKET, fd given as argv[1]):
   pool -> zygote  first: pickled (Config, size, preload module names, trusted)
   zygote -> pool  ("ready", token, pid) with the fd of the worker's socket
+                  (pid: the container's init)
                   ("ended", token, (wait status, OOM kills)) once a worker is reaped
+                  (the worker's status, or the init's where it gave none)
 With limits, each worker's container has its own cgroups, made by the zygote
 (their owner) before the fork and removed once the worker is reaped.
 The zygote kills its workers and ends when the pool's end closes.
@@ -110,6 +117,21 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
     _wire.run_and_exit(fd, fn, args, kwargs, linger=True, trusted=trusted)
 
 
+def _status(sock: socket.socket) -> int | None:
+    """The worker's wait status, as its container's init sent it."""
+    status = None
+    while True:
+        try:
+            data = sock.recv(_c.MSG_SIZE)
+        except (BlockingIOError, OSError):
+            return status
+        if not data:
+            return status
+        kind, value = _c.parse_msg(data)[:2]
+        if kind == _c.MSG_EXIT:
+            status = value
+
+
 def main() -> None:
     _c.set_process_name(b"isolate-zygote")
     ctl = socket.socket(fileno=int(sys.argv[1]))
@@ -135,7 +157,8 @@ def main() -> None:
     if cfg.limits:
         from ._cgroups import Cgroups
         flags &= ~_c.NAMESPACE_FLAGS["cgroup"]      # unshared once in its cgroups
-    workers: dict[int, tuple[int, int]] = {}        # pid -> (token, pidfd)
+    # the init's pid -> (token, pidfd, the socket on which the init reports)
+    workers: dict[int, tuple[int, int, socket.socket]] = {}
     cgroups: dict[int, Cgroups] = {}                # by token
     tokens = itertools.count(1)
     sel = selectors.DefaultSelector()
@@ -153,7 +176,7 @@ def main() -> None:
         """The pool is gone: so are its containers."""
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        for pid, (token, _) in workers.items():
+        for pid, (token, _, _) in workers.items():
             os.waitpid(pid, 0)
             reaped(token)
         os._exit(0)
@@ -167,6 +190,7 @@ def main() -> None:
     def spawn() -> None:
         token = next(tokens)
         ours, theirs = socket.socketpair()
+        reports, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         first = None
         name = os.urandom(6).hex()
         failed: BaseException | None = None
@@ -186,7 +210,7 @@ def main() -> None:
         if failed is None:
             try:
                 pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last,
-                                             python_hooks)
+                                             python_hooks, init_end.fileno())
             except BaseException:
                 reaped(token)       # its cgroups, made for nothing
                 raise
@@ -198,10 +222,14 @@ def main() -> None:
                 _after_fork(hooks)
             ctl.close()
             ours.close()
+            reports.close()
+            init_end.close()
             _worker(cfg, theirs.detach(), err, spec, environ, stdio, trusted)
         theirs.close()
+        init_end.close()
+        reports.setblocking(False)
         pidfd = os.pidfd_open(pid)
-        workers[pid] = (token, pidfd)
+        workers[pid] = (token, pidfd, reports)
         sel.register(pidfd, selectors.EVENT_READ, pid)
         tell(pickle.dumps(("ready", token, pid)), (ours.fileno(),))
         ours.close()
@@ -221,10 +249,14 @@ def main() -> None:
                     stop()
                 continue
             pid = key.data          # a worker's pidfd: it has ended
-            token, pidfd = workers.pop(pid)
+            token, pidfd, reports = workers.pop(pid)
             sel.unregister(pidfd)
             os.close(pidfd)
             _, status = os.waitpid(pid, 0)
+            worker_status = _status(reports)
+            reports.close()
+            if worker_status is not None:
+                status = worker_status
             tell(pickle.dumps(("ended", token, (status, reaped(token)))))
             # a container that cannot be made: slow down, do not spin
             failures = failures + 1 if os.waitstatus_to_exitcode(status) == 125 else 0

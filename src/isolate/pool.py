@@ -98,23 +98,55 @@ def _what(fn: Callable[..., Any]) -> str:
     return f"the worker running {getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _relay(pipe: Any, name: str) -> None:
-    """Copy what the workers write to a pipe of the zygote's to sys.stdout or
-    sys.stderr (as they are at each write: redirect_stdout and pytest's
-    capture see it), as text."""
-    import codecs
-    decode = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode
-    fd = pipe.fileno()
-    try:
-        while data := os.read(fd, 65536):
-            stream = getattr(sys, name)
-            if stream is not None:
-                stream.write(decode(data))
-                stream.flush()
-    except (OSError, ValueError):
-        pass
-    finally:
-        pipe.close()
+class _Relay:
+    """Copies what the workers write to a pipe of the zygote's to sys.stdout
+    or sys.stderr (as they are at each write: redirect_stdout and pytest's
+    capture see it), as text: in a thread of its own, and at once with
+    pump(), so that what a function printed before it returned is out
+    before its call returns, as with isolate.call."""
+
+    def __init__(self, pipe: Any, name: str) -> None:
+        import codecs
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self._name = name
+        self._decode = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode
+        self._lock = threading.Lock()
+        self._open = True
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"isolate-pool-{name}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        import select
+        while self._open:
+            try:
+                select.select([self._fd], [], [])
+            except (OSError, ValueError):
+                break
+            self.pump()
+
+    def pump(self) -> None:
+        """Copy what the pipe holds now."""
+        with self._lock:
+            while self._open:
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+                text = self._decode(data, not data)
+                stream = getattr(sys, self._name)
+                if text and stream is not None:
+                    try:
+                        stream.write(text)
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                if not data:
+                    self._open = False
+                    self._pipe.close()
 
 
 _PENDING = object()
@@ -276,12 +308,8 @@ class Pool(concurrent.futures.Executor):
                 os.close(exe)
         finally:
             theirs.close()
-        self._relays = [threading.Thread(target=_relay, args=(pipe, name), daemon=True,
-                                         name=f"isolate-pool-{name}")
-                        for pipe, name in ((self._zygote.stdout, "stdout"),
-                                           (self._zygote.stderr, "stderr"))]
-        for t in self._relays:
-            t.start()
+        self._relays = [_Relay(self._zygote.stdout, "stdout"),
+                        _Relay(self._zygote.stderr, "stderr")]
         self._ctl = ours
         try:
             ours.send(pickle.dumps((self._cfg, size, preload, self._trusted)))
@@ -374,6 +402,8 @@ class Pool(concurrent.futures.Executor):
                 payload = None
         finally:
             slot.close()
+        for relay in self._relays:      # what it printed, before its result
+            relay.pump()
         if payload is None:
             ended = self._status(slot.token)
             if ended is None:
@@ -455,8 +485,8 @@ class Pool(concurrent.futures.Executor):
         self._ctl.close()
         self._zygote.wait()
         self._reader.join()
-        for t in self._relays:      # workers that left a child holding them: not waited for
-            t.join(0.5)
+        for relay in self._relays:      # workers that left a child holding them: not waited for
+            relay.thread.join(0.5)
         while self._ready:
             self._ready.popleft().close()
 
