@@ -22,8 +22,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -86,7 +88,7 @@ static int parse_line(const char *p, const char *end, struct iso_exe_vma *v)
         return 0;
     v->prot = (p[0] == 'r' ? PROT_READ : 0) | (p[1] == 'w' ? PROT_WRITE : 0)
               | (p[2] == 'x' ? PROT_EXEC : 0);
-    int shared = p[3] != 'p';
+    v->shared = p[3] == 's';
     p = hex(p + 5, end, &v->offset);
     if (p >= end || *p++ != ' ')
         return 0;
@@ -100,61 +102,66 @@ static int parse_line(const char *p, const char *end, struct iso_exe_vma *v)
         ino = ino * 10 + (unsigned long)(*p - '0');
     v->dev = makedev(major, minor);
     v->ino = ino;
-    return !shared && ino != 0;
+    return ino != 0;
 }
 
-/* The private mappings of the file mapped at addr (the text: start_code),
- * in address order. */
+/* The mappings of the file mapped at addr (the text: start_code),
+ * in address order: a first pass finds that file, a second keeps its
+ * mappings (and only those count against ISO_EXE_MAX_VMAS). */
 static int scan_maps(struct iso_exe *x, unsigned long addr)
 {
     char buf[8192];
-    size_t have = 0;
     int n = 0, found = 0;
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    for (;;) {
-        ssize_t got = read(fd, buf + have, sizeof buf - have);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            close(fd);
-            errno = e;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t have = 0;
+        int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -1;
+        for (;;) {
+            ssize_t got = read(fd, buf + have, sizeof buf - have);
+            if (got < 0) {
+                if (errno == EINTR)
+                    continue;
+                int e = errno;
+                close(fd);
+                errno = e;
+                return -1;
+            }
+            have += (size_t)got;
+            size_t used = 0;
+            char *nl;
+            while ((nl = memchr(buf + used, '\n', have - used)) != NULL) {
+                struct iso_exe_vma v;
+                if (parse_line(buf + used, nl, &v)) {
+                    if (pass == 0 && v.start <= addr && addr < v.end) {
+                        x->dev = v.dev;
+                        x->ino = v.ino;
+                        found = 1;
+                    } else if (pass == 1 && v.dev == x->dev && v.ino == x->ino) {
+                        if (n == ISO_EXE_MAX_VMAS) {
+                            close(fd);
+                            errno = E2BIG;
+                            return -1;
+                        }
+                        x->vmas[n++] = v;
+                    }
+                }
+                used = (size_t)(nl - buf) + 1;
+            }
+            if (got == 0)
+                break;
+            if (used == 0 && have == sizeof buf)
+                used = have;        /* longer than any line of maps: dropped */
+            memmove(buf, buf + used, have - used);
+            have -= used;
+        }
+        close(fd);
+        if (!found) {
+            errno = ENOENT;
             return -1;
         }
-        have += (size_t)got;
-        size_t used = 0;
-        char *nl;
-        while ((nl = memchr(buf + used, '\n', have - used)) != NULL) {
-            struct iso_exe_vma v;
-            if (parse_line(buf + used, nl, &v) && n < ISO_EXE_MAX_VMAS) {
-                x->vmas[n++] = v;
-                if (v.start <= addr && addr < v.end) {
-                    x->dev = v.dev;
-                    x->ino = v.ino;
-                    found = 1;
-                }
-            }
-            used = (size_t)(nl - buf) + 1;
-        }
-        if (got == 0)
-            break;
-        if (used == 0 && have == sizeof buf)
-            used = have;        /* longer than any line of maps: dropped */
-        memmove(buf, buf + used, have - used);
-        have -= used;
     }
-    close(fd);
-    if (!found) {
-        errno = ENOENT;
-        return -1;
-    }
-    int k = 0;          /* keep the binary's */
-    for (int i = 0; i < n; i++)
-        if (x->vmas[i].dev == x->dev && x->vmas[i].ino == x->ino)
-            x->vmas[k++] = x->vmas[i];
-    x->nvmas = k;
+    x->nvmas = n;
     return 0;
 }
 
@@ -186,7 +193,8 @@ static int still_mapped(const struct iso_exe *x)
                        | (q.vma_flags & Q_WRITE ? PROT_WRITE : 0)
                        | (q.vma_flags & Q_EXEC ? PROT_EXEC : 0);
             if (i == x->nvmas || q.vma_start != v->start || q.vma_end != v->end
-                || q.vma_offset != v->offset || prot != v->prot || (q.vma_flags & Q_SHARED))
+                || q.vma_offset != v->offset || prot != v->prot
+                || !!(q.vma_flags & Q_SHARED) != v->shared)
                 same = 0;
             i++;
         } else if (i == x->nvmas) {
@@ -224,8 +232,9 @@ static int any_written(const struct iso_exe_vma *v, int pagemap)
 static int move_vma(const struct iso_exe_vma *v, int memfd)
 {
     unsigned long len = v->end - v->start;
-    if (!v->written && !(v->prot & PROT_WRITE))
-        return mmap((void *)v->start, len, v->prot, MAP_PRIVATE | MAP_FIXED, memfd,
+    if (v->shared || (!v->written && !(v->prot & PROT_WRITE)))
+        return mmap((void *)v->start, len, v->prot,
+                    (v->shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, memfd,
                     (off_t)v->offset) == MAP_FAILED ? -1 : 0;
     if (!(v->prot & PROT_READ) && mprotect((void *)v->start, len, v->prot | PROT_READ) < 0)
         return -1;
@@ -248,8 +257,11 @@ static int move_vma(const struct iso_exe_vma *v, int memfd)
 static int note_written(struct iso_exe *x)
 {
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (pagemap < 0)
-        return -1;
+    if (pagemap < 0) {          /* (a non-dumpable process of another user's) */
+        for (int i = 0; i < x->nvmas; i++)
+            x->vmas[i].written = 1;     /* copied whole: slower, as right */
+        return 0;
+    }
     for (int i = 0; i < x->nvmas; i++)
         x->vmas[i].written = any_written(&x->vmas[i], pagemap);
     close(pagemap);
@@ -318,6 +330,15 @@ int iso_exe_prepare(struct iso_exe *x, int memfd, iso_error_t *err)
     memset(x, 0, sizeof *x);
     memset(err, 0, sizeof *err);
     x->memfd = memfd;
+    /* where the caller may (CAP_LINUX_IMMUTABLE): not even a container's
+     * root, which may own it, can change its mode or attributes */
+    int flags = 0;
+    if (fchmod(memfd, 0555) < 0)
+        return fail(err, "memfd");
+    if (ioctl(memfd, FS_IOC_GETFLAGS, &flags) == 0) {
+        flags |= FS_IMMUTABLE_FL;
+        ioctl(memfd, FS_IOC_SETFLAGS, &flags);
+    }
     if (fstat(memfd, &st) < 0)
         return fail(err, "memfd");
     x->memfd_dev = st.st_dev;
@@ -331,16 +352,28 @@ int iso_exe_prepare(struct iso_exe *x, int memfd, iso_error_t *err)
     return 0;
 }
 
-int iso_exe_detach(struct iso_exe *x, iso_error_t *err)
+static int detach(struct iso_exe *x, iso_error_t *err)
 {
+    struct stat st;
     memset(err, 0, sizeof *err);
     x->done = 0;
+    /* the copy is still behind its fd (a caller may have closed it and
+     * opened another file there), and executable: a container whose root
+     * owns it may have changed its mode for all the caller's calls */
+    if (fstat(x->memfd, &st) < 0)
+        return fail(err, "memfd");
+    if (st.st_dev != x->memfd_dev || st.st_ino != x->memfd_ino) {
+        errno = EBADF;
+        return fail(err, "memfd");
+    }
+    if ((st.st_mode & 07777) != 0555 && fchmod(x->memfd, 0555) < 0)
+        return fail(err, "memfd");
     if (x->nvmas == 0 || still_mapped(x) != 1) {
         if (scan_maps(x, x->map.start_code) < 0)
             return fail(err, "/proc/self/maps");
-        if (note_written(x) < 0)
-            return fail(err, "/proc/self/pagemap");
     }
+    if (note_written(x) < 0)        /* pages written since, as a debugger does */
+        return fail(err, "/proc/self/pagemap");
     if (x->dev == x->memfd_dev && x->ino == x->memfd_ino) {
         x->done = 1;            /* a fork of a fork: already the copy */
         return 0;
@@ -351,15 +384,57 @@ int iso_exe_detach(struct iso_exe *x, iso_error_t *err)
     return 0;
 }
 
-int iso_exe_set(struct iso_exe *x, iso_error_t *err)
+static int detach_and_set(struct iso_exe *x, iso_error_t *err);
+
+static int set_exe(struct iso_exe *x)
 {
-    if (x->done)
-        return 0;
     x->map.brk = (uint64_t)syscall(SYS_brk, 0);
     x->map.exe_fd = (uint32_t)x->memfd;
     x->map.auxv = NULL;
     x->map.auxv_size = 0;
-    if (prctl(PR_SET_MM, PR_SET_MM_MAP, (unsigned long)&x->map, sizeof x->map, 0) == 0)
+    return prctl(PR_SET_MM, PR_SET_MM_MAP, (unsigned long)&x->map, sizeof x->map, 0);
+}
+
+int iso_exe_detach(struct iso_exe *x, iso_error_t *err)
+{
+    /* no handler runs between a copy of written data and its move */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    int r = detach_and_set(x, err);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
+}
+
+static int detach_and_set(struct iso_exe *x, iso_error_t *err)
+{
+    x->pending = 0;
+    if (detach(x, err) < 0)
+        return -1;
+    if (x->done)
+        return 0;
+    /* here, where /proc is still the caller's, if this process may: a
+     * mapping of the binary made since it was noted (EBUSY) is then found */
+    if (set_exe(x) == 0)
+        return 0;
+    if (errno == EBUSY) {
+        x->nvmas = 0;
+        if (detach(x, err) < 0)
+            return -1;
+        if (set_exe(x) == 0)
+            return 0;
+    }
+    if (errno != EPERM)
+        return fail(err, "/proc/self/exe");
+    x->pending = 1;         /* once in the container's user namespace */
+    return 0;
+}
+
+int iso_exe_set(struct iso_exe *x, iso_error_t *err)
+{
+    if (x->done || !x->pending || set_exe(x) == 0)
         return 0;
     return fail(err, "/proc/self/exe");
 }

@@ -298,17 +298,18 @@ void iso_forget_environ(void);
  * sealed memfd copy of the caller's binary (csrc/exe.c). iso_exe_prepare, in
  * the caller, once: where the binary is mapped. In the fork:
  * iso_exe_detach replaces those mappings, keeping every written page, and
- * iso_exe_set names the copy as the executable (/proc/self/exe); between
- * the two the fork may join a user namespace, in which it needs
- * CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE. */
+ * names the copy as the executable (/proc/self/exe) where this process may
+ * (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE in its user namespace); else
+ * iso_exe_set does, once the fork has joined the container's user
+ * namespace. */
 #define ISO_EXE_MAX_VMAS 32
 struct iso_exe_vma {
     unsigned long start, end, offset;
     unsigned long long dev, ino;
-    int prot, written;
+    int prot, written, shared;
 };
 typedef struct iso_exe {
-    int memfd, done, nvmas;
+    int memfd, done, pending, nvmas;
     unsigned long long memfd_dev, memfd_ino, dev, ino;
     struct prctl_mm_map map;
     struct iso_exe_vma vmas[ISO_EXE_MAX_VMAS];

@@ -581,9 +581,9 @@ def fork_into(int pidfd, unsigned long nsflags, list procs, keep, Exe exe not No
     pid = fork()
     if pid == 0:
         PyOS_AfterFork_Child()
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         if iso_exe_detach(&exe.x, &e) < 0:
             return 0, _error(&e)
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         err = _join_cgroups(procs)
         if err:
             return 0, _error_of("setns", err, "cgroup")
@@ -643,12 +643,13 @@ cdef object _fork_into_twice(int pidfd, unsigned long nsflags, list procs, keep,
     if mid == 0:
         # the first child, outside the container's PID namespace: no Python
         # here, syscalls only; what the second inherits is stripped first
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        iso_forget_environ()
+        # (the executable while /proc/self/pagemap is still its own to read)
         close(p[0])
         if iso_exe_detach(&exe.x, &e) < 0:
             pass
         else:
+            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            iso_forget_environ()
             e.err = _join_cgroups(procs)
             if e.err:
                 e.step = ISO_STEP_SETNS

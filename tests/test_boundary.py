@@ -204,6 +204,67 @@ def test_call_processes_run_from_a_sealed_copy_of_the_callers_binary(how):
     assert ident != (host.st_dev, host.st_ino)
 
 
+def _chmod_exe():
+    import os
+    try:
+        os.chmod("/proc/self/exe", 0)
+        return "changed"
+    except OSError as e:
+        return e.errno
+
+
+def test_one_container_cannot_spoil_the_copy_for_the_others():
+    """Every call of a caller runs from the same sealed copy: a container's
+    root, which may own it, must not make it unusable for the rest."""
+    with Container() as a, Container() as b:
+        a.call(_chmod_exe)
+        assert b.call(os.getpid) > 1
+        assert isolate.call(os.getpid) > 1
+
+
+def test_a_caller_that_closed_the_copy_gets_a_new_one(tmp_path):
+    """A daemon that closes every fd, then opens a file that takes the
+    copy's number: the call must not run as that file."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"#!/bin/sh\n")
+    os.chmod(victim, 0o755)
+    code = textwrap.dedent(f"""
+        import os
+        from isolate import Container, _call
+        with Container() as c:
+            c.call(os.getpid)
+            fd = _call._exe[1]
+            os.close(fd)
+            assert os.open({str(victim)!r}, os.O_RDONLY) == fd
+            print(c.call(os.readlink, "/proc/self/exe"))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("/memfd:isolate-python")
+
+
+@pytest.mark.parametrize("how", ["legacy layout", "binary mapped shared"])
+def test_calls_work_whatever_the_callers_mappings(how):
+    """Libraries mapped below the binary (the legacy layout of an unlimited
+    stack), or a shared mapping of the binary itself."""
+    code = textwrap.dedent("""
+        import mmap, os, isolate
+        if os.environ.get("MAP_SELF"):
+            with open("/proc/self/exe", "rb") as f:
+                keep = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        print(isolate.call(os.readlink, "/proc/self/exe"))
+    """)
+    env = dict(os.environ)
+    cmd = [sys.executable, "-c", code]
+    if how == "legacy layout":
+        cmd = ["setarch", os.uname().machine, "-L", *cmd]
+    else:
+        env["MAP_SELF"] = "1"
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("/memfd:isolate-python")
+
+
 #: The owner of the container runs a copy of the interpreter (the binary it
 #: attacks). The function hands an O_PATH fd of its /proc/self/exe to a shell
 #: in a session of its own, waits for the owner's death (its result pipe

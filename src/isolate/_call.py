@@ -163,19 +163,29 @@ def sealed_copy(path: str) -> int:
 
 
 _exe_lock = threading.Lock()
-_exe: _c.Exe | None = None
+_exe: tuple[_c.Exe, int, tuple[int, int]] | None = None
 
 
 def own_exe() -> _c.Exe:
     """A sealed copy of this process's own binary, made once, and where the
     binary is mapped: a call process is a copy of the caller's memory whose
     executable is the copy (csrc/exe.c), so that the function, which can
-    open its /proc/self/exe, holds no host file."""
+    open its /proc/self/exe, holds no host file. Made again if the caller
+    closed its fd (a daemon closing every fd, say)."""
     global _exe
     with _exe_lock:
-        if _exe is None:
-            _exe = _c.Exe(sealed_copy("/proc/self/exe"))
-        return _exe
+        if _exe is not None:
+            exe, fd, ident = _exe
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == ident:
+                    return exe
+            except OSError:
+                pass
+        fd = sealed_copy("/proc/self/exe")
+        st = os.fstat(fd)
+        _exe = (_c.Exe(fd), fd, (st.st_dev, st.st_ino))
+        return _exe[0]
 
 
 def _reraise(e: BaseException) -> None:
