@@ -1033,11 +1033,11 @@ static char *fmt_int(char *buf, long v)
     return buf;
 }
 
-/* mode "serve": the init alone; "run", "join": with x's command */
+/* mode "serve", "wait": the init alone; "run", "join": with x's command */
 static int init_args_make(struct init_args *a, const char *mode, int fd, const iso_exec_t *x,
                           iso_error_t *e)
 {
-    int command = mode[0] != 's';
+    int command = mode[0] == 'r' || mode[0] == 'j';
     size_t n = 0;
     while (command && x->argv[n] != NULL)
         n++;
@@ -1050,6 +1050,8 @@ static int init_args_make(struct init_args *a, const char *mode, int fd, const i
     *v++ = "isolate-init";
     *v++ = (char *)mode;
     *v++ = a->fd;
+    if (mode[0] == 'w')
+        *v++ = a->session;
     if (command) {
         *v++ = a->session;
         *v++ = (char *)x->file;
@@ -1176,7 +1178,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
             i = (size_t)-1;
         }
     struct init_args args;
-    if (init_args_make(&args, c->run ? "run" : "serve", at, &c->x, err) < 0)
+    /* run without a file: the command comes later (wait) */
+    const char *mode = !c->run ? "serve" : c->x.file[0] ? "run" : "wait";
+    if (init_args_make(&args, mode, at, &c->x, err) < 0)
         return -1;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {

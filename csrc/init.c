@@ -5,6 +5,7 @@
  *   isolate-init run   CTL SESSION FILE PATH ARG...      (envp: the command's)
  *   isolate-init join  REPORT SESSION FILE PATH ARG...   (envp: the command's)
  *   isolate-init adopt CTL PID
+ *   isolate-init wait  CTL SESSION
  *
  * Started by csrc/child.c from a sealed memfd, never by hand. All but the
  * command's session is already applied when this runs (namespaces, root,
@@ -19,6 +20,11 @@
  * ever held anything of the caller (runc CVE-2016-9962), and the process that
  * execs the command has this sealed program as /proc/self/exe, never a host
  * binary (runc CVE-2019-5736).
+ *
+ * wait: as run, for a command that comes later, in one message on CTL
+ * (iso_command_msg: its directory, file, PATH, argv and envp, with its
+ * stdin, stdout and stderr as SCM_RIGHTS): a container made ahead of its
+ * command (Pool.run). READY is sent twice: waiting (status 0), then started.
  *
  * adopt: as run, for a command that is already this process's child, PID:
  * a Pool's worker, which the first process of its container forked before it
@@ -126,14 +132,21 @@ static void send_report(int fd, long pid, int step, long err, const char *path)
 /* In a child of this program: become the command. A failure goes to rep
  * (a child sharing our memory) or, without rep, on errfd. */
 static void command_child(int session, const char *file, const char *path, char **argv,
-                          char **envp, int errfd, iso_report_t *rep)
+                          char **envp, int errfd, iso_report_t *rep, const int *stdio,
+                          const char *cwd)
 {
     unsigned long none = 0;
     sys(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none, 0, 0);
-    long r;
+    long r = 0;
     int step;
     const char *what;
-    if (session && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
+    for (int i = 0; stdio != 0 && i < 3 && r >= 0; i++)
+        r = sys(SYS_dup3, stdio[i], i, 0, 0, 0, 0);
+    if (r < 0) {
+        step = ISO_STEP_STDIO, what = "stdio";
+    } else if (cwd != 0 && cwd[0] && (r = sys(SYS_chdir, cwd, 0, 0, 0, 0, 0)) < 0) {
+        step = ISO_STEP_CHDIR, what = cwd;
+    } else if (session && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
         step = ISO_STEP_SETSID, what = "";
     } else if (session == ISO_SESSION_TTY && (r = sys(SYS_ioctl, 0, TIOCSCTTY, 0, 0, 0, 0)) < 0) {
         step = ISO_STEP_SETSID, what = "controlling terminal (stdin)";
@@ -159,13 +172,16 @@ struct command {
     int session;
     const char *file, *path;
     char **argv, **envp;
+    const int *stdio;       /* wait mode: the command's own */
+    const char *cwd;
     iso_report_t rep;
 };
 
 static int command_main(void *arg)
 {
     struct command *c = arg;
-    command_child(c->session, c->file, c->path, c->argv, c->envp, -1, &c->rep);
+    command_child(c->session, c->file, c->path, c->argv, c->envp, -1, &c->rep, c->stdio,
+                  c->cwd);
     return 127;
 }
 
@@ -183,9 +199,9 @@ static long iso_clone_fn(unsigned long flags, void *stack_top, int (*fn)(void *)
 
 /* Its pid, or -1 once the failure is reported. */
 static long start_command(int ctl, int session, const char *file, const char *path,
-                          char **argv, char **envp)
+                          char **argv, char **envp, const int *stdio, const char *cwd)
 {
-    struct command c = {session, file, path, argv, envp, {0, {0, 0, {0}}}};
+    struct command c = {session, file, path, argv, envp, stdio, cwd, {0, {0, 0, {0}}}};
     long pid = iso_clone_fn(CLONE_VM | CLONE_VFORK | SIGCHLD, command_stack + sizeof command_stack,
                             command_main, &c);
     if (pid < 0) {
@@ -196,6 +212,69 @@ static long start_command(int ctl, int session, const char *file, const char *pa
         report(ctl, ISO_MSG_ERROR, 0, c.rep.error.step, c.rep.error.err, c.rep.error.path);
         return -1;
     }
+    return pid;
+}
+
+/* Wait mode: the command, in one message (see iso_command_msg), and its
+ * stdio. Its pid, -1 once a failure is reported, -2 when the runtime went
+ * away instead. */
+static char command_buf[ISO_COMMAND_MAX] __attribute__((aligned(16)));
+static char *command_ptrs[ISO_COMMAND_MAX / 2 / sizeof(char *)];
+
+static long wait_for_command(int ctl, int session)
+{
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(3 * sizeof(int))];
+    } control;
+    struct iovec iov = {command_buf, sizeof command_buf - 1};
+    struct msghdr m = {0, 0, &iov, 1, &control, sizeof control, 0};
+    long n;
+    do
+        n = sys(SYS_recvmsg, ctl, &m, MSG_CMSG_CLOEXEC, 0, 0, 0);
+    while (n == -EINTR);
+    if (n <= 0)
+        return -2;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    int stdio[3];
+    if (c == 0 || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int))
+        || n < (long)sizeof(iso_command_msg_t) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, EINVAL, "command message");
+        return -1;
+    }
+    char *data = (char *)CMSG_DATA(c);
+    for (unsigned i = 0; i < 3 * sizeof(int); i++)
+        ((char *)stdio)[i] = data[i];
+    iso_command_msg_t *h = (iso_command_msg_t *)command_buf;
+    unsigned long want = 3 + (unsigned long)h->argc + 1 + (unsigned long)h->envc + 1;
+    command_buf[n] = '\0';
+    if (want > sizeof command_ptrs / sizeof command_ptrs[0]) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, E2BIG, "command message");
+        return -1;
+    }
+    /* cwd, file, path, argv..., envp..., each NUL-terminated */
+    char *p = command_buf + sizeof *h, *end = command_buf + n;
+    unsigned long k = 0;
+    for (unsigned long i = 0; i < 3 + (unsigned long)h->argc + (unsigned long)h->envc; i++) {
+        if (p >= end) {
+            report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, EINVAL, "command message");
+            return -1;
+        }
+        command_ptrs[k++] = p;
+        if (i == 2 + (unsigned long)h->argc)
+            command_ptrs[k++] = 0;          /* argv's end */
+        while (p < end && *p)
+            p++;
+        p++;
+    }
+    if (h->argc == 0)
+        command_ptrs[k++] = 0;
+    command_ptrs[k] = 0;
+    char **argv = command_ptrs + 3, **envp = argv + h->argc + 1;
+    long pid = start_command(ctl, session, command_ptrs[1], command_ptrs[2], argv, envp, stdio,
+                             command_ptrs[0]);
+    for (int i = 0; i < 3; i++)
+        sys(SYS_close, stdio[i], 0, 0, 0, 0, 0);
     return pid;
 }
 
@@ -219,8 +298,10 @@ int main(int argc, char **argv, char **envp)
     if (argc < 3)
         return 125;
     int run = streq(argv[1], "run"), join = streq(argv[1], "join");
-    int adopt = streq(argv[1], "adopt");
-    if (!run && !join && !adopt && !streq(argv[1], "serve"))
+    int adopt = streq(argv[1], "adopt"), wait = streq(argv[1], "wait");
+    if (!run && !join && !adopt && !wait && !streq(argv[1], "serve"))
+        return 125;
+    if (wait && argc < 4)
         return 125;
     if ((run || join) && argc < 7)
         return 125;
@@ -230,14 +311,14 @@ int main(int argc, char **argv, char **envp)
     sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
     sys(SYS_prctl, PR_SET_NAME, "isolate-init", 0, 0, 0, 0);    /* not the memfd's number */
     sys(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0, 0);
-    int session = (run || join) ? parse_int(argv[3]) : 0;
+    int session = (run || join || wait) ? parse_int(argv[3]) : 0;
 
     if (join) {
         /* into the PID namespace this process joined for its children; the
          * caller's child, which reaps it; born non-dumpable (like us) */
         long pid = sys(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0, 0);
         if (pid == 0)
-            command_child(session, argv[4], argv[5], argv + 6, envp, fd, 0);
+            command_child(session, argv[4], argv[5], argv + 6, envp, fd, 0, 0, 0);
         if (pid < 0)
             send_report(fd, 0, ISO_STEP_CLONE, -pid, "command");
         else
@@ -255,8 +336,15 @@ int main(int argc, char **argv, char **envp)
         return 125;
     }
     long r, main_pid = -1;
-    if (run && (main_pid = start_command(ctl, session, argv[4], argv[5], argv + 6, envp)) < 0)
+    if (run && (main_pid = start_command(ctl, session, argv[4], argv[5], argv + 6, envp,
+                                         0, 0)) < 0)
         return 127;
+    if (wait) {
+        report(ctl, ISO_MSG_READY, 0, 0, 0, 0);
+        if ((main_pid = wait_for_command(ctl, session)) < 0)
+            return main_pid == -2 ? 0 : 127;
+        run = 1;
+    }
     if (adopt) {
         main_pid = parse_int(argv[3]);
         run = 1;

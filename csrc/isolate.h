@@ -72,6 +72,15 @@ typedef struct iso_msg {
     iso_error_t error;
 } iso_msg_t;
 
+/* The command of a container made ahead of it (isolate-init wait): this,
+ * then its directory, file, PATH, argv and envp as NUL-terminated strings,
+ * in one message of at most ISO_COMMAND_MAX bytes, with its stdin, stdout
+ * and stderr as SCM_RIGHTS. */
+#define ISO_COMMAND_MAX (256 * 1024)
+typedef struct iso_command_msg {
+    uint32_t argc, envc;
+} iso_command_msg_t;
+
 /* How a command's start went, on a pipe to the caller (join) or to the init
  * (run): the command's pid, or an error (step != 0). */
 typedef struct iso_report {

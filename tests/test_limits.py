@@ -241,7 +241,7 @@ def test_pool_calls_are_limited_each_in_its_own_container(rootfs):
         with pytest.raises(ContainerOOMError):
             pool.call(lambda: len(bytearray(300 << 20)))
         assert pool.call(lambda: len(bytearray(10 << 20))) == 10 << 20    # a fresh one
-        assert pool.call(os.getpid) == 1
+        assert pool.call(os.getpid) == 2      # beside its init
 
 
 def test_stats_follow_the_workload(rootfs):
@@ -264,6 +264,22 @@ def test_stats_follow_the_workload(rootfs):
     assert during.pids_current >= before.pids_current + 5
     assert during.cpu_usage_ns > before.cpu_usage_ns
     assert during.oom_kills == 0
+
+
+@pytest.mark.parametrize("limit", [{"cpus": 0.5}, {"memory": "64M"}, {"pids": 50}])
+def test_stats_report_memory_cpu_and_pids_whatever_the_limit(rootfs, limit):
+    """Any limit gives a container cgroups, and its stats then cover memory,
+    CPU and PIDs, on v1 as on v2."""
+    with Container(rootfs=rootfs, **limit) as c:
+        c.spawn(["sleep", "30"])
+        c.run(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done"])
+        s = c.stats()
+    assert s.pids_current >= 2          # the init and the sleep
+    assert s.memory_current > 0
+    assert s.cpu_usage_ns > 0
+    assert s.oom_kills == 0
+    assert (s.memory_limit is None) == ("memory" not in limit)
+    assert (s.pids_limit is None) == ("pids" not in limit)
 
 
 def test_update_takes_effect_and_refuses_bad_values(rootfs):

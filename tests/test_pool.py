@@ -7,6 +7,7 @@ import dataclasses
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -283,3 +284,77 @@ def test_a_pool_that_fails_to_start_leaves_nothing(rootfs, monkeypatch):
     with pytest.raises(RuntimeError, match="no threads"):
         Pool(size=1, rootfs=rootfs)
     # no_leaks: no zygote, worker, container, mount or fd remains
+
+
+# --- commands: Pool.run and Pool.spawn ------------------------------------------
+
+
+def test_pool_run_gives_each_command_a_fresh_container(rootfs):
+    with Pool(size=2, rootfs=rootfs, hostname="cmd", memory="64M") as pool:
+        seen = []
+        for _ in range(4):
+            r = pool.run(["sh", "-c", "echo $$; hostname; cat /marker 2>/dev/null; "
+                                      "echo x > /marker; ls /proc | grep -c '^[0-9]'"],
+                         capture_output=True, text=True, timeout=10)
+            assert r.returncode == 0, r.stderr
+            seen.append(r.stdout.split())
+        for pid, host, processes in seen:
+            assert pid == "2"                   # beside its init, which is PID 1
+            assert host == "cmd"
+            assert int(processes) <= 4          # init, sh, ls, grep: nothing from before
+        r = pool.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True)
+        assert r.returncode == 0
+
+
+def test_pool_run_takes_subprocess_run_arguments(rootfs):
+    with Pool(size=1, rootfs=rootfs) as pool:
+        r = pool.run(["cat"], input=b"in", capture_output=True)
+        assert (r.returncode, r.stdout, r.stderr) == (0, b"in", b"")
+        r = pool.run("echo $HOME; pwd; exit 7", shell=True, capture_output=True, text=True,
+                     cwd="/tmp", env={"HOME": "/nowhere", "PATH": "/bin"})
+        assert (r.returncode, r.stdout) == (7, "/nowhere\n/tmp\n")
+        with pytest.raises(subprocess.CalledProcessError):
+            pool.run(["false"], check=True)
+        with pytest.raises(FileNotFoundError):
+            pool.run(["no-such-command"])
+        with pytest.raises(subprocess.TimeoutExpired):
+            pool.run(["sleep", "30"], timeout=0.5)
+        with pytest.raises(ValueError):
+            pool.run([])
+        with pytest.raises(ValueError):
+            pool.run(["true"], pass_fds=[0])
+        assert pool.run(["true"]).returncode == 0        # the pool still works
+
+
+def test_pool_spawn_is_a_popen(rootfs):
+    with Pool(size=1, rootfs=rootfs) as pool:
+        p = pool.spawn(["sh", "-c", "read x; echo got $x; sleep 30"], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True)
+        p.stdin.write("hi\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "got hi\n"
+        assert p.poll() is None
+        p.terminate()                           # to the init, which passes it on
+        assert p.wait(10) == -signal.SIGTERM
+        p.stdin.close()
+        p.stdout.close()
+
+
+def test_pool_commands_are_limited_and_oom_killed(rootfs):
+    with Pool(size=1, rootfs=rootfs, memory="32M", pids=10) as pool:
+        r = pool.run(["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+                                  "cat /sys/fs/cgroup/pids.max"], capture_output=True, text=True)
+        assert r.stdout.strip() == "10"
+        r = pool.run(["sh", "-c", "head -c 100000000 /dev/zero | tail"])
+        assert r.oom_killed
+
+
+def test_pool_commands_leave_nothing_behind(rootfs):
+    from tests.conftest import assert_no_leaks, snapshot
+    before = snapshot()
+    with Pool(size=2, rootfs=rootfs, memory="64M") as pool:
+        for _ in range(3):
+            pool.run(["true"])
+        p = pool.spawn(["sleep", "30"])         # still running at shutdown
+    assert p.returncode == -signal.SIGKILL    # ended with its container
+    assert_no_leaks(before)

@@ -62,8 +62,9 @@ CONTROLLERS = {"memory": "memory", "memory_swap": "memory", "pids": "pids", "cpu
                "cpu_weight": "cpu", "cpuset": "cpuset", "cpuset_mems": "cpuset",
                "io_weight": "blkio", "io_max": "blkio"}
 V2_NAMES = {"blkio": "io"}
-#: v1: made with any limit: accounting (stats) and the freezer (pause, kill-all)
-ALWAYS = ("cpuacct", "freezer")
+#: v1: made with any limit: what stats read (memory, PIDs and CPU, as v2 gives
+#: them for every cgroup) and the freezer (pause, kill-all)
+ALWAYS = ("cpuacct", "freezer", "memory", "pids")
 _IO_V1 = {"rbps": "read_bps", "wbps": "write_bps", "riops": "read_iops", "wiops": "write_iops"}
 
 
@@ -412,6 +413,11 @@ def _keyed(text: str | None, key: str) -> int | None:
     return None
 
 
+def _v1_limit(n: int | None) -> int | None:
+    """v1's "no limit" is the largest page count in bytes, not "max"."""
+    return None if n is None or n >= 1 << 62 else n
+
+
 class V1(Cgroups):
     """One cgroup per controller, each under the caller's own."""
 
@@ -493,7 +499,7 @@ class V1(Cgroups):
         return {
             "memory_current": num("memory", "memory.usage_in_bytes"),
             "memory_peak": num("memory", "memory.max_usage_in_bytes"),
-            "memory_limit": num("memory", "memory.limit_in_bytes"),
+            "memory_limit": _v1_limit(num("memory", "memory.limit_in_bytes")),
             "oom_kills": self.oom_kills() if "memory" in self.dirs else None,
             "pids_current": num("pids", "pids.current"),
             "pids_limit": num("pids", "pids.max"),

@@ -28,7 +28,8 @@ import sysconfig
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, TypeVar
 
 from . import _wire
@@ -268,12 +269,14 @@ class Pool(concurrent.futures.Executor):
             raise ValueError("a Pool cannot map id ranges yet (its zygote forks the containers); "
                              "use Container, or leave uid_map out")
         if "pid" not in self._cfg.namespaces:
-            raise ValueError("a Pool's workers are the PID 1 of their containers: "
+            raise ValueError("a Pool's containers have an init of their own: "
                              "keep the 'pid' namespace")
         self._size = size
         self._timeout = timeout
         self._trusted = bool(trusted)
         self._closing = False
+        self._premade: Any = None       # containers for commands: from the first on
+        self._procs: weakref.WeakSet[Any] = weakref.WeakSet()     # commands started
         self._cond = threading.Condition()
         self._ready: collections.deque[_Slot] = collections.deque()
         self._ready_cond = threading.Condition(threading.Lock())
@@ -449,6 +452,68 @@ class Pool(concurrent.futures.Executor):
         self._dispatch.submit(settle, fut, self._run, fn, args, kwargs, started)
         return fut
 
+    def spawn(self, args: Any, *, stdin: Any = None, stdout: Any = None, stderr: Any = None,
+              text: bool | None = None, encoding: str | None = None, errors: str | None = None,
+              universal_newlines: bool | None = None, bufsize: int = -1,
+              executable: Any = None, shell: bool = False, cwd: str | None = None,
+              env: Mapping[str, str] | None = None, user: int | str | None = None,
+              pass_fds: Sequence[int] = ()) -> Any:
+        """Start a command in a fresh container of the pool, made ahead of it
+        and removed once the command ends; a Popen-like `isolate.Process`
+        (as `Container.spawn`: `pid` is the container's init, which passes
+        signals on; `kill()` ends the container). Takes Container.spawn's
+        arguments; the pool's containers run as the pool's user, with stdio
+        (no pass_fds)."""
+        from . import _premade
+        from .container import Process, _argv
+        if pass_fds:
+            raise ValueError("pass_fds: a pool's command gets its stdio only")
+        if user is not None and str(user) not in (str(self._cfg.user.uid),
+                                                  f"{self._cfg.user.uid}:{self._cfg.user.gid}"):
+            raise ValueError(f"user={user!r}: a pool's containers run as the pool's user; "
+                             "give user= to Pool")
+        commands = self._commands()
+        cfg = self._cfg
+
+        def start(proc: Any, argv: list[bytes], exe: Any, stdio: tuple[int, int, int],
+                  fds: Any) -> int:
+            made = commands.take()
+            try:
+                file = argv[0] if exe is None else os.fsencode(exe)
+                _premade.start(made, cfg, argv, file, cwd, env, stdio)
+            except BaseException:
+                _premade._end(made)
+                raise
+            pid, proc._ctl, proc._cgroups = made
+            return pid
+
+        _argv(args, shell)      # an empty or NUL-holding args fails here, not in the thread
+        proc = Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
+                       encoding=encoding, errors=errors, universal_newlines=universal_newlines,
+                       bufsize=bufsize, executable=executable, shell=shell)
+        self._procs.add(proc)
+        return proc
+
+    def run(self, args: Any, *, input: str | bytes | None = None, capture_output: bool = False,
+            timeout: float | None = None, check: bool = False, **kwargs: Any) -> Any:
+        """A command in a fresh container of the pool, made ahead of it, as
+        `subprocess.run` (and `Container.run`): a CompletedProcess, with
+        `oom_killed`. On timeout the container is removed and
+        `subprocess.TimeoutExpired` raised."""
+        from .container import _complete, _popen_kwargs
+        proc = self.spawn(args, **_popen_kwargs(input, capture_output, kwargs))
+        return _complete(proc, input, timeout, check)
+
+    def _commands(self) -> Any:
+        """The containers waiting for commands: made from the first command on."""
+        from . import _premade
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("cannot run a command after shutdown")
+            if self._premade is None:
+                self._premade = _premade.Premade(self._cfg, self._size)
+            return self._premade
+
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[T]:
         """Executor.map: fn over the items, each call in a fresh container, up
@@ -483,6 +548,11 @@ class Pool(concurrent.futures.Executor):
         except OSError:
             pass
         self._ctl.close()
+        if self._premade is not None:
+            self._premade.close()
+        for proc in list(self._procs):      # commands still running: their containers go
+            proc._kill_all()
+            proc.wait()
         self._zygote.wait()
         self._reader.join()
         for relay in self._relays:      # workers that left a child holding them: not waited for

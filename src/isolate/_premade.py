@@ -1,0 +1,153 @@
+"""Containers made ahead of their command, for Pool.run and Pool.spawn.
+
+Each is what isolate.run makes (namespaces, root, mounts, cgroups, an init
+already under the command's ids and security), but its init waits for the
+command (isolate-init wait): a message on its control socket with the
+command's directory, file, PATH, argv and environment, and its stdin, stdout
+and stderr as SCM_RIGHTS. The init then starts it as in run mode, reports
+its pid, and its wait status when it ends, and the container ends with it.
+So a command in a pool costs what its own fork, exec and wait cost: the rest
+was paid before. A thread keeps `size` of them ready.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import struct
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from . import _isolate as _c
+from ._config import DEFAULT_PATH, Config, check_cwd, env_list
+
+_HEADER = struct.Struct("II")
+_MAX = 256 * 1024       # ISO_COMMAND_MAX
+
+
+class Premade:
+    """(init pid, control socket, cgroups) of containers waiting for a command."""
+
+    def __init__(self, cfg: Config, size: int) -> None:
+        from .container import _devnull, _Launch
+        self._cfg = cfg
+        self._size = size
+        null = _devnull()
+        # the init's own stdio: nothing of the caller's; the command gets its own
+        self._spec = _Launch(cfg, None, None, None).spec([b""], b"", (null, null, null), ())
+        self._ready: collections.deque[tuple[int, int, Any]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._fill, daemon=True,
+                                        name="isolate-pool-commands")
+        self._thread.start()
+
+    def _make(self) -> tuple[int, int, Any]:
+        from .container import _start
+        pid, pidfd, ctl, cgroups = _start(self._cfg, os.urandom(6).hex(), self._spec, True)
+        os.close(pidfd)
+        return pid, ctl, cgroups
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (len(self._ready) >= self._size
+                                            or self._failure is not None):
+                    self._cond.wait()
+                if self._closed:
+                    return
+            try:
+                made = self._make()
+            except BaseException as e:      # given to the next take()
+                with self._cond:
+                    self._failure = e
+                    self._cond.notify_all()
+                continue
+            with self._cond:
+                if self._closed:
+                    _end(made)
+                    return
+                self._ready.append(made)
+                self._cond.notify_all()
+
+    def take(self) -> tuple[int, int, Any]:
+        with self._cond:
+            while not self._ready:
+                if self._closed:
+                    raise RuntimeError("the pool is shut down")
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    self._cond.notify_all()
+                    raise failure
+                self._cond.wait()
+            made = self._ready.popleft()
+            self._cond.notify_all()
+            return made
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        while self._ready:
+            _end(self._ready.popleft())
+
+
+def _end(made: tuple[int, int, Any]) -> None:
+    """A container that got no command: ended, reaped, its cgroups gone."""
+    pid, ctl, cgroups = made
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    os.close(ctl)
+    if cgroups is not None:
+        cgroups.remove()
+
+
+def start(made: tuple[int, int, Any], cfg: Config, argv: list[bytes], file: bytes,
+          cwd: str | None, env: Mapping[str, str] | None, stdio: tuple[int, int, int]) -> None:
+    """Give the container its command, and wait for its start: raises what
+    the start raised (FileNotFoundError for a command not found, as
+    subprocess does)."""
+    pid, ctl, _ = made
+    environ = list(cfg.env) if env is None else env
+    envp = env_list(environ)
+    path = (dict(environ) if not isinstance(environ, Mapping) else environ).get(
+        "PATH", DEFAULT_PATH)
+    directory = cfg.cwd if cwd is None else os.fspath(cwd)
+    check_cwd(directory)
+    strings = [os.fsencode(directory), file, os.fsencode(path), *argv, *envp]
+    message = _HEADER.pack(len(argv), len(envp)) + b"".join(s + b"\0" for s in strings)
+    if len(message) >= _MAX:
+        raise OSError(7, "Argument list too long: a pool's command, its arguments and "
+                      f"environment take at most {_MAX // 1024} KiB")
+    from .container import _devnull
+    fds = [fd if fd >= 0 else _open_or_null(n, _devnull()) for n, fd in enumerate(stdio)]
+    sock = socket.socket(fileno=ctl)
+    try:
+        socket.send_fds(sock, [message], fds)
+    finally:
+        sock.detach()
+    data = os.read(ctl, _c.MSG_SIZE)
+    if len(data) != _c.MSG_SIZE:
+        from .errors import ContainerError
+        raise ContainerError(0, "the container's init ended before starting the command",
+                             None, step="init")
+    kind, status, step, err, where = _c.parse_msg(data)
+    if kind == _c.MSG_ERROR:
+        from .errors import child_error
+        raise child_error(step, err, where)
+
+
+def _open_or_null(fd: int, null: int) -> int:
+    """The caller's own stdio fd n, which the command inherits, if open."""
+    try:
+        os.fstat(fd)
+        return fd
+    except OSError:
+        return null
