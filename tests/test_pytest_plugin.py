@@ -90,6 +90,7 @@ def test_isolated_tests_report_like_normal_ones(pytester):
     assert "said inside" in out                        # captured output
     assert "fixture broke" in out
     assert "crashed" in out and "SIGKILL" in out
+    assert "_run_isolated" not in out                  # the test is named, not the plugin
     assert "did not finish within 1" in out
     assert "OOM killer" in out
     assert not os.path.exists("/etc/isolate-plugin-was-here")
