@@ -7,6 +7,7 @@
  * signal handlers reset before anything is unblocked.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -497,6 +498,144 @@ static int open_in_root(int root, const char *path)
     return (int)syscall(SYS_openat2, root, *path != '\0' ? path : ".", &how, sizeof how);
 }
 
+static int new_fs(const iso_op_t *op, uint64_t attr);
+
+static char *fmt_int(char *buf, long v)
+{
+    char tmp[24];
+    int n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    for (int i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
+#define SHADOW_MAX_ENTRIES 4096
+
+/* A mount target missing from a read-only root (the host's, readonly=True),
+ * as Docker makes one in any image: over the nearest directory that exists,
+ * parent (inside root), a small tmpfs that shows what the directory holds,
+ * each entry bound back (with its submounts and flags) or, a symlink, made
+ * again, and takes the new entries. Only this container's mount namespace
+ * sees it, and the root is never written. The tmpfs is made read-only by
+ * shadow_seal once the target is made; its mount fd goes in *mnt. Returns
+ * an O_PATH fd of the tmpfs's root. */
+static int shadow(int root, const char *rootpath, const char *parent, int *mnt)
+{
+    int old = open_in_root(root, parent), list = -1, tm = -1, top = -1, err = 0;
+    struct stat st;
+    if (old < 0 || fstat(old, &st) < 0 || (list = openat(old, ".", O_RDONLY | O_DIRECTORY |
+                                                          O_CLOEXEC)) < 0)
+        goto out;
+    /* the directory's mode (octal), owner and group; room for the entries */
+    char data[128], *p = data, *ids, num[24];
+    unsigned m = st.st_mode & 07777;
+    p = stpcpy(p, "mode=0");
+    for (int shift = 9; shift >= 0; shift -= 3)
+        *p++ = (char)('0' + ((m >> shift) & 7));
+    p = stpcpy(stpcpy(p, ",size=1m,nr_inodes="), fmt_int(num, 2 * SHADOW_MAX_ENTRIES));
+    ids = p;
+    p = stpcpy(stpcpy(p, ",uid="), fmt_int(num, (long)st.st_uid));
+    p = stpcpy(stpcpy(p, ",gid="), fmt_int(num, (long)st.st_gid));
+    iso_op_t fs = {ISO_OP_MOUNT, "tmpfs", NULL, "tmpfs", data, 0, 0};
+    if ((tm = new_fs(&fs, ISO_MOUNT_ATTR_NODEV | MS_NOSUID)) < 0) {
+        *ids = '\0';           /* an owner this user namespace does not map */
+        if ((tm = new_fs(&fs, ISO_MOUNT_ATTR_NODEV | MS_NOSUID)) < 0)
+            goto out;
+    }
+    if (syscall(SYS_move_mount, tm, "", old, "", ISO_MOVE_MOUNT_EMPTY_PATHS) < 0)
+        goto out;
+    /* now the tmpfs (the root's own fd is of what it covers) */
+    top = parent[strspn(parent, "/")] == '\0' ? open(rootpath, O_PATH | O_DIRECTORY | O_CLOEXEC)
+                                              : open_in_root(root, parent);
+    if (top < 0)
+        goto out;
+    char buf[4096], link[PATH_MAX];
+    int entries = 0;
+    for (;;) {
+        long n = syscall(SYS_getdents64, list, buf, sizeof buf);
+        if (n < 0)
+            goto out;
+        if (n == 0)
+            break;
+        for (long at = 0; at < n;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type;
+                     char name[]; } *d = (void *)(buf + at);
+            at += d->reclen;
+            const char *name = d->name;
+            if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+                continue;
+            if (++entries > SHADOW_MAX_ENTRIES) {
+                errno = E2BIG;
+                goto out;
+            }
+            unsigned char type = d->type;
+            struct stat es;
+            if (type == DT_UNKNOWN) {
+                if (fstatat(old, name, &es, AT_SYMLINK_NOFOLLOW) < 0)
+                    goto out;
+                type = S_ISDIR(es.st_mode) ? DT_DIR : S_ISLNK(es.st_mode) ? DT_LNK : DT_REG;
+            }
+            if (type == DT_LNK) {
+                ssize_t k = readlinkat(old, name, link, sizeof link - 1);
+                if (k < 0)
+                    goto out;
+                link[k] = '\0';
+                if (symlinkat(link, top, name) < 0)
+                    goto out;
+                continue;
+            }
+            if ((type == DT_DIR ? mkdirat(top, name, 0755)
+                                : mknodat(top, name, S_IFREG | 0644, 0)) < 0)
+                goto out;
+            int sub = (int)syscall(SYS_open_tree, old, name, ISO_OPEN_TREE_CLONE | O_CLOEXEC |
+                                   AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+            if (sub < 0)
+                goto out;
+            long r = syscall(SYS_move_mount, sub, "", top, name, 0x04 /* F_EMPTY_PATH */);
+            err = errno;
+            close(sub);
+            errno = err;
+            if (r < 0)
+                goto out;
+        }
+    }
+    *mnt = tm;
+    tm = -1;
+    err = 0;
+    goto done;
+out:
+    err = errno;
+    if (top >= 0)
+        close(top);
+    top = -1;
+done:
+    if (tm >= 0)
+        close(tm);
+    if (list >= 0)
+        close(list);
+    if (old >= 0)
+        close(old);
+    errno = err;
+    return top;
+}
+
+/* The shadows made for a target: read-only, as the root they stand in. */
+static int shadow_seal(int *mnts, int n)
+{
+    int r = 0;
+    uint64_t attr[4] = {ISO_MOUNT_ATTR_RDONLY, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        if (syscall(SYS_mount_setattr, mnts[i], "", AT_EMPTY_PATH, attr, sizeof attr) < 0)
+            r = -1;
+        close(mnts[i]);
+    }
+    return r;
+}
+
 /* dst (see ISO_OP_MOUNT_IN_ROOT) opened O_PATH inside its root, what is
  * missing of it made there, each piece by name relative to the fd of its
  * resolved parent: directories, and with file the last one as an empty file.
@@ -509,9 +648,11 @@ static int open_target(const char *dst, int file, iso_error_t *e)
         errno = ENAMETOOLONG;
         return fail(e, ISO_STEP_RESOLVE, dst);
     }
-    memcpy(path, dst, r);
-    path[r] = '\0';
-    int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), links = 0, fd = -1, step = 0;
+    char rootpath[PATH_MAX];
+    memcpy(rootpath, dst, r);
+    rootpath[r] = '\0';
+    int root = open(rootpath, O_PATH | O_DIRECTORY | O_CLOEXEC), links = 0, fd = -1, step = 0;
+    int shadows[4], nshadows = 0;
     if (root < 0)
         return fail(e, ISO_STEP_RESOLVE, dst);
     memcpy(path, dst + r, n - r + 1);   /* the path inside the root */
@@ -543,7 +684,32 @@ walk:   /* down from the root, making the first piece missing, and on */
             int made = file && last ? openat(dir, path + start, O_WRONLY | O_CREAT | O_EXCL |
                                              O_NOFOLLOW | O_CLOEXEC, 0644)
                                     : mkdirat(dir, path + start, 0755);
-            if (made < 0 && errno != EEXIST)
+            if (made < 0 && errno == EROFS && nshadows < 4) {
+                /* a read-only root: a shadow of the parent takes the piece */
+                char p0 = path[start];
+                path[start] = '\0';
+                int top = shadow(root, rootpath, path, &shadows[nshadows]);
+                path[start] = p0;
+                if (top < 0) {
+                    step = ISO_STEP_MKDIR;
+                } else {
+                    nshadows++;
+                    if (dir != root)
+                        close(dir);
+                    dir = top;
+                    if (start == strspn(path, "/")) {
+                        /* the root itself: its fd is of what the shadow covers */
+                        close(root);
+                        root = top;
+                    }
+                    made = file && last ? openat(dir, path + start, O_WRONLY | O_CREAT |
+                                                 O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)
+                                        : mkdirat(dir, path + start, 0755);
+                }
+            }
+            if (step)
+                ;
+            else if (made < 0 && errno != EEXIST)
                 step = file && last ? ISO_STEP_TOUCH : ISO_STEP_MKDIR;
             else if (file && last && made >= 0)
                 close(made);
@@ -557,6 +723,11 @@ walk:   /* down from the root, making the first piece missing, and on */
     }
 out:
     close(root);
+    if (nshadows > 0 && shadow_seal(shadows, nshadows) < 0 && fd >= 0) {
+        close(fd);
+        fd = -1;
+        step = ISO_STEP_REMOUNT;
+    }
     return fd >= 0 ? fd : fail(e, step ? step : ISO_STEP_RESOLVE, dst);
 }
 
@@ -1020,18 +1191,6 @@ struct init_args {
     char **argv;            /* malloc'd: free with init_args_free */
 };
 
-static char *fmt_int(char *buf, long v)
-{
-    char tmp[24];
-    int n = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) > 0);
-    for (int i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    buf[n] = '\0';
-    return buf;
-}
 
 /* mode "serve", "wait": the init alone; "run", "join": with x's command */
 static int init_args_make(struct init_args *a, const char *mode, int fd, const iso_exec_t *x,

@@ -80,14 +80,16 @@ def test_rootfs_with_symlinked_proc_is_refused(tmp_path, rootfs):
         Container(rootfs=str(evil))
 
 
-def test_failed_setup_step_names_step_and_path(rootfs):
-    # a read-only root cannot grow a mount point: mkdir fails inside the new container
+def test_failed_setup_step_names_step_and_path(rootfs, tmp_path):
+    # a file cannot be bound over a directory: the mount fails inside the new container
+    (tmp_path / "f").write_text("x")
     with pytest.raises(ContainerError) as e:
-        Container(rootfs=rootfs, readonly=True, mounts=[Mount.tmpfs("/not-there")]).start()
-    assert e.value.step == "mkdir"
-    assert e.value.errno == errno.EROFS
-    assert e.value.filename == "/not-there"
-    assert "read-only" in str(e.value)
+        Container(rootfs=rootfs, readonly=True, mounts=[Mount.bind(str(tmp_path / "f"), "/etc")]
+                  ).start()
+    assert e.value.step == "bind mount"
+    assert e.value.errno in (errno.EINVAL, errno.ENOTDIR)
+    assert e.value.filename == "/etc"
+    assert "/etc" in str(e.value)
     assert isinstance(e.value, OSError)
 
 

@@ -115,12 +115,42 @@ def test_dangling_symlink_to_a_file_target_is_followed_inside(tmp_path, fresh_ro
     assert not os.path.exists(os.path.join(fresh_rootfs, "run"))
 
 
-def test_missing_target_on_read_only_root_names_it_as_written(fresh_rootfs):
-    with pytest.raises(ContainerError) as e:
-        isolate.run(["true"], rootfs=fresh_rootfs, readonly=True,
-                    mounts=[Mount.tmpfs("/not/there")])
-    assert (e.value.step, e.value.errno, e.value.filename) == ("mkdir", errno.EROFS, "/not/there")
-    assert "create the mount target in the image first" in str(e.value)
+def test_missing_target_on_a_read_only_image_is_made_without_writing_it(fresh_rootfs, tmp_path):
+    """As Docker makes mount points in any image, --read-only included: a
+    shadow of the nearest directory that exists takes the new entry, shows
+    what the directory holds, and stays read-only."""
+    os.symlink("bin", os.path.join(fresh_rootfs, "link"))
+    before = sorted(os.listdir(fresh_rootfs))
+    (tmp_path / "f").write_text("from host\n")
+    r = isolate.run(["sh", "-c", "cat /not/there/f; ls /; ls -d /a/b/c; touch /x 2>&1; "
+                     "touch /not/y 2>&1; readlink /link"],
+                    rootfs=fresh_rootfs, readonly=True, capture_output=True, text=True,
+                    timeout=30, mounts=[Mount.bind(str(tmp_path), "/not/there"),
+                                        Mount.tmpfs("/a/b/c")])
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == "from host"
+    listed = lines[1:lines.index("/a/b/c")]
+    assert sorted(listed) == sorted(before + ["a", "not"])     # the image's entries, and the new
+    assert "Read-only file system" in lines[-3] and "Read-only file system" in lines[-2]
+    assert lines[-1] == "bin"                                   # symlinks made again
+    assert sorted(os.listdir(fresh_rootfs)) == before            # the image is untouched
+
+
+def test_missing_target_on_the_hosts_root(tmp_path):
+    """The default root (the host's, read-only): a bind to a new path."""
+    (tmp_path / "f").write_text("from host\n")
+    r = isolate.run(["sh", "-c", "cat /isolate-new-target/f; ls /; touch /y 2>&1; "
+                     "ls /usr/lib | wc -l"], capture_output=True, text=True, timeout=30,
+                    mounts=[Mount.bind(str(tmp_path), "/isolate-new-target"),
+                            Mount.tmpfs("/usr/lib/isolate-new")])
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == "from host"
+    assert set(e for e in os.listdir("/") if not e.startswith(".")) <= set(lines)
+    assert "Read-only file system" in lines[-2]
+    assert int(lines[-1]) == len(os.listdir("/usr/lib")) + 1
+    assert not os.path.exists("/isolate-new-target") and not os.path.exists("/usr/lib/isolate-new")
 
 
 def test_plan_holds_no_resolved_target(fresh_rootfs, tmp_path):
