@@ -217,6 +217,10 @@ TARGETS = [
     ("Pool.call / isolate.run", ("call", "pool_call"), ("call", "isolate_run_ref"), 0.2, "max"),
     ("Pool.call from a 1 GiB parent / small parent", ("call", "pool_call_big_parent_1gib"),
      ("call", "pool_call"), 1.2, "max"),
+    ("Container.call / isolate.run", ("call", "container_call"), ("call", "isolate_run_ref"),
+     1.0, "max"),
+    ("Pool.run / subprocess.run (moonshot)", ("commands", "pool_run"),
+     ("commands", "subprocess_run"), 1.1, "max"),
 ]
 
 
@@ -263,6 +267,9 @@ def pytest_terminal_summary(terminalreporter, config):
         if "calls" in b.extra_info:
             extra.append(("Pool.map: fresh containers per second",
                           b.extra_info["calls"] / b.stats.median, 500, "min"))
+        if "commands" in b.extra_info:
+            extra.append(("Pool.run from 4 threads: fresh containers per second",
+                          b.extra_info["commands"] / b.stats.median, 500, "min"))
         name = b.name.split("[")[0].removeprefix("test_") + (
             "[" + b.name.split("[", 1)[1] if "[" in b.name else "")
         data = sorted(b.stats.data)

@@ -54,3 +54,35 @@ def test_pool_map_2000(benchmark, rounds, rootfs):
         n = 200 if rounds < 100 else 2000
         benchmark.extra_info["calls"] = n
         benchmark.pedantic(lambda: list(pool.map(noop, range(n))), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="commands")
+def test_subprocess_run(benchmark, rounds):
+    import subprocess
+    _bench(benchmark, rounds, lambda: subprocess.run(["/bin/true"]),
+           setup=lambda: time.sleep(0.01))
+
+
+@pytest.mark.benchmark(group="commands")
+def test_pool_run(benchmark, rounds, rootfs):
+    """A command in a fresh container made ahead of it, paced (10 ms apart,
+    as the subprocess row) so one is always ready."""
+    with Pool(size=4, rootfs=rootfs) as pool:
+        pool.run(["/bin/true"])
+        time.sleep(0.5)
+        _bench(benchmark, rounds, lambda: pool.run(["/bin/true"]),
+               setup=lambda: time.sleep(0.01))
+
+
+@pytest.mark.benchmark(group="pool-throughput")
+def test_pool_run_2000_from_4_threads(benchmark, rounds, rootfs):
+    """2,000 commands through Pool.run from 4 threads: each a fresh container."""
+    import concurrent.futures
+    with Pool(size=4, rootfs=rootfs) as pool, \
+            concurrent.futures.ThreadPoolExecutor(4) as threads:
+        pool.run(["/bin/true"])
+        time.sleep(0.5)
+        n = 200 if rounds < 100 else 2000
+        benchmark.extra_info["commands"] = n
+        benchmark.pedantic(lambda: list(threads.map(lambda _: pool.run(["/bin/true"]), range(n))),
+                           rounds=3, iterations=1)
