@@ -33,11 +33,13 @@ def test_missing_and_unrunnable_command(rootfs):
     assert r.returncode == 126
 
 
-def test_setup_error_is_125_and_one_line(rootfs):
-    r = isolate("run", "--rootfs", rootfs, "--readonly", "--tmpfs", "/not-there", "--", "true")
+def test_setup_error_is_125_and_one_line(rootfs, tmp_path):
+    (tmp_path / "f").write_text("x")        # a file cannot be bound over a directory
+    r = isolate("run", "--rootfs", rootfs, "--readonly", "--mount", f"{tmp_path / 'f'}:/etc",
+                "--", "true")
     assert r.returncode == 125
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "mkdir /not-there" in lines[0]
+    assert len(lines) == 1 and "bind mount /etc" in lines[0]
 
 
 @pytest.mark.parametrize("args", [

@@ -166,3 +166,46 @@ def test_inside():
     r.assert_outcomes(passed=1)
     line = [ln for ln in r.stdout.lines if ln.startswith("mod.py")][0]
     assert line.split()[-1] == "100%", r.stdout.str()
+
+
+SAME_OUTCOMES = '''
+import unittest
+import warnings
+
+class Case(unittest.TestCase):
+    def test_subtests(self):
+        for i in range(3):
+            with self.subTest(i=i):
+                self.assertNotEqual(i, 1)
+
+def test_subtests_fixture(subtests):
+    for i in range(3):
+        with subtests.test(i=i):
+            assert i != 2
+
+def test_warns():
+    warnings.warn("isolated-deprecation-marker", DeprecationWarning)
+
+def test_plain_pass():
+    pass
+'''
+
+
+def _outcome_lines(result):
+    return sorted(line for line in result.stdout.lines
+                  if line.startswith(("PASSED", "FAILED", "SUBPASSED", "SUBFAILED")))
+
+
+def test_isolated_outcomes_match_plain_ones(pytester):
+    """Subtests (unittest's and the fixture's), their failures, and warnings:
+    the same reports and exit code with --isolate as without."""
+    pytester.makepyfile(test_same=SAME_OUTCOMES)
+    plain = pytester.runpytest_subprocess("-rA", "-p", "no:cacheprovider")
+    isolated = pytester.runpytest_subprocess("-rA", "-p", "no:cacheprovider", "--isolate")
+    assert plain.ret == isolated.ret == 1
+    assert _outcome_lines(isolated) == _outcome_lines(plain)
+    assert any("SUBFAILED" in line for line in _outcome_lines(plain))
+    out = isolated.stdout.str()
+    assert "isolated-deprecation-marker" in out and "DeprecationWarning" in out
+    assert plain.parseoutcomes().get("failed") == isolated.parseoutcomes().get("failed")
+    assert plain.parseoutcomes().get("warnings") == isolated.parseoutcomes().get("warnings")
