@@ -78,8 +78,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.TestReport]:
-    from _pytest.runner import runtestprotocol
-
     from ._call import call_in
     from .container import Container
     from .errors import ContainerDied, ContainerOOMError, IsolateError, SerializationError
@@ -94,20 +92,22 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     # What comes back is data (pytest's serializable reports, made for xdist,
     # and coverage's bytes), decoded as from any container: a test that runs
     # isolated cannot run code in the session through its reports.
-    def inside() -> tuple[list[dict[str, Any]], bytes | None]:
+    def inside() -> tuple[list[dict[str, Any]], tuple, bytes | None]:
         try:
             os.chdir(cwd)
         except OSError:
             pass
         if basetemp is not None:        # /tmp is the container's own: tmp_path goes there
             os.makedirs(basetemp, exist_ok=True)
-        reports = runtestprotocol(item, log=False, nextitem=None)
+        reports, warned = _run_collecting(item)
         return ([config.hook.pytest_report_to_serializable(config=config, report=r)
-                 for r in reports], _coverage_data())
+                 for r in reports], (warned, _failed_subtests(config, item.nodeid)),
+                _coverage_data())
 
     try:
         with Container(**options) as c:
-            data, coverage = call_in(c, inside, (), {}, timeout, keep_fds=_output_fds())
+            data, extra, coverage = call_in(c, inside, (), {}, timeout,
+                                            keep_fds=_output_fds())
     except TimeoutError:
         return [_failure(item, f"isolated test did not finish within {timeout} s; its "
                                "container was removed")]
@@ -124,7 +124,112 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     except (IsolateError, ValueError, TypeError, OSError) as e:
         return [_failure(item, f"isolated test: its container could not be made: {e}")]
     _merge_coverage(coverage)
+    warned, failed_subtests = extra
+    _replay_warnings(item, warned)
+    _failed_subtests(config, item.nodeid, failed_subtests)
     return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+
+
+class _Ihook:
+    """A node's hooks in an isolated test's process, but for its reports,
+    which are kept to go back to the session (subtests log theirs in the
+    middle of the call) as well as shown to the process's plugins but the
+    terminal."""
+
+    def __init__(self, real: Any, logreport: Any) -> None:
+        self._real = real
+        self.pytest_runtest_logreport = logreport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _run_collecting(item: pytest.Item) -> tuple[list[Any], list[tuple]]:
+    """In the isolated test's process: run the test as pytest's protocol
+    does, logging its reports (and its subtests') and recording its
+    warnings, all kept to travel back as data."""
+    from _pytest import nodes
+    from _pytest.runner import runtestprotocol
+    config = item.config
+    pm = config.pluginmanager
+    # what reports outside this process: xdist's channel to its controller
+    # (its worker runs from source sent over it: no module to tell it by),
+    # reportlog's file: gone; the terminal keeps what else it does here
+    # (assertion messages ask it for its width), but shows no report
+    for plugin in [p for p in pm.get_plugins()
+                   if type(p).__name__ == "WorkerInteractor"
+                   or type(p).__module__.split(".")[0] in ("xdist", "pytest_reportlog")]:
+        pm.unregister(plugin)
+    terminal = pm.get_plugin("terminalreporter")
+    forward = pm.subset_hook_caller("pytest_runtest_logreport",
+                                    [terminal] if terminal is not None else [])
+    reports: list[Any] = []
+
+    def logreport(report: Any) -> None:
+        reports.append(report)
+        forward(report=report)
+
+    real = nodes.Node.ihook
+    nodes.Node.ihook = property(lambda self: _Ihook(real.fget(self), logreport))  # type: ignore
+    warned: list[tuple] = []
+    recorder = _Recorded(warned)
+    pm.register(recorder, "isolate-warnings")
+    recorder.on = True
+    from _pytest.warnings import catch_warnings_for_item
+    with catch_warnings_for_item(config, ihook=item.ihook, when="runtest", item=item):
+        runtestprotocol(item, log=True, nextitem=None)
+    return reports, warned
+
+
+class _Recorded:
+    """The warnings a test raised, as data (the session shows them)."""
+
+    def __init__(self, into: list[tuple]) -> None:
+        self.into = into
+        self.on = False     # registering replays the session's earlier warnings: not ours
+
+    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str) -> None:
+        if not self.on:
+            return
+        m = warning_message
+        self.into.append((str(m.message), m.category.__module__, m.category.__qualname__,
+                          str(m.filename), int(m.lineno), when, nodeid))
+
+
+def _replay_warnings(item: pytest.Item, warned: list[tuple]) -> None:
+    """In the session: the isolated test's warnings, as if raised here. A
+    category is one the session has loaded already, else UserWarning."""
+    import warnings
+    for text, module, qualname, filename, lineno, when, nodeid in warned:
+        category: Any = UserWarning
+        found: Any = sys.modules.get(module)
+        for part in qualname.split(".") if found is not None else ():
+            found = getattr(found, part, None)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+        try:
+            message = category(text)
+        except Exception:
+            message, category = UserWarning(text), UserWarning
+        m = warnings.WarningMessage(message, category, filename, lineno)
+        item.ihook.pytest_warning_recorded.call_historic(
+            kwargs=dict(warning_message=m, when=when, nodeid=nodeid, location=None))
+
+
+def _failed_subtests(config: pytest.Config, nodeid: str, add: int = 0) -> int:
+    """How many of a test's subtests failed, as pytest counts them where
+    they run; with add, counted in the session too, where the test's own
+    report is judged ("contains N failed subtests")."""
+    try:
+        from _pytest.subtests import failed_subtests_key
+    except ImportError:
+        return 0
+    counts = config.stash.get(failed_subtests_key, None)
+    if counts is None:
+        return 0
+    if add:
+        counts[nodeid] += add
+    return int(counts.get(nodeid, 0))
 
 
 def _output_fds() -> list[int]:
