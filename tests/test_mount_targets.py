@@ -163,3 +163,29 @@ def test_plan_holds_no_resolved_target(fresh_rootfs, tmp_path):
                                            Mount.bind(str(tmp_path), "/link/y", readonly=True)])
     lines = [s for s in _plan.describe(_plan.container_steps(cfg)) if "/link/" in s]
     assert len(lines) == 2 and all("/newroot/link/" in s for s in lines), lines
+
+
+def test_overlay_mount_is_writable_inside_and_leaves_the_host_as_it_was(tmp_path):
+    """Mount.overlay: the host's directory, copy-on-write; the writes vanish."""
+    (tmp_path / "f").write_text("orig\n")
+    inside = str(tmp_path)          # under /tmp, which is the container's own tmpfs
+    script = ("echo changed > /data/f && echo new > /data/g && cat /data/f /data/g && "
+              f"rm {inside}/f && ls {inside} | wc -l && ls /data")
+    r = isolate.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                    mounts=[Mount.overlay(tmp_path, "/data"), Mount.overlay(tmp_path)])
+    assert r.returncode == 0, r
+    assert r.stdout.split() == ["changed", "new", "0", "f", "g"]
+    assert (tmp_path / "f").read_text() == "orig\n"
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_overlay_mount_bad_input(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        isolate.run(["true"], mounts=[Mount.overlay(tmp_path / "file", "/x")])
+    with pytest.raises(FileNotFoundError):
+        isolate.run(["true"], mounts=[Mount.overlay(tmp_path / "missing", "/x")])
+    with pytest.raises(ValueError, match="overlayfs cannot take"):
+        Mount.overlay("/tmp/a,b", "/x")
+    with pytest.raises(ValueError, match="relative"):
+        Mount.overlay("relative", "/x")

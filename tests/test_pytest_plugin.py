@@ -209,3 +209,43 @@ def test_isolated_outcomes_match_plain_ones(pytester):
     assert "isolated-deprecation-marker" in out and "DeprecationWarning" in out
     assert plain.parseoutcomes().get("failed") == isolated.parseoutcomes().get("failed")
     assert plain.parseoutcomes().get("warnings") == isolated.parseoutcomes().get("warnings")
+
+
+WRITES = '''
+import os
+
+def test_writes_the_project_and_home():
+    with open("written-by-a-test", "w") as f:
+        f.write("x")
+    os.utime("test_writes.py")
+    with open(os.path.expanduser("~/.isolate-plugin-home-marker"), "w") as f:
+        f.write("x")
+    with open("/tmp/isolate-plugin-tmp-marker", "w") as f:
+        f.write("x")
+    with open(os.path.join(os.environ["SHARED"], "kept"), "a") as f:
+        f.write("x")
+
+def test_the_next_test_sees_none_of_it():
+    assert not os.path.exists("written-by-a-test")
+    assert not os.path.exists(os.path.expanduser("~/.isolate-plugin-home-marker"))
+    assert not os.path.exists("/tmp/isolate-plugin-tmp-marker")
+    assert os.path.exists(os.path.join(os.environ["SHARED"], "kept"))
+'''
+
+
+def test_isolated_writes_work_and_vanish(pytester, tmp_path, monkeypatch):
+    """The project (pytester's, under /tmp), $HOME and /tmp are writable and
+    copy-on-write; an --isolate-share directory keeps what is written."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setenv("SHARED", str(shared))
+    pytester.makepyfile(test_writes=WRITES)
+    mtime = os.stat(pytester.path / "test_writes.py").st_mtime_ns
+    r = pytester.runpytest_subprocess("--isolate", "-p", "no:cacheprovider",
+                                      "--isolate-share", str(shared))
+    r.assert_outcomes(passed=2)
+    assert not (pytester.path / "written-by-a-test").exists()
+    assert os.stat(pytester.path / "test_writes.py").st_mtime_ns == mtime
+    assert not os.path.exists(os.path.expanduser("~/.isolate-plugin-home-marker"))
+    assert not os.path.exists("/tmp/isolate-plugin-tmp-marker")
+    assert (shared / "kept").read_text() == "x"

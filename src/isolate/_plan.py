@@ -247,6 +247,17 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
             continue
         assert m.source is not None
         source = os.path.realpath(m.source)     # OLDROOT + a symlink would leave OLDROOT
+        if m.kind == "overlay":
+            # its writable layer in the setup tmpfs, beside the root's
+            layer = f"/layer{len(steps)}"
+            data = f"lowerdir={OLDROOT}{source},upperdir={layer}/upper,workdir={layer}/work"
+            if cfg.userns:
+                data += ",userxattr"
+            steps += [op(_c.OP_MKDIR, dst=f"{layer}/upper", arg=0o755),
+                      op(_c.OP_MKDIR, dst=f"{layer}/work", arg=0o755),
+                      op(_c.OP_MOUNT_IN_ROOT, dst=target, fstype="overlay",
+                         flags=NOSUID | NODEV, data=data)]
+            continue
         # a directory or a file target, as the source is when the child binds it
         # nodev: a device is given with devices=, never through a bind
         steps.append(op(_c.OP_MOUNT_IN_ROOT, src=OLDROOT + source, dst=target,

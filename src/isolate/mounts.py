@@ -1,4 +1,5 @@
-"""Mounts a container gets besides its root: `Mount.bind` and `Mount.tmpfs`."""
+"""Mounts a container gets besides its root: `Mount.bind`, `Mount.overlay` and
+`Mount.tmpfs`."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ __all__ = ["Mount"]
 
 @dataclass(frozen=True)
 class Mount:
-    """One mount in the container. Build with `Mount.bind` or `Mount.tmpfs`.
+    """One mount in the container. Build with `Mount.bind`, `Mount.overlay` or
+    `Mount.tmpfs`.
 
     Targets are paths inside the container; they are resolved inside the root
     (a symlink in the image cannot point a mount out of it) and created when
@@ -28,8 +30,9 @@ class Mount:
     def __post_init__(self) -> None:
         # every field, also when the dataclass is built directly (bypassing
         # bind's and tmpfs's parsing): size and mode go into the mount options
-        if not isinstance(self.kind, str) or self.kind not in ("bind", "tmpfs"):
-            raise ValueError(f"unknown mount kind {self.kind!r}: use Mount.bind or Mount.tmpfs")
+        if not isinstance(self.kind, str) or self.kind not in ("bind", "overlay", "tmpfs"):
+            raise ValueError(f"unknown mount kind {self.kind!r}: use Mount.bind, "
+                             "Mount.overlay or Mount.tmpfs")
         if not isinstance(self.target, str) or not self.target:
             raise TypeError("a mount target is a non-empty str")
         if not self.target.startswith("/"):
@@ -38,7 +41,7 @@ class Mount:
             raise ValueError("mount target contains a NUL byte")
         if not isinstance(self.readonly, bool):
             raise TypeError(f"a mount's readonly is True or False, not {self.readonly!r}")
-        if self.kind == "bind":
+        if self.kind in ("bind", "overlay"):
             if not isinstance(self.source, str):
                 raise TypeError(f"a bind source is a str path, not {self.source!r}")
             if not os.path.isabs(self.source):
@@ -47,6 +50,14 @@ class Mount:
                 raise ValueError("bind source contains a NUL byte")
             if self.size is not None or self.mode != 0o1777:
                 raise ValueError("size and mode are a tmpfs's: a bind mount has the source's")
+            if self.kind == "overlay":
+                # overlayfs options take "," and ":" as separators
+                if any(c in self.source for c in ",:\\"):
+                    raise ValueError(f"overlay source {self.source!r}: overlayfs cannot take "
+                                     "a path with ',', ':' or '\\'")
+                if self.readonly:
+                    raise ValueError("an overlay is the source made writable: for a read-only "
+                                     "view, use Mount.bind(..., readonly=True)")
             return
         if self.source is not None:
             raise ValueError(f"a tmpfs has no source (got {self.source!r}): use Mount.bind")
@@ -67,6 +78,18 @@ class Mount:
         if not isinstance(src, str):
             raise TypeError("a bind source is a str path")
         return cls("bind", src if target is None else target, source=src, readonly=bool(readonly))
+
+    @classmethod
+    def overlay(cls, source: str | os.PathLike[str], target: str | None = None) -> Mount:
+        """The host directory `source` at `target` (default: the same path),
+        copy-on-write: the container reads it and may write it, and its writes
+        go to a layer of its own (in RAM, within the container's storage_size)
+        that ends with it; the host's directory is never written. Mounts below
+        `source` on the host are not part of it (overlayfs's lower layer)."""
+        src = os.fspath(source)
+        if not isinstance(src, str):
+            raise TypeError("an overlay source is a str path")
+        return cls("overlay", src if target is None else target, source=src)
 
     @classmethod
     def tmpfs(cls, target: str, *, size: int | str | None = None, mode: int = 0o1777) -> Mount:

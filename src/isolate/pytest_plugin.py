@@ -10,7 +10,10 @@
     def test_no_network(): ...
 
 `pytest --isolate` runs every test as if marked isolated; `--isolate-timeout S`
-fails an isolated test that runs longer. An isolated test runs, with its
+fails an isolated test that runs longer. The project, `$HOME` and what the
+session runs from under /tmp are copy-on-write inside (Mount.overlay): a test
+writes there as it could plainly, and its writes vanish with its container;
+`--isolate-share PATH` makes a directory writable for good. An isolated test runs, with its
 fixtures, in a fork of the pytest process that joined a fresh container (see
 `Container.call`): the host's root read-only, a private /tmp, its own PID
 namespace, hostname and no network unless its options say otherwise. Its
@@ -36,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run every test in a fresh container, as if marked isolated")
     group.addoption("--isolate-timeout", type=float, default=None, metavar="SECONDS",
                     help="fail an isolated test that runs longer than this")
+    group.addoption("--isolate-share", action="append", default=[], metavar="PATH",
+                    help="a directory isolated tests write to for good (bound as it is, not "
+                         "copy-on-write); may be given more than once")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,6 +91,7 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     config = item.config
     timeout = options.pop("timeout", config.getoption("isolate_timeout"))
     options.setdefault("env", dict(os.environ))
+    options["mounts"] = [*_writable(config), *options.get("mounts", ())]
     cwd = os.getcwd()
     factory = getattr(config, "_tmp_path_factory", None)
     basetemp = factory.getbasetemp() if factory is not None else None
@@ -128,6 +135,34 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     _replay_warnings(item, warned)
     _failed_subtests(config, item.nodeid, failed_subtests)
     return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+
+
+def _writable(config: pytest.Config) -> list[Any]:
+    """What an isolated test may write as it could plainly, its writes
+    vanishing with its container: the project, $HOME, and what the session
+    runs from under /tmp (which is the container's own), copy-on-write;
+    --isolate-share paths bound as they are."""
+    from .mounts import Mount
+    cached = getattr(config, "_isolate_writable", None)
+    if cached is not None:
+        return cached
+    wanted = [str(config.rootpath), os.getcwd(), os.path.expanduser("~")]
+    wanted += [p for p in (sys.prefix, *sys.path) if p and _under(os.path.realpath(p), "/tmp")]
+    shared = [os.path.realpath(p) for p in config.getoption("isolate_share")]
+    paths: list[str] = []
+    for p in sorted({os.path.realpath(p) for p in wanted if os.path.isdir(p)}):
+        if p == "/" or any(_under(p, q) for q in paths) or any(_under(p, q) for q in shared):
+            continue
+        if any(c in p for c in ",:\\"):
+            continue            # overlayfs cannot take it: read-only, as before
+        paths.append(p)
+    mounts = [Mount.overlay(p) for p in paths] + [Mount.bind(p) for p in shared]
+    config._isolate_writable = mounts   # type: ignore[attr-defined]
+    return mounts
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 class _Ihook:
