@@ -214,7 +214,9 @@ def test_strings_that_cannot_be_encoded_are_refused():
     (lambda: Mount("tmpfs", "/x", mode=True), ValueError, "mode"),
     (lambda: Mount("tmpfs", "/x", source="/etc"), ValueError, "source"),
     (lambda: Mount("tmpfs", "/x", readonly="no"), TypeError, "readonly"),
-    (lambda: Mount("overlay", "/x"), ValueError, "overlay"),
+    (lambda: Mount("squashfs", "/x"), ValueError, "kind"),
+    (lambda: Mount("overlay", "/x"), TypeError, "source"),
+    (lambda: Mount("overlay", "/x", source="/etc", readonly=True), ValueError, "read-only"),
     (lambda: Mount(["bind"], "/x"), ValueError, "kind"),     # unhashable: no TypeError from `in`
     (lambda: Mount("bind", "/x"), TypeError, "source"),
     (lambda: Mount("bind", "/x", source=b"/etc"), TypeError, "source"),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
+import select
 import signal
 import socket
 import struct
@@ -22,6 +24,7 @@ from typing import Any
 
 from . import _isolate as _c
 from ._config import DEFAULT_PATH, Config, check_cwd, env_list
+from .container import Process
 
 _HEADER = struct.Struct("II")
 _MAX = 256 * 1024       # ISO_COMMAND_MAX
@@ -44,6 +47,24 @@ class Premade:
         self._thread = threading.Thread(target=self._fill, daemon=True,
                                         name="isolate-pool-commands")
         self._thread.start()
+        # containers whose command has ended: their init reaped here, off the
+        # caller's path (its exit takes the namespaces down)
+        self._ended: queue.SimpleQueue[tuple[int, int, Any] | None] = queue.SimpleQueue()
+        self._reaper = threading.Thread(target=self._reap, daemon=True,
+                                        name="isolate-pool-reaper")
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        while (made := self._ended.get()) is not None:
+            pid, ctl, cgroups = made
+            os.waitpid(pid, 0)
+            os.close(ctl)
+            if cgroups is not None:
+                cgroups.remove()
+
+    def ended(self, made: tuple[int, int, Any]) -> None:
+        """A container whose command has ended, for the reaper."""
+        self._ended.put(made)
 
     def _make(self) -> tuple[int, int, Any]:
         from .container import _start
@@ -94,6 +115,8 @@ class Premade:
         self._thread.join()
         while self._ready:
             _end(self._ready.popleft())
+        self._ended.put(None)
+        self._reaper.join()
 
 
 def _end(made: tuple[int, int, Any]) -> None:
@@ -151,3 +174,32 @@ def _open_or_null(fd: int, null: int) -> int:
         return fd
     except OSError:
         return null
+
+
+class PoolProcess(Process):
+    """A pool's command: its end is the init's report of it (MSG_EXIT on
+    the control socket), not the init's own end, which takes the container
+    down after it; the pool's reaper waits for that."""
+
+    _premade: Premade
+
+    def _ended_early(self, timeout: float | None) -> int | None:
+        if self._ctl < 0:
+            return None
+        if timeout is not None and not select.select([self._ctl], [], [], max(0.0, timeout))[0]:
+            raise TimeoutError
+        try:
+            data = os.read(self._ctl, _c.MSG_SIZE)
+        except OSError:
+            data = b""
+        if len(data) != _c.MSG_SIZE:
+            return None         # the init ended first (killed): its own status tells
+        kind, status, *_ = _c.parse_msg(data)
+        if kind != _c.MSG_EXIT:
+            return None
+        cgroups, self._cgroups = self._cgroups, None
+        if cgroups is not None:
+            self._oom_killed = cgroups.oom_kills() > 0
+        self._premade.ended((self.pid, self._ctl, cgroups))
+        self._ctl = -1
+        return status

@@ -124,6 +124,18 @@ class Process(subprocess.Popen):
         finally:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
+    def _wait(self, timeout):
+        early = getattr(self, "_ended_early", None)
+        if early is not None and self.returncode is None:
+            try:
+                status = early(timeout)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+            if status is not None:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                return self.returncode
+        return super()._wait(timeout)
+
     def _handle_exitstatus(self, sts, *args, **kwargs):
         if self._ctl >= 0:
             sts = self._command_status(sts)

@@ -465,7 +465,7 @@ class Pool(concurrent.futures.Executor):
         arguments; the pool's containers run as the pool's user, with stdio
         (no pass_fds)."""
         from . import _premade
-        from .container import Process, _argv
+        from .container import _argv
         if pass_fds:
             raise ValueError("pass_fds: a pool's command gets its stdio only")
         if user is not None and str(user) not in (str(self._cfg.user.uid),
@@ -485,10 +485,11 @@ class Pool(concurrent.futures.Executor):
                 _premade._end(made)
                 raise
             pid, proc._ctl, proc._cgroups = made
+            proc._premade = commands
             return pid
 
         _argv(args, shell)      # an empty or NUL-holding args fails here, not in the thread
-        proc = Process(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
+        proc = _premade.PoolProcess(start, args, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
                        encoding=encoding, errors=errors, universal_newlines=universal_newlines,
                        bufsize=bufsize, executable=executable, shell=shell)
         self._procs.add(proc)
