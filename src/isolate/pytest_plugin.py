@@ -24,10 +24,13 @@ coverage (pytest-cov) in the session.
 """
 from __future__ import annotations
 
+import collections
+import gc
 import os
 import signal
 import stat
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -85,7 +88,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.TestReport]:
     from ._call import call_in
-    from .container import Container
     from .errors import ContainerDied, ContainerOOMError, IsolateError, SerializationError
 
     config = item.config
@@ -111,10 +113,31 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
                  for r in reports], (warned, _failed_subtests(config, item.nodeid)),
                 _coverage_data())
 
+    ready = _ready(config)
     try:
-        with Container(**options) as c:
-            data, extra, coverage = call_in(c, inside, (), {}, timeout,
-                                            keep_fds=_output_fds())
+        c = ready.take(options)
+        try:
+            ready.forking.acquire()     # no container is being made at the fork
+            released = False
+            # the session's objects frozen for the fork: the test's collections
+            # then leave them (and their pages, copied at each write) alone
+            gc.freeze()
+
+            def started(pid: int) -> None:
+                nonlocal released
+                released = True
+                gc.unfreeze()
+                ready.forking.release()
+
+            try:
+                data, extra, coverage = call_in(c, inside, (), {}, timeout, started=started,
+                                                keep_fds=_output_fds())
+            finally:
+                if not released:
+                    gc.unfreeze()
+                    ready.forking.release()
+        finally:
+            ready.done(c)
     except TimeoutError:
         return [_failure(item, f"isolated test did not finish within {timeout} s; its "
                                "container was removed")]
@@ -135,6 +158,98 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     _replay_warnings(item, warned)
     _failed_subtests(config, item.nodeid, failed_subtests)
     return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+
+
+class _Ready:
+    """Containers made ahead for isolated tests, off their path: a thread
+    keeps two ready for the options the last test asked for, and removes
+    those used. A fork for a test waits until no container is being made
+    (`forking`), so that it never copies a thread's half-done work."""
+
+    def __init__(self) -> None:
+        self.forking = threading.Lock()
+        self._cond = threading.Condition()
+        self._key: str | None = None
+        self._options: dict[str, Any] = {}
+        self._ready: collections.deque[Any] = collections.deque()
+        self._used: list[Any] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, daemon=True,
+                                        name="isolate-pytest-containers")
+        self._thread.start()
+
+    def take(self, options: dict[str, Any]) -> Any:
+        from .container import Container
+        key = repr(sorted(options.items()))
+        with self._cond:
+            if key != self._key:        # other options: what was made goes
+                self._used += self._ready
+                self._ready.clear()
+                self._key, self._options = key, dict(options)
+            c = self._ready.popleft() if self._ready else None
+            self._cond.notify_all()
+        if c is None:
+            with self.forking:
+                c = Container(**options)
+                c.start()
+        return c
+
+    def done(self, c: Any) -> None:
+        with self._cond:
+            self._used.append(c)
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        from .container import Container
+        while True:
+            with self._cond:
+                while not self._closed and not self._used and (
+                        self._key is None or len(self._ready) >= 2):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                used, self._used = self._used, []
+                key, options = self._key, self._options
+            for c in used:
+                c.close()
+            if not used:
+                try:
+                    with self.forking:
+                        c = Container(**options)
+                        c.start()
+                except Exception:       # the test's own start reports it
+                    with self._cond:
+                        self._key = None
+                    continue
+                with self._cond:
+                    if key == self._key and not self._closed:
+                        self._ready.append(c)
+                        c = None
+                if c is not None:
+                    c.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        for c in (*self._ready, *self._used):
+            c.close()
+        self._ready.clear()
+        self._used.clear()
+
+
+def _ready(config: pytest.Config) -> _Ready:
+    ready = getattr(config, "_isolate_ready", None)
+    if ready is None:
+        ready = config._isolate_ready = _Ready()     # type: ignore[attr-defined]
+    return ready
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    ready = getattr(config, "_isolate_ready", None)
+    if ready is not None:
+        ready.close()
 
 
 def _writable(config: pytest.Config) -> list[Any]:
