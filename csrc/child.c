@@ -536,7 +536,8 @@ static int shadow(int root, const char *rootpath, const char *parent, int *mnt)
     p = stpcpy(p, "mode=0");
     for (int shift = 9; shift >= 0; shift -= 3)
         *p++ = (char)('0' + ((m >> shift) & 7));
-    p = stpcpy(stpcpy(p, ",size=1m,nr_inodes="), fmt_int(num, 2 * SHADOW_MAX_ENTRIES));
+    /* (a symlink's target longer than 127 bytes takes a page of its own) */
+    p = stpcpy(stpcpy(p, ",size=32m,nr_inodes="), fmt_int(num, 2 * SHADOW_MAX_ENTRIES));
     ids = p;
     p = stpcpy(stpcpy(p, ",uid="), fmt_int(num, (long)st.st_uid));
     p = stpcpy(stpcpy(p, ",gid="), fmt_int(num, (long)st.st_gid));
@@ -1510,6 +1511,10 @@ static void exec_adopting_init(void *arg, pid_t child)
     char *envp[] = {NULL};
     int keep[2] = {a->ctl < a->init_fd ? a->ctl : a->init_fd,
                    a->ctl < a->init_fd ? a->init_fd : a->ctl};
+    /* the init needs no privilege: none survives its exec */
+    for (int cap = 0; cap < 64; cap++)
+        prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (iso_close_fds(keep, 2) == 0 && fcntl(a->ctl, F_SETFD, 0) == 0)
         syscall(SYS_execveat, a->init_fd, "", argv, envp, AT_EMPTY_PATH);
 }

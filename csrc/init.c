@@ -246,7 +246,8 @@ static long wait_for_command(int ctl, int session)
     for (unsigned i = 0; i < 3 * sizeof(int); i++)
         ((char *)stdio)[i] = data[i];
     iso_command_msg_t *h = (iso_command_msg_t *)command_buf;
-    unsigned long want = 3 + (unsigned long)h->argc + 1 + (unsigned long)h->envc + 1;
+    /* the strings, argv's end (and argv[0] where argc is 0), envp's end */
+    unsigned long want = 3 + (unsigned long)h->argc + 2 + (unsigned long)h->envc + 1;
     command_buf[n] = '\0';
     if (want > sizeof command_ptrs / sizeof command_ptrs[0]) {
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, E2BIG, "command message");

@@ -611,6 +611,18 @@ cdef object _error_of(str step, int err, str path):
     return child_error(step, err, path)
 
 
+def exit_after(f):
+    """In a process that must never return into the code it was forked
+    from (a call's or a pool's process): run f(), then _exit, whatever f
+    raised; an exception a signal handler raises at any point of f ends
+    here too, for no Python runs between f's end and the _exit."""
+    try:
+        f()
+    except BaseException:
+        pass
+    _exit(70)
+
+
 cdef void _report_and_exit(void *fd, pid_t child) noexcept nogil:
     """The first child of a call, once it has handed over to the second: it
     reports the second's pid and ends, leaving it the memory."""

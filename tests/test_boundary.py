@@ -451,3 +451,72 @@ def test_pool_workers_do_not_get_the_callers_stdio():
     assert "CALLER-STDIN-SECRET" not in r.stdout
     assert "from the worker" in r.stdout           # relayed
     assert "/dev/null" in r.stdout and "pipe:" in r.stdout
+
+
+def _fake_result_then_linger():
+    """Writes a result frame of its own to its result pipe, then goes on."""
+    import os
+    import pickle
+    import struct
+    import time
+    data = pickle.dumps(("ok", "fake"))
+    for n in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{n}").startswith(("pipe:", "socket:")) and int(n) > 2:
+                os.write(int(n), struct.pack("<Q", len(data)) + data)
+        except OSError:
+            pass
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("how", ["Container.call", "Pool.call"])
+def test_a_function_that_answers_and_goes_on_is_ended(how):
+    """A result sent early must not let the function outlive its call (nor
+    keep a pool's container from being replaced)."""
+    import time
+    start = time.monotonic()
+    if how == "Pool.call":
+        with Pool(size=1, timeout=20) as pool:
+            for _ in range(3):
+                try:
+                    pool.call(_fake_result_then_linger)
+                except Exception:
+                    pass
+            assert pool.call(os.getpid) == 2        # a fresh worker came
+    else:
+        with Container() as c:
+            try:
+                isolate.isolated(timeout=20)(_fake_result_then_linger)()
+            except Exception:
+                pass
+            try:
+                c.call(_fake_result_then_linger)
+            except Exception:
+                pass
+            assert len(c.run(["sh", "-c", "ls /proc | grep -c '^[0-9]'"], capture_output=True,
+                             text=True).stdout.split()) == 1
+    assert time.monotonic() - start < 15
+
+
+SIGINT_OWNER = textwrap.dedent(r"""
+    import atexit, os, sys
+    from isolate import Container
+    me = os.getpid()
+    atexit.register(lambda: os.getpid() != me and os.write(2, b"CALLER-CODE-INSIDE\n"))
+    with Container() as c:
+        c.spawn(["sh", "-c", "while :; do kill -INT -1 2>/dev/null; done"])
+        for _ in range(150):
+            try:
+                c.call(os.getpid)
+            except BaseException:
+                pass
+""")
+
+
+def test_signals_from_inside_never_run_the_callers_code_in_the_container():
+    """A process inside sends SIGINT to every process it sees: a call's
+    process must not unwind into the caller's code (its atexit handlers,
+    finally blocks) before it is restricted."""
+    r = subprocess.run([sys.executable, "-c", SIGINT_OWNER], capture_output=True, text=True,
+                       timeout=120)
+    assert "CALLER-CODE-INSIDE" not in r.stderr, r.stderr[-2000:]

@@ -132,6 +132,7 @@ def enter_in_child(cfg: Config, keep_fd: int, spec: Any, keep: Iterable[int] = (
 
 
 _MFD_EXEC = 0x0010      # Linux 6.3: executable even where memfds are noexec by default
+_ALL_SIGNALS = signal.valid_signals()
 
 
 def sealed_copy(path: str) -> int:
@@ -228,17 +229,28 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
             procs = [os.fsencode(p) for p in cgroups.procs()] if cgroups is not None else None
             ooms = cgroups.oom_kills() if cgroups is not None else 0
             keep = {r, w, *keep_fds, *_stdio_fds(), *relay.fds()}
-            pid, err = _c.fork_into(c._pidfd, c._join, procs or [], keep, exe)
+            # no signal (a process inside may send one to the new process)
+            # runs a handler of the caller's before the child is restricted
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+            pid = -1
+            try:
+                pid, err = _c.fork_into(c._pidfd, c._join, procs or [], keep, exe)
+            finally:
+                if pid != 0:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if pid == 0:            # the child: never returns
-                try:
-                    os.close(r)
-                    if err is not None:
-                        raise err
-                    relay.in_child()
-                    enter_in_child(c._cfg, w, spec, keep_fds)
-                except BaseException as e:
-                    _wire.run_and_exit(w, _reraise, (e,), {}, trusted=trusted)
-                _wire.run_and_exit(w, fn, args, kwargs, trusted=trusted)
+                def child() -> None:
+                    try:
+                        os.close(r)
+                        if err is not None:
+                            raise err
+                        relay.in_child()
+                        enter_in_child(c._cfg, w, spec, keep_fds)
+                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)    # restricted now
+                    except BaseException as e:
+                        _wire.run_and_exit(w, _reraise, (e,), {}, trusted=trusted)
+                    _wire.run_and_exit(w, fn, args, kwargs, trusted=trusted)
+                _c.exit_after(child)
             c._calls.add(pid)
     except BaseException:
         os.close(r)
@@ -260,8 +272,10 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
         finally:
             os.close(r)
     finally:
-        _, status = os.waitpid(pid, 0)
+        # its result is in (or it is gone): what it left running, and the
+        # process itself if it sent a result and went on, end now
         _kill_session(pid)
+        _, status = os.waitpid(pid, 0)
         c._calls.discard(pid)
         relay.close()
     if payload is None:

@@ -1,5 +1,5 @@
 # Types of the Cython layer (src/_isolate.pyx).
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 SESSION_TTY: int
 OP_MOUNT: int
@@ -49,6 +49,7 @@ class Exe:
     def __init__(self, memfd: int) -> None: ...
 def fork_into(pidfd: int, nsflags: int, procs: list[bytes], keep: Iterable[int], exe: Exe
               ) -> tuple[int, BaseException | None]: ...
+def exit_after(f: Callable[[], object]) -> NoReturn: ...
 def replace_environ(items: list[tuple[bytes, bytes]]) -> None: ...
 def fork_container(plan: Plan, clone_flags: int, pdeathsig: int = ..., pre: Plan | None = ...,
                    post: Plan | None = ...,

@@ -27,7 +27,7 @@ from ._config import DEFAULT_PATH, Config, check_cwd, env_list
 from .container import Process
 
 _HEADER = struct.Struct("II")
-_MAX = 256 * 1024       # ISO_COMMAND_MAX
+_MAX = 192 * 1024       # below ISO_COMMAND_MAX, and a socket's send buffer
 
 
 class Premade:
@@ -57,10 +57,16 @@ class Premade:
     def _reap(self) -> None:
         while (made := self._ended.get()) is not None:
             pid, ctl, cgroups = made
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
             os.close(ctl)
             if cgroups is not None:
-                cgroups.remove()
+                try:
+                    cgroups.remove()
+                except OSError:
+                    pass        # the next start's sweep takes it
 
     def ended(self, made: tuple[int, int, Any]) -> None:
         """A container whose command has ended, for the reaper."""

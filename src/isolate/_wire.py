@@ -157,15 +157,17 @@ def run_and_exit(fd: int, fn, args, kwargs, linger: bool = False,
     except BaseException:
         code = 70
     finally:
-        _flush()
-        os._exit(code)
+        try:
+            _flush()
+        finally:
+            os._exit(code)
 
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
+        except BaseException:       # the function's own streams: whatever they raise
             pass
 
 

@@ -93,6 +93,9 @@ def _after_fork(hooks: list) -> None:
             sys.excepthook(*sys.exc_info())
 
 
+_UNBLOCKED: set[signal.Signals] = set()
+
+
 def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdio,
             trusted: bool = False) -> None:
     _c.set_process_name(b"isolate-worker")
@@ -100,6 +103,7 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
         if setup_error is not None:
             raise setup_error
         _call.enter_in_child(cfg, fd, spec, environ=environ, stdio=stdio)
+        signal.pthread_sigmask(signal.SIG_SETMASK, _UNBLOCKED)     # restricted now
         _rehearse()
     except BaseException as e:
         # report with the first call, not now: a worker that failed at once
@@ -207,16 +211,24 @@ def main() -> None:
                 first = _c.Plan(steps)
         last = (_c.Plan((_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),))
                 if "uts" in cfg.namespaces else None)
-        if failed is None:
-            try:
-                pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last,
-                                             python_hooks, init_end.fileno())
-            except BaseException:
-                reaped(token)       # its cgroups, made for nothing
-                raise
-        else:       # no container: a bare child that only reports the error
-            pid, err = _c.fork_container(no_plan, 0, signal.SIGKILL, python_hooks=python_hooks)
-            err = failed
+        # no handler of ours runs in the worker before it is restricted
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        pid = -1
+        try:
+            if failed is None:
+                try:
+                    pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last,
+                                                 python_hooks, init_end.fileno())
+                except BaseException:
+                    reaped(token)       # its cgroups, made for nothing
+                    raise
+            else:       # no container: a bare child that only reports the error
+                pid, err = _c.fork_container(no_plan, 0, signal.SIGKILL,
+                                             python_hooks=python_hooks)
+                err = failed
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:
             if not python_hooks:
                 _after_fork(hooks)
@@ -224,7 +236,8 @@ def main() -> None:
             ours.close()
             reports.close()
             init_end.close()
-            _worker(cfg, theirs.detach(), err, spec, environ, stdio, trusted)
+            fd = theirs.detach()
+            _c.exit_after(lambda: _worker(cfg, fd, err, spec, environ, stdio, trusted))
         theirs.close()
         init_end.close()
         reports.setblocking(False)

@@ -127,14 +127,34 @@ class Process(subprocess.Popen):
     def _wait(self, timeout):
         early = getattr(self, "_ended_early", None)
         if early is not None and self.returncode is None:
-            try:
-                status = early(timeout)
-            except TimeoutError:
-                raise subprocess.TimeoutExpired(self.args, timeout) from None
-            if status is not None:
-                self.returncode = os.waitstatus_to_exitcode(status)
+            with self._waitpid_lock:
+                try:
+                    status = early(timeout)
+                except TimeoutError:
+                    raise subprocess.TimeoutExpired(self.args, timeout) from None
+                if status is not None:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            if self.returncode is not None:
                 return self.returncode
         return super()._wait(timeout)
+
+    def _internal_poll(self, *args, **kwargs):
+        early = getattr(self, "_ended_early", None)
+        if early is not None and self.returncode is None:
+            if not self._waitpid_lock.acquire(False):
+                return None
+            try:
+                if self._ctl >= 0:
+                    try:
+                        status = early(0.0)
+                    except TimeoutError:
+                        return None         # the command runs
+                    if status is not None:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+                        return self.returncode
+            finally:
+                self._waitpid_lock.release()
+        return super()._internal_poll(*args, **kwargs)
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
         if self._ctl >= 0:

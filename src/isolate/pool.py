@@ -403,12 +403,18 @@ class Pool(concurrent.futures.Executor):
                                    "its container was removed") from None
             except (BrokenPipeError, ConnectionResetError):
                 payload = None
+            if payload is not None:
+                slot.kill()     # its result is in: a worker that went on ends now
+            else:
+                ended = self._status(slot.token, 1.0)
+                if ended is None:       # it closed its socket and went on: it ends now
+                    slot.kill()
+                    ended = self._status(slot.token)
         finally:
             slot.close()
         for relay in self._relays:      # what it printed, before its result
             relay.pump()
         if payload is None:
-            ended = self._status(slot.token)
             if ended is None:
                 self._forget(slot.token)
                 from .errors import ContainerDied
