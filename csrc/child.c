@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
 #include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <sys/socket.h>
@@ -1703,13 +1704,25 @@ __asm__(".section .rodata\n"
         ".previous\n");
 
 static int init_fd = -1;
+static dev_t init_dev;
+static ino_t init_ino;
 
 /* A sealed memfd, so that no process in a container can write the program
- * that the next container's init runs (runc CVE-2019-5736). */
+ * that the next container's init runs (runc CVE-2019-5736); mode 0555 and,
+ * where this process may, immutable, and checked at each use: a container's
+ * root may own it, and must not spoil it for the next containers. Made
+ * again where its fd was closed (a fork that closed every fd, a daemon). */
 int iso_init_memfd(iso_error_t *err)
 {
-    if (init_fd >= 0)
-        return init_fd;
+    struct stat st;
+    if (init_fd >= 0) {
+        if (fstat(init_fd, &st) == 0 && st.st_dev == init_dev && st.st_ino == init_ino) {
+            if ((st.st_mode & 07777) == 0555 || fchmod(init_fd, 0555) == 0)
+                return init_fd;
+            return fail(err, ISO_STEP_MEMFD, "isolate-init");
+        }
+        init_fd = -1;       /* its number is someone else's now */
+    }
     int fd = (int)syscall(SYS_memfd_create, "isolate-init",
                           MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
     if (fd < 0 && errno == EINVAL)
@@ -1735,10 +1748,26 @@ int iso_init_memfd(iso_error_t *err)
         close(fd);
         return -1;
     }
+    int flags = 0;
+    if (fchmod(fd, 0555) < 0) {
+        fail(err, ISO_STEP_MEMFD, "isolate-init");
+        close(fd);
+        return -1;
+    }
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+        flags |= FS_IMMUTABLE_FL;
+        ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
     int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
     close(fd);
-    if (high < 0)
-        return fail(err, ISO_STEP_MEMFD, "isolate-init");
+    if (high < 0 || fstat(high, &st) < 0) {
+        fail(err, ISO_STEP_MEMFD, "isolate-init");
+        if (high >= 0)
+            close(high);
+        return -1;
+    }
+    init_dev = st.st_dev;
+    init_ino = st.st_ino;
     init_fd = high;
     return init_fd;
 }

@@ -265,6 +265,27 @@ def test_calls_work_whatever_the_callers_mappings(how):
     assert r.stdout.startswith("/memfd:isolate-python")
 
 
+def _nested_call():
+    import os
+    import isolate
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):        # where the caller's stdio was no file (pytest's capture)
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(null, fd)
+    return isolate.call(_own_exe)
+
+
+def test_a_call_in_a_call_process_runs_from_the_copy_too():
+    """A privileged container may make containers: its call process, whose
+    binary already is the copy (and whose fds were closed, the init's copy
+    among them), makes calls of its own."""
+    with Container(privileged=True) as c:
+        path, writable, _ = c.call(_nested_call)
+    assert path.startswith("/memfd:isolate-python") and not writable
+
+
 #: The owner of the container runs a copy of the interpreter (the binary it
 #: attacks). The function hands an O_PATH fd of its /proc/self/exe to a shell
 #: in a session of its own, waits for the owner's death (its result pipe

@@ -164,3 +164,21 @@ def test_no_leak_after_200_containers(rootfs):
         with pytest.raises(subprocess.TimeoutExpired):
             isolate.run(["sleep", "10"], rootfs=rootfs, timeout=0.01)
     assert_no_leaks(before)
+
+
+def test_a_caller_that_closed_every_fd_still_starts_containers(tmp_path):
+    """A daemon closes every fd it did not open, the init's sealed copy
+    included (and reuses the number): the next start makes a new copy."""
+    code = textwrap.dedent(f"""
+        import os, isolate
+        isolate.run(["true"])
+        os.closerange(3, 1024)
+        fd = os.open({str(tmp_path / "taken")!r}, os.O_CREAT | os.O_RDWR)
+        os.dup2(fd, 10)
+        print(isolate.run(["true"]).returncode)
+        with isolate.Container() as c:
+            print(c.run(["true"]).returncode)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0"]

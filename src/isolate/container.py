@@ -13,6 +13,7 @@ import functools
 import os
 import select
 import signal
+import stat
 import subprocess
 import threading
 import warnings
@@ -36,15 +37,24 @@ File = Union[None, int, IO[Any]]
 T = TypeVar("T")
 
 _devnull_fd = -1
+_devnull_rdev = -1
 _devnull_lock = threading.Lock()
 
 
 def _devnull() -> int:
-    """One /dev/null fd for the inits' stdio, opened once per process."""
-    global _devnull_fd
+    """One /dev/null fd for the inits' stdio, opened once per process (and
+    again where the process closed it: a daemon, a call's process)."""
+    global _devnull_fd, _devnull_rdev
     with _devnull_lock:
-        if _devnull_fd < 0:
-            _devnull_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        if _devnull_fd >= 0:
+            try:
+                st = os.fstat(_devnull_fd)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == _devnull_rdev:
+                    return _devnull_fd
+            except OSError:
+                pass
+        _devnull_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        _devnull_rdev = os.fstat(_devnull_fd).st_rdev
         return _devnull_fd
 
 
