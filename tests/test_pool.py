@@ -356,5 +356,8 @@ def test_pool_commands_leave_nothing_behind(rootfs):
         for _ in range(3):
             pool.run(["true"])
         p = pool.spawn(["sleep", "30"])         # still running at shutdown
+        q = pool.spawn(["true"])                # ended, but never waited for
+        time.sleep(0.5)
     assert p.returncode == -signal.SIGKILL    # ended with its container
+    assert q.returncode == 0
     assert_no_leaks(before)

@@ -555,11 +555,11 @@ class Pool(concurrent.futures.Executor):
         except OSError:
             pass
         self._ctl.close()
-        if self._premade is not None:
-            self._premade.close()
         for proc in list(self._procs):      # commands still running: their containers go
             proc._kill_all()
             proc.wait()
+        if self._premade is not None:       # (after them: its reaper takes their inits)
+            self._premade.close()
         self._zygote.wait()
         self._reader.join()
         for relay in self._relays:      # workers that left a child holding them: not waited for
