@@ -187,5 +187,10 @@ def test_overlay_mount_bad_input(tmp_path):
         isolate.run(["true"], mounts=[Mount.overlay(tmp_path / "missing", "/x")])
     with pytest.raises(ValueError, match="overlayfs cannot take"):
         Mount.overlay("/tmp/a,b", "/x")
+    odd = tmp_path / "a,upperdir=x"             # reached through a symlink: its options
+    odd.mkdir()                                 # would have gone into the mount's
+    (tmp_path / "link").symlink_to(odd)
+    with pytest.raises(ValueError, match="overlayfs cannot take"):
+        isolate.run(["true"], mounts=[Mount.overlay(tmp_path / "link", "/x")])
     with pytest.raises(ValueError, match="relative"):
         Mount.overlay("relative", "/x")

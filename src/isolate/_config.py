@@ -578,9 +578,14 @@ def _build_config(
             raise TypeError(f"mounts takes Mount objects (Mount.bind, Mount.tmpfs), not {m!r}")
         if m.kind == "bind" and m.source is not None:
             os.stat(m.source)   # FileNotFoundError names the missing source
-        if m.kind == "overlay" and m.source is not None and not os.path.isdir(m.source):
-            os.stat(m.source)
-            raise NotADirectoryError(20, "an overlay's source is a directory", m.source)
+        if m.kind == "overlay" and m.source is not None:
+            if not os.path.isdir(m.source):
+                os.stat(m.source)
+                raise NotADirectoryError(20, "an overlay's source is a directory", m.source)
+            real = os.path.realpath(m.source)       # what the plan mounts (Mount saw the link)
+            if any(c in real for c in ",:\\"):
+                raise ValueError(f"overlay source {m.source!r} leads to {real!r}: overlayfs "
+                                 "cannot take a path with ',', ':' or '\\'")
     if (root is not None or mounts) and "mount" not in ns:
         raise ValueError("rootfs and mounts need the 'mount' namespace")
     check_cwd(cwd)

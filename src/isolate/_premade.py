@@ -18,12 +18,12 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from . import _isolate as _c
-from ._config import DEFAULT_PATH, Config, check_cwd, env_list
+from ._config import Config
 from .container import Process
 
 _HEADER = struct.Struct("II")
@@ -138,19 +138,15 @@ def _end(made: tuple[int, int, Any]) -> None:
         cgroups.remove()
 
 
-def start(made: tuple[int, int, Any], cfg: Config, argv: list[bytes], file: bytes,
-          cwd: str | None, env: Mapping[str, str] | None, stdio: tuple[int, int, int]) -> None:
-    """Give the container its command, and wait for its start: raises what
-    the start raised (FileNotFoundError for a command not found, as
-    subprocess does)."""
-    pid, ctl, _ = made
-    environ = list(cfg.env) if env is None else env
-    envp = env_list(environ)
-    path = (dict(environ) if not isinstance(environ, Mapping) else environ).get(
-        "PATH", DEFAULT_PATH)
-    directory = cfg.cwd if cwd is None else os.fspath(cwd)
-    check_cwd(directory)
-    strings = [os.fsencode(directory), file, os.fsencode(path), *argv, *envp]
+def start(made: tuple[int, int, Any], launch: Any, argv: list[bytes],
+          executable: Any, stdio: tuple[int, int, int]) -> None:
+    """Give the container its command (launch: a container._Launch, which
+    says its file, environment, PATH and directory), and wait for its start:
+    raises what the start raised (FileNotFoundError for a command not
+    found, as subprocess does)."""
+    _, ctl, _ = made
+    file, envp, path, cwd = launch.command(argv, executable)
+    strings = [cwd, file, path, *argv, *envp]
     message = _HEADER.pack(len(argv), len(envp)) + b"".join(s + b"\0" for s in strings)
     if len(message) >= _MAX:
         raise OSError(7, "Argument list too long: a pool's command, its arguments and "
@@ -189,7 +185,38 @@ class PoolProcess(Process):
 
     _premade: Premade
 
+    def _wait(self, timeout):
+        if self.returncode is None:
+            with self._waitpid_lock:
+                try:
+                    status = self._ended_early(timeout)
+                except TimeoutError:
+                    raise subprocess.TimeoutExpired(self.args, timeout) from None
+                if status is not None:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            if self.returncode is not None:
+                return self.returncode
+        return super()._wait(timeout)
+
+    def _internal_poll(self, *args, **kwargs):
+        if self.returncode is None:
+            if not self._waitpid_lock.acquire(False):
+                return None
+            try:
+                try:
+                    status = self._ended_early(0.0)
+                except TimeoutError:
+                    return None         # the command runs
+                if status is not None:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                    return self.returncode
+            finally:
+                self._waitpid_lock.release()
+        return super()._internal_poll(*args, **kwargs)
+
     def _ended_early(self, timeout: float | None) -> int | None:
+        """The command's wait status, once its init reported it; None where
+        the init ended without (killed): its own status tells then."""
         if self._ctl < 0:
             return None
         if timeout is not None and not select.select([self._ctl], [], [], max(0.0, timeout))[0]:
@@ -199,7 +226,7 @@ class PoolProcess(Process):
         except OSError:
             data = b""
         if len(data) != _c.MSG_SIZE:
-            return None         # the init ended first (killed): its own status tells
+            return None
         kind, status, *_ = _c.parse_msg(data)
         if kind != _c.MSG_EXIT:
             return None

@@ -3,11 +3,12 @@ a fork of the caller), that keeps `size` workers alive, each in its own
 fresh container. Started by Pool with `python -c`, never by hand.
 
 The zygote forks with the container's namespace flags; the child walks the
-container's plan (csrc/child.c), takes the container's restrictions and
-forks the worker, then stays as the container's init: it reaps what ends
-(orphans included), and once the worker has ended, writes the worker's wait
-status on a pipe to the zygote and exits, which ends the container and
-everything left in it. So a function in a pool is not PID 1, as in
+container's plan (csrc/child.c), hands its memory over to a second process
+(the worker, which takes the container's restrictions) and execs the
+container's init (isolate-init adopt): it reaps what ends (orphans
+included), and once the worker has ended, sends the worker's wait status on
+a socket to the zygote and exits, which ends the container and everything
+left in it. So a function in a pool is not PID 1, as in
 isolate.call: the signals it sends itself, abort and orphans behave the
 same. A worker reads one framed task (fn, args, kwargs) from its socket and
 writes the framed outcome; the zygote then makes another container.

@@ -91,8 +91,9 @@ class _Launch:
             self.user = parse_user(user, cfg.rootfs)
             check_ids(self.user, cfg.userns, cfg.uid_map, cfg.gid_map)
 
-    def spec(self, argv: list[bytes], executable: StrOrBytesPath | None,
-             stdio: tuple[int, int, int], pass_fds: Sequence[int]) -> Any:
+    def command(self, argv: list[bytes], executable: StrOrBytesPath | None
+                ) -> tuple[bytes, list[bytes], bytes, bytes]:
+        """The file to exec, the environment, PATH and the directory."""
         cfg = self.cfg
         env = list(cfg.env) if self.env is None else self.env
         envp = env_list(env)
@@ -102,10 +103,15 @@ class _Launch:
         file = argv[0] if executable is None else os.fsencode(executable)
         if b"\0" in file:
             raise ValueError(f"embedded null byte in executable: {executable!r}")
+        return file, envp, os.fsencode(path), os.fsencode(cwd)
+
+    def spec(self, argv: list[bytes], executable: StrOrBytesPath | None,
+             stdio: tuple[int, int, int], pass_fds: Sequence[int]) -> Any:
+        file, envp, path, cwd = self.command(argv, executable)
         u = self.user
-        return _c.ExecSpec(file, argv, envp, os.fsencode(path), os.fsencode(cwd), stdio,
-                           tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(cfg),
-                           _c.SESSION_TTY if self.tty else 1, 0o022, cfg.security())
+        return _c.ExecSpec(file, argv, envp, path, cwd, stdio,
+                           tuple(pass_fds), (u.uid, u.gid, u.groups), _set_groups(self.cfg),
+                           _c.SESSION_TTY if self.tty else 1, 0o022, self.cfg.security())
 
 
 class Process(subprocess.Popen):
@@ -133,38 +139,6 @@ class Process(subprocess.Popen):
             self._child_created = True
         finally:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
-
-    def _wait(self, timeout):
-        early = getattr(self, "_ended_early", None)
-        if early is not None and self.returncode is None:
-            with self._waitpid_lock:
-                try:
-                    status = early(timeout)
-                except TimeoutError:
-                    raise subprocess.TimeoutExpired(self.args, timeout) from None
-                if status is not None:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-            if self.returncode is not None:
-                return self.returncode
-        return super()._wait(timeout)
-
-    def _internal_poll(self, *args, **kwargs):
-        early = getattr(self, "_ended_early", None)
-        if early is not None and self.returncode is None:
-            if not self._waitpid_lock.acquire(False):
-                return None
-            try:
-                if self._ctl >= 0:
-                    try:
-                        status = early(0.0)
-                    except TimeoutError:
-                        return None         # the command runs
-                    if status is not None:
-                        self.returncode = os.waitstatus_to_exitcode(status)
-                        return self.returncode
-            finally:
-                self._waitpid_lock.release()
-        return super()._internal_poll(*args, **kwargs)
 
     def _handle_exitstatus(self, sts, *args, **kwargs):
         if self._ctl >= 0:

@@ -471,7 +471,7 @@ class Pool(concurrent.futures.Executor):
         arguments; the pool's containers run as the pool's user, with stdio
         (no pass_fds)."""
         from . import _premade
-        from .container import _argv
+        from .container import _argv, _Launch
         if pass_fds:
             raise ValueError("pass_fds: a pool's command gets its stdio only")
         if user is not None and str(user) not in (str(self._cfg.user.uid),
@@ -479,14 +479,13 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(f"user={user!r}: a pool's containers run as the pool's user; "
                              "give user= to Pool")
         commands = self._commands()
-        cfg = self._cfg
+        launch = _Launch(self._cfg, cwd, env, None)
 
         def start(proc: Any, argv: list[bytes], exe: Any, stdio: tuple[int, int, int],
                   fds: Any) -> int:
             made = commands.take()
             try:
-                file = argv[0] if exe is None else os.fsencode(exe)
-                _premade.start(made, cfg, argv, file, cwd, env, stdio)
+                _premade.start(made, launch, argv, exe, stdio)
             except BaseException:
                 _premade._end(made)
                 raise
