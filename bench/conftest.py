@@ -237,7 +237,7 @@ def _targets(groups, extra) -> list[str]:
         rows.append(f"| {text} | {value:.2f} | {sign} {limit} | {'met' if ok else 'NOT met'} |")
     for text, value, limit, kind in extra:
         ok = value <= limit if kind == "max" else value >= limit
-        shown = f"{value:.2f}" if kind == "max" else f"{value:.0f}"
+        shown = f"{value:.2f}" if kind == "max" or value < 10 else f"{value:.0f}"
         rows.append(f"| {text} | {shown} | {'<=' if kind == 'max' else '>='} {limit} | "
                     f"{'met' if ok else 'NOT met'} |")
     if not rows:
@@ -267,6 +267,9 @@ def pytest_terminal_summary(terminalreporter, config):
         if "calls" in b.extra_info:
             extra.append(("Pool.map: fresh containers per second",
                           b.extra_info["calls"] / b.stats.median, 500, "min"))
+        if "isolated_over_plain" in b.extra_info:
+            extra.append(("Dask: isolated tasks per second / plain", b.extra_info["isolated_over_plain"],
+                          0.8, "min"))
         if "commands" in b.extra_info:
             extra.append(("Pool.run from 4 threads: fresh containers per second",
                           b.extra_info["commands"] / b.stats.median, 500, "min"))
@@ -281,6 +284,7 @@ def pytest_terminal_summary(terminalreporter, config):
                      for b in session.benchmarks if b.stats.data and "containers" in b.extra_info)
     groups.pop("density", None)
     groups.pop("boot15", None)
+    groups.pop("dask", None)
     for b in session.benchmarks:
         if b.stats.data and "table" in b.extra_info:
             lines += [b.extra_info["table"]]

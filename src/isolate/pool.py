@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import io
 import os
 import pickle
 import resource
@@ -60,38 +61,79 @@ def _installed(path: str) -> bool:
     return path.startswith(_install_roots())
 
 
+_user_modules_seen: tuple[int, tuple[str, ...]] = (-1, ())
+
+
+def _user_modules() -> tuple[str, ...]:
+    """Imported modules of the caller's own (from files outside Python's and
+    its installed packages', isolate's aside): the list, made again whenever
+    the count of imported modules changed."""
+    global _user_modules_seen
+    count = len(sys.modules)
+    if _user_modules_seen[0] != count:
+        names = []
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if (path and isinstance(path, str) and name != "__main__"
+                    and name.partition(".")[0] != "isolate" and not _installed(path)):
+                names.append(name)
+        _user_modules_seen = (count, tuple(names))
+    return _user_modules_seen[1]
+
+
 @functools.lru_cache(maxsize=1)
-def _by_value_modules() -> set[str]:
-    """Modules cloudpickle sends by value (ours, and any the caller registered):
-    its own set, which registering changes in place."""
+def _by_value_pickler() -> type:
+    """cloudpickle's Pickler, taking the functions and classes of the modules
+    in its `by_value` by value too: for this pickle only (cloudpickle's own
+    register_pickle_by_value would change how the rest of the caller, Dask's
+    client or worker for one, pickles them)."""
+    import types
+
     import cloudpickle  # type: ignore[import-untyped]
-    found = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
-    return found if isinstance(found, set) else set()
+    from cloudpickle.cloudpickle import _dynamic_class_reduce  # type: ignore[import-untyped]
+
+    class ByValue(cloudpickle.Pickler):
+        by_value: frozenset[str] = frozenset()
+
+        def reducer_override(self, obj: Any) -> Any:
+            if getattr(obj, "__module__", None) in self.by_value:
+                if isinstance(obj, type):
+                    return _dynamic_class_reduce(obj)
+                if isinstance(obj, types.FunctionType):
+                    return self._dynamic_function_reduce(obj)
+            return super().reducer_override(obj)
+
+    return ByValue
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str]) -> bytes:
     """The framed task. The caller's own modules travel by value (a worker
-    inside an image could not import them); installed packages and the
-    modules the workers preloaded by name.
+    inside an image could not import them, and importing them again in each
+    container costs what they import), wherever they are named: the
+    function's, and those of functions and classes among its arguments (a
+    Dask task's function, a callback). Installed packages and the modules
+    the workers preloaded go by name.
 
     What pickle takes by reference alone (functions and classes of such
     modules, plain data) goes by the C pickler, much cheaper than
-    cloudpickle's; anything naming __main__ or a by-value module, or that
-    pickle refuses, by cloudpickle."""
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    path = getattr(module, "__file__", None)
-    if (module is not None and path and module.__name__ != "__main__"
-            and module.__name__ not in preloaded and not _installed(path)):
-        import cloudpickle  # type: ignore[import-untyped]
-        cloudpickle.register_pickle_by_value(module)
+    cloudpickle's; anything naming __main__ or a module of the caller's, or
+    that pickle refuses, by cloudpickle."""
     task = (fn, args, kwargs)
     try:
         data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         data = b""
-    if not data or b"__main__" in data or any(m.encode() in data for m in _by_value_modules()):
-        import cloudpickle
-        data = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    if data:
+        named = frozenset(m for m in _user_modules() if m not in preloaded and m.encode() in data)
+    else:       # (what pickle refused: the function's module by value)
+        own = getattr(fn, "__module__", None)
+        named = frozenset([own] if own in _user_modules() and own not in preloaded else [])
+    if not data or named or b"__main__" in data:
+        out = io.BytesIO()
+        pickler = _by_value_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.by_value = named
+        pickler.dump(task)
+        data = out.getvalue()
     return _wire.frame(data)
 
 
