@@ -34,6 +34,7 @@ def test_pytest_isolate_per_test_overhead(benchmark, tmp_path, quick):
         times["plain"] = _run(tmp_path)
         times["isolate"] = _run(tmp_path, "--isolate")
         times["isolate -n 2"] = _run(tmp_path, "--isolate", "-n", "2")
+        times["isolate --isolate-scope module"] = _run(tmp_path, "--isolate", "--isolate-scope", "module")
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     rows = [f"| {kind} | {t:.2f} | {(t - times['plain']) / n * 1e3:.2f} |"

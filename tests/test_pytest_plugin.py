@@ -249,3 +249,105 @@ def test_isolated_writes_work_and_vanish(pytester, tmp_path, monkeypatch):
     assert not os.path.exists(os.path.expanduser("~/.isolate-plugin-home-marker"))
     assert not os.path.exists("/tmp/isolate-plugin-tmp-marker")
     assert (shared / "kept").read_text() == "x"
+
+
+SCOPED = '''
+import os
+import pytest
+
+SETUPS = []
+
+
+@pytest.fixture(scope="module")
+def per_module():
+    SETUPS.append(os.getpid())
+    yield len(SETUPS)
+
+
+def test_first(per_module):
+    with open("/tmp/left-by-first", "w") as f:
+        f.write(str(os.getpid()))
+    assert per_module == 1
+
+
+def test_second_shares_the_container_and_fixture(per_module):
+    with open("/tmp/left-by-first") as f:
+        assert f.read() == str(os.getpid())      # the same process, in the same container
+    assert per_module == 1 and len(SETUPS) == 1
+    assert os.getpid() != int(os.environ["SESSION_PID"])
+
+
+class TestK:
+    def test_k1(self):
+        with open("/tmp/left-by-k1", "w") as f:
+            f.write("x")
+
+    def test_k2(self):
+        assert os.path.exists("/tmp/left-by-k1")
+        assert os.path.exists("/tmp/left-by-first") == (os.environ["SCOPE"] == "module")
+'''
+
+OTHER_MODULE = '''
+import os
+
+def test_another_module_gets_a_fresh_container():
+    assert not os.path.exists("/tmp/left-by-first")
+    assert not os.path.exists("/tmp/left-by-k1")
+'''
+
+
+@pytest.mark.parametrize("scope", ["module", "class"])
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_isolate_scope_shares_a_container_per_module_or_class(pytester, monkeypatch, scope, xdist):
+    monkeypatch.setenv("SCOPE", scope)
+    monkeypatch.setenv("SESSION_PID", "0")
+    pytester.makepyfile(test_scoped=SCOPED, test_other=OTHER_MODULE)
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", scope, "-p",
+                                      "no:cacheprovider", "-rA", *xdist)
+    # (class: a class's tests share one container, the module's functions outside
+    # classes another, as xdist's --dist loadscope groups them)
+    r.assert_outcomes(passed=5)
+    assert not os.path.exists("/tmp/left-by-first")
+
+
+GROUP_FAULTS = '''
+import os
+import signal
+import time
+
+def test_before():
+    with open("/tmp/group-marker", "w") as f:
+        f.write("x")
+
+def test_crashes():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+def test_after_a_crash_gets_a_new_container():
+    assert not os.path.exists("/tmp/group-marker")
+
+def test_hangs():
+    time.sleep(60)
+
+def test_after_a_timeout():
+    pass
+
+def test_fails():
+    assert 1 == 2
+
+def test_not_reached_with_x():
+    pass
+'''
+
+
+def test_isolate_scope_module_crash_timeout_and_stop(pytester):
+    pytester.makepyfile(test_faults=GROUP_FAULTS)
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", "module",
+                                      "--isolate-timeout", "2", "-p", "no:cacheprovider", "-rA")
+    r.assert_outcomes(passed=4, failed=3)
+    out = r.stdout.str()
+    assert "test_crashes crashed: its process was killed by SIGSEGV" in out
+    assert "did not finish within 2.0 s" in out
+    # stopped in the middle of a group: its process and container go with the session
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", "module", "-x",
+                                      "-p", "no:cacheprovider", "-k", "before or fails or reached")
+    r.assert_outcomes(passed=1, failed=1)

@@ -13,7 +13,9 @@
 fails an isolated test that runs longer. The project, `$HOME` and what the
 session runs from under /tmp are copy-on-write inside (Mount.overlay): a test
 writes there as it could plainly, and its writes vanish with its container;
-`--isolate-share PATH` makes a directory writable for good. An isolated test runs, with its
+`--isolate-share PATH` makes a directory writable for good;
+`--isolate-scope module` (or `class`) runs a module's (class's) tests in one
+container, sharing their fixtures. An isolated test runs, with its
 fixtures, in a fork of the pytest process that joined a fresh container (see
 `Container.call`): the host's root read-only, a private /tmp, its own PID
 namespace, hostname and no network unless its options say otherwise. Its
@@ -31,6 +33,8 @@ import signal
 import stat
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -42,12 +46,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run every test in a fresh container, as if marked isolated")
     group.addoption("--isolate-timeout", type=float, default=None, metavar="SECONDS",
                     help="fail an isolated test that runs longer than this")
+    group.addoption("--isolate-scope", choices=("function", "class", "module"), default="function",
+                    help="what one container holds: each test (function, the default), or "
+                         "the tests of a module, or of a class (a module's functions outside "
+                         "classes together), which then share their class- and module-scoped "
+                         "fixtures; with xdist, each group goes to one worker")
     group.addoption("--isolate-share", action="append", default=[], metavar="PATH",
                     help="a directory isolated tests write to for good (bound as it is, not "
                          "copy-on-write); may be given more than once")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    scope = config.getoption("isolate_scope", "function")
+    if scope != "function" and getattr(config.option, "dist", None) == "load":
+        # xdist: a module's (or class's) tests to one worker, so that they share a container
+        config.option.dist = "loadfile" if scope == "module" else "loadscope"
     config.addinivalue_line("markers", "container(**options): the options of the `container` "
                                        "fixture's Container")
     config.addinivalue_line("markers", "isolated(**options): run the test and its fixtures in "
@@ -78,7 +91,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for report in _run_isolated(item, options):
+    scope = item.config.getoption("isolate_scope")
+    if scope == "function":
+        reports = _run_isolated(item, options)
+    else:
+        reports = _grouped(item, nextitem, options, scope)
+    for report in reports:
         ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     # what the session set up for earlier tests and the next one does not need
@@ -86,78 +104,288 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return True
 
 
-def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.TestReport]:
-    from ._call import call_in
-    from .errors import ContainerDied, ContainerOOMError, IsolateError, SerializationError
-
+def _prepared(item: pytest.Item, options: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """The container's options for an isolated test, and its timeout."""
     config = item.config
+    options = dict(options)
     timeout = options.pop("timeout", config.getoption("isolate_timeout"))
     options.setdefault("env", dict(os.environ))
     options["mounts"] = [*_writable(config), *options.get("mounts", ())]
-    cwd = os.getcwd()
+    return options, timeout
+
+
+def _where(config: pytest.Config) -> tuple[str, Any]:
+    """In the session, before a fork: its directory and its basetemp (made
+    here, as pytest makes it: a fork cannot make it in the container)."""
     factory = getattr(config, "_tmp_path_factory", None)
-    basetemp = factory.getbasetemp() if factory is not None else None
+    return os.getcwd(), (factory.getbasetemp() if factory is not None else None)
+
+
+def _entered(where: tuple[str, Any]) -> None:
+    """In the isolated process, first: the session's directory, and its
+    basetemp under the container's own /tmp (where tmp_path goes)."""
+    cwd, basetemp = where
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+    if basetemp is not None:
+        os.makedirs(basetemp, exist_ok=True)
+
+
+def _fork_into(ready: _Ready, c: Any, inside: Any, timeout: float | None,
+               extra_fds: Sequence[int] = (), started: Any = None) -> Any:
+    """inside() in a fork of the session inside c, made while no container
+    is being made (`forking`) and with the session's objects frozen."""
+    from ._call import call_in
+    lock = ready.forking
+    lock.acquire()
+    released = False
+    # the session's objects frozen for the fork: the test's collections
+    # then leave them (and their pages, copied at each write) alone
+    gc.freeze()
+
+    def on_start(pid: int) -> None:
+        nonlocal released
+        released = True
+        gc.unfreeze()
+        lock.release()
+        if started is not None:
+            started(pid)
+
+    try:
+        return call_in(c, inside, (), {}, timeout, started=on_start,
+                       keep_fds=[*_output_fds(), *extra_fds])
+    finally:
+        if not released:
+            gc.unfreeze()
+            lock.release()
+
+
+def _as_failure(item: pytest.Item, e: BaseException, timeout: float | None) -> pytest.TestReport:
+    """The failure report for an isolated test whose process did not report."""
+    from .errors import ContainerDied, ContainerOOMError, SerializationError
+    if isinstance(e, TimeoutError):
+        return _failure(item, f"isolated test did not finish within {timeout} s; its "
+                              "container was removed")
+    if isinstance(e, ContainerOOMError):
+        return _failure(item, "isolated test was killed by the OOM killer (the container's "
+                              "memory limit)")
+    if isinstance(e, ContainerDied):
+        how = (f"killed by {signal.Signals(e.signal).name}" if e.signal is not None
+               else f"exited with status {e.exitcode}")
+        return _failure(item, f"isolated test {item.nodeid} crashed: its process was {how}")
+    if isinstance(e, SerializationError):
+        return _failure(item, f"isolated test: its reports cannot be brought back: {e} (the "
+                              "marker's trusted=True takes them as they are)")
+    return _failure(item, f"isolated test: its container could not be made: {e}")
+
+
+#: what ends an isolated test's process without its reports
+_NOT_REPORTED = (TimeoutError, OSError, ValueError, TypeError)
+
+
+def _not_reported() -> tuple[type[BaseException], ...]:
+    from .errors import IsolateError
+    return (*_NOT_REPORTED, IsolateError)
+
+
+def _received(item: pytest.Item, data: list[dict[str, Any]], extra: tuple) -> list[pytest.TestReport]:
+    """In the session: an isolated test's reports, warnings and failed
+    subtests, from what its process sent back."""
+    config = item.config
+    warned, failed_subtests = extra
+    _replay_warnings(item, warned)
+    _failed_subtests(config, item.nodeid, failed_subtests)
+    return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+
+
+def _sent(item: pytest.Item, reports: list[Any], warned: list[tuple]) -> tuple:
+    """In the isolated process: what goes back of a test, as data."""
+    config = item.config
+    return ([config.hook.pytest_report_to_serializable(config=config, report=r) for r in reports],
+            (warned, _failed_subtests(config, item.nodeid)))
+
+
+def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.TestReport]:
+    config = item.config
+    options, timeout = _prepared(item, options)
 
     # What comes back is data (pytest's serializable reports, made for xdist,
     # and coverage's bytes), decoded as from any container: a test that runs
     # isolated cannot run code in the session through its reports.
+    where = _where(config)
+
     def inside() -> tuple[list[dict[str, Any]], tuple, bytes | None]:
-        try:
-            os.chdir(cwd)
-        except OSError:
-            pass
-        if basetemp is not None:        # /tmp is the container's own: tmp_path goes there
-            os.makedirs(basetemp, exist_ok=True)
-        reports, warned = _run_collecting(item)
-        return ([config.hook.pytest_report_to_serializable(config=config, report=r)
-                 for r in reports], (warned, _failed_subtests(config, item.nodeid)),
-                _coverage_data())
+        _entered(where)
+        _child_setup(config)
+        reports, warned = _run_collecting(item, None)
+        return (*_sent(item, reports, warned), _coverage_data())
 
     ready = _ready(config)
     try:
         c = ready.take(options)
         try:
-            ready.forking.acquire()     # no container is being made at the fork
-            released = False
-            # the session's objects frozen for the fork: the test's collections
-            # then leave them (and their pages, copied at each write) alone
-            gc.freeze()
-
-            def started(pid: int) -> None:
-                nonlocal released
-                released = True
-                gc.unfreeze()
-                ready.forking.release()
-
-            try:
-                data, extra, coverage = call_in(c, inside, (), {}, timeout, started=started,
-                                                keep_fds=_output_fds())
-            finally:
-                if not released:
-                    gc.unfreeze()
-                    ready.forking.release()
+            data, extra, coverage = _fork_into(ready, c, inside, timeout)
         finally:
             ready.done(c)
-    except TimeoutError:
-        return [_failure(item, f"isolated test did not finish within {timeout} s; its "
-                               "container was removed")]
-    except ContainerOOMError:
-        return [_failure(item, "isolated test was killed by the OOM killer (the container's "
-                               "memory limit)")]
-    except ContainerDied as e:
-        how = (f"killed by {signal.Signals(e.signal).name}" if e.signal is not None
-               else f"exited with status {e.exitcode}")
-        return [_failure(item, f"isolated test {item.nodeid} crashed: its process was {how}")]
-    except SerializationError as e:
-        return [_failure(item, f"isolated test: its reports cannot be brought back: {e} (the "
-                               "marker's trusted=True takes them as they are)")]
-    except (IsolateError, ValueError, TypeError, OSError) as e:
-        return [_failure(item, f"isolated test: its container could not be made: {e}")]
+    except _not_reported() as e:
+        return [_as_failure(item, e, timeout)]
     _merge_coverage(coverage)
-    warned, failed_subtests = extra
-    _replay_warnings(item, warned)
-    _failed_subtests(config, item.nodeid, failed_subtests)
-    return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+    return _received(item, data, extra)
+
+
+def _group_key(item: pytest.Item | None, scope: str) -> str | None:
+    """The node whose tests share a container: the test's class (scope
+    class, when it has one) or module."""
+    options = None if item is None else _isolated_options(item)
+    if item is None or options is None:
+        return None
+    node = (item.getparent(pytest.Class) if scope == "class" else None) or \
+        item.getparent(pytest.Module) or item.parent
+    return f"{node.nodeid if node is not None else ''}\0{sorted(options.items())!r}"
+
+
+class _Group:
+    """The isolated tests of one class or module in one container: a fork of
+    the session inside it runs them one by one as the session asks (the
+    items' indices on a pipe), keeping the fixtures they share, and sends
+    each test's reports back as data on another, as it finishes. The last
+    test (no next one in the group) tears its fixtures down, and the
+    process ends with its coverage data."""
+
+    def __init__(self, item: pytest.Item, options: dict[str, Any], key: str) -> None:
+        self.key = key
+        self.config = item.config
+        self.options, self.timeout = _prepared(item, options)
+        self.pid: int | None = None
+        self.outcome: list[Any] = []
+        self._where = _where(self.config)
+        self._ready = _ready(self.config)
+        self._c = self._ready.take(self.options)
+        self._cmd_r, self._cmd_w = os.pipe()
+        self._out_r, self._out_w = os.pipe()
+        started = threading.Event()
+
+        def on_start(pid: int) -> None:
+            self.pid = pid
+            started.set()
+
+        def run() -> None:
+            try:
+                self.outcome.append(("ok", _fork_into(
+                    self._ready, self._c, self._inside, None, [self._cmd_r, self._out_w],
+                    on_start)))
+            except BaseException as e:
+                self.outcome.append(("raise", e))
+            finally:
+                started.set()
+                os.close(self._out_w)   # (the session's copy: the reader sees the end)
+                self._out_w = -1
+
+        self._thread = threading.Thread(target=run, daemon=True, name="isolate-pytest-group")
+        self._thread.start()
+        started.wait()
+        os.close(self._cmd_r)
+
+    def _inside(self) -> bytes | None:
+        """In the container: run the tests the session names, until the last."""
+        import struct
+        from . import _wire
+        os.close(self._cmd_w)
+        os.close(self._out_r)
+        _entered(self._where)
+        _child_setup(self.config)
+        items = self.config._isolate_items     # type: ignore[attr-defined]
+        while True:
+            command = os.read(self._cmd_r, 8)
+            if len(command) != 8:
+                break
+            i, j = struct.unpack("<ii", command)
+            item, nextitem = items[i], (items[j] if j >= 0 else None)
+            reports, warned = _run_collecting(item, nextitem)
+            _wire.write_all(self._out_w, _wire.frame(
+                _wire._outcome(_sent, (item, reports, warned), {}, self._c._trusted)))
+            if nextitem is None:
+                break
+        return _coverage_data()
+
+    def run(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.TestReport]:
+        """The test's reports, run by the group's process; nextitem None: its last."""
+        import struct
+        from . import _wire
+        if self.outcome and self.outcome[0][0] == "raise":
+            return [_as_failure(item, self.outcome[0][1], self.timeout)]
+        items = self.config._isolate_items     # type: ignore[attr-defined]
+        index = self.config._isolate_index     # type: ignore[attr-defined]
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            os.write(self._cmd_w, struct.pack("<ii", index[item.nodeid],
+                                              -1 if nextitem is None else index[nextitem.nodeid]))
+            payload = _wire.receive(self._out_r, deadline)
+        except TimeoutError as e:
+            self.kill()
+            return [_as_failure(item, e, self.timeout)]
+        except OSError:
+            payload = None
+        if payload is None:             # the process ended without reporting this test
+            self.finish()
+            error = self.outcome[0][1] if self.outcome and self.outcome[0][0] == "raise" else None
+            from .errors import ContainerDied
+            return [_as_failure(item, error or ContainerDied(
+                f"isolated test {item.nodeid}: its process ended", exitcode=0), self.timeout)]
+        try:
+            data, extra = _wire.decode(payload, self._c._trusted)
+        except _not_reported() as e:
+            return [_as_failure(item, e, self.timeout)]
+        return _received(item, data, extra)
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            from ._call import _kill_session
+            _kill_session(self.pid)
+        self.finish()
+
+    def finish(self) -> None:
+        """Wait for the group's process to end; its container goes back."""
+        if self._cmd_w >= 0:
+            os.close(self._cmd_w)
+            self._cmd_w = -1
+        self._thread.join()
+        os.close(self._out_r)
+        self._out_r = -1
+        self._ready.done(self._c)
+        if self.outcome and self.outcome[0][0] == "ok":
+            _merge_coverage(self.outcome[0][1])
+
+
+def _grouped(item: pytest.Item, nextitem: pytest.Item | None, options: dict[str, Any],
+             scope: str) -> list[pytest.TestReport]:
+    """An isolated test run by its class's or module's group (--isolate-scope)."""
+    config = item.config
+    index: dict[str, int] | None = getattr(config, "_isolate_index", None)
+    if index is None:
+        items = config._isolate_items = list(item.session.items)   # type: ignore[attr-defined]
+        index = config._isolate_index = {                      # type: ignore[attr-defined]
+            it.nodeid: n for n, it in enumerate(items)}
+    key = _group_key(item, scope)
+    group: _Group | None = getattr(config, "_isolate_group", None)
+    if group is not None and group.key != key:
+        group.kill()
+        group = None
+    if group is None:
+        try:
+            group = _Group(item, options, key or "")
+        except _not_reported() as e:
+            return [_as_failure(item, e, None)]
+        config._isolate_group = group                  # type: ignore[attr-defined]
+    last = nextitem is None or _group_key(nextitem, scope) != key or nextitem.nodeid not in index
+    reports = group.run(item, None if last else nextitem)
+    if last or group._out_r < 0:
+        if group._out_r >= 0:
+            group.finish()
+        config._isolate_group = None                   # type: ignore[attr-defined]
+    return reports
 
 
 class _Ready:
@@ -247,6 +475,10 @@ def _ready(config: pytest.Config) -> _Ready:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    group = getattr(config, "_isolate_group", None)
+    if group is not None:           # the session stopped in the middle of a group (-x)
+        config._isolate_group = None                   # type: ignore[attr-defined]
+        group.kill()
     ready = getattr(config, "_isolate_ready", None)
     if ready is not None:
         ready.close()
@@ -294,18 +526,15 @@ class _Ihook:
         return getattr(self._real, name)
 
 
-def _run_collecting(item: pytest.Item) -> tuple[list[Any], list[tuple]]:
-    """In the isolated test's process: run the test as pytest's protocol
-    does, logging its reports (and its subtests') and recording its
-    warnings, all kept to travel back as data."""
+def _child_setup(config: pytest.Config) -> None:
+    """In an isolated process, once: what reports outside it (xdist's
+    channel to its controller, whose worker runs from source sent over it:
+    no module to tell it by; reportlog's file) goes; the terminal keeps
+    what else it does here (assertion messages ask it for its width), but
+    shows no report. Every node's hooks log reports into the list that
+    `_run_collecting` gives them, and warnings are recorded as data."""
     from _pytest import nodes
-    from _pytest.runner import runtestprotocol
-    config = item.config
     pm = config.pluginmanager
-    # what reports outside this process: xdist's channel to its controller
-    # (its worker runs from source sent over it: no module to tell it by),
-    # reportlog's file: gone; the terminal keeps what else it does here
-    # (assertion messages ask it for its width), but shows no report
     for plugin in [p for p in pm.get_plugins()
                    if type(p).__name__ == "WorkerInteractor"
                    or type(p).__module__.split(".")[0] in ("xdist", "pytest_reportlog")]:
@@ -313,21 +542,32 @@ def _run_collecting(item: pytest.Item) -> tuple[list[Any], list[tuple]]:
     terminal = pm.get_plugin("terminalreporter")
     forward = pm.subset_hook_caller("pytest_runtest_logreport",
                                     [terminal] if terminal is not None else [])
-    reports: list[Any] = []
+    collected: dict[str, Any] = {"reports": []}
 
     def logreport(report: Any) -> None:
-        reports.append(report)
+        collected["reports"].append(report)
         forward(report=report)
 
     real = nodes.Node.ihook
     nodes.Node.ihook = property(lambda self: _Ihook(real.fget(self), logreport))  # type: ignore
-    warned: list[tuple] = []
-    recorder = _Recorded(warned)
+    recorder = _Recorded([])
     pm.register(recorder, "isolate-warnings")
     recorder.on = True
+    config._isolate_child = (collected, recorder)      # type: ignore[attr-defined]
+
+
+def _run_collecting(item: pytest.Item, nextitem: pytest.Item | None) -> tuple[list[Any], list[tuple]]:
+    """In the isolated test's process: run the test as pytest's protocol
+    does, logging its reports (and its subtests') and recording its
+    warnings, all kept to travel back as data."""
+    from _pytest.runner import runtestprotocol
     from _pytest.warnings import catch_warnings_for_item
-    with catch_warnings_for_item(config, ihook=item.ihook, when="runtest", item=item):
-        runtestprotocol(item, log=True, nextitem=None)
+    collected, recorder = item.config._isolate_child   # type: ignore[attr-defined]
+    reports: list[Any] = []
+    warned: list[tuple] = []
+    collected["reports"], recorder.into = reports, warned
+    with catch_warnings_for_item(item.config, ihook=item.ihook, when="runtest", item=item):
+        runtestprotocol(item, log=True, nextitem=nextitem)
     return reports, warned
 
 
