@@ -285,6 +285,7 @@ def pytest_terminal_summary(terminalreporter, config):
     groups.pop("density", None)
     groups.pop("boot15", None)
     groups.pop("dask", None)
+    groups.pop("pytest-isolate", None)
     for b in session.benchmarks:
         if b.stats.data and "table" in b.extra_info:
             lines += [b.extra_info["table"]]

@@ -2,6 +2,7 @@
 with --isolate, and with --isolate -n 2, each in a pytest process of its own."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -42,3 +43,56 @@ def test_pytest_isolate_per_test_overhead(benchmark, tmp_path, quick):
     benchmark.extra_info["table"] = "\n".join([
         f"### pytest --isolate: {n} trivial tests, one session each", "",
         "| run | session, s | over plain, ms per test |", "|---|---:|---:|", *rows, ""])
+
+
+def _summary(out: str) -> str:
+    """pytest's last line, without its time: the outcome counts."""
+    last = out.strip().splitlines()[-1]
+    return last.rsplit(" in ", 1)[0].strip("= ")
+
+
+@pytest.mark.benchmark(group="pytest-isolate")
+def test_pytest_isolate_on_a_real_suite(benchmark, tmp_path, quick):
+    """attrs' own test suite, from its PyPI source distribution, installed here
+    in a venv of its own: plain, --isolate, --isolate -n 2, --isolate-scope module."""
+    import glob
+    import tarfile
+    venv = tmp_path / "venv"
+    python = str(venv / "bin" / "python")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    r = subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "-d", str(tmp_path), "attrs"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"attrs' sdist cannot be downloaded here: {r.stderr[-300:]}")
+    sdist = glob.glob(str(tmp_path / "attrs-*.tar.gz"))[0]
+    with tarfile.open(sdist) as t:
+        t.extractall(tmp_path, filter="data")
+    project = sdist[: -len(".tar.gz")]
+    subprocess.run([python, "-m", "pip", "install", "-q", project, "hypothesis", "pympler",
+                    "cloudpickle", "pytest-xdist", "psutil"], check=True, capture_output=True)
+    which = ["tests/test_funcs.py"] if quick else []
+    runs = {"plain": [], "--isolate": ["--isolate"], "--isolate -n 2": ["--isolate", "-n", "2"],
+            "--isolate --isolate-scope module": ["--isolate", "--isolate-scope", "module"]}
+    results: dict[str, tuple[float, str]] = {}
+
+    subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *which], cwd=project,
+                   capture_output=True)       # warm: bytecode written, files cached
+
+    def once() -> None:
+        for name, args in runs.items():
+            start = time.perf_counter()
+            out = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args,
+                                  *which], cwd=project, capture_output=True, text=True).stdout
+            results[name] = (time.perf_counter() - start, _summary(out))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    plain_s, plain_outcome = results["plain"]
+    tests = sum(int(n) for n, _ in (part.split()[:2] for part in plain_outcome.split(", ")))
+    rows = [f"| {name} | {t:.2f} | {(t - plain_s) / tests * 1e3:.2f} | "
+            f"{'same' if outcome == plain_outcome else outcome} |"
+            for name, (t, outcome) in results.items()]
+    benchmark.extra_info["table"] = "\n".join([
+        f"### pytest --isolate on a real suite: {os.path.basename(project)} from PyPI, "
+        f"{tests} tests ({plain_outcome})", "",
+        "| run | session, s | over plain, ms per test | outcomes |", "|---|---:|---:|---|",
+        *rows, ""])
