@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -351,3 +352,57 @@ def test_isolate_scope_module_crash_timeout_and_stop(pytester):
     r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", "module", "-x",
                                       "-p", "no:cacheprovider", "-k", "before or fails or reached")
     r.assert_outcomes(passed=1, failed=1)
+
+
+REPORTED = '''
+import time
+import pytest
+
+def test_passes():
+    time.sleep(0.02)
+
+def test_fails():
+    assert 1 == 2
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfails():
+    assert 0
+
+def test_prints_and_fails():
+    print("some captured output")
+    assert "a" == "b"
+'''
+
+
+def _junit_cases(path):
+    import xml.etree.ElementTree as ET
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = sorted(child.tag for child in case)
+        cases[(case.get("classname"), case.get("name"))] = kinds
+    return cases
+
+
+@pytest.mark.parametrize("scope", ["function", "module"])
+def test_junitxml_last_failed_and_durations_as_plain(pytester, scope):
+    """What pytest's own plugins make of the reports: junitxml's test cases,
+    the cache's last failures (--lf runs them again), --durations."""
+    pytester.makepyfile(test_reported=REPORTED)
+    isolate = ["--isolate", "--isolate-scope", scope]
+    plain = pytester.runpytest_subprocess("--junitxml=plain.xml", "--durations=0", "-vv")
+    plain_lf = pytester.runpytest_subprocess("--lf", "-q")
+    shutil.rmtree(pytester.path / ".pytest_cache")      # what --lf sees next: the isolated run's
+    isolated = pytester.runpytest_subprocess(*isolate, "--junitxml=isolated.xml",
+                                             "--durations=0", "-vv")
+    isolated_lf = pytester.runpytest_subprocess(*isolate, "--lf", "-q")
+    assert plain.ret == isolated.ret == 1
+    assert _junit_cases(pytester.path / "isolated.xml") == _junit_cases(pytester.path / "plain.xml")
+    assert "some captured output" in (pytester.path / "isolated.xml").read_text()
+    assert plain_lf.parseoutcomes() == isolated_lf.parseoutcomes()
+    assert isolated_lf.parseoutcomes()["failed"] == 2 and "passed" not in isolated_lf.parseoutcomes()
+    assert any("call" in line and "test_reported.py::test_passes" in line
+               for line in isolated.stdout.lines)      # --durations lists it, as plainly
