@@ -542,3 +542,48 @@ def test_signals_from_inside_never_run_the_callers_code_in_the_container():
     r = subprocess.run([sys.executable, "-c", SIGINT_OWNER], capture_output=True, text=True,
                        timeout=120)
     assert "CALLER-CODE-INSIDE" not in r.stderr, r.stderr[-2000:]
+
+
+def _open_own_output():
+    import errno
+    found = {}
+    for fd in (1, 2):
+        try:
+            os.close(os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK))
+            found[fd] = "opened"
+        except OSError as e:
+            found[fd] = errno.errorcode[e.errno]
+    return found
+
+
+def test_a_pool_call_cannot_read_what_the_other_calls_print():
+    """A pool's workers share the relay of their output: a pipe's read end
+    would be one open() of /proc/self/fd/1 away; a socket's is not."""
+    with Pool(size=2) as pool:
+        assert pool.call(_open_own_output) == {1: "ENXIO", 2: "ENXIO"}
+
+
+def _claims_a_huge_result():
+    import struct
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.write(fd, struct.pack("<Q", 1 << 40) + bytes(1 << 16))
+            except OSError:
+                pass
+    os._exit(0)
+
+
+@pytest.mark.parametrize("how", ["pool", "container"])
+def test_a_result_larger_than_the_memory_limit_is_refused_unread(how):
+    """A container under memory="64M" cannot hold a terabyte result, but it
+    could stream one (zeros cost it nothing) into the caller's memory."""
+    if how == "pool":
+        with Pool(size=1, memory="64M") as pool, \
+                pytest.raises(isolate.SerializationError, match="memory limit"):
+            pool.call(_claims_a_huge_result)
+    else:
+        with Container(memory="64M") as c, \
+                pytest.raises(isolate.SerializationError, match="memory limit"):
+            c.call(_claims_a_huge_result)

@@ -300,3 +300,69 @@ def test_a_trusting_plugin_takes_any_picklable_result():
             fut = client.submit(a_set_subclass)
         value = fut.result()
         assert type(value).__name__ == "Sneaky" and value == {1}
+
+
+def exits_the_worker():
+    import sys
+    sys.exit(0)
+
+
+def interrupts_the_worker():
+    raise KeyboardInterrupt
+
+
+def test_a_task_cannot_end_its_worker_with_system_exit_or_keyboard_interrupt():
+    """Dask's worker re-raises both, and would die: from a container, a
+    SystemExit is the process exiting (ContainerDied), anything else that is
+    not an Exception a RemoteError; the worker goes on."""
+    with _cluster(isolate.dask.Isolated(), n_workers=1) as cluster, distributed.Client(cluster) as client:
+        before = set(client.scheduler_info()["workers"])
+        with dask.annotate(executor="isolated"):
+            exited = client.submit(exits_the_worker)
+            interrupted = client.submit(interrupts_the_worker)
+        with pytest.raises(ContainerDied, match="SystemExit"):
+            exited.result()
+        with pytest.raises(isolate.RemoteError, match="KeyboardInterrupt"):
+            interrupted.result()
+        assert set(client.scheduler_info()["workers"]) == before
+
+
+def test_annotations_cannot_weaken_the_boundary(tmp_path):
+    with _cluster(isolate.dask.Isolated(), n_workers=1) as cluster, distributed.Client(cluster) as client:
+        asked = [{"privileged": True}, {"network": "host"}, {"seccomp": None},
+                 {"mounts": [Mount.bind(tmp_path, "/host", readonly=False)]}, {"user": "0:0"}]
+        futures = []
+        for options in asked:
+            with dask.annotate(executor="isolated", isolate=options):
+                futures.append(client.submit(who, pure=False))
+        for options, fut in zip(asked, futures):
+            with pytest.raises(ValueError, match=f"{next(iter(options))} is the worker's choice"):
+                fut.result()
+
+
+def test_every_task_isolated_refuses_other_executors():
+    with _cluster(isolate.dask.Isolated(default=True), n_workers=1) as cluster, \
+            distributed.Client(cluster) as client:
+        for name in ("offload", "actor"):
+            with dask.annotate(executor=name):
+                fut = client.submit(who, pure=False)
+            with pytest.raises(RuntimeError, match="every task on this worker runs isolated"):
+                fut.result()
+
+
+def _kill_zygotes(dask_worker):
+    killed = []
+    for pool in dask_worker.executors["isolated"]._pools.values():
+        os.kill(pool._zygote.pid, signal.SIGKILL)
+        pool._zygote.wait()
+        killed.append(pool._zygote.pid)
+    return killed
+
+
+def test_a_pool_whose_zygote_died_is_made_again():
+    with _cluster(isolate.dask.Isolated(), n_workers=1) as cluster, distributed.Client(cluster) as client:
+        with dask.annotate(executor="isolated"):
+            assert client.submit(who, pure=False).result()[0] == 2
+        assert all(client.run(_kill_zygotes).values())
+        with dask.annotate(executor="isolated"):
+            assert [r["pid"] for r in client.gather(client.map(look, range(5), pure=False))] == [2] * 5

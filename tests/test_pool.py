@@ -361,3 +361,25 @@ def test_pool_commands_leave_nothing_behind(rootfs):
     assert p.returncode == -signal.SIGKILL    # ended with its container
     assert q.returncode == 0
     assert_no_leaks(before)
+
+
+def test_classes_of_importable_modules_among_the_arguments_go_by_name(tmp_path):
+    """Only the function's own module travels by value: a class of another
+    module the container can import goes by name (by value, its methods
+    would drag the module's globals along, a lock among them)."""
+    import operator
+    from isolate import Mount
+    d = tmp_path / "mods"
+    d.mkdir()
+    (d / "isolate_test_counter.py").write_text(
+        "import threading\nLOCK = threading.Lock()\n\n"
+        "class Counter:\n    def __init__(self):\n        self.n = 0\n\n"
+        "    def bump(self):\n        with LOCK:\n            self.n += 1\n        return self.n\n")
+    sys.path.insert(0, str(d))
+    try:
+        import isolate_test_counter
+        with Pool(size=1, mounts=[Mount.bind(d, str(d), readonly=True)]) as pool:
+            assert pool.call(operator.methodcaller("bump"), isolate_test_counter.Counter()) == 1
+    finally:
+        sys.path.remove(str(d))
+        sys.modules.pop("isolate_test_counter", None)

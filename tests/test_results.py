@@ -362,9 +362,9 @@ def raises_a_group():
 
 
 def test_fields_built_in_exceptions_keep_in_c(run):
-    with pytest.raises(SystemExit) as x:
+    with pytest.raises(ContainerDied) as x:     # (not SystemExit: see below)
         run(exits)
-    assert x.value.code == 3
+    assert x.value.exitcode == 3 and "SystemExit(3)" in str(x.value)
     with pytest.raises(ModuleNotFoundError) as m:
         run(imports_what_is_not_there)
     assert m.value.name == "isolate_test_no_such_module"
@@ -467,3 +467,33 @@ def test_a_memoized_object_asked_for_again_and_again_is_refused():
         isolate._wire.safe_loads(data)
     assert isolate._wire.safe_loads(pickle.dumps(collections.defaultdict(list, {"a": [1]}))
                                     ).default_factory is list
+
+
+def interrupts():
+    raise KeyboardInterrupt
+
+
+class Escapes(BaseException):
+    pass
+
+
+def raises_a_base_exception():
+    raise Escapes("past except Exception")
+
+
+def test_what_is_not_an_exception_cannot_pass_the_callers_except_exception(run):
+    """A function that raises SystemExit, KeyboardInterrupt or another
+    BaseException that is not an Exception would, were it raised as itself,
+    pass `except Exception` in the caller and could end it (a Dask worker
+    re-raises both): its process exited (ContainerDied), or a RemoteError."""
+    for fn, name in ((interrupts, "KeyboardInterrupt"), (raises_a_base_exception, "Escapes")):
+        try:
+            run(fn)
+        except Exception as e:
+            assert isinstance(e, RemoteError) and name in e.type_name
+        else:
+            raise AssertionError("it returned")
+    try:
+        run(exits)
+    except Exception as e:
+        assert isinstance(e, ContainerDied) and e.exitcode == 3

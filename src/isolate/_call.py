@@ -265,7 +265,7 @@ def call_in(c: Container, fn: Callable[..., T], args: tuple, kwargs: dict,
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            payload = _wire.receive(r, deadline)
+            payload = _wire.receive(r, deadline, _wire.result_limit(c._cfg.limits))
         except TimeoutError:
             _kill_session(pid)
             raise TimeoutError(f"{what} did not return within {timeout} s; it was killed") from None

@@ -178,9 +178,22 @@ def _wait_readable(fd: int, deadline: float | None) -> None:
             raise TimeoutError
 
 
-def receive(fd: int, deadline: float | None = None) -> bytes | None:
+def result_limit(limits: Any) -> int | None:
+    """The most bytes an honest result can take: what the container's memory
+    (and swap) limit lets it hold, pickled, before it writes it; None
+    without a limit."""
+    values = dict(limits)
+    memory, swap = values.get("memory"), values.get("memory_swap")
+    if memory is None or swap == -1:
+        return None
+    return max(memory, swap or 0)
+
+
+def receive(fd: int, deadline: float | None = None, limit: int | None = None) -> bytes | None:
     """The framed payload, or None when the writer ended without sending one.
-    Raises TimeoutError once deadline (time.monotonic) passes.
+    Raises TimeoutError once deadline (time.monotonic) passes, and
+    SerializationError for a frame over limit bytes (a container could
+    otherwise stream more than the caller can hold).
 
     A frame that fits comes in one read (the writer sends it with one write);
     bytes past the frame, from processes the function left behind, are
@@ -195,6 +208,9 @@ def receive(fd: int, deadline: float | None = None) -> bytes | None:
             return None
         data += rest
     size = _HEADER.unpack_from(data)[0]
+    if limit is not None and size > limit:
+        raise SerializationError(f"the result would take {size} bytes, more than the container's "
+                                 f"memory limit ({limit}) lets it hold: refused unread")
     end = _HEADER.size + size
     if len(data) >= end:
         return data[_HEADER.size:end]
@@ -458,6 +474,30 @@ def _builtin_new(cls: type) -> Any:
     return BaseException.__new__
 
 
+def _not_an_exception(cls: type, name: str, args: Any, message: str, tb: str) -> BaseException:
+    """What stands in the caller for a BaseException that is not an
+    Exception (SystemExit, KeyboardInterrupt, GeneratorExit, ...): raised
+    as itself it would pass the caller's `except Exception` and could end
+    the caller (or a Dask worker). A SystemExit is the function's process
+    exiting: ContainerDied with its status; anything else a RemoteError."""
+    from .errors import ContainerDied
+    if issubclass(cls, SystemExit):
+        code: Any = None
+        try:
+            if type(args) is bytes:
+                values = safe_loads(args, f"the arguments of {name}")
+                code = values[0] if type(values) is tuple and len(values) == 1 else None
+        except Exception:
+            pass
+        status = 0 if code is None else code if type(code) is int else 1
+        err = ContainerDied(f"the function exited with status {status} (it raised {name}"
+                            f"{'(' + repr(code) + ')' if code is not None else ''})",
+                            exitcode=status)
+        return err
+    return RemoteError(name, message, tb, "it is not an Exception: raised here, it would pass "
+                                          "the caller's `except Exception`")
+
+
 def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, message: Any,
              tb: Any) -> tuple[BaseException, str]:
     """The exception an untrusted container reported, and its traceback text.
@@ -471,6 +511,8 @@ def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, mes
         raise SerializationError("what came back from the container is not an outcome")
     name = f"{module}.{qualname}"
     cls = _exception_class(module, qualname)
+    if cls is not None and not issubclass(cls, Exception):
+        return _not_an_exception(cls, name, args, message, tb), tb
     if cls is None:
         if "<locals>" in qualname:
             why = "its class is local to a function, where it cannot be looked up"

@@ -53,6 +53,12 @@ EXECUTOR = "isolated"
 #: the annotation that gives a task container options of its own
 ANNOTATION = "isolate"
 
+#: what a task's annotation may set: its limits, its time, its names; never
+#: what weakens the boundary (privileges, seccomp, capabilities, namespaces,
+#: the network, mounts, devices, the user) or how results are decoded
+TASK_OPTIONS = frozenset({"memory", "memory_swap", "cpus", "cpu_weight", "pids", "timeout",
+                          "hostname", "env", "cwd", "rootfs", "readonly"})
+
 #: pools kept for option sets that tasks asked for, beyond the plugin's own
 _MAX_POOLS = 8
 
@@ -61,8 +67,36 @@ _MAX_POOLS = 8
 _PRELOAD = ("isolate._dask_task", "dask._task_spec")
 
 
-def _options_key(options: dict[str, Any]) -> str:
-    return repr(sorted(options.items(), key=lambda kv: kv[0]))
+def _options_key(options: dict[str, Any]) -> Any:
+    """The options, exactly, as a key: two sets that print alike but differ
+    (a Mount's source, say) get pools of their own."""
+    import pickle
+    items = sorted(options.items(), key=lambda kv: kv[0])
+    try:
+        return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return repr(items) + f"#{id(options)}"
+
+
+def _functions(task: Any, limit: int = 64) -> list[Any]:
+    """The functions a task will call (its own and its nested tasks'): the
+    caller's own modules among theirs travel by value."""
+    import functools
+    from dask._task_spec import GraphNode
+    found: list[Any] = []
+    todo, seen = [task], 0
+    while todo and seen < limit:
+        node = todo.pop()
+        seen += 1
+        func = getattr(node, "func", None)
+        while isinstance(func, functools.partial):
+            func = func.func
+        if callable(func) and func not in found:
+            found.append(func)
+        for arg in (*getattr(node, "args", ()), *dict(getattr(node, "kwargs", None) or {}).values()):
+            if isinstance(arg, GraphNode):
+                todo.append(arg)
+    return found
 
 
 class IsolatedExecutor(concurrent.futures.Executor):
@@ -103,6 +137,9 @@ class IsolatedExecutor(concurrent.futures.Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new tasks after shutdown")
             pool = self._pools.get(key)
+            if pool is not None and not pool._usable():
+                del self._pools[key]        # its zygote died (the host's OOM killer): a new one
+                pool = None
             if pool is not None:
                 self._pools.move_to_end(key)
                 self._in_use[key] += 1
@@ -140,10 +177,11 @@ class IsolatedExecutor(concurrent.futures.Executor):
         if not isinstance(asked, dict):
             raise TypeError(f"dask.annotate({ANNOTATION}=...) takes a dict of container "
                             f"options, not {type(asked).__name__}")
-        for name in ("trusted", "preload"):
-            if name in asked:
-                raise ValueError(f"dask.annotate({ANNOTATION}=...): `{name}` is the worker's "
-                                 "choice (the plugin's), not a task's")
+        refused = sorted(set(asked) - TASK_OPTIONS)
+        if refused:
+            raise ValueError(f"dask.annotate({ANNOTATION}=...): {', '.join(refused)} "
+                             f"{'is' if len(refused) == 1 else 'are'} the worker's choice (the "
+                             f"plugin's), not a task's; a task may set {', '.join(sorted(TASK_OPTIONS))}")
         return {**self._options, **asked}
 
     # -- tasks ------------------------------------------------------------
@@ -157,14 +195,30 @@ class IsolatedExecutor(concurrent.futures.Executor):
             with self._lock:
                 if key in self._cancelled:          # released before it began
                     raise Reschedule()
-                fut = pool.submit(_dask_task.run, task, data)
+                try:
+                    fut = pool._submit(_dask_task.run, (task, data), {}, _functions(task))
+                except RuntimeError:
+                    if pool._usable():
+                        raise
+                    raise Reschedule() from None    # its pool died: run it again, with a new one
                 self._calls.setdefault(key, set()).add(fut)
             try:
                 return fut.result()
             except concurrent.futures.CancelledError:
+                if not fut.cancelled():
+                    raise
                 # its container was killed when the worker released the task:
                 # the scheduler runs it again if it is still wanted
                 raise Reschedule() from None
+            except Exception:
+                raise
+            except BaseException as e:
+                # (from a trusting pool) raised as itself, a SystemExit or a
+                # KeyboardInterrupt would end the worker, which re-raises them
+                from .errors import RemoteError
+                name = f"{type(e).__module__}.{type(e).__qualname__}"
+                raise RemoteError(name, str(e), "", "it is not an Exception: raised as itself, "
+                                  "it would end the worker") from None
             finally:
                 with self._lock:
                     calls = self._calls.get(key)
@@ -190,11 +244,12 @@ class IsolatedExecutor(concurrent.futures.Executor):
                 self._cancelled.discard(key)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        from dask._task_spec import GraphNode
         from distributed.worker import _run_task_simple
-        if fn is _run_task_simple and args and isinstance(args[0], GraphNode):
+        if fn is _run_task_simple:          # a task: into a container, whatever it is
             task = args[0]
             return self._threads.submit(fn, _InContainer(self, task), *args[1:], **kwargs)
+        # the worker's own functions (its disk and memory benchmarks), as Dask's default
+        # executor runs them
         return self._threads.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -303,7 +358,12 @@ class Isolated(WorkerPlugin):
         executor.resume(key)
         if state != "executing" or ts is None or ts.run_spec is None:
             return
-        if worker.executors.get((ts.annotations or {}).get("executor", "default")) is not executor:
+        chosen = worker.executors.get((ts.annotations or {}).get("executor", "default"))
+        if chosen is not executor:
+            if self.default:
+                # every task isolated: one that names another executor ("offload",
+                # "actor", a thread pool of the worker's) fails instead of running here
+                ts.run_spec = _Refused(ts.run_spec, (ts.annotations or {}).get("executor"))
             return
         # a coroutine function's task would run on the worker's own event
         # loop, whatever its executor: it goes to the container instead,
@@ -313,6 +373,28 @@ class Isolated(WorkerPlugin):
                 ts.run_spec._is_coro = False
             except AttributeError:
                 ts.run_spec = _NotCoroutine(ts.run_spec)
+
+
+class _Refused:
+    """A task that asked for an executor other than the isolated one on a
+    worker where every task is isolated: it fails, naming why."""
+
+    is_coro = False
+
+    def __init__(self, task: Any, executor: Any) -> None:
+        self._task = task
+        self._executor = executor
+        self.key = getattr(task, "key", None)
+
+    def __call__(self, data: dict) -> Any:
+        raise RuntimeError(f"task {self.key!r} asks for executor {self._executor!r}, but every "
+                           "task on this worker runs isolated (isolate.dask.Isolated(default=True))")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def __repr__(self) -> str:
+        return repr(self._task)
 
 
 class _NotCoroutine:

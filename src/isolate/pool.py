@@ -61,24 +61,13 @@ def _installed(path: str) -> bool:
     return path.startswith(_install_roots())
 
 
-_user_modules_seen: tuple[int, tuple[str, ...]] = (-1, ())
-
-
-def _user_modules() -> tuple[str, ...]:
-    """Imported modules of the caller's own (from files outside Python's and
-    its installed packages', isolate's aside): the list, made again whenever
-    the count of imported modules changed."""
-    global _user_modules_seen
-    count = len(sys.modules)
-    if _user_modules_seen[0] != count:
-        names = []
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None)
-            if (path and isinstance(path, str) and name != "__main__"
-                    and name.partition(".")[0] != "isolate" and not _installed(path)):
-                names.append(name)
-        _user_modules_seen = (count, tuple(names))
-    return _user_modules_seen[1]
+@functools.lru_cache(maxsize=1)
+def _by_value_modules() -> set[str]:
+    """Modules the caller registered with cloudpickle to go by value: its
+    own set, which registering changes in place."""
+    import cloudpickle  # type: ignore[import-untyped]
+    found = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
+    return found if isinstance(found, set) else set()
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,29 +95,38 @@ def _by_value_pickler() -> type:
     return ByValue
 
 
-def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str]) -> bytes:
-    """The framed task. The caller's own modules travel by value (a worker
-    inside an image could not import them, and importing them again in each
-    container costs what they import), wherever they are named: the
-    function's, and those of functions and classes among its arguments (a
-    Dask task's function, a callback). Installed packages and the modules
-    the workers preloaded go by name.
+def _own_module(fn: Any, preloaded: frozenset[str]) -> str | None:
+    """fn's module, if it is the caller's own: from a file outside Python's
+    and its installed packages' (isolate's aside), not preloaded."""
+    name = getattr(fn, "__module__", None)
+    module = sys.modules.get(name or "")
+    path = getattr(module, "__file__", None)
+    if (module is None or name is None or not isinstance(path, str) or name == "__main__"
+            or name in preloaded or name.partition(".")[0] == "isolate" or _installed(path)):
+        return None
+    return name
+
+
+def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str],
+          functions: Sequence[Any] = ()) -> bytes:
+    """The framed task. The module of the function (and of `functions`, the
+    functions the caller knows the call will run: a Dask task's) travels by
+    value when it is the caller's own (a worker inside an image could not
+    import it, and importing it in each container costs what it imports);
+    installed packages and the modules the workers preloaded go by name.
 
     What pickle takes by reference alone (functions and classes of such
     modules, plain data) goes by the C pickler, much cheaper than
-    cloudpickle's; anything naming __main__ or a module of the caller's, or
-    that pickle refuses, by cloudpickle."""
+    cloudpickle's; anything naming __main__ or a by-value module, or that
+    pickle refuses, by cloudpickle."""
+    named = frozenset(m for m in (_own_module(f, preloaded) for f in (fn, *functions)) if m)
     task = (fn, args, kwargs)
     try:
         data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         data = b""
-    if data:
-        named = frozenset(m for m in _user_modules() if m not in preloaded and m.encode() in data)
-    else:       # (what pickle refused: the function's module by value)
-        own = getattr(fn, "__module__", None)
-        named = frozenset([own] if own in _user_modules() and own not in preloaded else [])
-    if not data or named or b"__main__" in data:
+    if (not data or b"__main__" in data or any(m.encode() in data for m in named)
+            or any(m.encode() in data for m in _by_value_modules())):
         out = io.BytesIO()
         pickler = _by_value_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.by_value = named
@@ -316,6 +314,7 @@ class Pool(concurrent.futures.Executor):
         self._size = size
         self._timeout = timeout
         self._trusted = bool(trusted)
+        self._result_limit = _wire.result_limit(self._cfg.limits)
         self._closing = False
         self._premade: Any = None       # containers for commands: from the first on
         self._procs: weakref.WeakSet[Any] = weakref.WeakSet()     # commands started
@@ -338,23 +337,37 @@ class Pool(concurrent.futures.Executor):
         env = {"PYTHONPATH": os.pathsep.join(path)}
         if sysconfig.get_config_var("Py_ENABLE_SHARED") and sysconfig.get_config_var("LIBDIR"):
             env["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
+        # stdio: nothing of the caller's (its terminal least of all); what
+        # workers print is relayed to sys.stdout and sys.stderr. Sockets,
+        # not pipes: every worker holds them, and a pipe's read end is one
+        # open("/proc/self/fd/1") away, from which a call could read what
+        # the others print; a socket cannot be opened through /proc.
+        out = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
         try:
+            for ours_, theirs_ in out:
+                ours_.shutdown(socket.SHUT_WR)
+                theirs_.shutdown(socket.SHUT_RD)
             # the workers' /proc/self/exe: no host file that could be written
             # through it (runc CVE-2019-5736)
             exe = sealed_copy(os.path.realpath(sys.executable))
             try:
-                # stdio: nothing of the caller's (its terminal least of all);
-                # what workers print is relayed to sys.stdout and sys.stderr
                 self._zygote = subprocess.Popen(
                     [sys.executable, "-c", _ZYGOTE_MAIN, str(theirs.fileno()), str(exe)],
                     executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe], env=env,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    stdin=subprocess.DEVNULL, stdout=out[0][1].fileno(),
+                    stderr=out[1][1].fileno())
             finally:
                 os.close(exe)
+        except BaseException:
+            for pair in out:
+                for sock in pair:
+                    sock.close()
+            raise
         finally:
             theirs.close()
-        self._relays = [_Relay(self._zygote.stdout, "stdout"),
-                        _Relay(self._zygote.stderr, "stderr")]
+            for _, theirs_ in out:
+                theirs_.close()
+        self._relays = [_Relay(out[0][0], "stdout"), _Relay(out[1][0], "stderr")]
         self._ctl = ours
         try:
             ours.send(pickle.dumps((self._cfg, size, preload, self._trusted)))
@@ -428,7 +441,7 @@ class Pool(concurrent.futures.Executor):
             return self._ended.pop(token)
 
     def _run(self, fn: Callable[..., T], args: tuple, kwargs: dict,
-             started: Callable[[_Slot], None] | None = None) -> T:
+             started: Callable[[_Slot], None] | None = None, functions: Sequence[Any] = ()) -> T:
         slot = self._take()
         if started is not None:
             started(slot)
@@ -436,8 +449,8 @@ class Pool(concurrent.futures.Executor):
         try:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
-                _wire.write_all(fd, _task(fn, args, kwargs, self._preload))
-                payload = _wire.receive(fd, deadline)
+                _wire.write_all(fd, _task(fn, args, kwargs, self._preload, functions))
+                payload = _wire.receive(fd, deadline, self._result_limit)
             except TimeoutError:
                 slot.kill()
                 self._forget(slot.token)
@@ -445,6 +458,10 @@ class Pool(concurrent.futures.Executor):
                                    "its container was removed") from None
             except (BrokenPipeError, ConnectionResetError):
                 payload = None
+            except BaseException:
+                slot.kill()
+                self._forget(slot.token)
+                raise
             if payload is not None:
                 slot.kill()     # its result is in: a worker that went on ends now
             else:
@@ -470,12 +487,20 @@ class Pool(concurrent.futures.Executor):
         self._forget(slot.token)
         return _wire.decode(payload, self._trusted)
 
+    def _usable(self) -> bool:
+        """Whether it takes calls: open, and its zygote alive."""
+        return not self._closing and self._zygote.poll() is None
+
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a fresh container of the pool; its result."""
         return self._run(fn, args, kwargs)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         """`call` in the background; cancel() kills a call that has started."""
+        return self._submit(fn, args, kwargs)
+
+    def _submit(self, fn: Callable[..., T], args: tuple, kwargs: dict,
+                functions: Sequence[Any] = ()) -> concurrent.futures.Future[T]:
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         if self._closing:
             raise RuntimeError("cannot schedule new calls after shutdown")
@@ -497,7 +522,7 @@ class Pool(concurrent.futures.Executor):
 
         self._futures.add(fut)
         fut.add_done_callback(on_done)
-        self._dispatch.submit(settle, fut, self._run, fn, args, kwargs, started)
+        self._dispatch.submit(settle, fut, self._run, fn, args, kwargs, started, functions)
         return fut
 
     def spawn(self, args: Any, *, stdin: Any = None, stdout: Any = None, stderr: Any = None,
