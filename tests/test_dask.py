@@ -29,9 +29,13 @@ HOST_PIDNS = os.readlink("/proc/self/ns/pid")
 @pytest.fixture(scope="module", autouse=True)
 def _resource_tracker():
     # Dask's worker processes share multiprocessing's resource tracker, which
-    # lives as long as this process: started before any test counts processes
-    import multiprocessing.resource_tracker
-    multiprocessing.resource_tracker.ensure_running()
+    # would live as long as this process: started before any test counts processes
+    import multiprocessing.resource_tracker as tracker
+    tracker.ensure_running()
+    yield
+    stop = getattr(tracker._resource_tracker, "_stop", None)
+    if stop is not None:        # (and ended with them: other tests count this process's children)
+        stop()
 
 
 def _cluster(plugin: isolate.dask.Isolated, n_workers: int = 2, threads: int = 2, **kwargs):

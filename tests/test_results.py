@@ -16,6 +16,9 @@ import fractions
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
+import textwrap
 import uuid
 
 import pytest
@@ -277,10 +280,17 @@ def test_data_round_trips(run):
 
 @pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
 def test_every_admitted_type_decodes_at_every_protocol(protocol):
+    import io
     from isolate import _wire
+
+    def dumps(value):       # as a container pickles (the standard library's way, tblib or not)
+        out = io.BytesIO()
+        _wire.StandardPickler(out, protocol=protocol).dump(value)
+        return out.getvalue()
+
     for value in DATA.values():
-        assert repr(_wire.safe_loads(pickle.dumps(value, protocol=protocol))) == repr(value)
-    assert _wire.safe_loads(pickle.dumps(b"", protocol=protocol)) == b""
+        assert repr(_wire.safe_loads(dumps(value))) == repr(value)
+    assert _wire.safe_loads(dumps(b"")) == b""
 
 
 @pytest.mark.parametrize("blob", [
@@ -497,3 +507,33 @@ def test_what_is_not_an_exception_cannot_pass_the_callers_except_exception(run):
         run(exits)
     except Exception as e:
         assert isinstance(e, ContainerDied) and e.exitcode == 3
+
+
+def test_exceptions_travel_as_data_where_a_library_pickles_them_its_own_way():
+    """tblib (which Dask installs) registers a reducer of its own for every
+    exception class: values and exceptions from a container still come back
+    as the standard library pickles them, data the caller rebuilds."""
+    pytest.importorskip("tblib")
+    code = textwrap.dedent("""
+        import tblib.pickling_support
+        tblib.pickling_support.install()
+        import isolate
+        from isolate import Pool
+
+        def returns_one():
+            return [ValueError("as a value"), KeyError("k")]
+
+        def raises():
+            raise KeyError("raised")
+
+        for run in (isolate.call, Pool(size=1).call):
+            value = run(returns_one)
+            assert type(value[0]) is ValueError and value[0].args == ("as a value",), value
+            try:
+                run(raises)
+            except KeyError as e:
+                assert e.args == ("raised",)
+        print("ok")
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "ok", r.stderr[-2000:]

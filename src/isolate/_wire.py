@@ -52,15 +52,54 @@ def load_pickler() -> None:
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
 
+def standard_dispatch_table() -> dict:
+    """copyreg's table without what a library registered for exceptions and
+    tracebacks: tblib (which Dask installs) makes every exception pickle
+    through a function of its own, which a container's caller would then
+    have to import, and refuses as data."""
+    import copyreg
+    import types
+    return {k: v for k, v in copyreg.dispatch_table.items()
+            if not (isinstance(k, type) and (issubclass(k, BaseException)
+                                             or k is types.TracebackType))}
+
+
+class StandardPickler(pickle.Pickler):
+    """The C pickler, with copyreg's table as the standard library leaves it
+    for exceptions (see standard_dispatch_table)."""
+
+    def __init__(self, file: Any, protocol: int | None = None) -> None:
+        self.dispatch_table = standard_dispatch_table()     # (read by __init__)
+        super().__init__(file, protocol)
+
+
+def standard_cloudpickler() -> type:
+    """cloudpickle's Pickler, with the same table beneath its own."""
+    import collections
+
+    import cloudpickle  # type: ignore[import-untyped]
+    own = cloudpickle.Pickler.dispatch_table
+    own = own.maps[0] if isinstance(own, collections.ChainMap) else {}
+
+    class Standard(cloudpickle.Pickler):
+        def __init__(self, file: Any, protocol: int | None = None) -> None:
+            self.dispatch_table = collections.ChainMap(own, standard_dispatch_table())
+            super().__init__(file, protocol)
+
+    return Standard
+
+
 def dumps(obj: Any) -> bytes:
     """pickle, falling back to cloudpickle for what pickle cannot take by
     reference (lambdas, local classes); the plain pickler is much cheaper
     in a fresh fork, where every page it touches is copied."""
+    out = io.BytesIO()
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        StandardPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     except Exception:
-        import cloudpickle  # type: ignore[import-untyped]
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out = io.BytesIO()
+        standard_cloudpickler()(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return out.getvalue()
 
 
 def _outcome(fn, args, kwargs, trusted: bool = False) -> bytes:

@@ -113,14 +113,15 @@ class IsolatedExecutor(concurrent.futures.Executor):
         self._worker = worker
         self._size = size
         self._options = dict(options)
-        self._pool_args: dict[str, Any] = {"timeout": timeout, "preload": tuple(dict.fromkeys(_PRELOAD + preload)),
-                           "trusted": trusted}
+        self._pool_args: dict[str, Any] = {
+            "timeout": timeout, "preload": tuple(dict.fromkeys(_PRELOAD + preload)),
+            "trusted": trusted}
         # (one thread a task: Dask sends at most nthreads at once, and a few of its own)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=size + 4, thread_name_prefix="isolate-dask")
         self._lock = threading.Lock()
-        self._pools: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._in_use: collections.Counter[str] = collections.Counter()
+        self._pools: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self._in_use: collections.Counter[Any] = collections.Counter()
         self._calls: dict[Any, set[concurrent.futures.Future]] = {}
         self._cancelled: set[Any] = set()
         self._closed = False
@@ -128,7 +129,7 @@ class IsolatedExecutor(concurrent.futures.Executor):
 
     # -- pools ------------------------------------------------------------
 
-    def _pool(self, options: dict[str, Any]) -> tuple[str, Any]:
+    def _pool(self, options: dict[str, Any]) -> tuple[Any, Any]:
         """The pool for these options, made on first use, counted in use
         (the caller calls `_done`) so that it is not closed under a call."""
         from .pool import Pool
@@ -163,7 +164,7 @@ class IsolatedExecutor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new tasks after shutdown")
         return key, pool
 
-    def _done(self, key: str) -> None:
+    def _done(self, key: Any) -> None:
         with self._lock:
             self._in_use[key] -= 1
             if not self._in_use[key]:
@@ -204,6 +205,10 @@ class IsolatedExecutor(concurrent.futures.Executor):
                 self._calls.setdefault(key, set()).add(fut)
             try:
                 return fut.result()
+            except RuntimeError:
+                if pool._usable():
+                    raise
+                raise Reschedule() from None    # its pool died under it: run it again
             except concurrent.futures.CancelledError:
                 if not fut.cancelled():
                     raise

@@ -72,16 +72,16 @@ def _by_value_modules() -> set[str]:
 
 @functools.lru_cache(maxsize=1)
 def _by_value_pickler() -> type:
-    """cloudpickle's Pickler, taking the functions and classes of the modules
-    in its `by_value` by value too: for this pickle only (cloudpickle's own
+    """cloudpickle's Pickler (as _wire's: the standard table for exceptions),
+    taking the functions and classes of the modules in its `by_value` by
+    value too: for this pickle only (cloudpickle's own
     register_pickle_by_value would change how the rest of the caller, Dask's
     client or worker for one, pickles them)."""
     import types
 
-    import cloudpickle  # type: ignore[import-untyped]
     from cloudpickle.cloudpickle import _dynamic_class_reduce  # type: ignore[import-untyped]
 
-    class ByValue(cloudpickle.Pickler):
+    class ByValue(_wire.standard_cloudpickler()):  # type: ignore[misc]
         by_value: frozenset[str] = frozenset()
 
         def reducer_override(self, obj: Any) -> Any:
@@ -95,44 +95,90 @@ def _by_value_pickler() -> type:
     return ByValue
 
 
-def _own_module(fn: Any, preloaded: frozenset[str]) -> str | None:
-    """fn's module, if it is the caller's own: from a file outside Python's
-    and its installed packages' (isolate's aside), not preloaded."""
-    name = getattr(fn, "__module__", None)
-    module = sys.modules.get(name or "")
+class _Naming(_wire.StandardPickler):
+    """The C pickler, noting the module of every function and class it
+    pickles by name."""
+
+    def __init__(self, file: Any) -> None:
+        self.modules: set[str] = set()
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str):
+                self.modules.add(module)
+        return NotImplemented
+
+
+def _own_module(name: Any, preloaded: frozenset[str]) -> bool:
+    """Whether the module is the caller's own: from a file outside Python's
+    and its installed packages' (isolate's aside), and not preloaded."""
+    module = sys.modules.get(name) if isinstance(name, str) else None
     path = getattr(module, "__file__", None)
-    if (module is None or name is None or not isinstance(path, str) or name == "__main__"
-            or name in preloaded or name.partition(".")[0] == "isolate" or _installed(path)):
-        return None
-    return name
+    return (module is not None and isinstance(path, str) and name != "__main__"
+            and name not in preloaded and name.partition(".")[0] != "isolate"
+            and not _installed(path))
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str],
-          functions: Sequence[Any] = ()) -> bytes:
+          functions: Sequence[Any] = (), hidden: Callable[[str], bool] = lambda path: True) -> bytes:
     """The framed task. The module of the function (and of `functions`, the
     functions the caller knows the call will run: a Dask task's) travels by
     value when it is the caller's own (a worker inside an image could not
     import it, and importing it in each container costs what it imports);
-    installed packages and the modules the workers preloaded go by name.
+    so does any other module of the caller's that the task names and that
+    the container cannot import (`hidden(path)`: an image's, or under the
+    container's own /tmp). Installed packages, the modules the workers
+    preloaded, and the caller's modules that the container sees go by name.
 
-    What pickle takes by reference alone (functions and classes of such
-    modules, plain data) goes by the C pickler, much cheaper than
-    cloudpickle's; anything naming __main__ or a by-value module, or that
-    pickle refuses, by cloudpickle."""
-    named = frozenset(m for m in (_own_module(f, preloaded) for f in (fn, *functions)) if m)
+    What pickle takes by reference alone goes by the C pickler, much
+    cheaper than cloudpickle's; anything naming __main__ or a by-value
+    module, or that pickle refuses, by cloudpickle."""
+    own = {getattr(f, "__module__", None) for f in (fn, *functions)}
+    named = {m for m in own if _own_module(m, preloaded)}
     task = (fn, args, kwargs)
+    out = io.BytesIO()
+    pickler = _Naming(out)
     try:
-        data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        data = b""
-    if (not data or b"__main__" in data or any(m.encode() in data for m in named)
-            or any(m.encode() in data for m in _by_value_modules())):
-        out = io.BytesIO()
-        pickler = _by_value_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.by_value = named
         pickler.dump(task)
         data = out.getvalue()
+    except Exception:
+        data = b""
+    seen = pickler.modules
+    for m in seen - named:
+        if _own_module(m, preloaded) and hidden(sys.modules[m].__file__ or ""):
+            named.add(m)
+    if not data or "__main__" in seen or named & seen or seen & _by_value_modules():
+        out = io.BytesIO()
+        by_value = _by_value_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
+        by_value.by_value = frozenset(named)
+        by_value.dump(task)
+        data = out.getvalue()
     return _wire.frame(data)
+
+
+def _hidden_paths(cfg: Any) -> Callable[[str], bool]:
+    """Whether a host file is out of the container's sight: all are under a
+    root of its own; on the host's root, those under the container's own
+    /tmp, /run, /dev, /proc and /sys, and under its mounts."""
+    if cfg.rootfs is not None:
+        return lambda path: True
+    # (the deepest of these that holds the path decides: a bind of a host
+    # directory at its own path shows it, even under /tmp)
+    tops = {t: True for t in ("/tmp", "/run", "/dev", "/proc", "/sys")}
+    for m in cfg.mounts:
+        source = getattr(m, "source", None)
+        tops[m.target] = not (source is not None and os.path.realpath(source) == m.target)
+    ordered = sorted(((t.rstrip("/") + "/", hid) for t, hid in tops.items()),
+                     key=lambda th: -len(th[0]))
+
+    def hidden(path: str) -> bool:
+        for top, hid in ordered:
+            if path.startswith(top):
+                return hid
+        return False
+    return hidden
 
 
 def _what(fn: Callable[..., Any]) -> str:
@@ -315,6 +361,7 @@ class Pool(concurrent.futures.Executor):
         self._timeout = timeout
         self._trusted = bool(trusted)
         self._result_limit = _wire.result_limit(self._cfg.limits)
+        self._hidden = _hidden_paths(self._cfg)
         self._closing = False
         self._premade: Any = None       # containers for commands: from the first on
         self._procs: weakref.WeakSet[Any] = weakref.WeakSet()     # commands started
@@ -449,7 +496,8 @@ class Pool(concurrent.futures.Executor):
         try:
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
-                _wire.write_all(fd, _task(fn, args, kwargs, self._preload, functions))
+                _wire.write_all(fd, _task(fn, args, kwargs, self._preload, functions,
+                                          self._hidden))
                 payload = _wire.receive(fd, deadline, self._result_limit)
             except TimeoutError:
                 slot.kill()
