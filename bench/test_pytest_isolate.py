@@ -52,11 +52,15 @@ def _summary(out: str) -> str:
 
 
 @pytest.mark.benchmark(group="pytest-isolate")
-def test_pytest_isolate_on_a_real_suite(benchmark, tmp_path, quick):
+def test_pytest_isolate_on_a_real_suite(benchmark, tmp_path, request):
     """attrs' own test suite, from its PyPI source distribution, installed here
-    in a venv of its own: plain, --isolate, --isolate -n 2, --isolate-scope module."""
+    in a venv of its own: plain, --isolate, --isolate -n 2, --isolate-scope
+    module (with --quick, one of its files; --no-install: skipped)."""
     import glob
     import tarfile
+    if request.config.getoption("--no-install"):
+        pytest.skip("--no-install: attrs and its test dependencies are not installed")
+    quick = request.config.getoption("--quick")
     venv = tmp_path / "venv"
     python = str(venv / "bin" / "python")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
