@@ -589,3 +589,31 @@ def test_a_result_larger_than_the_memory_limit_is_refused_unread(how):
         with Container(memory="64M") as c, \
                 pytest.raises(isolate.SerializationError, match="memory limit"):
             c.call(_claims_a_huge_result)
+
+
+def _forges_a_unicode_error():
+    """Reports a UnicodeDecodeError whose start lies a terabyte past its
+    object: CPython's str() of it reads there unchecked (gh-123378)."""
+    import pickle
+    import isolate._wire as w
+
+    def raised(e, tb, trusted):
+        fields = {"object": pickle.dumps(range(1)), "start": pickle.dumps(1 << 40),
+                  "end": pickle.dumps((1 << 40) + 1), "encoding": pickle.dumps("utf-8"),
+                  "reason": pickle.dumps("r")}
+        return pickle.dumps(("raise", "builtins", "UnicodeDecodeError", pickle.dumps(("x",)),
+                             fields, {}, "forged", ""))
+    w._raised = raised
+    raise ValueError("x")
+
+
+def test_an_exception_whose_fields_would_crash_the_caller_is_not_rebuilt():
+    code = ("import sys; sys.path.insert(0, 'tests')\nimport isolate\n"
+            "from test_boundary import _forges_a_unicode_error\n"
+            "for run in (isolate.call, isolate.Pool(size=1).call):\n"
+            "    try:\n        run(_forges_a_unicode_error)\n"
+            "    except Exception as e:\n        print(type(e).__name__, str(e)[:40])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr[-2000:]          # not killed by SIGSEGV
+    assert r.stdout.splitlines() == ["RemoteError builtins.UnicodeDecodeError: forged (rai"] * 2

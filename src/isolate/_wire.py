@@ -585,11 +585,34 @@ def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, mes
                     members[k].__set__(exc, v)
                 except (TypeError, ValueError, AttributeError, OverflowError):
                     pass            # a read-only field, or not of its C type
+    if isinstance(exc, UnicodeError) and not _consistent_unicode_error(exc, members if (
+            type(fields) is dict and fields) else {}):
+        return RemoteError(name, message, tb, "its object, start and end do not agree (its "
+                           "str() would read past its object)"), tb
     if type(state) is dict and state:
         attrs = _EXC_DICT.__get__(exc)
         for k, v in _data_items(state):
             attrs[k] = v
     return exc, tb
+
+
+def _consistent_unicode_error(exc: BaseException, members: dict) -> bool:
+    """Whether a UnicodeError's C fields are as its own __init__ would make
+    them: its str() indexes its object by start and end unchecked (a crash
+    of the caller's Python, gh-123378), and reads the object as bytes for a
+    decode error, as str for the others."""
+    if not members:
+        return True
+    obj = members["object"].__get__(exc) if "object" in members else None
+    if obj is None:
+        return True         # (never set: str() gives "")
+    want = bytes if isinstance(exc, UnicodeDecodeError) else str
+    start = members["start"].__get__(exc) if "start" in members else 0
+    end = members["end"].__get__(exc) if "end" in members else 0
+    return (type(obj) is want and type(start) is int and type(end) is int
+            and 0 <= start <= len(obj) and 0 <= end <= len(obj)
+            and all(type(members[k].__get__(exc)) in (str, type(None))
+                    for k in ("encoding", "reason") if k in members))
 
 
 def _data_items(pickled: dict) -> Iterator[tuple[str, Any]]:
