@@ -406,3 +406,30 @@ def test_junitxml_last_failed_and_durations_as_plain(pytester, scope):
     assert isolated_lf.parseoutcomes()["failed"] == 2 and "passed" not in isolated_lf.parseoutcomes()
     assert any("call" in line and "test_reported.py::test_passes" in line
                for line in isolated.stdout.lines)      # --durations lists it, as plainly
+
+
+FORGED_COVERAGE = '''
+import zlib
+
+def test_forges_its_coverage_data():
+    import isolate.pytest_plugin as p
+    evil = ("ATTACH DATABASE '{target}' AS pwn; CREATE TABLE pwn.t(x); "
+            "INSERT INTO pwn.t VALUES('written by a container'); DETACH DATABASE pwn;")
+    p._coverage_data = lambda: b"z" + zlib.compress(evil.encode())
+
+def test_other():
+    pass
+'''
+
+
+@pytest.mark.parametrize("scope", ["function", "module"])
+def test_coverage_data_from_an_isolated_test_runs_nothing_in_the_session(pytester, tmp_path, scope):
+    """Coverage's own serialized data is an SQL script that the session would
+    run (CoverageData.loads): lines come back as data instead."""
+    pytest.importorskip("pytest_cov")
+    target = tmp_path / "pwned.db"
+    pytester.makepyfile(test_forged=FORGED_COVERAGE.replace("{target}", str(target)))
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", scope, "--cov=.",
+                                      "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=2)
+    assert not target.exists()

@@ -216,7 +216,7 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     # isolated cannot run code in the session through its reports.
     where = _where(config)
 
-    def inside() -> tuple[list[dict[str, Any]], tuple, bytes | None]:
+    def inside() -> tuple[list[dict[str, Any]], tuple, dict[str, Any] | None]:
         _entered(where)
         _child_setup(config)
         reports, warned = _run_collecting(item, None)
@@ -288,7 +288,7 @@ class _Group:
         started.wait()
         os.close(self._cmd_r)
 
-    def _inside(self) -> bytes | None:
+    def _inside(self) -> dict[str, Any] | None:
         """In the container: run the tests the session names, until the last."""
         import struct
         from . import _wire
@@ -642,24 +642,50 @@ def _failure(item: pytest.Item, message: str) -> pytest.TestReport:
                              user_properties=list(item.user_properties))
 
 
-def _coverage_data() -> bytes | None:
+def _coverage_data() -> dict[str, Any] | None:
     """What coverage measured in this process, to travel back (a fork ends
-    with os._exit, which would lose it). Only where the session measures:
-    an import of coverage would cost every test tens of milliseconds."""
+    with os._exit, which would lose it), as plain data: the lines (or arcs)
+    of each file. Only where the session measures: an import of coverage
+    would cost every test tens of milliseconds."""
     coverage = sys.modules.get("coverage")
     if coverage is None:
         return None
     cov = coverage.Coverage.current()
-    return None if cov is None else cov.get_data().dumps()
+    if cov is None:
+        return None
+    data = cov.get_data()
+    arcs = data.has_arcs()
+    files = {}
+    for path in data.measured_files():
+        got = data.arcs(path) if arcs else data.lines(path)
+        files[path] = [tuple(a) for a in got] if arcs else list(got or ())
+    return {"arcs": arcs, "files": files}
 
 
-def _merge_coverage(data: bytes | None) -> None:
+def _merge_coverage(data: Any) -> None:
+    """In the session: an isolated process's lines (or arcs) into the
+    session's coverage data, taken as data only (coverage's own serialized
+    form is an SQL script, which would run in the session)."""
     if data is None:
         return
     import coverage
     cov = coverage.Coverage.current()
-    if cov is None:
+    if cov is None or type(data) is not dict or type(data.get("files")) is not dict:
         return
-    theirs = coverage.CoverageData(no_disk=True)
-    theirs.loads(data)
-    cov.get_data().update(theirs)
+    arcs = data.get("arcs") is True
+    ours = cov.get_data()
+    if ours.has_arcs() != arcs and ours.measured_files():
+        return
+    files: dict[str, Any] = {}
+    for path, got in data["files"].items():
+        if type(path) is not str or type(got) is not list:
+            continue
+        if arcs:
+            files[path] = [a for a in got if type(a) is tuple and len(a) == 2
+                           and all(type(n) is int for n in a)]
+        else:
+            files[path] = [n for n in got if type(n) is int]
+    if arcs:
+        ours.add_arcs(files)
+    else:
+        ours.add_lines(files)
