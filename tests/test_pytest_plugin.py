@@ -433,3 +433,39 @@ def test_coverage_data_from_an_isolated_test_runs_nothing_in_the_session(pyteste
                                       "-p", "no:cacheprovider")
     r.assert_outcomes(passed=2)
     assert not target.exists()
+
+
+EXTRA_FRAME = '''
+import os, pickle, struct, sys
+
+def _group():
+    f = sys._getframe()
+    while f is not None and type(f.f_locals.get("self")).__name__ != "_Group":
+        f = f.f_back
+    return f.f_locals["self"]
+
+def test_1_writes_a_frame_of_its_own(request):
+    data = pickle.dumps(("ok", (1, [], ([], 0))), protocol=5)     # "test 2 passed, nothing else"
+    os.write(_group()._out_w, struct.pack("<Q", len(data)) + data)
+
+def test_2_fails():
+    assert False, "REAL FAILURE"
+
+def test_3_huge_report():
+    data = pickle.dumps(("ok", "x" * (1 << 20)), protocol=5)
+    os.write(_group()._out_w, struct.pack("<Q", len(data)) + data[:1000])
+'''
+
+
+def test_a_group_process_that_sends_what_it_was_not_asked_for_is_ended(pytester):
+    """In a module's group, a test that writes a report frame of its own
+    (or a child it forked that went on) cannot shift the session's reads
+    onto the next tests: the group ends, the tests that follow get a fresh
+    one, and a real failure stays a failure."""
+    pytester.makepyfile(test_extra=EXTRA_FRAME)
+    r = pytester.runpytest_subprocess("--isolate", "--isolate-scope", "module", "-rA",
+                                      "-p", "no:cacheprovider", "--isolate-timeout", "20")
+    assert r.ret == 1
+    out = r.stdout.str()
+    assert "FAILED test_extra.py::test_2_fails" in out
+    assert "sent what it was not asked for" in out

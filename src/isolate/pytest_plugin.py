@@ -190,14 +190,25 @@ def _not_reported() -> tuple[type[BaseException], ...]:
     return (*_NOT_REPORTED, IsolateError)
 
 
-def _received(item: pytest.Item, data: list[dict[str, Any]], extra: tuple) -> list[pytest.TestReport]:
+def _received(item: pytest.Item, data: Any, extra: Any) -> list[pytest.TestReport]:
     """In the session: an isolated test's reports, warnings and failed
-    subtests, from what its process sent back."""
+    subtests, from what its process sent back, checked: reports of this
+    test only; anything else fails it."""
     config = item.config
-    warned, failed_subtests = extra
-    _replay_warnings(item, warned)
-    _failed_subtests(config, item.nodeid, failed_subtests)
-    return [config.hook.pytest_report_from_serializable(config=config, data=d) for d in data]
+    try:
+        warned, failed_subtests = extra
+        if type(data) is not list or type(warned) is not list or type(failed_subtests) is not int:
+            raise TypeError("not the shape of reports")
+        reports = [config.hook.pytest_report_from_serializable(config=config, data=d)
+                   for d in data]
+        if any(r is None or getattr(r, "nodeid", None) != item.nodeid for r in reports):
+            raise ValueError("a report of another test than itself")
+        _replay_warnings(item, [w for w in warned if type(w) is tuple and len(w) == 7])
+        _failed_subtests(config, item.nodeid, max(0, failed_subtests))
+    except Exception as e:
+        return [_failure(item, f"isolated test: what its process sent back is not its "
+                               f"reports ({type(e).__name__}: {e})")]
+    return reports
 
 
 def _sent(item: pytest.Item, reports: list[Any], warned: list[tuple]) -> tuple:
@@ -260,6 +271,7 @@ class _Group:
         self.options, self.timeout = _prepared(item, options)
         self.pid: int | None = None
         self.outcome: list[Any] = []
+        self._finished = False
         self._where = _where(self.config)
         self._ready = _ready(self.config)
         self._c = self._ready.take(self.options)
@@ -304,8 +316,8 @@ class _Group:
             i, j = struct.unpack("<ii", command)
             item, nextitem = items[i], (items[j] if j >= 0 else None)
             reports, warned = _run_collecting(item, nextitem)
-            _wire.write_all(self._out_w, _wire.frame(
-                _wire._outcome(_sent, (item, reports, warned), {}, self._c._trusted)))
+            _wire.write_all(self._out_w, _wire.frame(_wire._outcome(
+                lambda: (i, *_sent(item, reports, warned)), (), {}, self._c._trusted)))
             if nextitem is None:
                 break
         return _coverage_data()
@@ -319,11 +331,12 @@ class _Group:
         items = self.config._isolate_items     # type: ignore[attr-defined]
         index = self.config._isolate_index     # type: ignore[attr-defined]
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        mine = index[item.nodeid]
         try:
-            os.write(self._cmd_w, struct.pack("<ii", index[item.nodeid],
+            os.write(self._cmd_w, struct.pack("<ii", mine,
                                               -1 if nextitem is None else index[nextitem.nodeid]))
-            payload = _wire.receive(self._out_r, deadline)
-        except TimeoutError as e:
+            payload = _wire.receive(self._out_r, deadline, _wire.result_limit(self._c._cfg.limits))
+        except (TimeoutError, _wire.SerializationError) as e:
             self.kill()
             return [_as_failure(item, e, self.timeout)]
         except OSError:
@@ -331,14 +344,23 @@ class _Group:
         if payload is None:             # the process ended without reporting this test
             self.finish()
             error = self.outcome[0][1] if self.outcome and self.outcome[0][0] == "raise" else None
+            if isinstance(error, pytest.exit.Exception):
+                raise error             # pytest.exit() in a test: the session ends, as plainly
             from .errors import ContainerDied
             return [_as_failure(item, error or ContainerDied(
                 f"isolated test {item.nodeid}: its process ended", exitcode=0), self.timeout)]
         try:
-            data, extra = _wire.decode(payload, self._c._trusted)
+            sent = _wire.decode(payload, self._c._trusted)
         except _not_reported() as e:
+            self.kill()
             return [_as_failure(item, e, self.timeout)]
-        return _received(item, data, extra)
+        if type(sent) is not tuple or len(sent) != 3 or sent[0] != mine:
+            # a frame it was not asked for (a test that wrote one of its own, or a
+            # child it forked that went on): what follows cannot be trusted to match
+            self.kill()
+            return [_failure(item, "isolated test: its group's process sent what it was not "
+                                   "asked for; the group was ended")]
+        return _received(item, sent[1], sent[2])
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -347,13 +369,22 @@ class _Group:
         self.finish()
 
     def finish(self) -> None:
-        """Wait for the group's process to end; its container goes back."""
+        """Wait for the group's process to end (killed, if it does not within
+        a few seconds); its container goes back."""
+        if self._finished:
+            return
+        self._finished = True
         if self._cmd_w >= 0:
             os.close(self._cmd_w)
             self._cmd_w = -1
+        if self._out_r >= 0:
+            os.close(self._out_r)       # (a process blocked writing to it goes on)
+            self._out_r = -1
+        self._thread.join(5)
+        if self._thread.is_alive() and self.pid is not None:
+            from ._call import _kill_session
+            _kill_session(self.pid)
         self._thread.join()
-        os.close(self._out_r)
-        self._out_r = -1
         self._ready.done(self._c)
         if self.outcome and self.outcome[0][0] == "ok":
             _merge_coverage(self.outcome[0][1])
@@ -381,9 +412,8 @@ def _grouped(item: pytest.Item, nextitem: pytest.Item | None, options: dict[str,
         config._isolate_group = group                  # type: ignore[attr-defined]
     last = nextitem is None or _group_key(nextitem, scope) != key or nextitem.nodeid not in index
     reports = group.run(item, None if last else nextitem)
-    if last or group._out_r < 0:
-        if group._out_r >= 0:
-            group.finish()
+    if last or group._finished:
+        group.finish()
         config._isolate_group = None                   # type: ignore[attr-defined]
     return reports
 
