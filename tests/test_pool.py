@@ -383,3 +383,29 @@ def test_classes_of_importable_modules_among_the_arguments_go_by_name(tmp_path):
     finally:
         sys.path.remove(str(d))
         sys.modules.pop("isolate_test_counter", None)
+
+
+def test_modules_the_workers_preloaded_go_by_name_and_hidden_ones_by_value(tmp_path):
+    """A submodule of a preloaded package is the workers' own: its enum goes
+    by name (a copy would not be the workers' member). A module under the
+    caller's /tmp, which the container cannot see, goes by value, also when
+    a lambda (which the C pickler refuses) comes first."""
+    d = tmp_path / "pkgs"
+    (d / "isolate_test_pkg").mkdir(parents=True)
+    (d / "isolate_test_pkg" / "__init__.py").write_text(
+        "from . import colors\n\ndef is_red(c):\n    return c is colors.Color.RED\n")
+    (d / "isolate_test_pkg" / "colors.py").write_text(
+        "import enum\n\nclass Color(enum.Enum):\n    RED = 1\n")
+    (d / "isolate_test_hidden.py").write_text("class Box:\n    def __init__(self, n):\n"
+                                              "        self.n = n\n")
+    sys.path.insert(0, str(d))
+    try:
+        import isolate_test_hidden
+        import isolate_test_pkg
+        with Pool(size=1, preload=["isolate_test_pkg"]) as pool:
+            assert pool.call(isolate_test_pkg.is_red, isolate_test_pkg.colors.Color.RED) is True
+            assert pool.call(lambda box: box.n, isolate_test_hidden.Box(3)) == 3
+    finally:
+        sys.path.remove(str(d))
+        for name in ("isolate_test_pkg", "isolate_test_pkg.colors", "isolate_test_hidden"):
+            sys.modules.pop(name, None)

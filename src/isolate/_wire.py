@@ -52,24 +52,29 @@ def load_pickler() -> None:
     import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
 
 
-def standard_dispatch_table() -> dict:
-    """copyreg's table without what a library registered for exceptions and
-    tracebacks: tblib (which Dask installs) makes every exception pickle
-    through a function of its own, which a container's caller would then
-    have to import, and refuses as data."""
+def standard_dispatch_table(data_only: bool = True) -> dict:
+    """copyreg's table for what goes between a caller and a container.
+    data_only (an untrusted result): without any reducer registered for
+    exceptions and tracebacks, which the caller would refuse as code;
+    otherwise without tblib's (which Dask installs: it makes every exception
+    pickle through a function of its own, which the other side would then
+    have to import)."""
     import copyreg
     import types
-    return {k: v for k, v in copyreg.dispatch_table.items()
-            if not (isinstance(k, type) and (issubclass(k, BaseException)
-                                             or k is types.TracebackType))}
+
+    def kept(cls: Any, reduce: Any) -> bool:
+        if not (isinstance(cls, type) and (issubclass(cls, BaseException)
+                                           or cls is types.TracebackType)):
+            return True
+        return not data_only and not str(getattr(reduce, "__module__", "")).startswith("tblib")
+    return {k: v for k, v in copyreg.dispatch_table.items() if kept(k, v)}
 
 
 class StandardPickler(pickle.Pickler):
-    """The C pickler, with copyreg's table as the standard library leaves it
-    for exceptions (see standard_dispatch_table)."""
+    """The C pickler, with copyreg's table as standard_dispatch_table gives it."""
 
-    def __init__(self, file: Any, protocol: int | None = None) -> None:
-        self.dispatch_table = standard_dispatch_table()     # (read by __init__)
+    def __init__(self, file: Any, protocol: int | None = None, data_only: bool = True) -> None:
+        self.dispatch_table = standard_dispatch_table(data_only)     # (read by __init__)
         super().__init__(file, protocol)
 
 
@@ -82,23 +87,24 @@ def standard_cloudpickler() -> type:
     own = own.maps[0] if isinstance(own, collections.ChainMap) else {}
 
     class Standard(cloudpickle.Pickler):
-        def __init__(self, file: Any, protocol: int | None = None) -> None:
-            self.dispatch_table = collections.ChainMap(own, standard_dispatch_table())
+        def __init__(self, file: Any, protocol: int | None = None, data_only: bool = True) -> None:
+            self.dispatch_table = collections.ChainMap(own, standard_dispatch_table(data_only))
             super().__init__(file, protocol)
 
     return Standard
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, trusted: bool = False) -> bytes:
     """pickle, falling back to cloudpickle for what pickle cannot take by
     reference (lambdas, local classes); the plain pickler is much cheaper
-    in a fresh fork, where every page it touches is copied."""
+    in a fresh fork, where every page it touches is copied. Untrusted, the
+    standard library's way for exceptions (see standard_dispatch_table)."""
     out = io.BytesIO()
     try:
-        StandardPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        StandardPickler(out, pickle.HIGHEST_PROTOCOL, not trusted).dump(obj)
     except Exception:
         out = io.BytesIO()
-        standard_cloudpickler()(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        standard_cloudpickler()(out, pickle.HIGHEST_PROTOCOL, not trusted).dump(obj)
     return out.getvalue()
 
 
@@ -111,7 +117,7 @@ def _outcome(fn, args, kwargs, trusted: bool = False) -> bytes:
         e.__traceback__ = None
         return _raised(e, tb, trusted)
     try:
-        return dumps(("ok", value))
+        return dumps(("ok", value), trusted)
     except Exception as pe:
         err = SerializationError(f"the result, a {type(value).__module__}.{type(value).__qualname__}, "
                                  f"cannot be pickled: {pe}")
@@ -156,7 +162,7 @@ def _raised(e: BaseException, tb: str, trusted: bool) -> bytes:
     traceback."""
     if trusted:
         try:
-            return dumps(("raise", e, tb))
+            return dumps(("raise", e, tb), trusted=True)
         except Exception as pe:
             e = SerializationError(f"the exception {type(e).__module__}.{type(e).__qualname__} "
                                    f"raised in the container cannot be pickled: {pe}")

@@ -82,13 +82,21 @@ def _by_value_pickler() -> type:
     from cloudpickle.cloudpickle import _dynamic_class_reduce  # type: ignore[import-untyped]
 
     class ByValue(_wire.standard_cloudpickler()):  # type: ignore[misc]
-        by_value: frozenset[str] = frozenset()
+        by_value: set[str] = set()
+        #: whether another module goes by value (asked once a module)
+        also: Callable[[str], bool] = staticmethod(lambda name: False)  # type: ignore[assignment]
+        asked: set[str] = set()
 
         def reducer_override(self, obj: Any) -> Any:
-            if getattr(obj, "__module__", None) in self.by_value:
-                if isinstance(obj, type):
-                    return _dynamic_class_reduce(obj)
-                if isinstance(obj, types.FunctionType):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str) and isinstance(obj, (type, types.FunctionType)):
+                if module not in self.by_value and module not in self.asked:
+                    self.asked.add(module)
+                    if self.also(module):
+                        self.by_value.add(module)
+                if module in self.by_value:
+                    if isinstance(obj, type):
+                        return _dynamic_class_reduce(obj)
                     return self._dynamic_function_reduce(obj)
             return super().reducer_override(obj)
 
@@ -101,7 +109,7 @@ class _Naming(_wire.StandardPickler):
 
     def __init__(self, file: Any) -> None:
         self.modules: set[str] = set()
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        super().__init__(file, pickle.HIGHEST_PROTOCOL, False)
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
@@ -111,14 +119,22 @@ class _Naming(_wire.StandardPickler):
         return NotImplemented
 
 
+def _preloaded(name: str, preloaded: frozenset[str]) -> bool:
+    """Whether the workers have the module: preloaded, a package of one, or
+    a submodule of one (which the preload imports, or which comes from its
+    package as the preload found it)."""
+    return any(name == p or name.startswith(p + ".") or p.startswith(name + ".")
+               for p in preloaded)
+
+
 def _own_module(name: Any, preloaded: frozenset[str]) -> bool:
     """Whether the module is the caller's own: from a file outside Python's
-    and its installed packages' (isolate's aside), and not preloaded."""
+    and its installed packages' (isolate's aside), and not the workers'."""
     module = sys.modules.get(name) if isinstance(name, str) else None
     path = getattr(module, "__file__", None)
     return (module is not None and isinstance(path, str) and name != "__main__"
-            and name not in preloaded and name.partition(".")[0] != "isolate"
-            and not _installed(path))
+            and name.partition(".")[0] != "isolate" and not _installed(path)
+            and not _preloaded(name, preloaded))
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str],
@@ -151,8 +167,10 @@ def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozense
             named.add(m)
     if not data or "__main__" in seen or named & seen or seen & _by_value_modules():
         out = io.BytesIO()
-        by_value = _by_value_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
-        by_value.by_value = frozenset(named)
+        by_value = _by_value_pickler()(out, pickle.HIGHEST_PROTOCOL, False)
+        by_value.by_value, by_value.asked = set(named), set()
+        # (what pickle refused, a lambda say, may name a module it did not reach)
+        by_value.also = lambda m: _own_module(m, preloaded) and hidden(sys.modules[m].__file__ or "")
         by_value.dump(task)
         data = out.getvalue()
     return _wire.frame(data)
