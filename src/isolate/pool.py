@@ -129,12 +129,17 @@ def _preloaded(name: str, preloaded: frozenset[str]) -> bool:
 
 def _own_module(name: Any, preloaded: frozenset[str]) -> bool:
     """Whether the module is the caller's own: from a file outside Python's
-    and its installed packages' (isolate's aside), and not the workers'."""
+    and its installed packages', and not the workers'."""
     module = sys.modules.get(name) if isinstance(name, str) else None
     path = getattr(module, "__file__", None)
     return (module is not None and isinstance(path, str) and name != "__main__"
-            and name.partition(".")[0] != "isolate" and not _installed(path)
+            and name.partition(".")[0] not in _WORKERS_OWN and not _installed(path)
             and not _preloaded(name, preloaded))
+
+
+#: what every worker has imported, wherever the caller has it from: isolate,
+#: and the cloudpickle it pickles with (whose helpers a by-value pickle names)
+_WORKERS_OWN = frozenset({"isolate", "cloudpickle"})
 
 
 def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozenset[str],
