@@ -617,3 +617,25 @@ def test_an_exception_whose_fields_would_crash_the_caller_is_not_rebuilt():
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0, r.stderr[-2000:]          # not killed by SIGSEGV
     assert r.stdout.splitlines() == ["RemoteError builtins.UnicodeDecodeError: forged (rai"] * 2
+
+
+class _ListOfRange:
+    def __reduce__(self):
+        return (list, (range(16000),))      # 16,000 ints from some 45 bytes of pickle
+
+
+def _raises_with_many_costly_attributes(n):
+    e = ValueError("many attributes")
+    for i in range(n):
+        setattr(e, f"a{i}", _ListOfRange())
+    raise e
+
+
+def test_an_exceptions_parts_share_one_budget():
+    """Each attribute of an exception from a container was decoded with a
+    budget of its own: 3,000 of them, some 150 KB, made the caller hold
+    gigabytes. One budget for all, and at most 256 attributes."""
+    with Pool(size=1, memory="64M") as pool, pytest.raises(ValueError) as e:
+        pool.call(_raises_with_many_costly_attributes, 3000)
+    held = sum(len(v) for k, v in vars(e.value).items() if k.startswith("a"))
+    assert held <= 16000 * 100          # what its size warrants, not 3,000 lists

@@ -460,15 +460,23 @@ class _SafeUnpickler(pickle.Unpickler):
         raise SerializationError("{what} holds a persistent id: not data")
 
 
-def safe_loads(data: bytes, what: str = "the data") -> Any:
+def safe_loads(data: bytes, what: str = "the data", shared: list[int] | None = None) -> Any:
     """pickle.loads for what a container sends: data types only; anything
-    else raises SerializationError, naming the global it refused."""
+    else raises SerializationError, naming the global it refused. shared:
+    a budget that several pickles of one outcome draw from (the parts of an
+    exception), instead of one each."""
+    unpickler = _SafeUnpickler(data)
+    if shared is not None:
+        unpickler.budget = shared[0]
     try:
-        return _SafeUnpickler(data).load()
+        return unpickler.load()
     except SerializationError as e:
         raise SerializationError(str(e).replace("{what}", what)) from None
     except Exception as e:
         raise SerializationError(f"{what} could not be unpickled: {type(e).__name__}: {e}") from None
+    finally:
+        if shared is not None:
+            shared[0] = unpickler.budget
 
 
 # -- exceptions, rebuilt from data -----------------------------------------
@@ -566,10 +574,14 @@ def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, mes
         else:
             why = f"the caller has no exception class {name}"
         return RemoteError(name, message, tb, why), tb
+    # one budget for all its parts, in proportion to their size, as for one pickle
+    size = sum(len(v) for part in (fields, state) if type(part) is dict
+               for v in list(part.values())[:_MAX_ITEMS] if type(v) is bytes)
+    shared = [16 * (size + (len(args) if type(args) is bytes else 0)) + (1 << 20)]
     try:
         if type(args) is not bytes:
             raise SerializationError("its arguments are not a pickle")
-        args = safe_loads(args, f"the arguments of {name}")
+        args = safe_loads(args, f"the arguments of {name}", shared)
         if type(args) is not tuple:
             raise SerializationError("its arguments are not a tuple")
         exc = _builtin_new(cls)(cls, *args)
@@ -585,7 +597,7 @@ def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, mes
                 for k, d in _class_dict(base).items():
                     if type(d) is _MemberDescriptor:
                         members[k] = d
-        for k, v in _data_items(fields):
+        for k, v in _data_items(fields, shared):
             if k in members:
                 try:
                     members[k].__set__(exc, v)
@@ -597,7 +609,7 @@ def _rebuild(module: Any, qualname: Any, args: Any, fields: Any, state: Any, mes
                            "str() would read past its object)"), tb
     if type(state) is dict and state:
         attrs = _EXC_DICT.__get__(exc)
-        for k, v in _data_items(state):
+        for k, v in _data_items(state, shared):
             attrs[k] = v
     return exc, tb
 
@@ -621,11 +633,18 @@ def _consistent_unicode_error(exc: BaseException, members: dict) -> bool:
                     for k in ("encoding", "reason") if k in members))
 
 
-def _data_items(pickled: dict) -> Iterator[tuple[str, Any]]:
-    """The items of {name: pickled value} whose value is data."""
-    for k, v in pickled.items():
+#: the most fields and attributes an exception from a container brings back
+_MAX_ITEMS = 256
+
+
+def _data_items(pickled: dict, shared: list[int]) -> Iterator[tuple[str, Any]]:
+    """The items of {name: pickled value} whose value is data (the first
+    _MAX_ITEMS), decoded against one budget."""
+    for n, (k, v) in enumerate(pickled.items()):
+        if n >= _MAX_ITEMS:
+            return
         if type(k) is str and type(v) is bytes:
             try:
-                yield k, safe_loads(v)
+                yield k, safe_loads(v, shared=shared)
             except SerializationError:
-                pass                # not data: left out
+                pass                # not data (or over the budget): left out
