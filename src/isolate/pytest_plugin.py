@@ -275,8 +275,12 @@ class _Group:
         self._where = _where(self.config)
         self._ready = _ready(self.config)
         self._c = self._ready.take(self.options)
-        self._cmd_r, self._cmd_w = os.pipe()
-        self._out_r, self._out_w = os.pipe()
+        try:
+            self._cmd_r, self._cmd_w = os.pipe()
+            self._out_r, self._out_w = os.pipe()
+        except OSError:
+            self._ready.done(self._c)
+            raise
         started = threading.Event()
 
         def on_start(pid: int) -> None:
@@ -328,7 +332,6 @@ class _Group:
         from . import _wire
         if self.outcome and self.outcome[0][0] == "raise":
             return [_as_failure(item, self.outcome[0][1], self.timeout)]
-        items = self.config._isolate_items     # type: ignore[attr-defined]
         index = self.config._isolate_index     # type: ignore[attr-defined]
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         mine = index[item.nodeid]
