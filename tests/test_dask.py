@@ -350,7 +350,7 @@ def test_every_task_isolated_refuses_other_executors():
         for name in ("offload", "actor"):
             with dask.annotate(executor=name):
                 fut = client.submit(who, pure=False)
-            with pytest.raises(RuntimeError, match="every task on this worker runs isolated"):
+            with pytest.raises(RuntimeError, match="every task on this worker does"):
                 fut.result()
 
 
@@ -370,3 +370,18 @@ def test_a_pool_whose_zygote_died_is_made_again():
         assert all(client.run(_kill_zygotes).values())
         with dask.annotate(executor="isolated"):
             assert [r["pid"] for r in client.gather(client.map(look, range(5), pure=False))] == [2] * 5
+
+
+def test_container_options_alone_make_a_task_run_isolated():
+    """dask.annotate(isolate={...}) without an executor: the task runs in a
+    container with those options, not on the worker's threads without them;
+    with another executor named, it fails."""
+    with _cluster(isolate.dask.Isolated(), n_workers=1) as cluster, distributed.Client(cluster) as client:
+        with dask.annotate(isolate={"hostname": "by-options"}):
+            fut = client.submit(who, pure=False)
+        with dask.annotate(isolate={"hostname": "x"}, executor="offload"):
+            refused = client.submit(who, pure=False)
+        pid, pidns, hostname = fut.result()
+        assert (pid, hostname) == (2, "by-options") and pidns != HOST_PIDNS
+        with pytest.raises(RuntimeError, match="it has container options"):
+            refused.result()

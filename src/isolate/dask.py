@@ -363,12 +363,19 @@ class Isolated(WorkerPlugin):
         executor.resume(key)
         if state != "executing" or ts is None or ts.run_spec is None:
             return
-        chosen = worker.executors.get((ts.annotations or {}).get("executor", "default"))
+        annotations = ts.annotations if ts.annotations is not None else {}
+        named = annotations.get("executor")
+        if ANNOTATION in annotations and named is None and ts.annotations is not None:
+            # container options, and no executor named: the task runs isolated,
+            # as its options say, not on the worker's threads without them
+            annotations["executor"] = named = EXECUTOR
+        chosen = worker.executors.get(named or "default")
         if chosen is not executor:
-            if self.default:
-                # every task isolated: one that names another executor ("offload",
-                # "actor", a thread pool of the worker's) fails instead of running here
-                ts.run_spec = _Refused(ts.run_spec, (ts.annotations or {}).get("executor"))
+            if self.default or ANNOTATION in annotations:
+                # every task isolated, or one with container options: one that names
+                # another executor ("offload", "actor", a thread pool of the worker's)
+                # fails instead of running here
+                ts.run_spec = _Refused(ts.run_spec, named)
             return
         # a coroutine function's task would run on the worker's own event
         # loop, whatever its executor: it goes to the container instead,
@@ -381,8 +388,8 @@ class Isolated(WorkerPlugin):
 
 
 class _Refused:
-    """A task that asked for an executor other than the isolated one on a
-    worker where every task is isolated: it fails, naming why."""
+    """A task that asked for an executor other than the isolated one where
+    it must run isolated: it fails, naming why."""
 
     is_coro = False
 
@@ -392,8 +399,10 @@ class _Refused:
         self.key = getattr(task, "key", None)
 
     def __call__(self, data: dict) -> Any:
-        raise RuntimeError(f"task {self.key!r} asks for executor {self._executor!r}, but every "
-                           "task on this worker runs isolated (isolate.dask.Isolated(default=True))")
+        raise RuntimeError(f"task {self.key!r} asks for executor {self._executor!r}, but it runs "
+                           "isolated: every task on this worker does (isolate.dask.Isolated("
+                           f"default=True)), or it has container options (dask.annotate("
+                           f"{ANNOTATION}=...))")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
