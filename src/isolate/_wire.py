@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import collections
+import functools
 import importlib
 import os
 import pickle
@@ -78,6 +79,7 @@ class StandardPickler(pickle.Pickler):
         super().__init__(file, protocol)
 
 
+@functools.lru_cache(maxsize=1)
 def standard_cloudpickler() -> type:
     """cloudpickle's Pickler, with the same table beneath its own."""
     import collections
@@ -543,10 +545,9 @@ def _not_an_exception(cls: type, name: str, args: Any, message: str, tb: str) ->
         except Exception:
             pass
         status = 0 if code is None else code if type(code) is int else 1
-        err = ContainerDied(f"the function exited with status {status} (it raised {name}"
-                            f"{'(' + repr(code) + ')' if code is not None else ''})",
-                            exitcode=status)
-        return err
+        return ContainerDied(f"the function exited with status {status} (it raised {name}"
+                             f"{'(' + repr(code) + ')' if code is not None else ''})",
+                             exitcode=status)
     return RemoteError(name, message, tb, "it is not an Exception: raised here, it would pass "
                                           "the caller's `except Exception`")
 

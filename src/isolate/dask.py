@@ -300,7 +300,7 @@ class Isolated(WorkerPlugin):
     picklable result: only for tasks you trust, see `Pool`), and every
     option of `Pool` (`memory`, `cpus`, `pids`, `network`, `rootfs`,
     `mounts`, ...). A task's `dask.annotate(isolate={...})` gives it other
-    container options (not `trusted`).
+    limits and names (TASK_OPTIONS), and runs it isolated.
     """
 
     name = "isolate"
@@ -365,7 +365,7 @@ class Isolated(WorkerPlugin):
             return
         annotations = ts.annotations if ts.annotations is not None else {}
         named = annotations.get("executor")
-        if ANNOTATION in annotations and named is None and ts.annotations is not None:
+        if ANNOTATION in annotations and named is None:
             # container options, and no executor named: the task runs isolated,
             # as its options say, not on the worker's threads without them
             annotations["executor"] = named = EXECUTOR
@@ -387,33 +387,9 @@ class Isolated(WorkerPlugin):
                 ts.run_spec = _NotCoroutine(ts.run_spec)
 
 
-class _Refused:
-    """A task that asked for an executor other than the isolated one where
-    it must run isolated: it fails, naming why."""
-
-    is_coro = False
-
-    def __init__(self, task: Any, executor: Any) -> None:
-        self._task = task
-        self._executor = executor
-        self.key = getattr(task, "key", None)
-
-    def __call__(self, data: dict) -> Any:
-        raise RuntimeError(f"task {self.key!r} asks for executor {self._executor!r}, but it runs "
-                           "isolated: every task on this worker does (isolate.dask.Isolated("
-                           f"default=True)), or it has container options (dask.annotate("
-                           f"{ANNOTATION}=...))")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
-
-    def __repr__(self) -> str:
-        return repr(self._task)
-
-
-class _NotCoroutine:
-    """A coroutine function's task, as the worker must see it to hand it to
-    an executor (where `_dask_task.run` awaits it)."""
+class _StandIn:
+    """What the worker runs in a task's place: not a coroutine function's
+    task (the worker hands it to an executor); the task's own attributes."""
 
     is_coro = False
 
@@ -428,6 +404,26 @@ class _NotCoroutine:
 
     def __repr__(self) -> str:
         return repr(self._task)
+
+
+class _NotCoroutine(_StandIn):
+    """A coroutine function's task, as the worker must see it to hand it to
+    an executor (where `_dask_task.run` awaits it)."""
+
+
+class _Refused(_StandIn):
+    """A task that asked for an executor other than the isolated one where
+    it must run isolated: it fails, naming why."""
+
+    def __init__(self, task: Any, executor: Any) -> None:
+        super().__init__(task)
+        self._executor = executor
+
+    def __call__(self, data: dict) -> Any:
+        raise RuntimeError(f"task {getattr(self._task, 'key', None)!r} asks for executor "
+                           f"{self._executor!r}, but it runs isolated: every task on this "
+                           "worker does (isolate.dask.Isolated(default=True)), or it has "
+                           f"container options (dask.annotate({ANNOTATION}=...))")
 
 
 @click.command()

@@ -82,10 +82,11 @@ def _by_value_pickler() -> type:
     from cloudpickle.cloudpickle import _dynamic_class_reduce  # type: ignore[import-untyped]
 
     class ByValue(_wire.standard_cloudpickler()):  # type: ignore[misc]
-        by_value: set[str] = set()
-        #: whether another module goes by value (asked once a module)
-        also: Callable[[str], bool] = staticmethod(lambda name: False)  # type: ignore[assignment]
-        asked: set[str] = set()
+        def __init__(self, file: Any, by_value: set[str], also: Callable[[str], bool]) -> None:
+            super().__init__(file, pickle.HIGHEST_PROTOCOL, False)
+            self.by_value = by_value
+            self.also = also            # whether another module goes by value
+            self.asked: set[str] = set()
 
         def reducer_override(self, obj: Any) -> Any:
             module = getattr(obj, "__module__", None)
@@ -166,17 +167,15 @@ def _task(fn: Callable[..., Any], args: tuple, kwargs: dict, preloaded: frozense
         data = out.getvalue()
     except Exception:
         data = b""
+    def unseen(m: str) -> bool:
+        return _own_module(m, preloaded) and hidden(sys.modules[m].__file__ or "")
+
     seen = pickler.modules
-    for m in seen - named:
-        if _own_module(m, preloaded) and hidden(sys.modules[m].__file__ or ""):
-            named.add(m)
+    named |= {m for m in seen - named if unseen(m)}
     if not data or "__main__" in seen or named & seen or seen & _by_value_modules():
         out = io.BytesIO()
-        by_value = _by_value_pickler()(out, pickle.HIGHEST_PROTOCOL, False)
-        by_value.by_value, by_value.asked = set(named), set()
         # (what pickle refused, a lambda say, may name a module it did not reach)
-        by_value.also = lambda m: _own_module(m, preloaded) and hidden(sys.modules[m].__file__ or "")
-        by_value.dump(task)
+        _by_value_pickler()(out, named, unseen).dump(task)
         data = out.getvalue()
     return _wire.frame(data)
 

@@ -181,13 +181,10 @@ def _as_failure(item: pytest.Item, e: BaseException, timeout: float | None) -> p
     return _failure(item, f"isolated test: its container could not be made: {e}")
 
 
-#: what ends an isolated test's process without its reports
-_NOT_REPORTED = (TimeoutError, OSError, ValueError, TypeError)
-
-
 def _not_reported() -> tuple[type[BaseException], ...]:
+    """What ends an isolated test's process without its reports."""
     from .errors import IsolateError
-    return (*_NOT_REPORTED, IsolateError)
+    return (TimeoutError, OSError, ValueError, TypeError, IsolateError)
 
 
 def _received(item: pytest.Item, data: Any, extra: Any) -> list[pytest.TestReport]:
@@ -223,7 +220,7 @@ def _run_isolated(item: pytest.Item, options: dict[str, Any]) -> list[pytest.Tes
     options, timeout = _prepared(item, options)
 
     # What comes back is data (pytest's serializable reports, made for xdist,
-    # and coverage's bytes), decoded as from any container: a test that runs
+    # and the lines coverage measured), decoded as from any container: a test that runs
     # isolated cannot run code in the session through its reports.
     where = _where(config)
 
