@@ -1194,7 +1194,7 @@ struct init_args {
 };
 
 
-/* mode "serve", "wait": the init alone; "run", "join": with x's command */
+/* mode "serve", "wait", "oci": the init alone; "run", "join": with x's command */
 static int init_args_make(struct init_args *a, const char *mode, int fd, const iso_exec_t *x,
                           iso_error_t *e)
 {
@@ -1211,7 +1211,7 @@ static int init_args_make(struct init_args *a, const char *mode, int fd, const i
     *v++ = "isolate-init";
     *v++ = (char *)mode;
     *v++ = a->fd;
-    if (mode[0] == 'w')
+    if (mode[0] == 'w' || mode[0] == 'o')
         *v++ = a->session;
     if (command) {
         *v++ = a->session;
@@ -1340,7 +1340,8 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         }
     struct init_args args;
     /* run without a file: the command comes later (wait) */
-    const char *mode = !c->run ? "serve" : c->x.file[0] ? "run" : "wait";
+    const char *mode = !c->run ? "serve" : c->run == ISO_RUN_GATED ? "oci"
+                       : c->x.file[0] ? "run" : "wait";
     if (init_args_make(&args, mode, at, &c->x, err) < 0)
         return -1;
     int sv[2];

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "isolate.h"
@@ -15,6 +17,14 @@ static long sys_execve(const char *file, char *const argv[], char *const envp[])
 {
     return iso_sys6(SYS_execve, (long)file, (long)argv, (long)envp, 0, 0, 0);
 }
+static long sys_stat(const char *file, struct stat *st)
+{
+    return iso_sys6(SYS_newfstatat, AT_FDCWD, (long)file, (long)st, 0, 0, 0);
+}
+static long sys_access(const char *file)
+{
+    return iso_sys6(SYS_faccessat, AT_FDCWD, (long)file, X_OK, 0, 0, 0);
+}
 #else
 #include <unistd.h>
 static long sys_execve(const char *file, char *const argv[], char *const envp[])
@@ -22,7 +32,30 @@ static long sys_execve(const char *file, char *const argv[], char *const envp[])
     execve(file, argv, envp);
     return -errno;
 }
+static long sys_stat(const char *file, struct stat *st)
+{
+    return stat(file, st) < 0 ? -errno : 0;
+}
+static long sys_access(const char *file)
+{
+    return access(file, X_OK) < 0 ? -errno : 0;
+}
 #endif
+
+/* What execve of file would say of it, without running it: 0 for a regular
+ * file we may execute (the kernel may still refuse its format). */
+static long try_file(const char *file, char *const argv[], char *const envp[], int dry)
+{
+    if (!dry)
+        return sys_execve(file, argv, envp);
+    struct stat st;
+    long r = sys_stat(file, &st);
+    if (r < 0)
+        return r;
+    if (!S_ISREG(st.st_mode))
+        return -EACCES;
+    return sys_access(file);
+}
 
 static size_t slen(const char *s)
 {
@@ -40,13 +73,21 @@ static int has_slash(const char *s)
     return 0;
 }
 
-long iso_exec_search(const char *file, char *const argv[], char *const envp[],
-                     const char *path, char *buf)
+static long search(const char *file, char *const argv[], char *const envp[],
+                   const char *path, char *buf, int dry)
 {
     if (file[0] == '\0')
         return -ENOENT;
-    if (has_slash(file) || path == NULL || path[0] == '\0')
-        return sys_execve(file, argv, envp);
+    if (has_slash(file) || path == NULL || path[0] == '\0') {
+        size_t n = slen(file);
+        if (!dry)
+            return sys_execve(file, argv, envp);
+        if (n >= PATH_MAX)
+            return -ENAMETOOLONG;
+        for (size_t i = 0; i <= n; i++)
+            buf[i] = file[i];
+        return try_file(file, argv, envp, dry);
+    }
 
     size_t flen = slen(file);
     int saw_eacces = 0;
@@ -69,7 +110,9 @@ long iso_exec_search(const char *file, char *const argv[], char *const envp[],
             buf[dlen] = '/';
             for (size_t i = 0; i <= flen; i++)
                 buf[dlen + 1 + i] = file[i];
-            long r = sys_execve(buf, argv, envp);
+            long r = try_file(buf, argv, envp, dry);
+            if (r == 0)
+                return 0;           /* dry: found, its path in buf */
             switch (-r) {
             case EACCES:
                 saw_eacces = 1;
@@ -89,4 +132,15 @@ long iso_exec_search(const char *file, char *const argv[], char *const envp[],
     if (saw_eacces)
         return -EACCES;
     return (last == -ELOOP || last == -ENAMETOOLONG) ? last : -ENOENT;
+}
+
+long iso_exec_search(const char *file, char *const argv[], char *const envp[],
+                     const char *path, char *buf)
+{
+    return search(file, argv, envp, path, buf, 0);
+}
+
+long iso_exec_find(const char *file, const char *path, char *buf)
+{
+    return search(file, 0, 0, path, buf, 1);
 }

@@ -6,6 +6,7 @@
  *   isolate-init join  REPORT SESSION FILE PATH ARG...   (envp: the command's)
  *   isolate-init adopt CTL PID
  *   isolate-init wait  CTL SESSION
+ *   isolate-init oci   CTL SESSION
  *
  * Started by csrc/child.c from a sealed memfd, never by hand. All but the
  * command's session is already applied when this runs (namespaces, root,
@@ -25,6 +26,9 @@
  * (iso_command_msg: its directory, file, PATH, argv and envp, with its
  * stdin, stdout and stderr as SCM_RIGHTS): a container made ahead of its
  * command (Pool.run). READY is sent twice: waiting (status 0), then started.
+ *
+ * oci: as wait, but the command replaces the init, once a gate is written:
+ * the container of isolate-runc's `create` (see oci() below).
  *
  * adopt: as run, for a command that is already this process's child, PID:
  * a Pool's worker, which the first process of its container forked before it
@@ -129,8 +133,32 @@ static void send_report(int fd, long pid, int step, long err, const char *path)
     sys(SYS_write, fd, &r, sizeof r, 0, 0, 0);
 }
 
+/* A failure with nobody to report it to (oci mode, once started): a line on
+ * the command's stderr, "isolate-init: exec FILE: errno N", as runc says it. */
+static void say_failure(int step, long err, const char *what)
+{
+    char line[PATH_MAX + 64];
+    unsigned long n = 0;
+    const char *parts[] = {"isolate-init: ", step == ISO_STEP_EXEC ? "exec " : "start ", what,
+                           ": errno "};
+    for (unsigned i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        for (const char *p = parts[i]; *p && n < PATH_MAX + 32; p++)
+            line[n++] = *p;
+    char digits[12];
+    int k = 0;
+    unsigned long e = (unsigned long)err;
+    do
+        digits[k++] = (char)('0' + e % 10);
+    while ((e /= 10) != 0 && k < 11);
+    while (k > 0)
+        line[n++] = digits[--k];
+    line[n++] = '\n';
+    sys(SYS_write, 2, line, n, 0, 0, 0);
+}
+
 /* In a child of this program: become the command. A failure goes to rep
- * (a child sharing our memory) or, without rep, on errfd. */
+ * (a child sharing our memory), without rep on errfd, and without either
+ * as a line on stderr. */
 static void command_child(int session, const char *file, const char *path, char **argv,
                           char **envp, int errfd, iso_report_t *rep, const int *stdio,
                           const char *cwd)
@@ -146,7 +174,9 @@ static void command_child(int session, const char *file, const char *path, char 
         step = ISO_STEP_STDIO, what = "stdio";
     } else if (cwd != 0 && cwd[0] && (r = sys(SYS_chdir, cwd, 0, 0, 0, 0, 0)) < 0) {
         step = ISO_STEP_CHDIR, what = cwd;
-    } else if (session && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
+    } else if (session && sys(SYS_getsid, 0, 0, 0, 0, 0, 0) != sys(SYS_getpid, 0, 0, 0, 0, 0, 0)
+               && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
+        /* (oci mode: the init already leads a session of its own) */
         step = ISO_STEP_SETSID, what = "";
     } else if (session == ISO_SESSION_TTY && (r = sys(SYS_ioctl, 0, TIOCSCTTY, 0, 0, 0, 0)) < 0) {
         step = ISO_STEP_SETSID, what = "controlling terminal (stdin)";
@@ -158,8 +188,10 @@ static void command_child(int session, const char *file, const char *path, char 
     if (rep != 0) {
         set_error(&rep->error, step, -r, what);
         rep->pid = 0;
-    } else {
+    } else if (errfd >= 0) {
         send_report(errfd, 0, step, -r, what);
+    } else {
+        say_failure(step, -r, what);
     }
     for (;;)
         sys(SYS_exit_group, 127, 0, 0, 0, 0, 0);
@@ -215,20 +247,26 @@ static long start_command(int ctl, int session, const char *file, const char *pa
     return pid;
 }
 
-/* Wait mode: the command, in one message (see iso_command_msg), and its
- * stdio. Its pid, -1 once a failure is reported, -2 when the runtime went
- * away instead. */
+/* Wait and oci modes: the command, in one message (see iso_command_msg),
+ * and nfds fds (its stdio, then oci's gate). 0, -1 once a failure is
+ * reported, -2 when the runtime went away instead. */
 static char command_buf[ISO_COMMAND_MAX] __attribute__((aligned(16)));
 static char *command_ptrs[ISO_COMMAND_MAX / 2 / sizeof(char *)];
 
-static long wait_for_command(int ctl, int session)
+struct received {
+    int fds[4];
+    char *cwd, *file, *path;
+    char **argv, **envp;
+};
+
+static long receive_command(int ctl, int nfds, struct received *out)
 {
     union {
         struct cmsghdr h;
-        char space[CMSG_SPACE(3 * sizeof(int))];
+        char space[CMSG_SPACE(4 * sizeof(int))];
     } control;
     struct iovec iov = {command_buf, sizeof command_buf - 1};
-    struct msghdr m = {0, 0, &iov, 1, &control, sizeof control, 0};
+    struct msghdr m = {0, 0, &iov, 1, &control, CMSG_SPACE(nfds * sizeof(int)), 0};
     long n;
     do
         n = sys(SYS_recvmsg, ctl, &m, MSG_CMSG_CLOEXEC, 0, 0, 0);
@@ -236,15 +274,14 @@ static long wait_for_command(int ctl, int session)
     if (n <= 0)
         return -2;
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    int stdio[3];
-    if (c == 0 || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int))
+    if (c == 0 || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(nfds * sizeof(int))
         || n < (long)sizeof(iso_command_msg_t) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, EINVAL, "command message");
         return -1;
     }
     char *data = (char *)CMSG_DATA(c);
-    for (unsigned i = 0; i < 3 * sizeof(int); i++)
-        ((char *)stdio)[i] = data[i];
+    for (unsigned i = 0; i < nfds * sizeof(int); i++)
+        ((char *)out->fds)[i] = data[i];
     iso_command_msg_t *h = (iso_command_msg_t *)command_buf;
     /* the strings, argv's end (and argv[0] where argc is 0), envp's end */
     unsigned long want = 3 + (unsigned long)h->argc + 2 + (unsigned long)h->envc + 1;
@@ -271,12 +308,73 @@ static long wait_for_command(int ctl, int session)
     if (h->argc == 0)
         command_ptrs[k++] = 0;
     command_ptrs[k] = 0;
-    char **argv = command_ptrs + 3, **envp = argv + h->argc + 1;
-    long pid = start_command(ctl, session, command_ptrs[1], command_ptrs[2], argv, envp, stdio,
-                             command_ptrs[0]);
+    out->cwd = command_ptrs[0];
+    out->file = command_ptrs[1];
+    out->path = command_ptrs[2];
+    out->argv = command_ptrs + 3;
+    out->envp = out->argv + h->argc + 1;
+    return 0;
+}
+
+/* Wait mode: the command's pid, -1 once a failure is reported, -2 when the
+ * runtime went away instead. */
+static long wait_for_command(int ctl, int session)
+{
+    struct received r;
+    long n = receive_command(ctl, 3, &r);
+    if (n < 0)
+        return n;
+    long pid = start_command(ctl, session, r.file, r.path, r.argv, r.envp, r.fds, r.cwd);
     for (int i = 0; i < 3; i++)
-        sys(SYS_close, stdio[i], 0, 0, 0, 0, 0);
+        sys(SYS_close, r.fds[i], 0, 0, 0, 0, 0);
     return pid;
+}
+
+/* Oci mode: the container of an OCI runtime's `create` (isolate-runc). The
+ * command comes as in wait mode, with a fourth fd: the gate, the read end of
+ * a FIFO. Its file is looked up first, so that a command that cannot be
+ * found fails the create. Then the init reports READY (status 1), lets go of
+ * the control socket (the runtime exits: no daemon stays), and waits for the
+ * gate to be written (`start`, as runc's exec.fifo). It then becomes the
+ * command, exec'd in its own place as runc's init is: the command is PID 1
+ * of its container, the child of whoever reaps this process (the engine's
+ * shim), with nothing of the caller's ever in it. A TERM, INT or HUP before
+ * the start ends the container; SIGKILL does as ever. Returns only on
+ * failure, with the exit code. */
+static int oci(int ctl, int session, long sfd)
+{
+    static char found[PATH_MAX];
+    struct received r;
+    report(ctl, ISO_MSG_READY, 0, 0, 0, 0);
+    long n = receive_command(ctl, 4, &r);
+    if (n < 0)
+        return n == -2 ? 0 : 127;
+    n = iso_exec_find(r.file, r.path, found);
+    if (n < 0) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_EXEC, -n, r.file);
+        return 127;
+    }
+    report(ctl, ISO_MSG_READY, 1, 0, 0, 0);
+    sys(SYS_close, ctl, 0, 0, 0, 0, 0);
+    struct pollfd fds[2] = {{r.fds[3], POLLIN, 0}, {(int)sfd, POLLIN, 0}};
+    for (;;) {
+        n = sys(SYS_ppoll, fds, 2, 0, 0, 0, 0);
+        if (n == -EINTR)
+            continue;
+        if (n < 0)
+            return 125;
+        if (fds[0].revents)
+            break;
+        struct signalfd_siginfo si;
+        while (sys(SYS_read, sfd, &si, sizeof si, 0, 0, 0) == (long)sizeof si)
+            if (SIGBIT(si.ssi_signo) & (SIGBIT(SIGTERM) | SIGBIT(SIGINT) | SIGBIT(SIGHUP)))
+                return 128 + (int)si.ssi_signo;
+    }
+    char word;
+    sys(SYS_read, r.fds[3], &word, 1, 0, 0, 0);
+    sys(SYS_close, r.fds[3], 0, 0, 0, 0, 0);
+    command_child(session, found, "", r.argv, r.envp, -1, 0, r.fds, r.cwd);
+    return 127;
 }
 
 /* Reap what has ended; true when the command has (its status reported). */
@@ -300,9 +398,10 @@ int main(int argc, char **argv, char **envp)
         return 125;
     int run = streq(argv[1], "run"), join = streq(argv[1], "join");
     int adopt = streq(argv[1], "adopt"), wait = streq(argv[1], "wait");
-    if (!run && !join && !adopt && !wait && !streq(argv[1], "serve"))
+    int gated = streq(argv[1], "oci");
+    if (!run && !join && !adopt && !wait && !gated && !streq(argv[1], "serve"))
         return 125;
-    if (wait && argc < 4)
+    if ((wait || gated) && argc < 4)
         return 125;
     if ((run || join) && argc < 7)
         return 125;
@@ -312,7 +411,7 @@ int main(int argc, char **argv, char **envp)
     sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
     sys(SYS_prctl, PR_SET_NAME, "isolate-init", 0, 0, 0, 0);    /* not the memfd's number */
     sys(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0, 0);
-    int session = (run || join || wait) ? parse_int(argv[3]) : 0;
+    int session = (run || join || wait || gated) ? parse_int(argv[3]) : 0;
 
     if (join) {
         /* into the PID namespace this process joined for its children; the
@@ -336,6 +435,8 @@ int main(int argc, char **argv, char **envp)
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_INIT, -sfd, "signalfd");
         return 125;
     }
+    if (gated)
+        return oci(ctl, session, sfd);
     long r, main_pid = -1;
     if (run && (main_pid = start_command(ctl, session, argv[4], argv[5], argv + 6, envp,
                                          0, 0)) < 0)

@@ -196,13 +196,17 @@ typedef struct iso_exec {
  * fds, ids and directory. In run mode, the init starts x's command, a fork
  * of its own, and the container ends when the command does. */
 #define ISO_SESSION_TTY 2
+/* iso_container_t.run: the command comes later, and waits for a word on a
+ * gate before it is exec'd in the init's place (isolate-init oci) */
+#define ISO_RUN_GATED 2
 
 typedef struct iso_container {
     unsigned long clone_flags;  /* CLONE_NEW* */
     const iso_op_t *ops;
     size_t nops;
     int init_fd;                /* memfd holding the init program */
-    int run;                    /* run x's command; otherwise serve until closed */
+    int run;                    /* run x's command; otherwise serve until closed;
+                                 * ISO_RUN_GATED: see isolate-init oci */
     iso_exec_t x;
     /* If set, called in the caller right after clone with the child's pid,
      * while the child waits (to write its id maps from outside); non-zero
@@ -286,6 +290,9 @@ const char *iso_step_name(int step);
  * init: csrc/exec.c.) */
 long iso_exec_search(const char *file, char *const argv[], char *const envp[],
                      const char *path, char *buf);
+/* The file iso_exec_search would exec, into buf, without running it: 0, or
+ * what execve would fail with (but for the file's format). */
+long iso_exec_find(const char *file, const char *path, char *buf);
 
 /* Around a start, in the caller: a child that shares the caller's memory and
  * changes its uid makes that memory non-dumpable, which would leave the

@@ -12,6 +12,7 @@ from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
 cdef extern from "isolate.h" nogil:
     int ISO_SESSION_TTY
+    int ISO_RUN_GATED
     ctypedef struct iso_error_t:
         int32_t step
         int32_t err
@@ -148,6 +149,7 @@ cdef extern from "<sys/mount.h>" nogil:
 
 # Plan steps (see iso_op_kind in csrc/isolate.h)
 SESSION_TTY = ISO_SESSION_TTY
+RUN_GATED = ISO_RUN_GATED
 OP_MOUNT = ISO_OP_MOUNT
 OP_BIND = ISO_OP_BIND
 OP_RDONLY_REC = ISO_OP_RDONLY_REC
@@ -345,12 +347,15 @@ cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
     return ops
 
 
-def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, bint run,
+def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run,
                     after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None,
                     bint net_beside=False):
     """Clone a container, walk its plan (after pre's steps and before post's)
     and exec its init with spec's stdio, fds, ids and directory; with run,
-    spec's command first, as PID 2.
+    spec's command first, as PID 2 (spec without a file: the command comes
+    later, on the control socket). With run=RUN_GATED, the init takes its
+    command on the control socket, with a gate fd, and execs it in its own
+    place once the gate is readable (isolate-init oci).
 
     Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
     the caller's end of the control socket, and the status of the init's

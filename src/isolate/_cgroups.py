@@ -331,6 +331,40 @@ class Cgroups:
     def create(self) -> Cgroups:
         raise NotImplementedError
 
+    @staticmethod
+    def at(limits: dict[str, Any], path: str) -> Cgroups:
+        """Cgroups at a path of the caller's choosing (an OCI config's
+        cgroupsPath: absolute from the hierarchy's root, else below the
+        caller's own cgroup), made even without limits, with the
+        controllers that stats, pause and kill read. They are nobody's to
+        reap or sweep: whoever made them removes them (isolate-runc delete).
+        Directories above the leaf that are missing are made, and left."""
+        kind = layout()
+        if kind not in ("v1", "v2"):
+            raise CgroupError(errno.ENOTSUP, f"no cgroups are mounted at {ROOT}")
+        parts = [p for p in path.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise CgroupError(errno.EINVAL, f"cgroup path {path!r}: give a path like "
+                              "/machine/ID, without '.' or '..'")
+        cg: Cgroups = V2(limits, "") if kind == "v2" else V1(limits, "")
+        cg.name = "/".join(parts)
+        try:
+            cg._make_at(parts, path.startswith("/"))
+        except BaseException:
+            cg.remove()
+            raise
+        return cg._apply()
+
+    @staticmethod
+    def attach(version: str, dirs: dict[str, str], limits: dict[str, Any]) -> Cgroups:
+        """The cgroups made by at() in another process, from what it recorded."""
+        cg: Cgroups = V2(limits, "") if version == "v2" else V1(limits, "")
+        cg.dirs = dict(dirs)
+        return cg
+
+    def _make_at(self, parts: list[str], absolute: bool) -> None:
+        raise NotImplementedError
+
     def _set(self, option: str, value: Any) -> None:
         raise NotImplementedError
 
@@ -441,6 +475,29 @@ class V1(Cgroups):
             self.remove()
             raise
         return self._apply()
+
+    def _make_at(self, parts: list[str], absolute: bool) -> None:
+        wanted = dict.fromkeys(CONTROLLERS[o] for o in self.limits)
+        for controller in dict.fromkeys((*wanted, *ALWAYS)):
+            if controller not in wanted and not os.path.isdir(f"{ROOT}/{controller}"):
+                continue
+            if not os.path.isdir(f"{ROOT}/{controller}"):
+                raise CgroupError(errno.ENOENT, f"cgroup: the {controller} controller is not "
+                                  "mounted", f"{ROOT}/{controller}")
+            d = os.path.normpath(f"{ROOT}/{controller}/{'' if absolute else _own(controller)}")
+            for i, part in enumerate(parts):
+                parent, d = d, f"{d}/{part}"
+                if os.path.isdir(d):
+                    if i == len(parts) - 1:
+                        raise CgroupError(errno.EEXIST, f"cgroup: {d} exists: another "
+                                          "container has it", d)
+                    continue
+                _mkdir(d)
+                if i == len(parts) - 1:
+                    self.dirs[controller] = d
+                if controller == "cpuset":
+                    for f in ("cpuset.cpus", "cpuset.mems"):
+                        _write(f"{d}/{f}", _read(f"{parent}/{f}") or "")
 
     def _make(self, controller: str) -> None:
         base = self.base(controller)
@@ -559,6 +616,24 @@ class V2(Cgroups):
         _mkdir(path)
         self.dirs[""] = path
         return self._apply()
+
+    def _make_at(self, parts: list[str], absolute: bool) -> None:
+        wanted = list(dict.fromkeys(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o])
+                                    for o in self.limits))
+        d = os.path.normpath(f"{ROOT}/{'' if absolute else _own('')}")
+        for i, part in enumerate(parts):
+            offered = (_read(f"{d}/cgroup.controllers") or "").split()
+            # what stats read, where offered; what the limits need, or an error
+            self._enable(d, list(dict.fromkeys(
+                [*wanted, *(c for c in ("cpu", "memory", "pids") if c in offered)])))
+            d = f"{d}/{part}"
+            if os.path.isdir(d):
+                if i == len(parts) - 1:
+                    raise CgroupError(errno.EEXIST, f"cgroup: {d} exists: another container "
+                                      "has it", d)
+                continue
+            _mkdir(d)
+        self.dirs[""] = d
 
     @staticmethod
     def _enable(base: str, wanted: list[str]) -> None:

@@ -78,6 +78,18 @@ class Config:
     storage_size: int = 1 << 30
     #: host device nodes given to the container: (host path, path inside)
     devices: tuple[tuple[str, str], ...] = ()
+    #: the root is rootfs itself, bound writable (readonly: read-only), not a
+    #: layer over it: an OCI bundle's root, which its engine made for it
+    rootfs_inplace: bool = False
+    #: paths hidden, and made read-only, when not privileged (None: isolate's
+    #: lists, as Docker's)
+    masked_paths: tuple[str, ...] | None = None
+    readonly_paths: tuple[str, ...] | None = None
+    #: (key, value) of namespaced sysctls, written at the start ("net.ipv4.ip_forward")
+    sysctls: tuple[tuple[str, str], ...] = ()
+    #: the container's cgroup at /sys/fs/cgroup even without limits (its
+    #: cgroups then come from the caller, see container._start)
+    cgroupfs: bool = False
 
     @property
     def privileged(self) -> bool:

@@ -2,6 +2,7 @@
 from typing import Any, Callable, Iterable, NoReturn, Sequence
 
 SESSION_TTY: int
+RUN_GATED: int
 OP_MOUNT: int
 OP_BIND: int
 OP_RDONLY_REC: int
@@ -38,7 +39,7 @@ class ExecSpec:
                  new_session: int = ..., umask: int = ...,
                  security: tuple[Any, ...] | None = ...) -> None: ...
 
-def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: bool,
+def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: int,
                     after_clone: Any = ..., cgroup_fd: int = ..., pre: Plan | None = ...,
                     post: Plan | None = ...,
                     net_beside: bool = ...) -> tuple[int, int, int, int]: ...

@@ -71,6 +71,11 @@ def _root_steps(cfg: Config) -> list[tuple]:
         return [op(_c.OP_BIND, src=OLDROOT, dst=NEWROOT, flags=REC),
                 op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV)]
     lower = OLDROOT + cfg.rootfs
+    if cfg.rootfs_inplace:
+        steps = [op(_c.OP_BIND, src=lower, dst=NEWROOT, flags=REC | NODEV)]
+        if cfg.readonly:
+            steps.append(op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV))
+        return steps
     if cfg.readonly:
         return [op(_c.OP_BIND, src=lower, dst=NEWROOT, flags=REC),
                 op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV)]
@@ -98,6 +103,9 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
                         flags=NOSUID | NODEV | NOEXEC))
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
+    # before /proc/sys is made read-only; the keys were checked to be namespaced
+    steps += [op(_c.OP_WRITE, dst=f"{r}/proc/sys/{key.replace('.', '/')}", data=value)
+              for key, value in cfg.sysctls]
 
     # Only /dev's nodes can be opened: every other mount is nodev. Where the
     # seccomp filter refuses mknod of devices (the default one), /dev is the
@@ -141,6 +149,8 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
 
     ro = RDONLY | NOSUID | NODEV | NOEXEC
+    masked = MASKED_PATHS if cfg.masked_paths is None else cfg.masked_paths
+    readonly = READONLY_PATHS if cfg.readonly_paths is None else cfg.readonly_paths
     if not cfg.privileged:
         # an empty file and directory in the setup tmpfs, on a read-only bind:
         # a bind copies the source mount's flags, so each mask is one bind (no
@@ -148,13 +158,13 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
         steps += [op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
                   op(_c.OP_TOUCH, dst="/mask/file"),
                   op(_c.OP_BIND, src="/mask", dst="/mask", flags=ro)]
-        steps += _mask_steps(p for p in MASKED_PATHS if p.startswith("/proc/"))
+        steps += _mask_steps(p for p in masked if p.startswith("/proc/"))
         # the read-only paths of /proc, each one bind from a read-only view of it
         steps += [op(_c.OP_MKDIR, dst="/roproc", arg=0o555),
                   op(_c.OP_BIND, src=r + "/proc", dst="/roproc", flags=ro)]
         steps += [op(_c.OP_RO_IF_ANY, src="/roproc" + p.removeprefix("/proc"), dst=r + p)
                   if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
-                  for p in READONLY_PATHS]
+                  for p in readonly]
 
     if beside:
         steps.append(op(_c.OP_JOIN_NET))
@@ -166,10 +176,10 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     else:   # sysfs belongs to the network namespace's owner
         steps += [op(_c.OP_BIND, src=OLDROOT + "/sys", dst=r + "/sys", flags=REC),
                   op(_c.OP_RDONLY_REC, dst=r + "/sys")]
-    if cfg.limits and "cgroup" in cfg.namespaces:
+    if (cfg.limits or cfg.cgroupfs) and "cgroup" in cfg.namespaces:
         steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
     if not cfg.privileged:
-        steps += _mask_steps(p for p in MASKED_PATHS if not p.startswith("/proc/"))
+        steps += _mask_steps(p for p in masked if not p.startswith("/proc/"))
 
     if cfg.rootfs is None:
         cap = _tmpfs_cap(cfg.storage_size)
@@ -239,11 +249,17 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
     steps = []
     for m in cfg.mounts:
         target = NEWROOT + m.target
+        extra = (NOSUID if m.nosuid else 0) | (NOEXEC if m.noexec else 0) | \
+            (RDONLY if m.readonly else 0)
         if m.kind == "tmpfs":
             size = m.size or cfg.storage_size      # RAM: never unbounded
             data = f"mode={m.mode:o},size={size},nr_inodes={_inodes(size)}"
             steps.append(op(_c.OP_MOUNT_IN_ROOT, dst=target, fstype="tmpfs",
-                            flags=NOSUID | NODEV, data=data))
+                            flags=NOSUID | NODEV | extra, data=data))
+            continue
+        if m.kind == "mqueue":
+            steps.append(op(_c.OP_MOUNT_IN_ROOT, dst=target, fstype="mqueue",
+                            flags=NODEV | extra, data=""))
             continue
         assert m.source is not None
         source = os.path.realpath(m.source)     # OLDROOT + a symlink would leave OLDROOT
@@ -256,12 +272,12 @@ def _user_mount_steps(cfg: Config) -> list[tuple]:
             steps += [op(_c.OP_MKDIR, dst=f"{layer}/upper", arg=0o755),
                       op(_c.OP_MKDIR, dst=f"{layer}/work", arg=0o755),
                       op(_c.OP_MOUNT_IN_ROOT, dst=target, fstype="overlay",
-                         flags=NOSUID | NODEV, data=data)]
+                         flags=NOSUID | NODEV | extra, data=data)]
             continue
         # a directory or a file target, as the source is when the child binds it
         # nodev: a device is given with devices=, never through a bind
         steps.append(op(_c.OP_MOUNT_IN_ROOT, src=OLDROOT + source, dst=target,
-                        flags=NODEV | (RDONLY if m.readonly else 0)))
+                        flags=NODEV | extra))
     return steps
 
 

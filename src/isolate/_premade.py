@@ -146,13 +146,20 @@ def start(made: tuple[int, int, Any], launch: Any, argv: list[bytes],
     found, as subprocess does)."""
     _, ctl, _ = made
     file, envp, path, cwd = launch.command(argv, executable)
+    from .container import _devnull
+    fds = [fd if fd >= 0 else _open_or_null(n, _devnull()) for n, fd in enumerate(stdio)]
+    give(ctl, cwd, file, path, argv, envp, fds)
+
+
+def give(ctl: int, cwd: bytes, file: bytes, path: bytes, argv: list[bytes],
+         envp: list[bytes], fds: list[int]) -> int:
+    """Send a waiting init its command and fds (stdio, and oci's gate), and
+    return the status of its answer; raise what it reports as failed."""
     strings = [cwd, file, path, *argv, *envp]
     message = _HEADER.pack(len(argv), len(envp)) + b"".join(s + b"\0" for s in strings)
     if len(message) >= _MAX:
         raise OSError(7, "Argument list too long: a pool's command, its arguments and "
                       f"environment take at most {_MAX // 1024} KiB")
-    from .container import _devnull
-    fds = [fd if fd >= 0 else _open_or_null(n, _devnull()) for n, fd in enumerate(stdio)]
     sock = socket.socket(fileno=ctl)
     try:
         socket.send_fds(sock, [message], fds)
@@ -167,6 +174,7 @@ def start(made: tuple[int, int, Any], launch: Any, argv: list[bytes],
     if kind == _c.MSG_ERROR:
         from .errors import child_error
         raise child_error(step, err, where)
+    return status
 
 
 def _open_or_null(fd: int, null: int) -> int:

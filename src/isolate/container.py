@@ -525,19 +525,10 @@ class Container:
         """A pseudo-terminal of the container's own /dev/pts: (master, slave)
         fds, close-on-exec. Give the slave to spawn(..., tty=True) as stdio
         (inside, `tty` names /dev/pts/N); the caller reads and writes the master."""
-        import fcntl
-        import struct
         if self._state != "running":
             raise RuntimeError(f"container {self.id} is {self._state}")
-        master = os.open(f"/proc/{self.pid}/root/dev/pts/ptmx",
-                         os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))       # unlockpt
-            slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        except BaseException:
-            os.close(master)
-            raise
-        return master, slave
+        assert self.pid is not None
+        return open_pty(self.pid)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a new process inside the container; its result.
@@ -578,6 +569,21 @@ class Container:
         return result
 
 
+def open_pty(init: int) -> tuple[int, int]:
+    """(master, slave) of a new pseudo-terminal in the /dev/pts of the
+    container whose init is `init`, close-on-exec."""
+    import fcntl
+    import struct
+    master = os.open(f"/proc/{init}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))       # unlockpt
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
 def _check_own_child(pid: int, init: int) -> None:
     """That pid, reported from inside the container, is a child of ours in a
     PID namespace of the init's (NSpid: the same depth, not ours): a report
@@ -616,10 +622,13 @@ def _map_writer(cfg: Config) -> Callable[[int], None] | None:
     return functools.partial(write_id_maps, cfg)
 
 
-def _start(cfg: Config, container_id: str, spec: Any, run: bool
-           ) -> tuple[int, int, int, Cgroups | None]:
-    """Make the container's cgroups, then the container in them."""
-    cgroups = Cgroups.make(dict(cfg.limits), container_id) if cfg.limits else None
+def _start(cfg: Config, container_id: str, spec: Any, run: int,
+           cgroups: Cgroups | None = None) -> tuple[int, int, int, Cgroups | None]:
+    """Make the container's cgroups (unless given: the caller's, which stay
+    the caller's to remove), then the container in them."""
+    made = cgroups is None
+    if made and cfg.limits:
+        cgroups = Cgroups.make(dict(cfg.limits), container_id)
     cgroup_fd = -1
     try:
         if cgroups is not None:
@@ -629,7 +638,7 @@ def _start(cfg: Config, container_id: str, spec: Any, run: bool
                                                 _map_writer(cfg), cgroup_fd, pre, post,
                                                 _plan.net_beside(cfg))
     except BaseException:
-        if cgroups is not None:
+        if made and cgroups is not None:
             cgroups.remove()
         raise
     finally:

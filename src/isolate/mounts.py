@@ -1,5 +1,5 @@
-"""Mounts a container gets besides its root: `Mount.bind`, `Mount.overlay` and
-`Mount.tmpfs`."""
+"""Mounts a container gets besides its root: `Mount.bind`, `Mount.overlay`,
+`Mount.tmpfs` and `Mount.mqueue`."""
 from __future__ import annotations
 
 import os
@@ -26,21 +26,27 @@ class Mount:
     readonly: bool = False
     size: int | None = None
     mode: int = 0o1777
+    #: no set-user-ID programs, no programs at all (every mount is nodev)
+    nosuid: bool = False
+    noexec: bool = False
 
     def __post_init__(self) -> None:
         # every field, also when the dataclass is built directly (bypassing
         # bind's and tmpfs's parsing): size and mode go into the mount options
-        if not isinstance(self.kind, str) or self.kind not in ("bind", "overlay", "tmpfs"):
+        if not isinstance(self.kind, str) or self.kind not in ("bind", "overlay", "tmpfs",
+                                                                "mqueue"):
             raise ValueError(f"unknown mount kind {self.kind!r}: use Mount.bind, "
-                             "Mount.overlay or Mount.tmpfs")
+                             "Mount.overlay, Mount.tmpfs or Mount.mqueue")
         if not isinstance(self.target, str) or not self.target:
             raise TypeError("a mount target is a non-empty str")
         if not self.target.startswith("/"):
             raise ValueError(f"mount target {self.target!r} is relative: give an absolute path")
         if "\0" in self.target:
             raise ValueError("mount target contains a NUL byte")
-        if not isinstance(self.readonly, bool):
-            raise TypeError(f"a mount's readonly is True or False, not {self.readonly!r}")
+        for name in ("readonly", "nosuid", "noexec"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"a mount's {name} is True or False, not "
+                                f"{getattr(self, name)!r}")
         if self.kind in ("bind", "overlay"):
             if not isinstance(self.source, str):
                 raise TypeError(f"a bind source is a str path, not {self.source!r}")
@@ -60,7 +66,9 @@ class Mount:
                                      "view, use Mount.bind(..., readonly=True)")
             return
         if self.source is not None:
-            raise ValueError(f"a tmpfs has no source (got {self.source!r}): use Mount.bind")
+            raise ValueError(f"a {self.kind} has no source (got {self.source!r}): use Mount.bind")
+        if self.kind == "mqueue" and (self.size is not None or self.mode != 0o1777):
+            raise ValueError("size and mode are a tmpfs's")
         if self.size is not None:
             if not isinstance(self.size, int) or isinstance(self.size, bool):
                 raise TypeError(f"tmpfs size is None or bytes as an int, not {self.size!r} "
@@ -72,12 +80,13 @@ class Mount:
 
     @classmethod
     def bind(cls, source: str | os.PathLike[str], target: str | None = None, *,
-             readonly: bool = False) -> Mount:
+             readonly: bool = False, nosuid: bool = False, noexec: bool = False) -> Mount:
         """Bind the host path `source` at `target` (default: the same path)."""
         src = os.fspath(source)
         if not isinstance(src, str):
             raise TypeError("a bind source is a str path")
-        return cls("bind", src if target is None else target, source=src, readonly=bool(readonly))
+        return cls("bind", src if target is None else target, source=src, readonly=bool(readonly),
+                   nosuid=bool(nosuid), noexec=bool(noexec))
 
     @classmethod
     def overlay(cls, source: str | os.PathLike[str], target: str | None = None) -> Mount:
@@ -92,7 +101,13 @@ class Mount:
         return cls("overlay", src if target is None else target, source=src)
 
     @classmethod
-    def tmpfs(cls, target: str, *, size: int | str | None = None, mode: int = 0o1777) -> Mount:
+    def tmpfs(cls, target: str, *, size: int | str | None = None, mode: int = 0o1777,
+              readonly: bool = False, noexec: bool = False) -> Mount:
         """A fresh, empty tmpfs at `target`; `size` in bytes or as "64M"."""
         return cls("tmpfs", target, size=None if size is None else parse_size(size, "size"),
-                   mode=mode)
+                   mode=mode, readonly=bool(readonly), noexec=bool(noexec))
+
+    @classmethod
+    def mqueue(cls, target: str = "/dev/mqueue") -> Mount:
+        """The POSIX message queues of the container's IPC namespace, as files."""
+        return cls("mqueue", target, nosuid=True, noexec=True)

@@ -1,0 +1,408 @@
+"""isolate-runc, the OCI runtime, driven from bundles as the engines drive it.
+
+A small "shim" (a subreaper, as containerd's shim and conmon are) runs
+create, start, waits for the container's init and deletes it, so that the
+exit status and the reparenting are those an engine sees. What the contained
+process sees is checked from inside.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from isolate._oci import default_spec
+
+RUNC = [sys.executable, "-m", "isolate.runc"]
+
+#: the shim: a subreaper that runs the runtime's commands like containerd's shim
+SHIM = r"""
+import ctypes, json, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)      # PR_SET_CHILD_SUBREAPER
+runc, bundle, cid = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+pidfile = os.path.join(bundle, "init.pid")
+r = subprocess.run(runc + ["create", "--bundle", bundle, "--pid-file", pidfile, cid])
+if r.returncode:
+    sys.exit(100)
+pid = int(open(pidfile).read())
+subprocess.run(runc + ["start", cid], check=True)
+while True:
+    p, status = os.wait()
+    if p == pid:
+        break
+subprocess.run(runc + ["delete", cid], check=True)
+print("EXIT", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.fixture()
+def runtime(tmp_path):
+    """(runc command, state root, cgroup parent): everything under this test's own names."""
+    root = str(tmp_path / "state")
+    parent = f"isolate-test-runc-{os.getpid()}-{tmp_path.name}"
+    yield RUNC + ["--root", root], root, parent
+    for base in _cgroup_bases(parent):
+        try:
+            os.rmdir(base)
+        except FileNotFoundError:
+            pass
+
+
+def _cgroup_bases(parent: str) -> list[str]:
+    from isolate import _cgroups
+    if _cgroups.layout() == "v2":
+        return [f"{_cgroups.ROOT}/{parent}"]
+    return [f"{_cgroups.ROOT}/{c}/{parent}" for c in os.listdir(_cgroups.ROOT)
+            if os.path.isdir(f"{_cgroups.ROOT}/{c}/{parent}")]
+
+
+def _bundle(tmp_path, rootfs: str, args: list[str], parent: str, cid: str = "c1",
+            **changes) -> str:
+    bundle = tmp_path / f"bundle-{cid}"
+    bundle.mkdir()
+    spec = copy.deepcopy(default_spec())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    spec["root"]["path"] = rootfs
+    spec["linux"]["cgroupsPath"] = f"/{parent}/{cid}"
+    for key, value in changes.items():
+        target = spec
+        *path, last = key.split(".")
+        for k in path:
+            target = target.setdefault(k, {})
+        target[last] = value
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return str(bundle)
+
+
+def _shim(runc, bundle: str, cid: str = "c1", timeout: float = 30) -> tuple[int, str, str]:
+    r = subprocess.run([sys.executable, "-c", SHIM, json.dumps(runc), bundle, cid],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    out, _, code = r.stdout.rpartition("EXIT ")
+    return int(code), out, r.stderr
+
+
+def _state(runc, cid: str) -> dict:
+    r = subprocess.run(runc + ["state", cid], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _run(runc, *args, check=True) -> subprocess.CompletedProcess:
+    """The runtime's command, its output through files: a container it
+    leaves running holds what it was given as stdio, as runc's does."""
+    import tempfile
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        r = subprocess.run(runc + list(args), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                           timeout=60)
+        out.seek(0)
+        err.seek(0)
+        r.stdout, r.stderr = out.read().decode(), err.read().decode()
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def _gone(root: str, parent: str, cid: str) -> None:
+    assert not os.path.exists(os.path.join(root, cid)), "state dir left"
+    for base in _cgroup_bases(parent):
+        assert not os.path.exists(f"{base}/{cid}"), f"cgroup left: {base}/{cid}"
+
+
+SEES = ("echo pid=$$ host=$(hostname) uid=$(id -u) gids=$(id -G); grep CapEff /proc/self/status;"
+        " readlink /proc/1/exe; ls /proc/self/fd | tr '\\n' ' '; echo;"
+        " grep -c ' /proc/timer_list ' /proc/self/mountinfo")
+
+
+def test_lifecycle_from_inside(runtime, tmp_path, public_tmp):
+    """create, start, the exit status through the subreaper, delete: the
+    process is PID 1 of its own namespaces, with the config's ids and
+    capabilities, only its stdio, and isolate's init gone from it."""
+    from .rootfs import make_rootfs
+    rootfs = make_rootfs(public_tmp)     # a root that uid 1000 may enter
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", SEES + "; exit 7"], parent,
+                     hostname="oci-box", **{"process.user": {"uid": 1000, "gid": 1000,
+                                                             "additionalGids": [100]}})
+    code, out, err = _shim(runc, bundle)
+    assert code == 7, err
+    lines = out.splitlines()
+    assert lines[0] == "pid=1 host=oci-box uid=1000 gids=1000 100"
+    # CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE as runc's template gives
+    # them (a non-root user's effective set is empty)
+    assert lines[1].split()[1] in ("0000000000000000", "0000000020000420")
+    assert lines[2] == "/bin/busybox"           # PID 1 is the command, not an init of ours
+    assert lines[3].split() == ["0", "1", "2", "3"]     # 3: ls's own directory
+    assert lines[4] == "1"                  # /proc/timer_list masked (a mount over it)
+    _gone(root, parent, "c1")
+
+
+def test_created_is_parked_until_start(runtime, tmp_path, rootfs):
+    """create returns with the process made but not run (state "created");
+    start runs it; a stopped one says so; delete removes everything."""
+    runc, root, parent = runtime
+    out = tmp_path / "out"
+    out.mkdir()
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "echo ran > /out/f; sleep 30 & wait"], parent,
+                     mounts=default_spec()["mounts"] + [
+                         {"destination": "/out", "type": "bind", "source": str(out),
+                          "options": ["rbind"]}])
+    _run(runc, "create", "--bundle", bundle, "--pid-file", f"{bundle}/pid", "c1")
+    try:
+        st = _state(runc, "c1")
+        assert st["status"] == "created" and st["id"] == "c1" and st["bundle"] == bundle
+        with open(f"{bundle}/pid") as f:
+            assert st["pid"] == int(f.read())
+        time.sleep(0.3)
+        assert not (out / "f").exists()         # parked
+        lst = json.loads(_run(runc, "list", "--format", "json").stdout)
+        assert [(c["id"], c["status"]) for c in lst] == [("c1", "created")]
+        _run(runc, "start", "c1")
+        deadline = time.monotonic() + 10
+        while not (out / "f").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (out / "f").read_text() == "ran\n"
+        assert _state(runc, "c1")["status"] == "running"
+        r = _run(runc, "start", "c1", check=False)
+        assert r.returncode == 1 and "already running" in r.stderr
+        pids = json.loads(_run(runc, "ps", "--format", "json", "c1").stdout)
+        assert st["pid"] in pids and len(pids) == 2         # sh and sleep
+        r = _run(runc, "delete", "c1", check=False)
+        assert r.returncode == 1 and "not stopped: running" in r.stderr
+        _run(runc, "kill", "c1", "KILL")
+        deadline = time.monotonic() + 10
+        while _state(runc, "c1")["status"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(runc, "c1")["status"] == "stopped"
+        r = _run(runc, "kill", "c1", "9", check=False)
+        assert r.returncode == 1 and "not running" in r.stderr
+    finally:
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
+def test_pause_resume_kill_all_and_delete_force(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "sleep 100 & sleep 100 & wait"], parent)
+    _run(runc, "run", "--detach", "--bundle", bundle, "c1")
+    try:
+        _run(runc, "pause", "c1")
+        assert _state(runc, "c1")["status"] == "paused"
+        _run(runc, "resume", "c1")
+        assert _state(runc, "c1")["status"] == "running"
+        stats = json.loads(_run(runc, "events", "--stats", "c1").stdout)
+        assert stats["type"] == "stats" and stats["data"]["pids"]["current"] >= 3
+        _run(runc, "kill", "--all", "c1", "TERM")      # the sleeps end, then sh
+        deadline = time.monotonic() + 10
+        while _state(runc, "c1")["status"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(runc, "c1")["status"] == "stopped"
+    finally:
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+    # delete --force of a running one kills it first
+    _run(runc, "run", "--detach", "--bundle", bundle, "c1")
+    _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
+def test_kill_before_start_ends_it(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["true"], parent)
+    _run(runc, "create", "--bundle", bundle, "c1")
+    _run(runc, "kill", "c1", "TERM")
+    deadline = time.monotonic() + 10
+    while _state(runc, "c1")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state(runc, "c1")["status"] == "stopped"
+    r = _run(runc, "start", "c1", check=False)
+    assert r.returncode == 1 and "stopped" in r.stderr
+    _run(runc, "delete", "c1")
+    _gone(root, parent, "c1")
+
+
+def test_run_foreground_exit_code_and_limits(runtime, tmp_path, rootfs):
+    """run: the exit status is the process's; memory and pids limits are
+    the cgroup's, as the container sees them."""
+    runc, root, parent = runtime
+    script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+              "2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; "
+              "sh -c 'sleep 5 & sleep 5 & sleep 5 & sleep 5 & wait' 2>/dev/null; "
+              "echo inner=$?; exit 3")
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", script], parent, **{
+        "linux.resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 4}}})
+    r = _run(runc, "run", "--bundle", bundle, "c1", check=False)
+    assert r.returncode == 3, r.stderr
+    lines = r.stdout.split()
+    assert lines[:2] == [str(64 << 20), "4"]
+    assert lines[2] == "inner=2"      # two sh and two sleeps: the third sleep's fork failed
+    _gone(root, parent, "c1")
+
+
+def test_root_in_place_and_readonly(runtime, tmp_path, fresh_rootfs):
+    """The bundle's root is the container's, writable in place (the engine's
+    snapshot takes the writes), or read-only."""
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, fresh_rootfs, ["sh", "-c", "echo hi > /etc/marker"], parent,
+                     **{"root.readonly": False})
+    assert _run(runc, "run", "--bundle", bundle, "c1").returncode == 0
+    with open(f"{fresh_rootfs}/etc/marker") as f:
+        assert f.read() == "hi\n"
+    bundle = _bundle(tmp_path, fresh_rootfs, ["sh", "-c", "echo x > /etc/other"], parent,
+                     cid="c2")
+    r = _run(runc, "run", "--bundle", bundle, "c2", check=False)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    assert not os.path.exists(f"{fresh_rootfs}/etc/other")
+    _gone(root, parent, "c2")
+
+
+def test_console_socket_gets_the_terminal(runtime, tmp_path, rootfs):
+    """terminal: true: the pty's master arrives on --console-socket over
+    SCM_RIGHTS, as runc sends it; the process's stdio is the slave, its
+    controlling terminal."""
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "tty; echo done"], parent,
+                     **{"process.terminal": True})
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        _run(runc, "create", "--bundle", bundle, "--console-socket", path, "c1")
+        conn, _ = server.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        assert len(fds) == 1
+        master = fds[0]
+        try:
+            _run(runc, "start", "c1")
+            data = b""
+            while b"done" not in data:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(master)
+        assert data.split(b"\r\n")[0] == b"/dev/pts/0"
+    finally:
+        server.close()
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
+def test_exec_joins_the_container(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["sleep", "60"], parent, hostname="joined")
+    _run(runc, "run", "--detach", "--bundle", bundle, "c1")
+    try:
+        proc = tmp_path / "process.json"
+        proc.write_text(json.dumps({"args": ["sh", "-c", "hostname; echo $$; exit 5"],
+                                    "cwd": "/", "env": ["PATH=/bin"],
+                                    "user": {"uid": 0, "gid": 0}}))
+        r = _run(runc, "exec", "--process", str(proc), "c1", check=False)
+        assert r.returncode == 5, r.stderr
+        host, pid = r.stdout.split()
+        assert host == "joined" and int(pid) > 1
+        r = _run(runc, "exec", "c1", "nonexistent-command", check=False)
+        assert r.returncode == 1 and "executable file not found" in r.stderr
+    finally:
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
+@pytest.mark.parametrize("case", ["no-config", "bad-json", "no-root", "bad-namespace",
+                                  "not-found", "bad-id", "duplicate", "bad-console",
+                                  "bad-memory"])
+def test_bad_input_leaves_nothing(runtime, tmp_path, rootfs, case):
+    """Each a clear error (exit 1, in the JSON log too) and nothing left:
+    no state dir, cgroup or process."""
+    runc, root, parent = runtime
+    log = tmp_path / "log.json"
+    runc = runc + ["--log", str(log), "--log-format", "json"]
+    bundle = _bundle(tmp_path, rootfs, ["true"], parent)
+    cid, extra = "c1", []
+    with open(f"{bundle}/config.json") as f:
+        spec = json.load(f)
+    if case == "no-config":
+        os.unlink(f"{bundle}/config.json")
+        want = "config.json: no such file"
+    elif case == "bad-json":
+        with open(f"{bundle}/config.json", "w") as f:
+            f.write("{")
+        want = "config.json"
+    elif case == "no-root":
+        spec["root"]["path"] = str(tmp_path / "missing")
+        want = "root.path"
+    elif case == "bad-namespace":
+        spec["linux"]["namespaces"].append({"type": "bogus"})
+        want = "unknown namespace 'bogus'"
+    elif case == "not-found":
+        spec["process"]["args"] = ["no-such-program"]
+        want = 'exec: "no-such-program": executable file not found'
+    elif case == "bad-id":
+        cid = "../escape"
+        want = "invalid id format"
+    elif case == "duplicate":
+        os.makedirs(os.path.join(root, "c1"))
+        want = "container with id exists: c1"
+    elif case == "bad-console":
+        spec["process"]["terminal"] = True
+        extra = ["--console-socket", f"{bundle}/config.json"]
+        want = "not a socket"
+    elif case == "bad-memory":
+        spec["linux"]["resources"] = {"memory": {"limit": 1000}}
+        want = "memory"
+    if case not in ("no-config", "bad-json"):
+        with open(f"{bundle}/config.json", "w") as f:
+            json.dump(spec, f)
+    r = _run(runc, "create", "--bundle", bundle, *extra, cid, check=False)
+    assert r.returncode == 1
+    assert want in r.stderr, r.stderr
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and want in entry["msg"]
+    if case == "duplicate":
+        os.rmdir(os.path.join(root, "c1"))
+    assert not os.path.exists(root) or os.listdir(root) == []
+    _gone(root, parent, "c1")
+
+
+def test_commands_on_unknown_ids(runtime):
+    runc, root, parent = runtime
+    for args in (["state", "nope"], ["start", "nope"], ["kill", "nope", "9"],
+                 ["delete", "nope"]):
+        r = _run(runc, *args, check=False)
+        assert r.returncode == 1 and "container does not exist" in r.stderr, args
+    assert _run(runc, "delete", "--force", "nope").returncode == 0     # the shim's cleanup
+    r = _run(runc, "--version")
+    assert r.stdout.startswith("isolate-runc version") and "spec: 1.0" in r.stdout
+
+
+def test_attacks_from_inside_see_nothing_of_the_runtime(runtime, tmp_path, rootfs):
+    """What a hostile PID 1 would go for: the runtime's state, its FIFO,
+    an fd of the runtime's, the init program, a host path through /proc."""
+    runc, root, parent = runtime
+    script = (f"ls {root} 2>&1 | head -1; ls -l /proc/1/fd | grep -c -e exec.fifo -e socket;"
+              " cat /proc/1/environ | tr '\\0' '\\n' | grep -c ISOLATE;"
+              " ls /proc/1/root/ | grep -c state; readlink /proc/1/cwd")
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", script], parent, **{
+        "process.env": ["PATH=/bin"]})
+    code, out, err = _shim(runc, bundle)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "No such file" in lines[0]
+    assert lines[1:4] == ["0", "0", "0"]
+    assert lines[4] == "/"
+    _gone(root, parent, "c1")
