@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -66,6 +67,36 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+#: isolate-runc, the OCI runtime. Engines run it three or four times per
+#: container, so its Python starts isolated and without site (-I -S): no .pth
+#: file runs, the site directories are searched as they are, and only an
+#: install that needs its .pth (an editable one) pays for site. A shell
+#: script, since pip drops a "#!python -I -S" line's options; the Python is
+#: the one building, else python3 from PATH.
+RUNC_LAUNCHER = """#!/bin/sh
+py={python}
+[ -x "$py" ] || py=python3
+exec "$py" -I -S -c 'import site, sys
+sys.argv[0] = "isolate-runc"
+sys.path.extend(site.getsitepackages())
+try:
+    from isolate.runc import main
+except ImportError:
+    site.main()
+    from isolate.runc import main
+main()' "$@"
+"""
+
+
+def runc_launcher():
+    path = os.path.join("build", "launcher", "isolate-runc")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(RUNC_LAUNCHER.format(python=shlex.quote(sys.executable)))
+    os.chmod(path, 0o755)
+    return path
+
+
 macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 extensions = [
     Extension(
@@ -84,4 +115,5 @@ setup(
         compiler_directives={"language_level": "3", "linetrace": DEBUG},
     ),
     cmdclass={"build_ext": BuildExt},
+    scripts=[runc_launcher()],
 )

@@ -933,6 +933,15 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
             return fail(e, ISO_STEP_UNSHARE, op->data);
         return 0;
 
+    case ISO_OP_SETNS: {
+        int fd = open(op->src, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return fail(e, ISO_STEP_SETNS, op->src);
+        int r = setns(fd, (int)op->flags);
+        close(fd);
+        return r < 0 ? fail(e, ISO_STEP_SETNS, op->src) : 0;
+    }
+
     case ISO_OP_MASK: {
         struct stat st;
         if (lstat(op->dst, &st) < 0)

@@ -114,6 +114,8 @@ typedef struct iso_report {
  *              itself, then remount it read-only
  *   JOIN_NET   join the network namespace made beside the child (see
  *              iso_container_t.net_beside), waiting for it if need be
+ *   SETNS      join the namespace of the file src (/proc/PID/ns/net, a
+ *              bind of one) of kind flags (CLONE_NEWNET...)
  *   MOUNT_IN_ROOT  mount on a path inside a root: dst is the root (its first
  *              component) then the path (/newroot/a/b: a/b in /newroot),
  *              resolved now as the root's own lookup would (openat2
@@ -141,6 +143,7 @@ enum iso_op_kind {
     ISO_OP_RO_IF_ANY,
     ISO_OP_JOIN_NET,
     ISO_OP_MOUNT_IN_ROOT,
+    ISO_OP_SETNS,
 };
 
 typedef struct iso_op {

@@ -98,6 +98,7 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_RO_IF_ANY
         ISO_OP_JOIN_NET
         ISO_OP_MOUNT_IN_ROOT
+        ISO_OP_SETNS
         ISO_NET_BESIDE
 
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
@@ -166,6 +167,7 @@ OP_MASK = ISO_OP_MASK
 OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
 OP_JOIN_NET = ISO_OP_JOIN_NET
 OP_MOUNT_IN_ROOT = ISO_OP_MOUNT_IN_ROOT
+OP_SETNS = ISO_OP_SETNS
 #: Whether start_container can make the network namespace beside the child.
 NET_BESIDE = bool(ISO_NET_BESIDE)
 

@@ -14,21 +14,22 @@ except ImportError as e:  # pragma: no cover
         "(needs a C compiler, Cython and a static libc)"
     ) from e
 
-from typing import TYPE_CHECKING
-
 from .errors import (ContainerDied, ContainerError, ContainerOOMError, IsolateError, NamespaceError,
                      RemoteError, RemoteTraceback, SerializationError)
-from .mounts import Mount
 
+TYPE_CHECKING = False       # typing's own costs milliseconds: isolate-runc starts often
 if TYPE_CHECKING:
     from ._call import call, isolated
     from .container import CompletedProcess, Container, Process, run
+    from .mounts import Mount
     from .pool import Pool
 
 # Imported when first used: a Pool's zygote, which imports isolate too, then
-# holds only what it needs (each page it holds costs every fork of it).
+# holds only what it needs (each page it holds costs every fork of it); and
+# isolate-runc, whose start-up is on every container's path.
 _LAZY = {"call": "_call", "isolated": "_call", "CompletedProcess": "container",
-         "Container": "container", "Process": "container", "run": "container", "Pool": "pool"}
+         "Container": "container", "Process": "container", "run": "container", "Pool": "pool",
+         "Mount": "mounts"}
 
 
 def __getattr__(name: str):

@@ -87,6 +87,10 @@ class Config:
     readonly_paths: tuple[str, ...] | None = None
     #: (key, value) of namespaced sysctls, written at the start ("net.ipv4.ip_forward")
     sysctls: tuple[tuple[str, str], ...] = ()
+    #: (name, path) of existing namespaces the container joins instead of
+    #: making its own ("net", "/proc/PID/ns/net"): a Kubernetes pod's
+    #: containers share its sandbox's network, IPC and UTS namespaces so
+    joins: tuple[tuple[str, str], ...] = ()
     #: the container's cgroup at /sys/fs/cgroup even without limits (its
     #: cgroups then come from the caller, see container._start)
     cgroupfs: bool = False

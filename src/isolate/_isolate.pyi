@@ -19,6 +19,7 @@ OP_MASK: int
 OP_RO_IF_ANY: int
 OP_JOIN_NET: int
 OP_MOUNT_IN_ROOT: int
+OP_SETNS: int
 NET_BESIDE: bool
 MSG_READY: int
 MSG_ERROR: int

@@ -24,6 +24,8 @@ from .mounts import Mount
 #: OCI namespace types and isolate's names for them
 NAMESPACES = {"pid": "pid", "network": "net", "mount": "mount", "ipc": "ipc", "uts": "uts",
               "user": "user", "cgroup": "cgroup", "time": "time"}
+#: the namespaces a container may join by path instead of making its own
+JOINABLE = {"net", "ipc", "uts", "cgroup"}
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
 #: the mounts isolate makes itself for every container, as runc's spec lists
@@ -62,6 +64,9 @@ class Bundle:
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: (isolate name, path) of namespaces to join instead of making
     joins: list[tuple[str, str]] = field(default_factory=list)
+    #: /sys/fs/cgroup asked for without a cgroup namespace: the container's
+    #: own cgroups bound there once made (see cgroup_mounts), as runc does
+    cgroup_binds: bool = False
     warnings: list[str] = field(default_factory=list)
 
 
@@ -126,9 +131,10 @@ def load(bundle: str) -> Bundle:
             joins.append((name, path))
         else:
             namespaces.add(name)
-    if joins:
-        raise SpecError(f"linux.namespaces: joining a namespace by path ({joins[0][1]}) is not "
-                        "supported yet")
+    for name, path in joins:
+        if name not in JOINABLE:
+            raise SpecError(f"linux.namespaces: joining a {name} namespace by path ({path}) "
+                            f"is not supported (only {', '.join(sorted(JOINABLE))})")
     if "mount" not in namespaces:
         raise SpecError("linux.namespaces: isolate-runc needs a mount namespace")
 
@@ -144,6 +150,9 @@ def load(bundle: str) -> Bundle:
         raise SpecError("domainname: not supported yet")
 
     mounts = _mounts(spec, bundle)
+    cgroup_mount = any(isinstance(m, dict) and m.get("destination") == "/sys/fs/cgroup"
+                       and m.get("type") in ("cgroup", "cgroup2")
+                       for m in spec.get("mounts") or [])
     limits = _resources(_get(linux, "resources", dict, "linux", {}))
     sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), namespaces)
     devices = _devices(_get(linux, "devices", list, "linux", []))
@@ -193,9 +202,22 @@ def load(bundle: str) -> Bundle:
     cfg = dataclasses.replace(
         cfg, user=User(p.uid, p.gid, p.groups), no_new_privs=p.no_new_privs,
         rootfs_inplace=True, masked_paths=masked, readonly_paths=ro_paths, sysctls=sysctls,
-        cgroupfs=True)
+        cgroupfs=cgroup_mount, joins=tuple(joins))
     return Bundle(bundle, cfg, spec, p.args, p.env, p.cwd, p.terminal, p.umask, cgroups_path,
-                  p.oom_score_adj, hooks, joins, warnings)
+                  p.oom_score_adj, hooks, joins, cgroup_mount and "cgroup" not in namespaces,
+                  warnings)
+
+
+def cgroup_mounts(version: str, dirs: dict[str, str]) -> tuple[Mount, ...]:
+    """The container's own cgroups at /sys/fs/cgroup, read-only, for a
+    container without a cgroup namespace: v2 its directory; v1 a small
+    tmpfs with each controller's directory bound by the controller's name."""
+    if version == "v2":
+        return (Mount.bind(dirs[""], "/sys/fs/cgroup", readonly=True, nosuid=True,
+                           noexec=True),)
+    return (Mount.tmpfs("/sys/fs/cgroup", size="64k", mode=0o755, noexec=True),
+            *(Mount.bind(d, f"/sys/fs/cgroup/{c}", readonly=True, nosuid=True, noexec=True)
+              for c, d in sorted(dirs.items())))
 
 
 @dataclass

@@ -295,6 +295,8 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
     it instead of bringing up lo in its own."""
     # the caller writes ranges after clone; a single own id the child can
     steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None else []
+    # namespaces joined by path, before /sys (the joined network's) is mounted
+    steps += [op(_c.OP_SETNS, src=path, flags=_c.NAMESPACE_FLAGS[name]) for name, path in cfg.joins]
     if "mount" in cfg.namespaces:
         steps += [
             op(_c.OP_MOUNT, dst="/", flags=REC | MS["private"]),
@@ -332,6 +334,6 @@ def clone_flags(cfg: Config, beside: bool = False) -> int:
 def join_flags(cfg: Config) -> int:
     """The namespaces a process started in a running container joins."""
     flags = 0
-    for name in cfg.namespaces:
+    for name in cfg.namespaces | {name for name, _ in cfg.joins}:
         flags |= _c.NAMESPACE_FLAGS[name]
     return flags

@@ -1,0 +1,257 @@
+"""isolate-runc under the real engines: containerd (through ctr and its
+io.containerd.runc.v2 shim, the path Kubernetes' CRI takes).
+
+Each engine is a daemon of the test's own: its root, state and sockets in a
+temporary directory, stopped and removed afterwards, with nothing left
+(tasks, shims, mounts, cgroups, the runtime's state).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from .images import make_image
+from .rootfs import make_rootfs
+
+IMAGE = "docker.io/library/busybox:latest"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engines run as root here")
+
+
+def _runtime_binary() -> str:
+    """The installed isolate-runc (beside this Python's executable, or on PATH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "isolate-runc")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("isolate-runc")
+    assert found, "isolate-runc is not installed: pip install . (see README)"
+    return found
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _umount_below(path: str) -> None:
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f]
+    for t in sorted((t for t in targets if t.startswith(path + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", t], check=False)
+
+
+class Containerd:
+    """A containerd of the test's own, and ctr pointed at it."""
+
+    def __init__(self, base: str):
+        assert shutil.which("containerd") and shutil.which("ctr"), \
+            "containerd is missing: apt-get install containerd (see README)"
+        self.base = base
+        self.namespace = f"itest-{os.getpid()}"      # also the parent of its cgroups
+        self.runtime = _runtime_binary()
+        config = os.path.join(base, "config.toml")
+        with open(config, "w") as f:
+            f.write(f"""version = 2
+root = "{base}/root"
+state = "{base}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{base}/c.sock"
+[ttrpc]
+  address = "{base}/c.sock.ttrpc"
+[debug]
+  address = "{base}/debug.sock"
+""")
+        self.log = open(os.path.join(base, "containerd.log"), "wb")
+        self.proc = subprocess.Popen(["containerd", "--config", config], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for(lambda: self.ctr("version", check=False).returncode == 0, what="containerd")
+        except BaseException:
+            self.stop()
+            raise
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60,
+            **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        r = subprocess.run(["ctr", "--address", f"{self.base}/c.sock", "-n", self.namespace,
+                            *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+        if check:
+            assert r.returncode == 0, f"ctr {' '.join(args)}: {r.stderr}"
+        return r
+
+    def run(self, name: str, *args: str, options: tuple[str, ...] = (), check: bool = False,
+            **kwargs) -> subprocess.CompletedProcess:
+        return self.ctr("run", "--rm", "--runc-binary", self.runtime, *options, IMAGE, name,
+                        *args, check=check, **kwargs)
+
+    def stop(self) -> None:
+        for r in (self.ctr("task", "ls", "-q", check=False),):
+            for task in r.stdout.split():
+                self.ctr("task", "kill", "-s", "SIGKILL", task, check=False)
+                self.ctr("task", "rm", "-f", task, check=False)
+        for c in self.ctr("container", "ls", "-q", check=False).stdout.split():
+            self.ctr("container", "rm", c, check=False)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        # shims outlive containerd by design; ours hold this daemon's address
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmd and self.base.encode() in cmd:
+                os.kill(int(pid), signal.SIGKILL)
+        _umount_below(self.base)
+        for d in (f"/sys/fs/cgroup/{self.namespace}",
+                  *(f"/sys/fs/cgroup/{c}/{self.namespace}" for c in os.listdir("/sys/fs/cgroup"))):
+            try:
+                os.rmdir(d)         # empty: each container's own went with it
+            except OSError:
+                pass
+        shutil.rmtree(f"/run/containerd/runc/{self.namespace}", ignore_errors=True)
+        shutil.rmtree(f"/run/containerd/io.containerd.runtime.v2.task/{self.namespace}",
+                      ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def containerd():
+    base = tempfile.mkdtemp(prefix="ctd-", dir="/tmp")     # short: socket paths
+    try:
+        d = Containerd(base)
+        try:
+            rootfs = make_rootfs(os.path.join(base, "image-root"))
+            archive = make_image(rootfs, os.path.join(base, "busybox.tar"))
+            d.ctr("image", "import", archive)
+            yield d
+        finally:
+            d.stop()
+    finally:
+        _umount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ctr_run_exit_code_stdio_and_namespaces(containerd):
+    r = containerd.run("t1", "sh", "-c", "read line; echo got=$line pid=$$; hostname; "
+                       "cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 4", input="hello\n",
+                       stdin=None)
+    assert r.returncode == 4, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "got=hello pid=1"
+    assert lines[1] == "t1"
+    assert lines[2].startswith("sh -c read line")     # PID 1 is the process itself
+
+
+def test_ctr_run_options(containerd, tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "in").write_text("from the host\n")
+    r = containerd.run("t2", "sh", "-c",
+                       "id -u; pwd; echo $FOO; cat /data/in; touch /x 2>&1 | grep -c Read-only;"
+                       " touch /data/y 2>&1 | grep -c Read-only",
+                       options=("--cwd", "/tmp", "--env", "FOO=bar", "--read-only",
+                                "--mount", f"type=bind,src={share},dst=/data,options=rbind:ro"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "/tmp", "bar", "from", "the", "host", "1", "1"]
+
+
+def test_ctr_oom_kill(containerd):
+    """A process over its memory limit is killed by the kernel: 137."""
+    r = containerd.run("t3", "sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); "
+                       "echo survived", options=("--memory-limit", str(32 << 20)))
+    assert r.returncode == 137 and "survived" not in r.stdout, (r.returncode, r.stderr)
+
+
+def test_ctr_tty(containerd):
+    """-t: the shim's console socket gets the pty; ctr's terminal shows it."""
+    master, slave = pty.openpty()
+    c = containerd
+    try:
+        proc = subprocess.Popen(["ctr", "--address", f"{c.base}/c.sock", "-n", c.namespace,
+                                 "run", "--rm", "-t", "--runc-binary", c.runtime, IMAGE, "t4",
+                                 "sh", "-c", "tty; test -t 0 && echo is-a-tty"],
+                                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:         # EIO: every holder of the slave is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(30) == 0
+    finally:
+        os.close(master)
+    lines = out.decode().replace("\r", "").splitlines()
+    assert lines[:2] == ["/dev/pts/0", "is-a-tty"], out
+
+
+def test_ctr_task_lifecycle_exec_pause_ps_metrics(containerd):
+    """A detached task: exec, ps, metrics, pause/resume, kill, as an engine
+    drives them; then a second container joins its network namespace, as a
+    pod's containers join the sandbox's."""
+    c = containerd
+    c.ctr("run", "-d", "--runc-binary", c.runtime, "--memory-limit", str(128 << 20), IMAGE,
+          "t5", "sh", "-c", "sleep 300 & wait")
+    try:
+        r = c.ctr("task", "exec", "--exec-id", "e1", "t5", "sh", "-c", "echo $$; hostname",
+                  check=False)
+        assert r.returncode == 0, r.stderr
+        pid_inside, host = r.stdout.split()
+        assert int(pid_inside) > 1 and host == "t5"
+        r = c.ctr("task", "exec", "--exec-id", "e2", "t5", "sh", "-c", "exit 9", check=False)
+        assert r.returncode == 9
+        ps = c.ctr("task", "ps", "t5").stdout.split()
+        assert len([p for p in ps[2:] if p.isdigit()]) >= 2      # sh and sleep
+        metrics = c.ctr("task", "metrics", "--format", "json", "t5", check=False)
+        assert metrics.returncode == 0, metrics.stderr
+        # the limit, in the cgroup at the cgroupsPath containerd gave (/NAMESPACE/ID)
+        v1 = f"/sys/fs/cgroup/memory/{c.namespace}/t5/memory.limit_in_bytes"
+        with open(v1 if os.path.exists(v1) else f"/sys/fs/cgroup/{c.namespace}/t5/memory.max") as f:
+            assert int(f.read()) == 128 << 20
+        c.ctr("task", "pause", "t5")
+        assert "PAUSED" in c.ctr("task", "ls").stdout
+        c.ctr("task", "resume", "t5")
+        assert "RUNNING" in c.ctr("task", "ls").stdout
+        # a second container in t5's network namespace sees the same interfaces
+        pid = [line.split()[1] for line in c.ctr("task", "ls").stdout.splitlines()[1:]
+               if line.split()[0] == "t5"][0]
+        r = c.run("t6", "sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts",
+                  options=("--with-ns", f"network:/proc/{pid}/ns/net"))
+        assert r.returncode == 0, r.stderr
+        net, uts = r.stdout.split()
+        assert net == os.readlink(f"/proc/{pid}/ns/net")        # joined
+        assert uts != os.readlink(f"/proc/{pid}/ns/uts")        # its own
+        c.ctr("task", "kill", "-s", "SIGKILL", "t5")
+        _wait_for(lambda: "STOPPED" in c.ctr("task", "ls").stdout, what="t5 to stop")
+    finally:
+        c.ctr("task", "rm", "-f", "t5", check=False)
+        c.ctr("container", "rm", "t5", check=False)
+    assert "t5" not in c.ctr("container", "ls", "-q").stdout.split()
+    assert not os.listdir(f"/run/containerd/runc/{c.namespace}")   # the runtime's state
+
+
+def test_ctr_net_host(containerd):
+    with open("/proc/net/dev") as f:
+        host = sorted(line.split(":")[0].strip() for line in f.read().splitlines()[2:])
+    r = containerd.run("t7", "cat", "/proc/net/dev", options=("--net-host",))
+    assert r.returncode == 0, r.stderr
+    assert sorted(line.split(":")[0].strip() for line in r.stdout.splitlines()[2:]) == host
