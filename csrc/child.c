@@ -1079,9 +1079,24 @@ struct cap_data {
  * before exec, or before a fork of the caller runs its code (iso_enter). A
  * change of uid makes the memory this process may share with the caller
  * non-dumpable: the caller puts that back (iso_dumpable_release). */
+static int set_seccomp(const iso_security_t *s, iso_error_t *e)
+{
+    struct sock_fprog prog = {(unsigned short)s->seccomp_len, (struct sock_filter *)s->seccomp};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        return fail(e, ISO_STEP_SECCOMP, "");
+    return 0;
+}
+
 static int restrict_self(const iso_exec_t *x, iso_error_t *e)
 {
     const iso_security_t *s = &x->sec;
+    /* Without no_new_privs, only CAP_SYS_ADMIN may install a filter: then
+     * first, while this process has it, as runc does (an OCI config that
+     * leaves noNewPrivileges off); the filter must then allow what follows
+     * (Docker's profile does). Otherwise last. */
+    int early = s->seccomp != NULL && !s->no_new_privs;
+    if (early && set_seccomp(s, e) < 0)
+        return -1;
     if (s->restrict_caps) {
         /* the bounding set first, while CAP_SETPCAP is there; keep the
          * permitted set across the change of ids, as runc does */
@@ -1126,11 +1141,8 @@ static int restrict_self(const iso_exec_t *x, iso_error_t *e)
      * container from opening it through /proc/PID/exe (runc CVE-2019-5736) */
     if (s->nondumpable && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return fail(e, ISO_STEP_CAPS, "dumpable");
-    if (s->seccomp != NULL) {
-        struct sock_fprog prog = {(unsigned short)s->seccomp_len, (struct sock_filter *)s->seccomp};
-        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
-            return fail(e, ISO_STEP_SECCOMP, "");
-    }
+    if (s->seccomp != NULL && !early && set_seccomp(s, e) < 0)
+        return -1;
     return 0;
 }
 

@@ -255,3 +255,147 @@ def test_ctr_net_host(containerd):
     r = containerd.run("t7", "cat", "/proc/net/dev", options=("--net-host",))
     assert r.returncode == 0, r.stderr
     assert sorted(line.split(":")[0].strip() for line in r.stdout.splitlines()[2:]) == host
+
+
+class Dockerd:
+    """A dockerd of the test's own (its own containerd inside), no bridge or
+    iptables, with isolate-runc added as the runtime "isolate"."""
+
+    def __init__(self, base: str):
+        assert shutil.which("dockerd") and shutil.which("docker"), \
+            "Docker is missing: apt-get install docker.io (see README)"
+        self.base = base
+        self.sock = f"unix://{base}/docker.sock"
+        with open(f"{base}/daemon.json", "w") as f:
+            f.write("{}")
+        self.log = open(f"{base}/dockerd.log", "wb")
+        self.cgroup_parents = [d for d in _cgroup_dirs("docker") if not os.path.isdir(d)]
+        self.proc = subprocess.Popen(
+            ["dockerd", "--config-file", f"{base}/daemon.json", "--data-root", f"{base}/data",
+             "--exec-root", f"{base}/exec", "--pidfile", f"{base}/docker.pid", "-H", self.sock,
+             "--iptables=false", "--ip6tables=false", "--bridge=none",
+             "--add-runtime", f"isolate={_runtime_binary()}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for(lambda: self.docker("version", check=False).returncode == 0,
+                      timeout=60, what="dockerd")
+        except BaseException:
+            self.stop()
+            raise
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 60,
+               **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        r = subprocess.run(["docker", "-H", self.sock, *args], capture_output=True, text=True,
+                           timeout=timeout, **kwargs)
+        if check:
+            assert r.returncode == 0, f"docker {' '.join(args)}: {r.stderr}"
+        return r
+
+    def run(self, *args: str, options: tuple[str, ...] = (), **kwargs):
+        return self.docker("run", "--rm", "--runtime", "isolate", "--network", "none",
+                           *options, "busybox", *args, check=False, **kwargs)
+
+    def stop(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        _umount_below(self.base)
+        for d in self.cgroup_parents:       # what dockerd made for its containers
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def _cgroup_dirs(name: str) -> list[str]:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return [f"/sys/fs/cgroup/{name}"]
+    return [f"/sys/fs/cgroup/{c}/{name}" for c in os.listdir("/sys/fs/cgroup")
+            if os.path.isdir(f"/sys/fs/cgroup/{c}") and not os.path.islink(f"/sys/fs/cgroup/{c}")]
+
+
+@pytest.fixture(scope="module")
+def dockerd():
+    base = tempfile.mkdtemp(prefix="dk-", dir="/tmp")
+    try:
+        d = Dockerd(base)
+        try:
+            archive = make_image(make_rootfs(os.path.join(base, "image-root")),
+                                 os.path.join(base, "busybox.tar"))
+            d.docker("load", "-i", archive)
+            yield d
+        finally:
+            d.stop()
+    finally:
+        _umount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_docker_run(dockerd, tmp_path):
+    """docker run --runtime isolate: Docker's own seccomp profile (without
+    no_new_privs), its exit code, limits, read-only root, volume, user."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("vol\n")
+    os.chmod(tmp_path, 0o755)
+    r = dockerd.run("sh", "-c", "echo $$; id -u; cat /v/f; touch /x 2>&1 | grep -c Read-only;"
+                    " grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\\t';"
+                    " cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
+                    " 2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max;"
+                    " exit 3",
+                    options=("--memory", "64m", "--pids-limit", "10", "--read-only",
+                             "-v", f"{vol}:/v:ro", "--user", "1000:1000"))
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.split() == ["1", "1000", "vol", "1", "NoNewPrivs:0", "Seccomp:2",
+                                str(64 << 20), "10"]
+
+
+def test_docker_exec_stop_kill(dockerd):
+    d = dockerd
+    d.docker("run", "-d", "--name", "s1", "--runtime", "isolate", "--network", "none",
+             "busybox", "sleep", "100")
+    try:
+        r = d.docker("exec", "s1", "sh", "-c", "echo $$; exit 6", check=False)
+        assert r.returncode == 6 and int(r.stdout) > 1
+        d.docker("stop", "-t", "1", "s1")       # sleep, as PID 1, ignores TERM: then KILL
+        assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "s1").stdout.strip() == "137"
+    finally:
+        d.docker("rm", "-f", "s1", check=False)
+    d.docker("run", "-d", "--name", "s2", "--runtime", "isolate", "--network", "none",
+             "busybox", "sh", "-c", "trap 'exit 42' TERM; sleep 100 & wait")
+    try:
+        d.docker("stop", "-t", "10", "s2")      # a handler: its own exit code
+        assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "s2").stdout.strip() == "42"
+    finally:
+        d.docker("rm", "-f", "s2", check=False)
+
+
+def test_docker_it(dockerd):
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(["docker", "-H", dockerd.sock, "run", "--rm", "-it", "--runtime",
+                                 "isolate", "--network", "none", "busybox", "sh", "-c",
+                                 "tty; test -t 0 && echo is-a-tty"],
+                                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(30) == 0, out
+    finally:
+        os.close(master)
+    assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out

@@ -334,8 +334,12 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
         try:
             cgroups = Cgroups.at(dict(cfg.limits), b.cgroups_path or f"/isolate-runc/{cid}")
         except OSError as e:
-            raise Fatal(str(e)) from None
-        if b.cgroup_binds:
+            # rootless, as runc: without limits, cgroups are optional
+            if os.geteuid() == 0 or cfg.limits or e.errno not in (
+                    errno.EACCES, errno.EPERM, errno.EROFS):
+                raise Fatal(str(e)) from None
+            _warn(f"no cgroup for {cid} ({e}): pause, ps and stats will not work")
+        if b.cgroup_binds and cgroups is not None:
             import dataclasses
             cfg = dataclasses.replace(cfg, mounts=cfg.mounts + _oci.cgroup_mounts(
                 cgroups.version, cgroups.dirs))
@@ -386,8 +390,9 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
                  "annotations": b.spec.get("annotations") or {},
                  "hooks": {k: v for k, v in b.hooks.items() if k in ("poststart", "poststop")},
-                 "cgroups": {"version": cgroups.version, "dirs": cgroups.dirs,
-                             "limits": dict(cfg.limits)}}
+                 "cgroups": None if cgroups is None else {
+                     "version": cgroups.version, "dirs": cgroups.dirs,
+                     "limits": dict(cfg.limits)}}
         hooks_state = _oci_state(lock, state, "created")
         for name in ("prestart", "createRuntime"):
             if b.hooks.get(name):
@@ -743,6 +748,8 @@ def _freeze(argv: list[str], name: str, frozen: bool) -> int:
         if not frozen and status != "paused":
             raise Fatal(f"container not paused")
         cg = _cgroups(state)
+        if cg is None:
+            raise Fatal(f"{name}: the container has no cgroup")
         try:
             cg.freeze(frozen)
         except OSError as e:
@@ -786,6 +793,8 @@ def cmd_events(argv: list[str]) -> int:
     finally:
         lock.close()
     cg = _cgroups(state)
+    if cg is None:
+        raise Fatal("events: the container has no cgroup")
     if o["stats"]:
         print(json.dumps(_stats(cid, cg)))
         return 0
@@ -850,6 +859,8 @@ def cmd_update(argv: list[str]) -> int:
         if not _alive(state):
             raise Fatal("container not running")
         cg = _cgroups(state)
+        if cg is None:
+            raise Fatal("update: the container has no cgroup")
         try:
             cg.update(limits)
         except (ValueError, OSError) as e:
