@@ -399,3 +399,135 @@ def test_docker_it(dockerd):
     finally:
         os.close(master)
     assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out
+
+
+class Podman:
+    """podman (with conmon) on storage, run dirs and configuration of the
+    test's own; isolate-runc as its --runtime."""
+
+    def __init__(self, base: str):
+        assert shutil.which("podman") and shutil.which("conmon"), \
+            "podman is missing: apt-get install podman (see README)"
+        import resource
+        self.base = base
+        nproc = min(4096, resource.getrlimit(resource.RLIMIT_NPROC)[1])
+        with open(f"{base}/containers.conf", "w") as f:
+            # podman's default ulimits lie above this machine's hard limits
+            f.write(f"""[containers]
+default_ulimits = ["nofile=1024:1024", "nproc={nproc}:{nproc}"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{base}/events.log"
+""")
+        with open(f"{base}/storage.conf", "w") as f:
+            f.write(f'[storage]\ndriver = "overlay"\nrunroot = "{base}/run"\n'
+                    f'graphroot = "{base}/storage"\n')
+        self.env = dict(os.environ, CONTAINERS_CONF=f"{base}/containers.conf",
+                        CONTAINERS_STORAGE_CONF=f"{base}/storage.conf")
+        self.cgroup_parents = [d for d in _cgroup_dirs("libpod_parent") if not os.path.isdir(d)]
+        self.runtime = _runtime_binary()
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 60,
+               **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        r = subprocess.run(self.command(*args), capture_output=True, text=True,
+                           timeout=timeout, env=self.env, **kwargs)
+        if check:
+            assert r.returncode == 0, f"podman {' '.join(args)}: {r.stderr}"
+        return r
+
+    def command(self, *args: str) -> list[str]:
+        b = self.base
+        return ["podman", "--root", f"{b}/storage", "--runroot", f"{b}/run", "--tmpdir",
+                f"{b}/tmp", "--runtime", self.runtime, *args]
+
+    def stop(self) -> None:
+        self.podman("rm", "-af", check=False)
+        self.podman("system", "reset", "--force", check=False)
+        _umount_below(self.base)
+        for d in self.cgroup_parents:
+            try:
+                for sub in sorted(os.listdir(d)):
+                    if os.path.isdir(f"{d}/{sub}"):
+                        os.rmdir(f"{d}/{sub}")
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def podman():
+    base = tempfile.mkdtemp(prefix="pm-", dir="/tmp")
+    try:
+        p = Podman(base)
+        try:
+            archive = make_image(make_rootfs(os.path.join(base, "image-root")),
+                                 os.path.join(base, "busybox.tar"))
+            p.podman("load", "-i", archive)
+            yield p
+        finally:
+            p.stop()
+    finally:
+        _umount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_podman_run_exec_stop(podman):
+    p = podman
+    r = p.podman("run", "--rm", "--network", "none", "--memory", "64m", "busybox", "sh", "-c",
+                 "echo $$; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+                 " || cat /sys/fs/cgroup/memory.max; exit 3", check=False)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.split() == ["1", str(64 << 20)]
+    p.podman("run", "-d", "--name", "p1", "--network", "none", "busybox", "sleep", "100")
+    try:
+        r = p.podman("exec", "p1", "sh", "-c", "echo $$; exit 5", check=False)
+        assert r.returncode == 5 and int(r.stdout) > 1, r.stderr
+        p.podman("stop", "-t", "1", "p1")
+        assert p.podman("inspect", "-f", "{{.State.ExitCode}}", "p1").stdout.strip() == "137"
+    finally:
+        p.podman("rm", "-f", "p1", check=False)
+
+
+def test_podman_tty(podman):
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(podman.command("run", "--rm", "-it", "--network", "none",
+                                               "busybox", "sh", "-c",
+                                               "tty; test -t 0 && echo is-a-tty"),
+                                stdin=slave, stdout=slave, stderr=slave, env=podman.env,
+                                start_new_session=True)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(30) == 0, out
+    finally:
+        os.close(master)
+    assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out
+
+
+def test_readme_kubernetes_config_is_containerds(tmp_path):
+    """The runtime handler the README gives Kubernetes users is what this
+    containerd reads: its CRI section, with isolate-runc as the shim's binary."""
+    import re
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    config = tmp_path / "config.toml"
+    config.write_text(f'version = 2\nroot = "{tmp_path}/root"\nstate = "{tmp_path}/state"\n'
+                      + block)
+    r = subprocess.run(["containerd", "--config", str(config), "config", "dump"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    dumped = r.stdout
+    section = dumped[dumped.index('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.isolate]'):]
+    assert 'runtime_type = "io.containerd.runc.v2"' in section
+    assert 'BinaryName = "/usr/local/bin/isolate-runc"' in section
