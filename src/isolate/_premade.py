@@ -16,8 +16,6 @@ import os
 import queue
 import select
 import signal
-import socket
-import struct
 import subprocess
 import threading
 from typing import Any
@@ -26,8 +24,6 @@ from . import _isolate as _c
 from ._config import Config
 from .container import Process
 
-_HEADER = struct.Struct("II")
-_MAX = 192 * 1024       # below ISO_COMMAND_MAX, and a socket's send buffer
 
 
 class Premade:
@@ -148,33 +144,8 @@ def start(made: tuple[int, int, Any], launch: Any, argv: list[bytes],
     file, envp, path, cwd = launch.command(argv, executable)
     from .container import _devnull
     fds = [fd if fd >= 0 else _open_or_null(n, _devnull()) for n, fd in enumerate(stdio)]
+    from ._core import give
     give(ctl, cwd, file, path, argv, envp, fds)
-
-
-def give(ctl: int, cwd: bytes, file: bytes, path: bytes, argv: list[bytes],
-         envp: list[bytes], fds: list[int]) -> int:
-    """Send a waiting init its command and fds (stdio, and oci's gate), and
-    return the status of its answer; raise what it reports as failed."""
-    strings = [cwd, file, path, *argv, *envp]
-    message = _HEADER.pack(len(argv), len(envp)) + b"".join(s + b"\0" for s in strings)
-    if len(message) >= _MAX:
-        raise OSError(7, "Argument list too long: a pool's command, its arguments and "
-                      f"environment take at most {_MAX // 1024} KiB")
-    sock = socket.socket(fileno=ctl)
-    try:
-        socket.send_fds(sock, [message], fds)
-    finally:
-        sock.detach()
-    data = os.read(ctl, _c.MSG_SIZE)
-    if len(data) != _c.MSG_SIZE:
-        from .errors import ContainerError
-        raise ContainerError(0, "the container's init ended before starting the command",
-                             None, step="init")
-    kind, status, step, err, where = _c.parse_msg(data)
-    if kind == _c.MSG_ERROR:
-        from .errors import child_error
-        raise child_error(step, err, where)
-    return status
 
 
 def _open_or_null(fd: int, null: int) -> int:

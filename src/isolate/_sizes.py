@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
@@ -27,7 +26,9 @@ def parse_size(value: int | str, name: str = "size") -> int:
         if m is None:
             raise ValueError(f"{name}={value!r} is not a size: use bytes or a number with K, M, G or T")
         # exact: a float would round integers above 2**53
-        n = int(Fraction(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+        whole, _, frac = m.group(1).partition(".")
+        scale = 10 ** len(frac)
+        n = (int(whole) * scale + int(frac or 0)) * _UNITS[(m.group(2) or "").lower()] // scale
     else:
         raise TypeError(f"{name} must be an int or a str like '64M', not {type(value).__name__}")
     if n <= 0:

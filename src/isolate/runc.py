@@ -300,8 +300,7 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
     directory, the state, and the init's pid (a child of this process)."""
     from . import _isolate as _c
     from . import _oci
-    from ._premade import give
-    from .container import _devnull, _set_groups, _start, open_pty
+    from ._core import _devnull, _set_groups, _start, give, open_pty
     from ._config import env_list, DEFAULT_PATH
 
     if console is not None:
@@ -744,9 +743,9 @@ def _freeze(argv: list[str], name: str, frozen: bool) -> int:
         state = lock.state()
         status = _status(lock, state)
         if frozen and status != "running":
-            raise Fatal(f"container not running")
+            raise Fatal("container not running")
         if not frozen and status != "paused":
-            raise Fatal(f"container not paused")
+            raise Fatal("container not paused")
         cg = _cgroups(state)
         if cg is None:
             raise Fatal(f"{name}: the container has no cgroup")
@@ -876,8 +875,7 @@ def cmd_exec(argv: list[str]) -> int:
     from . import _isolate as _c
     from . import _oci
     from ._config import env_list, DEFAULT_PATH, Config
-    from .container import _check_own_child, open_pty
-    import dataclasses
+    from ._core import _check_own_child, open_pty
     o, rest = _parse(argv, {"process": "str", "p": "str", "console-socket": "str",
                             "detach": "bool", "d": "bool", "pid-file": "str", "tty": "bool",
                             "t": "bool", "cwd": "str", "env": "list", "e": "list",

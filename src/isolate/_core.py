@@ -1,0 +1,184 @@
+"""Starting a container from a Config: the steps around the C core that
+Container, isolate.run, Pool and isolate-runc share, kept apart from the API
+modules so that isolate-runc, which starts on every container's path, imports
+only this."""
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import stat
+import struct
+import threading
+from typing import Any, Callable
+
+from . import _isolate as _c
+from . import _plan
+from ._cgroups import Cgroups
+from ._config import Config, write_id_maps
+
+_devnull_fd = -1
+_devnull_rdev = -1
+_devnull_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    """One /dev/null fd for the inits' stdio, opened once per process (and
+    again where the process closed it: a daemon, a call's process)."""
+    global _devnull_fd, _devnull_rdev
+    with _devnull_lock:
+        if _devnull_fd >= 0:
+            try:
+                st = os.fstat(_devnull_fd)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == _devnull_rdev:
+                    return _devnull_fd
+            except OSError:
+                pass
+        _devnull_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        _devnull_rdev = os.fstat(_devnull_fd).st_rdev
+        return _devnull_fd
+
+
+_TIOCSPTLCK = 0x40045431        # unlockpt
+_TIOCGPTPEER = 0x5441           # open the slave of a master (Linux 4.13)
+
+
+def open_pty(init: int) -> tuple[int, int]:
+    """(master, slave) of a new pseudo-terminal in the /dev/pts of the
+    container whose init is `init`, close-on-exec."""
+    import fcntl
+    import struct
+    master = os.open(f"/proc/{init}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))       # unlockpt
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+def _check_own_child(pid: int, init: int) -> None:
+    """That pid, reported from inside the container, is a child of ours in a
+    PID namespace of the init's (NSpid: the same depth, not ours): a report
+    forged by the container (which may take fds with CAP_SYS_PTRACE) must
+    not point the caller's signals and waits at a host process. Read from
+    /proc/PID/status, which needs no ptrace access (the command may be
+    non-dumpable yet)."""
+    def nspid(p: int) -> list[str]:
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return line.split()[1:]
+        return []
+
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+        ours = nspid(pid)
+        same = len(ours) >= 2 and len(ours) == len(nspid(init))
+    except OSError:
+        same = False
+    if not same:
+        from .errors import ContainerError
+        raise ContainerError(1, f"the container reported pid {pid} for a command it started, "
+                             "which is no child of ours there: the report was tampered with",
+                             None, step="exec")
+
+
+def _set_groups(cfg: Config) -> bool:
+    """setgroups is denied in a user namespace whose maps the child wrote."""
+    return not cfg.userns or cfg.uid_map is not None
+
+
+def _map_writer(cfg: Config) -> Callable[[int], None] | None:
+    if cfg.uid_map is None:
+        return None
+    return functools.partial(write_id_maps, cfg)
+
+
+def _start(cfg: Config, container_id: str, spec: Any, run: int,
+           cgroups: Cgroups | None = None) -> tuple[int, int, int, Cgroups | None]:
+    """Make the container's cgroups (unless given: the caller's, which stay
+    the caller's to remove), then the container in them."""
+    made = cgroups is None
+    if made and cfg.limits:
+        cgroups = Cgroups.make(dict(cfg.limits), container_id)
+    cgroup_fd = -1
+    try:
+        if cgroups is not None:
+            cgroup_fd = cgroups.open()          # v2: cloned straight into it
+        pre, plan, post = _steps(cfg, container_id, cgroups, cgroup_fd < 0)
+        pid, pidfd, ctl, _ = _c.start_container(plan, _clone_flags(cfg, cgroups), spec, run,
+                                                _map_writer(cfg), cgroup_fd, pre, post,
+                                                _plan.net_beside(cfg))
+    except BaseException:
+        if made and cgroups is not None:
+            cgroups.remove()
+        raise
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
+    return pid, pidfd, ctl, cgroups
+
+
+def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,
+           join: bool = True) -> tuple[Any, Any, Any]:
+    """(pre, plan, post): the container's plan, built once per Config, and
+    the steps of this one container around it."""
+    pre = None
+    if cgroups is not None:
+        # join the cgroups first (unless cloned into it), then (if asked) a
+        # cgroup namespace, so that the container sees its own cgroup as the root
+        first = tuple(_plan.op(_c.OP_WRITE, dst=p, data="0") for p in cgroups.procs()) \
+            if join else ()
+        if "cgroup" in cfg.namespaces:
+            first += (_plan.op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["cgroup"], data="cgroup"),)
+        pre = _c.Plan(first)
+    post = None
+    if "uts" in cfg.namespaces:
+        post = _c.Plan((_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or container_id),))
+    return pre, _base_plan(cfg), post
+
+
+@functools.lru_cache(maxsize=64)
+def _base_plan(cfg: Config) -> Any:
+    return _c.Plan(_plan.container_steps(cfg, _plan.net_beside(cfg)))
+
+
+def _clone_flags(cfg: Config, cgroups: Cgroups | None) -> int:
+    flags = _plan.clone_flags(cfg, _plan.net_beside(cfg))
+    if cgroups is not None:
+        flags &= ~_c.NAMESPACE_FLAGS["cgroup"]     # unshared after joining (see _steps)
+    return flags
+
+
+#: a waiting init's command message (see iso_command_msg): its header, and
+#: its most, below ISO_COMMAND_MAX and a socket's send buffer
+_HEADER = struct.Struct("II")
+_MAX = 192 * 1024
+
+
+def give(ctl: int, cwd: bytes, file: bytes, path: bytes, argv: list[bytes],
+         envp: list[bytes], fds: list[int]) -> int:
+    """Send a waiting init its command and fds (stdio, and oci's gate), and
+    return the status of its answer; raise what it reports as failed."""
+    strings = [cwd, file, path, *argv, *envp]
+    message = _HEADER.pack(len(argv), len(envp)) + b"".join(s + b"\0" for s in strings)
+    if len(message) >= _MAX:
+        raise OSError(7, "Argument list too long: a pool's command, its arguments and "
+                      f"environment take at most {_MAX // 1024} KiB")
+    sock = socket.socket(fileno=ctl)
+    try:
+        socket.send_fds(sock, [message], fds)
+    finally:
+        sock.detach()
+    data = os.read(ctl, _c.MSG_SIZE)
+    if len(data) != _c.MSG_SIZE:
+        from .errors import ContainerError
+        raise ContainerError(0, "the container's init ended before starting the command",
+                             None, step="init")
+    kind, status, step, err, where = _c.parse_msg(data)
+    if kind == _c.MSG_ERROR:
+        from .errors import child_error
+        raise child_error(step, err, where)
+    return status
