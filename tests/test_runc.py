@@ -406,3 +406,75 @@ def test_attacks_from_inside_see_nothing_of_the_runtime(runtime, tmp_path, rootf
     assert lines[1:4] == ["0", "0", "0"]
     assert lines[4] == "/"
     _gone(root, parent, "c1")
+
+
+HOOK = """#!/bin/sh
+# a hook: its name and the state it was given, one line each
+{{ echo "$1 $(cat)"; }} >> "{log}"
+exit "${{2:-0}}"
+"""
+
+
+def _hooks(tmp_path, fail: str | None = None, hang: str | None = None) -> tuple[dict, str]:
+    log = str(tmp_path / "hooks.log")
+    hook = tmp_path / "hook.sh"
+    hook.write_text(HOOK.format(log=log))
+    hook.chmod(0o755)
+    hooks = {}
+    for name in ("prestart", "createRuntime", "poststart", "poststop"):
+        entry = {"path": str(hook), "args": ["hook.sh", name, "3" if name == fail else "0"]}
+        if name == hang:
+            entry = {"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}
+        hooks[name] = [entry]
+    return hooks, log
+
+
+def test_hooks_run_in_order_with_the_state(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    hooks, log = _hooks(tmp_path)
+    bundle = _bundle(tmp_path, rootfs, ["true"], parent, hooks=hooks)
+    code, _, err = _shim(runc, bundle)
+    assert code == 0, err
+    with open(log) as f:
+        lines = [line.split(" ", 1) for line in f.read().splitlines()]
+    assert [name for name, _ in lines] == ["prestart", "createRuntime", "poststart", "poststop"]
+    states = [json.loads(s) for _, s in lines]
+    assert all(s["id"] == "c1" and s["bundle"] == bundle for s in states)
+    assert states[0]["status"] == "created" and states[0]["pid"] > 0
+    assert states[3]["status"] == "stopped"
+    _gone(root, parent, "c1")
+
+
+@pytest.mark.parametrize("fail,hang", [("createRuntime", None), (None, "prestart")])
+def test_a_failing_or_hanging_hook_fails_create(runtime, tmp_path, rootfs, fail, hang):
+    runc, root, parent = runtime
+    hooks, _ = _hooks(tmp_path, fail=fail, hang=hang)
+    bundle = _bundle(tmp_path, rootfs, ["true"], parent, hooks=hooks)
+    r = _run(runc, "create", "--bundle", bundle, "c1", check=False)
+    assert r.returncode == 1
+    assert ("exit status 3" if fail else "timed out after 1 s") in r.stderr
+    assert not os.path.exists(os.path.join(root, "c1"))
+    _gone(root, parent, "c1")
+
+
+def test_update_changes_the_limits_inside(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["sleep", "60"], parent, **{
+        "linux.resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}})
+    _run(runc, "run", "--detach", "--bundle", bundle, "c1")
+    try:
+        res = tmp_path / "res.json"
+        res.write_text(json.dumps({"memory": {"limit": 96 << 20}, "pids": {"limit": 20}}))
+        _run(runc, "update", "--resources", str(res), "c1")
+        proc = tmp_path / "p.json"
+        proc.write_text(json.dumps({"args": ["sh", "-c", "cat /sys/fs/cgroup/memory/memory."
+                                             "limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null"
+                                             " || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max"],
+                                    "cwd": "/", "env": ["PATH=/bin"]}))
+        r = _run(runc, "exec", "--process", str(proc), "c1")
+        assert r.stdout.split() == [str(96 << 20), "20"]
+        r = _run(runc, "update", "--memory", "1000", "c1", check=False)
+        assert r.returncode == 1 and "memory" in r.stderr
+    finally:
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
