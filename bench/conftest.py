@@ -221,6 +221,14 @@ TARGETS = [
      1.0, "max"),
     ("Pool.run / subprocess.run (moonshot)", ("commands", "pool_run"),
      ("commands", "subprocess_run"), 1.1, "max"),
+    ("ctr run --rm through containerd: isolate-runc / runc", ("containerd", "ctr_run_isolate_runc"),
+     ("containerd", "ctr_run_runc"), 1.0, "max"),
+    ("RUNTIME run of a bundle: isolate-runc / runc", ("oci-run", "oci_run_isolate_runc"),
+     ("oci-run", "oci_run_runc"), 1.0, "max"),
+    ("RUNTIME run of a bundle: isolate-runc / crun (stretch)", ("oci-run", "oci_run_isolate_runc"),
+     ("oci-run", "oci_run_crun"), 1.0, "max"),
+    ("runtime command line start-up: isolate-runc / runc", ("oci-cli", "cli_state_isolate_runc"),
+     ("oci-cli", "cli_state_runc"), 1.0, "max"),
 ]
 
 
@@ -283,6 +291,7 @@ def pytest_terminal_summary(terminalreporter, config):
                       b.extra_info["kib_per_container"], b.extra_info.get("cgroup_kib_per_container"))
                      for b in session.benchmarks if b.stats.data and "containers" in b.extra_info)
     groups.pop("density", None)
+    groups.pop("containerd-density", None)
     groups.pop("boot15", None)
     groups.pop("dask", None)
     groups.pop("pytest-isolate", None)

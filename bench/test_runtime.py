@@ -129,3 +129,31 @@ def test_ctr_run_runc(benchmark, rounds, containerd):
 @pytest.mark.benchmark(group="containerd")
 def test_ctr_run_isolate_runc(benchmark, rounds, containerd):
     _ctr_row(benchmark, rounds, containerd, containerd.runtime)
+
+
+@pytest.mark.benchmark(group="containerd-density")
+@pytest.mark.parametrize("runtime", ["runc", "isolate-runc"])
+def test_ctr_density(benchmark, containerd, runtime, quick):
+    """100 sleeping containers through containerd (each with its shim), one
+    runtime then the other: the host memory each adds (MemAvailable)."""
+    import boot15
+    n = 5 if quick else 100
+    binary = _tool("runc") if runtime == "runc" else containerd.runtime
+    names = [f"d{runtime[0]}{i}" for i in range(n)]
+    before = boot15.available_kib()
+    try:
+        benchmark.pedantic(lambda: [containerd.ctr("run", "-d", "--runc-binary", binary, IMAGE,
+                                                   name, "sleep", "100000") for name in names],
+                           rounds=1, iterations=1)
+        import time
+        time.sleep(0.5)
+        added = before - boot15.available_kib()
+    finally:
+        for name in names:
+            containerd.ctr("task", "kill", "-s", "SIGKILL", name, check=False)
+        for name in names:
+            containerd.ctr("task", "rm", "-f", name, check=False)
+            containerd.ctr("container", "rm", name, check=False)
+    benchmark.extra_info["containers"] = n
+    benchmark.extra_info["kind"] = f"containerd + {runtime}"
+    benchmark.extra_info["kib_per_container"] = added / n
