@@ -175,3 +175,41 @@ def test_unprivileged_caller_with_subuid_ranges(world_readable):
     assert words == ["0", "65534", "1", "1", "200000", "65536",
                      "0", "65534", "1", "1", "200000", "65536", "0"]
     assert os.stat(os.path.join(shared, "by-user")).st_uid == 200999
+
+
+RUNC_PROBE = """
+import json, os, subprocess, sys
+dest, bundle = sys.argv[1], sys.argv[2]
+runc = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from isolate.runc import main; "
+        "main()" % dest, "--root", os.path.join(dest, "state")]
+subprocess.run(runc + ["spec", "--rootless", "--bundle", bundle], check=True)
+with open(os.path.join(bundle, "config.json")) as f:
+    spec = json.load(f)
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; echo $$; exit 4"]
+spec["root"]["path"] = os.path.join(dest, "rootfs")
+with open(os.path.join(bundle, "config.json"), "w") as f:
+    json.dump(spec, f)
+r = subprocess.run(runc + ["run", "--bundle", bundle, "rl1"], capture_output=True, text=True)
+left = os.listdir(os.path.join(dest, "state"))
+print(json.dumps([r.returncode, r.stdout.split(), r.stderr, left]))
+"""
+
+
+def test_unprivileged_isolate_runc_runs_a_rootless_bundle(world_readable):
+    """`isolate-runc spec --rootless` run by uid 65534: a user namespace
+    mapping the caller's own id, no cgroups (none delegated), exit status."""
+    py = _python_for_nobody()
+    _userns_allowed()
+    stage(world_readable)
+    bundle = os.path.join(world_readable, "bundle")
+    os.mkdir(bundle)
+    os.chmod(bundle, 0o777)
+    os.chmod(world_readable, 0o777)
+    r = subprocess.run([*NOBODY, py, "-c", RUNC_PROBE, world_readable, bundle],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    code, words, err, left = json.loads(r.stdout)
+    assert code == 4, err
+    assert words == ["0", "0", "65534", "1", "1"]
+    assert left == []

@@ -145,6 +145,8 @@ def load(bundle: str) -> Bundle:
     if uid_map is not None and "user" not in namespaces:
         raise SpecError("linux.uidMappings: needs a user namespace")
 
+    if uid_map == [(0, os.geteuid(), 1)] and gid_map == [(0, os.getegid(), 1)]:
+        uid_map = gid_map = None    # the caller's own ids alone: the child maps them itself
     hostname = _get(spec, "hostname", str, "config")
     if _get(spec, "domainname", str, "config"):
         raise SpecError("domainname: not supported yet")
@@ -194,7 +196,8 @@ def load(bundle: str) -> Bundle:
             rootfs, _subid_maps=False, hostname=hostname or None, mounts=mounts,
             env=dict(p.env), cwd=p.cwd, user=f"{p.uid}:{p.gid}", readonly=readonly,
             namespaces=namespaces, cap_add=p.caps, cap_drop=["ALL"], rlimits=p.rlimits,
-            seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, devices=devices, **limits)
+            seccomp=seccomp, uid_map=uid_map, gid_map=gid_map, devices=devices,
+            userns="user" in namespaces, **limits)
     except SpecError:
         raise
     except (ValueError, TypeError, OSError) as e:
