@@ -295,9 +295,11 @@ def _run_hooks(name: str, hooks: list[dict[str, Any]], oci_state: dict[str, Any]
 # -- create, start, run --------------------------------------------------------
 
 def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
-            detach_stdio: bool = True) -> tuple[Locked, dict[str, Any], int]:
+            detach_stdio: bool = True) -> tuple[Locked, dict[str, Any], int, int]:
     """Make the container, its process parked; returns the locked state
-    directory, the state, and the init's pid (a child of this process)."""
+    directory, the state, the init's pid (a child of this process), and
+    the terminal's master for `run` in the foreground without a console
+    socket (else -1), which `run` serves."""
     from . import _isolate as _c
     from . import _oci
     from ._core import _devnull, _set_groups, _start, give, open_pty
@@ -326,7 +328,7 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
     cfg = b.config
     lock = Locked(cid, create=True)
     cgroups = pid = None
-    pidfd = ctl = gate = -1
+    pidfd = ctl = gate = kept = -1
     fds: list[int] = []
     try:
         from ._cgroups import Cgroups
@@ -369,8 +371,11 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
                         "HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0))
                 if console is not None:
                     _send_console(console, master)
+                else:
+                    kept, master = master, -1
             finally:
-                os.close(master)
+                if master >= 0:
+                    os.close(master)
         else:
             fds = [_own_stdio(n, null) for n in range(3)]
         env = list(b.env)
@@ -399,8 +404,10 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
         lock.save(state)
         if pid_file:
             _write_atomic(os.path.abspath(pid_file), str(pid).encode())
-        return lock, state, pid
+        return lock, state, pid, kept
     except BaseException:
+        if kept >= 0:
+            os.close(kept)
         if pidfd >= 0:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -479,7 +486,8 @@ def cmd_create(argv: list[str]) -> int:
                             "console-socket": "str", "no-pivot": "bool",
                             "no-new-keyring": "bool", "preserve-fds": "int"}, "create")
     cid = _one_id(rest, "create")
-    lock, _, _ = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"], o["console-socket"])
+    lock, _, _, _ = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
+                            o["console-socket"])
     lock.close()
     return 0
 
@@ -508,17 +516,24 @@ def cmd_run(argv: list[str]) -> int:
                             "preserve-fds": "int", "keep": "bool"}, "run")
     cid = _one_id(rest, "run")
     detach = o["detach"] or o["d"]
-    lock, state, pid = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
-                               o["console-socket"], detach_stdio=detach)
+    lock, state, pid, master = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
+                                       o["console-socket"], detach_stdio=detach)
     try:
         _release(lock, state)
     except BaseException:
         lock.close()
+        if master >= 0:
+            os.close(master)
         _destroy(cid, force=True)
         raise
     lock.close()
     if detach:
         return 0
+    if master >= 0:             # -t in the foreground: this terminal is the container's
+        code = _proxy_tty(pid, master)
+        if not o["keep"]:
+            _destroy(cid, force=True)
+        return code
     # the foreground: this process is the init's parent; wait, and delete
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
