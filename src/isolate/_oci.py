@@ -114,7 +114,8 @@ def load(bundle: str) -> Bundle:
     readonly = _get(root, "readonly", bool, "root", False)
 
     linux = _get(spec, "linux", dict, "config", {})
-    namespaces, joins = set(), []
+    namespaces: set[str] = set()
+    joins: list[tuple[str, str]] = []
     for i, ns in enumerate(_get(linux, "namespaces", list, "linux", [])):
         where = f"linux.namespaces[{i}]"
         kind = _get(ns, "type", str, where)
@@ -327,7 +328,7 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
     """What `isolate-runc spec` writes: runc's template (sh in ./rootfs)."""
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     ns = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -537,7 +538,7 @@ def cmd_run(argv: list[str]) -> int:
     # the foreground: this process is the init's parent; wait, and delete
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(s, lambda n, _f, pid=pid: _forward(pid, n))
+        signal.signal(s, functools.partial(_forward_handler, pid))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -548,6 +549,10 @@ def cmd_run(argv: list[str]) -> int:
         _destroy(cid, force=True)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
         else 128 + os.WTERMSIG(status)
+
+
+def _forward_handler(pid: int, n: int, _frame: object) -> None:
+    _forward(pid, n)
 
 
 def _forward(pid: int, n: int) -> None:
@@ -989,12 +994,11 @@ def cmd_exec(argv: list[str]) -> int:
         return _proxy_tty(pid, master)
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, sts = os.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
-        else 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(sts) if os.WIFEXITED(sts) else 128 + os.WTERMSIG(sts)
 
 
 def _proxy_tty(pid: int, master: int) -> int:
