@@ -7,7 +7,6 @@ temporary directory, stopped and removed afterwards, with nothing left
 """
 from __future__ import annotations
 
-import json
 import os
 import pty
 import shutil
@@ -48,6 +47,49 @@ def _umount_below(path: str) -> None:
         targets = [line.split()[4] for line in f]
     for t in sorted((t for t in targets if t.startswith(path + "/")), key=len, reverse=True):
         subprocess.run(["umount", "-l", t], check=False)
+
+
+def _engine(cls, prefix: str, load):
+    """A module's engine: started in a directory of its own under /tmp
+    (short: socket paths), the test image loaded, and everything removed."""
+    base = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    try:
+        engine = cls(base)
+        try:
+            load(engine, make_image(make_rootfs(os.path.join(base, "image-root")),
+                                    os.path.join(base, "busybox.tar")))
+            yield engine
+        finally:
+            engine.stop()
+    finally:
+        _umount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+TTY_PROBE = "tty; test -t 0 && echo is-a-tty"
+
+
+def _assert_tty(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Run an engine's client on a terminal of ours: the container's
+    process must see a terminal of its own as stdin, and we its output."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                start_new_session=True)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:         # EIO: every holder of the slave is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(30) == 0, out
+    finally:
+        os.close(master)
+    assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out
 
 
 class Containerd:
@@ -132,19 +174,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 @pytest.fixture(scope="module")
 def containerd():
-    base = tempfile.mkdtemp(prefix="ctd-", dir="/tmp")     # short: socket paths
-    try:
-        d = Containerd(base)
-        try:
-            rootfs = make_rootfs(os.path.join(base, "image-root"))
-            archive = make_image(rootfs, os.path.join(base, "busybox.tar"))
-            d.ctr("image", "import", archive)
-            yield d
-        finally:
-            d.stop()
-    finally:
-        _umount_below(base)
-        shutil.rmtree(base, ignore_errors=True)
+    yield from _engine(Containerd, "ctd-", lambda d, archive: d.ctr("image", "import", archive))
 
 
 def test_ctr_run_exit_code_stdio_and_namespaces(containerd):
@@ -180,28 +210,9 @@ def test_ctr_oom_kill(containerd):
 
 def test_ctr_tty(containerd):
     """-t: the shim's console socket gets the pty; ctr's terminal shows it."""
-    master, slave = pty.openpty()
     c = containerd
-    try:
-        proc = subprocess.Popen(["ctr", "--address", f"{c.base}/c.sock", "-n", c.namespace,
-                                 "run", "--rm", "-t", "--runc-binary", c.runtime, IMAGE, "t4",
-                                 "sh", "-c", "tty; test -t 0 && echo is-a-tty"],
-                                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:         # EIO: every holder of the slave is gone
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert proc.wait(30) == 0
-    finally:
-        os.close(master)
-    lines = out.decode().replace("\r", "").splitlines()
-    assert lines[:2] == ["/dev/pts/0", "is-a-tty"], out
+    _assert_tty(["ctr", "--address", f"{c.base}/c.sock", "-n", c.namespace, "run", "--rm", "-t",
+                 "--runc-binary", c.runtime, IMAGE, "t4", "sh", "-c", TTY_PROBE])
 
 
 def test_ctr_task_lifecycle_exec_pause_ps_metrics(containerd):
@@ -324,19 +335,7 @@ def _cgroup_dirs(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dockerd():
-    base = tempfile.mkdtemp(prefix="dk-", dir="/tmp")
-    try:
-        d = Dockerd(base)
-        try:
-            archive = make_image(make_rootfs(os.path.join(base, "image-root")),
-                                 os.path.join(base, "busybox.tar"))
-            d.docker("load", "-i", archive)
-            yield d
-        finally:
-            d.stop()
-    finally:
-        _umount_below(base)
-        shutil.rmtree(base, ignore_errors=True)
+    yield from _engine(Dockerd, "dk-", lambda d, archive: d.docker("load", "-i", archive))
 
 
 def test_docker_run(dockerd, tmp_path):
@@ -379,26 +378,8 @@ def test_docker_exec_stop_kill(dockerd):
 
 
 def test_docker_it(dockerd):
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(["docker", "-H", dockerd.sock, "run", "--rm", "-it", "--runtime",
-                                 "isolate", "--network", "none", "busybox", "sh", "-c",
-                                 "tty; test -t 0 && echo is-a-tty"],
-                                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert proc.wait(30) == 0, out
-    finally:
-        os.close(master)
-    assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out
+    _assert_tty(["docker", "-H", dockerd.sock, "run", "--rm", "-it", "--runtime", "isolate",
+                 "--network", "none", "busybox", "sh", "-c", TTY_PROBE])
 
 
 class Podman:
@@ -458,19 +439,7 @@ events_logfile_path = "{base}/events.log"
 
 @pytest.fixture(scope="module")
 def podman():
-    base = tempfile.mkdtemp(prefix="pm-", dir="/tmp")
-    try:
-        p = Podman(base)
-        try:
-            archive = make_image(make_rootfs(os.path.join(base, "image-root")),
-                                 os.path.join(base, "busybox.tar"))
-            p.podman("load", "-i", archive)
-            yield p
-        finally:
-            p.stop()
-    finally:
-        _umount_below(base)
-        shutil.rmtree(base, ignore_errors=True)
+    yield from _engine(Podman, "pm-", lambda p, archive: p.podman("load", "-i", archive))
 
 
 def test_podman_run_exec_stop(podman):
@@ -491,27 +460,8 @@ def test_podman_run_exec_stop(podman):
 
 
 def test_podman_tty(podman):
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(podman.command("run", "--rm", "-it", "--network", "none",
-                                               "busybox", "sh", "-c",
-                                               "tty; test -t 0 && echo is-a-tty"),
-                                stdin=slave, stdout=slave, stderr=slave, env=podman.env,
-                                start_new_session=True)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert proc.wait(30) == 0, out
-    finally:
-        os.close(master)
-    assert out.decode().replace("\r", "").splitlines()[:2] == ["/dev/pts/0", "is-a-tty"], out
+    _assert_tty(podman.command("run", "--rm", "-it", "--network", "none", "busybox", "sh", "-c",
+                               TTY_PROBE), env=podman.env)
 
 
 def test_readme_kubernetes_config_is_containerds(tmp_path):

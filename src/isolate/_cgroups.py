@@ -121,6 +121,18 @@ def _mkdir(path: str) -> None:
                           path) from None
 
 
+def _make_level(path: str, leaf: bool) -> bool:
+    """One directory of a cgroup path of the caller's choosing: made (True),
+    or already there (False), which the leaf, a container's own, must not be."""
+    if not os.path.isdir(path):
+        _mkdir(path)
+        return True
+    if leaf:
+        raise CgroupError(errno.EEXIST, f"cgroup: {path} exists: another container has it",
+                          path)
+    return False
+
+
 def _rmdir(path: str, deadline: float) -> None:
     """rmdir once the last process is gone (EBUSY until then)."""
     while True:
@@ -487,12 +499,8 @@ class V1(Cgroups):
             d = os.path.normpath(f"{ROOT}/{controller}/{'' if absolute else _own(controller)}")
             for i, part in enumerate(parts):
                 parent, d = d, f"{d}/{part}"
-                if os.path.isdir(d):
-                    if i == len(parts) - 1:
-                        raise CgroupError(errno.EEXIST, f"cgroup: {d} exists: another "
-                                          "container has it", d)
+                if not _make_level(d, i == len(parts) - 1):
                     continue
-                _mkdir(d)
                 if i == len(parts) - 1:
                     self.dirs[controller] = d
                 if controller == "cpuset":
@@ -627,12 +635,7 @@ class V2(Cgroups):
             self._enable(d, list(dict.fromkeys(
                 [*wanted, *(c for c in ("cpu", "memory", "pids") if c in offered)])))
             d = f"{d}/{part}"
-            if os.path.isdir(d):
-                if i == len(parts) - 1:
-                    raise CgroupError(errno.EEXIST, f"cgroup: {d} exists: another container "
-                                      "has it", d)
-                continue
-            _mkdir(d)
+            _make_level(d, i == len(parts) - 1)
         self.dirs[""] = d
 
     @staticmethod
