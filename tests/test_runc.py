@@ -118,7 +118,8 @@ def _gone(root: str, parent: str, cid: str) -> None:
         assert not os.path.exists(f"{base}/{cid}"), f"cgroup left: {base}/{cid}"
 
 
-SEES = ("echo pid=$$ host=$(hostname) uid=$(id -u) gids=$(id -G); grep CapEff /proc/self/status;"
+SEES = ("echo pid=$$ host=$(hostname) uid=$(id -u) gids=$(id -G) domain=$(cat /proc/sys/kernel/domainname);"
+        " grep CapEff /proc/self/status;"
         " readlink /proc/1/exe; ls /proc/self/fd | tr '\\n' ' '; echo;"
         " grep -c ' /proc/timer_list ' /proc/self/mountinfo")
 
@@ -131,12 +132,12 @@ def test_lifecycle_from_inside(runtime, tmp_path, public_tmp):
     rootfs = make_rootfs(public_tmp)     # a root that uid 1000 may enter
     runc, root, parent = runtime
     bundle = _bundle(tmp_path, rootfs, ["sh", "-c", SEES + "; exit 7"], parent,
-                     hostname="oci-box", **{"process.user": {"uid": 1000, "gid": 1000,
+                     hostname="oci-box", domainname="oci.example", **{"process.user": {"uid": 1000, "gid": 1000,
                                                              "additionalGids": [100]}})
     code, out, err = _shim(runc, bundle)
     assert code == 7, err
     lines = out.splitlines()
-    assert lines[0] == "pid=1 host=oci-box uid=1000 gids=1000 100"
+    assert lines[0] == "pid=1 host=oci-box uid=1000 gids=1000 100 domain=oci.example"
     # CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE as runc's template gives
     # them (a non-root user's effective set is empty)
     assert lines[1].split()[1] in ("0000000000000000", "0000000020000420")

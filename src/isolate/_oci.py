@@ -149,8 +149,9 @@ def load(bundle: str) -> Bundle:
     if uid_map == [(0, os.geteuid(), 1)] and gid_map == [(0, os.getegid(), 1)]:
         uid_map = gid_map = None    # the caller's own ids alone: the child maps them itself
     hostname = _get(spec, "hostname", str, "config")
-    if _get(spec, "domainname", str, "config"):
-        raise SpecError("domainname: not supported yet")
+    domainname = _get(spec, "domainname", str, "config")
+    if domainname and "uts" not in namespaces:
+        raise SpecError("domainname: needs a uts namespace of the container's own")
 
     mounts = _mounts(spec, bundle)
     cgroup_mount = any(isinstance(m, dict) and m.get("destination") == "/sys/fs/cgroup"
@@ -158,6 +159,10 @@ def load(bundle: str) -> Bundle:
                        for m in spec.get("mounts") or [])
     limits = _resources(_get(linux, "resources", dict, "linux", {}))
     sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), namespaces)
+    if domainname:      # setdomainname(2), as the UTS namespace's sysctl
+        if len(domainname.encode()) > 64 or "\n" in domainname:
+            raise SpecError(f"domainname: {domainname!r} is longer than 64 bytes or has a newline")
+        sysctls += (("kernel.domainname", domainname),)
     devices = _devices(_get(linux, "devices", list, "linux", []))
     seccomp = _get(linux, "seccomp", dict, "linux")
     if seccomp is not None:
