@@ -249,6 +249,18 @@ def test_run_foreground_exit_code_and_limits(runtime, tmp_path, rootfs):
     _gone(root, parent, "c1")
 
 
+def test_time_namespace_offsets(runtime, tmp_path, rootfs):
+    runc, root, parent = runtime
+    ns = default_spec()["linux"]["namespaces"] + [{"type": "time"}]
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "cut -d. -f1 /proc/uptime"], parent, **{
+        "linux.namespaces": ns, "linux.timeOffsets": {"boottime": {"secs": 86400 * 365}}})
+    r = _run(runc, "run", "--bundle", bundle, "c1")
+    with open("/proc/uptime") as f:
+        host = float(f.read().split()[0])
+    assert 86400 * 365 + host - 5 < int(r.stdout) < 86400 * 365 + host + 60
+    _gone(root, parent, "c1")
+
+
 def test_root_in_place_and_readonly(runtime, tmp_path, fresh_rootfs):
     """The bundle's root is the container's, writable in place (the engine's
     snapshot takes the writes), or read-only."""

@@ -91,6 +91,9 @@ class Config:
     #: making its own ("net", "/proc/PID/ns/net"): a Kubernetes pod's
     #: containers share its sandbox's network, IPC and UTS namespaces so
     joins: tuple[tuple[str, str], ...] = ()
+    #: (clock, seconds, nanoseconds) of a time namespace: "monotonic" or
+    #: "boottime" as the container sees them, ahead of the host's
+    time_offsets: tuple[tuple[str, int, int], ...] = ()
     #: the container's cgroup at /sys/fs/cgroup even without limits (its
     #: cgroups then come from the caller, see container._start)
     cgroupfs: bool = False

@@ -172,7 +172,16 @@ def load(bundle: str) -> Bundle:
     masked = _paths(linux, "maskedPaths")
     ro_paths = _paths(linux, "readonlyPaths")
     cgroups_path = _get(linux, "cgroupsPath", str, "linux")
-    for key in ("personality", "intelRdt", "timeOffsets", "mountLabel"):
+    offsets = []
+    for clock, value in _get(linux, "timeOffsets", dict, "linux", {}).items():
+        if clock not in ("monotonic", "boottime"):
+            raise SpecError(f"linux.timeOffsets.{clock}: the clocks are monotonic and boottime")
+        where = f"linux.timeOffsets.{clock}"
+        offsets.append((clock, _get(value, "secs", int, where, 0),
+                        _get(value, "nanosecs", int, where, 0)))
+    if offsets and "time" not in namespaces:
+        raise SpecError("linux.timeOffsets: needs a time namespace")
+    for key in ("personality", "intelRdt", "mountLabel"):
         if linux.get(key) not in (None, "", {}, []):
             warnings.append(f"linux.{key}: not supported; ignored")
 
@@ -211,7 +220,7 @@ def load(bundle: str) -> Bundle:
     cfg = dataclasses.replace(
         cfg, user=User(p.uid, p.gid, p.groups), no_new_privs=p.no_new_privs,
         rootfs_inplace=True, masked_paths=masked, readonly_paths=ro_paths, sysctls=sysctls,
-        cgroupfs=cgroup_mount, joins=tuple(joins))
+        cgroupfs=cgroup_mount, joins=tuple(joins), time_offsets=tuple(offsets))
     return Bundle(bundle, cfg, spec, p.args, p.env, p.cwd, p.terminal, p.umask, cgroups_path,
                   p.oom_score_adj, hooks, joins, cgroup_mount and "cgroup" not in namespaces,
                   warnings)

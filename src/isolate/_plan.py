@@ -320,6 +320,9 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
     if "time" in cfg.namespaces:
         # clone cannot take CLONE_NEWTIME; the init enters it when it execs
         steps.append(op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["time"], data="time"))
+        if cfg.time_offsets:    # before any process is in it: the init's exec enters it
+            steps.append(op(_c.OP_WRITE, dst="/proc/self/timens_offsets", data="".join(
+                f"{clock} {s} {ns}\n" for clock, s, ns in cfg.time_offsets)))
     return tuple(steps)
 
 
