@@ -769,14 +769,31 @@ out:
     return m;
 }
 
+/* A bind's source, a tree of its own: the caller made its path real (no
+ * symlink in it, see _plan); one found in it now (a component swapped since,
+ * by whoever may write a directory on the way) is refused, not followed to
+ * where the swap points. */
+static int source_tree(const char *src, int recursive)
+{
+    struct { uint64_t flags, mode, resolve; } how = {
+        O_PATH | O_CLOEXEC, 0, 0x04 | 0x02 /* RESOLVE_NO_SYMLINKS, RESOLVE_NO_MAGICLINKS */};
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, src, &how, sizeof how);
+    if (fd < 0)
+        return -1;
+    int tree = (int)syscall(SYS_open_tree, fd, "", ISO_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH |
+                            (recursive ? AT_RECURSIVE : 0));
+    int err = errno;
+    close(fd);
+    errno = err;
+    return tree;
+}
+
 static int mount_in_root(const iso_op_t *op, iso_error_t *e)
 {
     /* MOUNT_ATTR_RDONLY, NOSUID, NODEV, NOEXEC have the values of the MS_ flags */
     uint64_t attr[4] = {op->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), 0, 0, 0};
     int bind = op->src != NULL, step = bind ? ISO_STEP_BIND : ISO_STEP_MOUNT, r = -1;
-    int tree = bind ? (int)syscall(SYS_open_tree, AT_FDCWD, op->src,
-                                   ISO_OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE)
-                    : new_fs(op, attr[0]);
+    int tree = bind ? source_tree(op->src, 1) : new_fs(op, attr[0]);
     if (tree < 0)
         return fail(e, step, bind ? op->src : op->dst);
     /* a bind's flags, on the tree before anyone sees it */
@@ -828,8 +845,15 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
         return 0;
 
     case ISO_OP_BIND: {
-        if (mount(op->src, op->dst, NULL, MS_BIND | (op->flags & MS_REC), NULL) < 0)
+        int tree = source_tree(op->src, (op->flags & MS_REC) != 0);
+        if (tree < 0)
             return fail(e, ISO_STEP_BIND, op->src);
+        int r = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, op->dst, 0x04 /* F_EMPTY_PATH */);
+        int err = errno;
+        close(tree);
+        errno = err;
+        if (r < 0)
+            return fail(e, ISO_STEP_BIND, op->dst);
         unsigned long extra = op->flags & ~(unsigned long)MS_REC;
         if (extra == 0)
             return 0;

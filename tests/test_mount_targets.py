@@ -194,3 +194,25 @@ def test_overlay_mount_bad_input(tmp_path):
         isolate.run(["true"], mounts=[Mount.overlay(tmp_path / "link", "/x")])
     with pytest.raises(ValueError, match="relative"):
         Mount.overlay("relative", "/x")
+
+
+def test_a_bind_source_swapped_for_a_symlink_is_refused(tmp_path, rootfs):
+    """A directory on a bind source's path that becomes a symlink after the
+    container's plan was made (whoever may write its parent can swap it) is
+    refused, not followed to where it points."""
+    import isolate
+    from isolate import Mount
+    src = tmp_path / "vol" / "sub"
+    src.mkdir(parents=True)
+    (src / "f").write_text("mine\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "f").write_text("host secret\n")
+    mounts = [Mount.bind(str(src), "/mnt", readonly=True)]
+    r = isolate.run(["cat", "/mnt/f"], rootfs=rootfs, mounts=mounts, capture_output=True)
+    assert r.stdout == b"mine\n"
+    os.rename(src, tmp_path / "vol" / "old")
+    os.symlink(secret, src)             # the same options: the plan made before is used
+    with pytest.raises(isolate.ContainerError) as e:
+        isolate.run(["cat", "/mnt/f"], rootfs=rootfs, mounts=mounts, capture_output=True)
+    assert e.value.step == "bind mount" and e.value.errno == errno.ELOOP
