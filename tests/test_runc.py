@@ -495,3 +495,19 @@ def test_update_changes_the_limits_inside(runtime, tmp_path, rootfs):
     finally:
         _run(runc, "delete", "--force", "c1")
     _gone(root, parent, "c1")
+
+
+def test_sysctls_are_the_containers_own(runtime, tmp_path, rootfs):
+    """A network sysctl lands in the container's network namespace, never
+    the host's (whose namespace the runtime starts in)."""
+    runc, root, parent = runtime
+    with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+        host_before = f.read()
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "cat /proc/sys/net/unix/max_dgram_qlen "
+                                        "/proc/sys/kernel/msgmax"], parent, **{
+        "linux.sysctl": {"net.unix.max_dgram_qlen": "777", "kernel.msgmax": "12345"}})
+    r = _run(runc, "run", "--bundle", bundle, "c1")
+    assert r.stdout.split() == ["777", "12345"]
+    with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+        assert f.read() == host_before
+    _gone(root, parent, "c1")

@@ -103,7 +103,12 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
                         flags=NOSUID | NODEV | NOEXEC))
     else:
         steps.append(op(_c.OP_BIND, src=OLDROOT + "/proc", dst=r + "/proc", flags=REC))
-    # before /proc/sys is made read-only; the keys were checked to be namespaced
+    # before /proc/sys is made read-only; the keys were checked to be namespaced.
+    # /proc/sys/net is the writer's network namespace's: the container's is
+    # joined first where it is made beside (else the host's would be written)
+    joined = beside and any(key.startswith("net.") for key, _ in cfg.sysctls)
+    if joined:
+        steps.append(op(_c.OP_JOIN_NET))
     steps += [op(_c.OP_WRITE, dst=f"{r}/proc/sys/{key.replace('.', '/')}", data=value)
               for key, value in cfg.sysctls]
 
@@ -166,7 +171,7 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
                   if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
                   for p in readonly]
 
-    if beside:
+    if beside and not joined:
         steps.append(op(_c.OP_JOIN_NET))
     if "net" not in cfg.namespaces and cfg.rootfs is None:
         pass    # the host's /sys is there, read-only with the root (a new sysfs of the
