@@ -511,3 +511,23 @@ def test_sysctls_are_the_containers_own(runtime, tmp_path, rootfs):
     with open("/proc/sys/net/unix/max_dgram_qlen") as f:
         assert f.read() == host_before
     _gone(root, parent, "c1")
+
+
+def test_masked_and_readonly_paths_apply_under_mounts(runtime, tmp_path, rootfs):
+    """maskedPaths and readonlyPaths under a bind of the config's own are
+    masked and read-only (they are applied after the mounts, as runc does)."""
+    runc, root, parent = runtime
+    vol = tmp_path / "vol"
+    (vol / "ro").mkdir(parents=True)
+    (vol / "secret").write_text("TOPSECRET\n")
+    spec = default_spec()
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "cat /mnt/secret; echo; touch /mnt/ro/x 2>&1"
+                                        " | grep -c Read-only"], parent, **{
+        "mounts": spec["mounts"] + [{"destination": "/mnt", "type": "bind", "source": str(vol),
+                                     "options": ["rbind"]}],
+        "linux.maskedPaths": spec["linux"]["maskedPaths"] + ["/mnt/secret"],
+        "linux.readonlyPaths": spec["linux"]["readonlyPaths"] + ["/mnt/ro"]})
+    r = _run(runc, "run", "--bundle", bundle, "c1")
+    assert r.stdout.split() == ["1"]        # the secret reads empty; the write is refused
+    assert not (vol / "ro" / "x").exists()
+    _gone(root, parent, "c1")

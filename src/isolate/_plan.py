@@ -154,23 +154,6 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     steps += [op(_c.OP_SYMLINK, src=target, dst=f"{dev}/{name}") for target, name in DEV_LINKS]
 
     ro = RDONLY | NOSUID | NODEV | NOEXEC
-    masked = MASKED_PATHS if cfg.masked_paths is None else cfg.masked_paths
-    readonly = READONLY_PATHS if cfg.readonly_paths is None else cfg.readonly_paths
-    if not cfg.privileged:
-        # an empty file and directory in the setup tmpfs, on a read-only bind:
-        # a bind copies the source mount's flags, so each mask is one bind (no
-        # remount), and writes fail (a /dev/null would take them)
-        steps += [op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
-                  op(_c.OP_TOUCH, dst="/mask/file"),
-                  op(_c.OP_BIND, src="/mask", dst="/mask", flags=ro)]
-        steps += _mask_steps(p for p in masked if p.startswith("/proc/"))
-        # the read-only paths of /proc, each one bind from a read-only view of it
-        steps += [op(_c.OP_MKDIR, dst="/roproc", arg=0o555),
-                  op(_c.OP_BIND, src=r + "/proc", dst="/roproc", flags=ro)]
-        steps += [op(_c.OP_RO_IF_ANY, src="/roproc" + p.removeprefix("/proc"), dst=r + p)
-                  if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
-                  for p in readonly]
-
     if beside and not joined:
         steps.append(op(_c.OP_JOIN_NET))
     if "net" not in cfg.namespaces and cfg.rootfs is None:
@@ -183,8 +166,6 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
                   op(_c.OP_RDONLY_REC, dst=r + "/sys")]
     if (cfg.limits or cfg.cgroupfs) and "cgroup" in cfg.namespaces:
         steps += _cgroupfs_steps(cfg, r + "/sys/fs/cgroup")
-    if not cfg.privileged:
-        steps += _mask_steps(p for p in masked if not p.startswith("/proc/"))
 
     if cfg.rootfs is None:
         cap = _tmpfs_cap(cfg.storage_size)
@@ -194,6 +175,31 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
             op(_c.OP_MOUNT, src="tmpfs", dst=r + "/run", fstype="tmpfs",
                flags=NOSUID | NODEV, data="mode=755," + cap),
         ]
+    return steps
+
+
+def _hardening_steps(cfg: Config) -> list[tuple]:
+    """The masked and the read-only paths, after every mount (a path under a
+    mount of the user's is masked too, as runc does it)."""
+    if cfg.privileged:
+        return []
+    r = NEWROOT
+    ro = RDONLY | NOSUID | NODEV | NOEXEC
+    masked = MASKED_PATHS if cfg.masked_paths is None else cfg.masked_paths
+    readonly = READONLY_PATHS if cfg.readonly_paths is None else cfg.readonly_paths
+    # an empty file and directory in the setup tmpfs, on a read-only bind:
+    # a bind copies the source mount's flags, so each mask is one bind (no
+    # remount), and writes fail (a /dev/null would take them)
+    steps = [op(_c.OP_MKDIR, dst="/mask/dir", arg=0o555),
+             op(_c.OP_TOUCH, dst="/mask/file"),
+             op(_c.OP_BIND, src="/mask", dst="/mask", flags=ro)]
+    steps += _mask_steps(masked)
+    # the read-only paths of /proc, each one bind from a read-only view of it
+    steps += [op(_c.OP_MKDIR, dst="/roproc", arg=0o555),
+              op(_c.OP_BIND, src=r + "/proc", dst="/roproc", flags=ro)]
+    steps += [op(_c.OP_RO_IF_ANY, src="/roproc" + p.removeprefix("/proc"), dst=r + p)
+              if p.startswith("/proc/") else op(_c.OP_RO_IF_ANY, dst=r + p)
+              for p in readonly]
     return steps
 
 
@@ -317,6 +323,7 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
         steps += _root_steps(cfg)
         steps += _special_fs_steps(cfg, beside)
         steps += _user_mount_steps(cfg)
+        steps += _hardening_steps(cfg)
         steps.append(op(_c.OP_PIVOT_ROOT, dst=NEWROOT))
     if beside and "mount" not in cfg.namespaces:
         steps.append(op(_c.OP_JOIN_NET))
