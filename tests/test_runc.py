@@ -342,7 +342,7 @@ def test_exec_joins_the_container(runtime, tmp_path, rootfs):
 
 @pytest.mark.parametrize("case", ["no-config", "bad-json", "no-root", "bad-namespace",
                                   "not-found", "bad-id", "duplicate", "bad-console",
-                                  "bad-memory"])
+                                  "bad-memory", "nul-in-args"])
 def test_bad_input_leaves_nothing(runtime, tmp_path, rootfs, case):
     """Each a clear error (exit 1, in the JSON log too) and nothing left:
     no state dir, cgroup or process."""
@@ -382,6 +382,9 @@ def test_bad_input_leaves_nothing(runtime, tmp_path, rootfs, case):
     elif case == "bad-memory":
         spec["linux"]["resources"] = {"memory": {"limit": 1000}}
         want = "memory"
+    elif case == "nul-in-args":     # C would cut it, and the rest move into the environment
+        spec["process"]["args"] = ["sh", "-c", "echo $X", "a\0b", "X=injected"]
+        want = "without NUL bytes"
     if case not in ("no-config", "bad-json"):
         with open(f"{bundle}/config.json", "w") as f:
             json.dump(spec, f)
@@ -530,4 +533,54 @@ def test_masked_and_readonly_paths_apply_under_mounts(runtime, tmp_path, rootfs)
     r = _run(runc, "run", "--bundle", bundle, "c1")
     assert r.stdout.split() == ["1"]        # the secret reads empty; the write is refused
     assert not (vol / "ro" / "x").exists()
+    _gone(root, parent, "c1")
+
+
+def test_a_create_killed_midway_is_deleted(runtime, tmp_path, rootfs):
+    """create SIGKILLed while a hook runs (the container made, its state
+    written): delete --force removes the container, its cgroup and state."""
+    runc, root, parent = runtime
+    bundle = _bundle(tmp_path, rootfs, ["true"], parent, hooks={
+        "createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"]}]})
+    import tempfile
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(runc + ["create", "--bundle", bundle, "c1"], stdout=out, stderr=out,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = subprocess.run(runc + ["state", "c1"], capture_output=True, text=True)
+            if st.returncode == 0 and json.loads(st.stdout)["pid"]:
+                break
+            time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert _state(runc, "c1")["status"] == "created"
+    _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
+def test_exec_uses_the_config_the_container_was_made_from(runtime, tmp_path, rootfs):
+    """A container that writes its bundle's config.json (its root is the
+    bundle) changes nothing of what exec joins; a plain exec runs as the
+    container's own process does (its user, no_new_privs)."""
+    runc, root, parent = runtime
+    bundle = tmp_path / "bundle-self"
+    shutil.copytree(rootfs, bundle, symlinks=True)
+    spec = default_spec()
+    spec["process"].update(terminal=False, args=["sleep", "60"], user={"uid": 1000, "gid": 1000})
+    spec["root"] = {"path": ".", "readonly": False}
+    spec["linux"]["cgroupsPath"] = f"/{parent}/c1"
+    (bundle / "config.json").write_text(json.dumps(spec))
+    os.chmod(bundle, 0o755)
+    _run(runc, "run", "--detach", "--bundle", str(bundle), "c1")
+    try:
+        spec["linux"]["namespaces"] = [{"type": "mount"}]      # as the container could
+        (bundle / "config.json").write_text(json.dumps(spec))
+        r = _run(runc, "exec", "c1", "sh", "-c", "readlink /proc/self/ns/net; id -u; "
+                 "grep NoNewPrivs /proc/self/status | cut -f2")
+        net, uid, nnp = r.stdout.split()
+        assert net != os.readlink("/proc/self/ns/net")
+        assert (uid, nnp) == ("1000", "1")
+    finally:
+        _run(runc, "delete", "--force", "c1")
     _gone(root, parent, "c1")

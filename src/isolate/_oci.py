@@ -96,10 +96,13 @@ def read_spec(bundle: str) -> dict[str, Any]:
     return spec
 
 
-def load(bundle: str) -> Bundle:
-    """The bundle at `bundle` (a directory with config.json), validated."""
+def load(bundle: str, spec: dict[str, Any] | None = None) -> Bundle:
+    """The bundle at `bundle` (a directory with config.json), validated;
+    with spec, that config instead of the bundle's file (exec: the one the
+    container was created from, which the container may since have written)."""
     bundle = os.path.abspath(bundle)
-    spec = read_spec(bundle)
+    if spec is None:
+        spec = read_spec(bundle)
     warnings: list[str] = []
     if not isinstance(spec.get("process"), dict):
         raise SpecError("process: missing (isolate-runc runs a process)")
@@ -260,17 +263,18 @@ class Process:
 
 def _process(process: dict, warnings: list[str]) -> Process:
     args = _get(process, "args", list, "process", [])
-    if not args or not all(isinstance(a, str) for a in args):
-        raise SpecError("process.args: a non-empty list of strings")
+    if not args or not all(isinstance(a, str) and "\0" not in a for a in args):
+        raise SpecError("process.args: a non-empty list of strings without NUL bytes")
     env = []
     for item in _get(process, "env", list, "process", []):
-        if not isinstance(item, str) or "=" not in item or item.startswith("="):
+        if not isinstance(item, str) or "=" not in item or item.startswith("=") \
+                or "\0" in item:
             raise SpecError(f"process.env: {item!r} is not KEY=VALUE")
         k, _, v = item.partition("=")
         env.append((k, v))
     cwd = _get(process, "cwd", str, "process", "/")
-    if not cwd.startswith("/"):
-        raise SpecError(f"process.cwd: {cwd!r} is not absolute")
+    if not cwd.startswith("/") or "\0" in cwd:
+        raise SpecError(f"process.cwd: {cwd!r} is not an absolute path")
     terminal = _get(process, "terminal", bool, "process", False)
     user = _get(process, "user", dict, "process", {})
     uid = _get(user, "uid", int, "process.user", 0)

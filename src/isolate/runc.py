@@ -167,7 +167,11 @@ class Locked:
         except FileNotFoundError:
             raise Fatal("container does not exist") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
-        if not os.path.isdir(self.path):        # deleted while we waited
+        try:                    # deleted while we waited (and perhaps made again)
+            same = os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
             os.close(self.fd)
             raise Fatal("container does not exist")
 
@@ -331,7 +335,18 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
     cgroups = pid = None
     pidfd = ctl = gate = kept = -1
     fds: list[int] = []
+    state: dict[str, Any] = {
+        "id": cid, "pid": 0, "start_time": None, "bundle": b.path, "rootfs": cfg.rootfs or "",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+        "annotations": b.spec.get("annotations") or {},
+        "hooks": {k: v for k, v in b.hooks.items() if k in ("poststart", "poststop")},
+        "cgroups": None}
     try:
+        # what exec reads: the config the container is made from, not the
+        # bundle's file, which the container itself may write (a root in it)
+        _write_atomic(os.path.join(lock.path, "config.json"), json.dumps(b.spec).encode(), 0o600)
+        # from here on, what a create killed midway leaves, delete --force removes
+        lock.save(state)
         from ._cgroups import Cgroups
         try:
             cgroups = Cgroups.at(dict(cfg.limits), b.cgroups_path or f"/isolate-runc/{cid}")
@@ -341,6 +356,10 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
                     errno.EACCES, errno.EPERM, errno.EROFS):
                 raise Fatal(str(e)) from None
             _warn(f"no cgroup for {cid} ({e}): pause, ps and stats will not work")
+        if cgroups is not None:
+            state["cgroups"] = {"version": cgroups.version, "dirs": cgroups.dirs,
+                                "limits": dict(cfg.limits)}
+            lock.save(state)
         if b.cgroup_binds and cgroups is not None:
             import dataclasses
             cfg = dataclasses.replace(cfg, mounts=cfg.mounts + _oci.cgroup_mounts(
@@ -357,6 +376,8 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
             pid, pidfd, ctl, _ = _start(cfg, cid, spec, _c.RUN_GATED, cgroups)
         except OSError as e:
             raise Fatal(f"create {cid}: {e}") from None
+        state.update(pid=pid, start_time=_start_time(pid))
+        lock.save(state)
         if b.oom_score_adj is not None:
             with open(f"/proc/{pid}/oom_score_adj", "w") as f:
                 f.write(str(b.oom_score_adj))
@@ -389,20 +410,10 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
                 raise Fatal(f'exec: "{b.args[0]}": executable file not found in $PATH') \
                     from None
             raise Fatal(f"create {cid}: {e}") from None
-        rootfs = cfg.rootfs or ""
-        state = {"id": cid, "pid": pid, "start_time": _start_time(pid), "bundle": b.path,
-                 "rootfs": rootfs,
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-                 "annotations": b.spec.get("annotations") or {},
-                 "hooks": {k: v for k, v in b.hooks.items() if k in ("poststart", "poststop")},
-                 "cgroups": None if cgroups is None else {
-                     "version": cgroups.version, "dirs": cgroups.dirs,
-                     "limits": dict(cfg.limits)}}
         hooks_state = _oci_state(lock, state, "created")
         for name in ("prestart", "createRuntime"):
             if b.hooks.get(name):
                 _run_hooks(name, b.hooks[name], hooks_state)
-        lock.save(state)
         if pid_file:
             _write_atomic(os.path.abspath(pid_file), str(pid).encode())
         return lock, state, pid, kept
@@ -636,6 +647,11 @@ def _destroy(cid: str, force: bool) -> None:
     """delete: the container's processes, cgroups and state; poststop hooks."""
     lock = Locked(cid)
     try:
+        if not os.path.exists(os.path.join(lock.path, "state.json")):
+            # a create killed before it wrote anything (it held the lock): nothing
+            # of the container was made yet but this directory
+            _remove_dir(lock.path)
+            return
         state = lock.state()
         status = _status(lock, state)
         if status not in ("stopped", "created") and not force:
@@ -906,32 +922,33 @@ def cmd_exec(argv: list[str]) -> int:
                             "ignore-paused": "bool"}, "exec")
     cid = _one_id(rest, "exec", more=True)
     process_file = o["process"] or o["p"]
+    process: Any = None
     if process_file:
         try:
             with open(process_file) as f:
                 process = json.load(f)
         except (OSError, ValueError) as e:
             raise Fatal(f"exec: --process {process_file}: {e}") from None
-    else:
-        if len(rest) < 2:
-            raise Fatal("exec: give a command, or --process")
-        user = o["user"] or o["u"] or "0:0"
-        uid, _, gid = user.partition(":")
-        process = {"args": rest[1:], "cwd": o["cwd"] or "/",
-                   "env": o["env"] + o["e"] or ["PATH=" + DEFAULT_PATH],
-                   "terminal": o["tty"] or o["t"],
-                   "user": {"uid": int(uid), "gid": int(gid or 0)}}
+    elif len(rest) < 2:
+        raise Fatal("exec: give a command, or --process")
     lock = Locked(cid)
     try:
         state = lock.state()
         status = _status(lock, state)
         if status != "running":
             raise Fatal(f"cannot exec in a {status} container")
+        try:        # the config the container was made from (see _create)
+            with open(os.path.join(lock.path, "config.json")) as f:
+                spec = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Fatal(f"exec: container {cid}: its config is unreadable: {e}") from None
+        if process is None:
+            process = _command_line_process(spec.get("process") or {}, rest[1:], o)
         fd = _pidfd(state)
         if fd is None:
             raise Fatal("container not running")
         try:
-            base = _oci.load(state["bundle"]).config
+            base = _oci.load(state["bundle"], spec).config
             p = _oci.process(process, base)
         except _oci.SpecError as e:
             os.close(fd)
@@ -954,22 +971,25 @@ def cmd_exec(argv: list[str]) -> int:
         env = p.env
         path = dict(env).get("PATH", DEFAULT_PATH)
         cfg: Config = p.config
-        spec = _c.ExecSpec(os.fsencode(p.args[0]), [os.fsencode(a) for a in p.args],
+        xspec = _c.ExecSpec(os.fsencode(p.args[0]), [os.fsencode(a) for a in p.args],
                            env_list(env), os.fsencode(path), os.fsencode(p.cwd), tuple(stdio), (),
                            (cfg.user.uid, cfg.user.gid, cfg.user.groups),
                            not cfg.userns or cfg.uid_map is not None,
                            _c.SESSION_TTY if p.terminal else 1, p.umask, cfg.security())
         from ._plan import join_flags
         try:
-            pid, status_fd = _c.exec_in(fd, join_flags(cfg), spec, join)
+            pid, status_fd = _c.exec_in(fd, join_flags(cfg), xspec, join)
             try:
                 _check_own_child(pid, state["pid"])
             except BaseException:
                 os.close(status_fd)
+                _forward(pid, signal.SIGKILL)      # ours, whatever the report said
+                os.waitpid(pid, 0)
                 raise
             _c.exec_finish(status_fd, pid)
         except OSError as e:
-            if e.errno == errno.ENOENT:
+            from .errors import ContainerError
+            if e.errno == errno.ENOENT and not isinstance(e, ContainerError):
                 raise Fatal(f'exec: "{p.args[0]}": executable file not found in $PATH') \
                     from None
             raise Fatal(f"exec: {e}") from None
@@ -999,6 +1019,41 @@ def cmd_exec(argv: list[str]) -> int:
         except InterruptedError:
             continue
     return os.waitstatus_to_exitcode(sts) if os.WIFEXITED(sts) else 128 + os.WTERMSIG(sts)
+
+
+def _command_line_process(base: dict[str, Any], args: list[str], o: dict[str, Any]
+                          ) -> dict[str, Any]:
+    """exec without --process: the container's own process (its user,
+    capabilities, environment, no_new_privs...), with the flags' changes."""
+    process = dict(base, args=args, terminal=bool(o["tty"] or o["t"]))
+    if o["cwd"]:
+        process["cwd"] = o["cwd"]
+    env = o["env"] + o["e"]
+    if env:
+        names = {e.split("=", 1)[0] for e in env}
+        process["env"] = [e for e in process.get("env") or []
+                          if e.split("=", 1)[0] not in names] + env
+    user = o["user"] or o["u"]
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or not (gid or "0").isdigit():
+            raise Fatal(f"exec: --user {user!r}: give UID[:GID] as numbers")
+        process["user"] = dict(process.get("user") or {}, uid=int(uid), gid=int(gid or 0))
+    groups = o["additional-gids"] + o["g"]
+    if groups:
+        if not all(g.isdigit() for g in groups):
+            raise Fatal("exec: --additional-gids takes numbers")
+        process["user"] = dict(process.get("user") or {},
+                               additionalGids=[int(g) for g in groups])
+    if o["no-new-privs"]:
+        process["noNewPrivileges"] = True
+    caps = o["cap"] + o["c"]
+    if caps:
+        have = dict(process.get("capabilities") or {})
+        for kind in ("bounding", "effective", "permitted"):
+            have[kind] = list(dict.fromkeys([*(have.get(kind) or []), *caps]))
+        process["capabilities"] = have
+    return process
 
 
 def _proxy_tty(pid: int, master: int) -> int:
