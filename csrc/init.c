@@ -156,6 +156,18 @@ static void say_failure(int step, long err, const char *what)
     sys(SYS_write, 2, line, n, 0, 0, 0);
 }
 
+/* 0 when the working directory lies inside this process's root; -EACCES
+ * when the kernel has no path for it (reached through an fd of a directory
+ * outside, runc CVE-2024-21626): as csrc/child.c checks its own. */
+static long reachable_cwd(void)
+{
+    static char buf[PATH_MAX];
+    long n = sys(SYS_getcwd, buf, sizeof buf, 0, 0, 0, 0);
+    if (n == -ENAMETOOLONG)
+        return 0;
+    return n < 0 || buf[0] != '/' ? -EACCES : 0;
+}
+
 /* In a child of this program: become the command. A failure goes to rep
  * (a child sharing our memory), without rep on errfd, and without either
  * as a line on stderr. */
@@ -173,6 +185,8 @@ static void command_child(int session, const char *file, const char *path, char 
     if (r < 0) {
         step = ISO_STEP_STDIO, what = "stdio";
     } else if (cwd != 0 && cwd[0] && (r = sys(SYS_chdir, cwd, 0, 0, 0, 0, 0)) < 0) {
+        step = ISO_STEP_CHDIR, what = cwd;
+    } else if (cwd != 0 && cwd[0] && (r = reachable_cwd()) < 0) {
         step = ISO_STEP_CHDIR, what = cwd;
     } else if (session && sys(SYS_getsid, 0, 0, 0, 0, 0, 0) != sys(SYS_getpid, 0, 0, 0, 0, 0, 0)
                && (r = sys(SYS_setsid, 0, 0, 0, 0, 0, 0)) < 0) {
