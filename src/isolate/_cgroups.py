@@ -125,8 +125,12 @@ def _make_level(path: str, leaf: bool) -> bool:
     """One directory of a cgroup path of the caller's choosing: made (True),
     or already there (False), which the leaf, a container's own, must not be."""
     if not os.path.isdir(path):
-        _mkdir(path)
-        return True
+        try:
+            _mkdir(path)
+            return True
+        except CgroupError as e:
+            if e.errno != errno.EEXIST:     # else another create made it meanwhile
+                raise
     if leaf:
         raise CgroupError(errno.EEXIST, f"cgroup: {path} exists: another container has it",
                           path)
