@@ -584,3 +584,20 @@ def test_exec_uses_the_config_the_container_was_made_from(runtime, tmp_path, roo
     finally:
         _run(runc, "delete", "--force", "c1")
     _gone(root, parent, "c1")
+
+
+def test_preserve_fds_reach_the_process(runtime, tmp_path, rootfs):
+    """--preserve-fds N: the caller's fds 3.. are the process's (socket
+    activation); none other is."""
+    runc, root, parent = runtime
+    out = tmp_path / "out"
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "echo from-run >&3; ls /proc/self/fd | wc -l"],
+                     parent)
+    import shlex
+    r = subprocess.run(["sh", "-c", f'exec "$@" 3>{shlex.quote(str(out))}', "sh", *runc, "run",
+                        "--preserve-fds", "1", "--bundle", bundle, "c1"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "from-run\n"
+    assert r.stdout.split() == ["5"]        # 0, 1, 2, 3 and ls's own directory
+    _gone(root, parent, "c1")

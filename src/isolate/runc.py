@@ -300,7 +300,8 @@ def _run_hooks(name: str, hooks: list[dict[str, Any]], oci_state: dict[str, Any]
 # -- create, start, run --------------------------------------------------------
 
 def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
-            detach_stdio: bool = True) -> tuple[Locked, dict[str, Any], int, int]:
+            detach_stdio: bool = True, preserve: int = 0
+            ) -> tuple[Locked, dict[str, Any], int, int]:
     """Make the container, its process parked; returns the locked state
     directory, the state, the init's pid (a child of this process), and
     the terminal's master for `run` in the foreground without a console
@@ -369,7 +370,7 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
         gate = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         null = _devnull()
         u = cfg.user
-        spec = _c.ExecSpec(b"", [b""], [], None, b"/", (null, null, null), (),
+        spec = _c.ExecSpec(b"", [b""], [], None, b"/", (null, null, null), _preserved(preserve),
                            (u.uid, u.gid, u.groups), _set_groups(cfg),
                            _c.SESSION_TTY if b.terminal else 1, b.umask, cfg.security())
         try:
@@ -444,6 +445,22 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
                 os.close(fd)
 
 
+def _preserved(n: int | None) -> tuple[int, ...]:
+    """--preserve-fds N: this process's fds 3 to 3+N-1, which the container's
+    process gets as they are (socket activation's LISTEN_FDS)."""
+    if not n:
+        return ()
+    if n < 0:
+        raise Fatal(f"--preserve-fds {n}: a count of fds")
+    fds = tuple(range(3, 3 + n))
+    for fd in fds:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise Fatal(f"--preserve-fds {n}: fd {fd} is not open") from None
+    return fds
+
+
 def _own_stdio(n: int, null: int) -> int:
     try:
         os.fstat(n)
@@ -499,7 +516,7 @@ def cmd_create(argv: list[str]) -> int:
                             "no-new-keyring": "bool", "preserve-fds": "int"}, "create")
     cid = _one_id(rest, "create")
     lock, _, _, _ = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
-                            o["console-socket"])
+                            o["console-socket"], preserve=o["preserve-fds"] or 0)
     lock.close()
     return 0
 
@@ -529,7 +546,8 @@ def cmd_run(argv: list[str]) -> int:
     cid = _one_id(rest, "run")
     detach = o["detach"] or o["d"]
     lock, state, pid, master = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
-                                       o["console-socket"], detach_stdio=detach)
+                                       o["console-socket"], detach_stdio=detach,
+                                       preserve=o["preserve-fds"] or 0)
     try:
         _release(lock, state)
     except BaseException:
@@ -972,7 +990,8 @@ def cmd_exec(argv: list[str]) -> int:
         path = dict(env).get("PATH", DEFAULT_PATH)
         cfg: Config = p.config
         xspec = _c.ExecSpec(os.fsencode(p.args[0]), [os.fsencode(a) for a in p.args],
-                           env_list(env), os.fsencode(path), os.fsencode(p.cwd), tuple(stdio), (),
+                           env_list(env), os.fsencode(path), os.fsencode(p.cwd), tuple(stdio),
+                           _preserved(o["preserve-fds"]),
                            (cfg.user.uid, cfg.user.gid, cfg.user.groups),
                            not cfg.userns or cfg.uid_map is not None,
                            _c.SESSION_TTY if p.terminal else 1, p.umask, cfg.security())
