@@ -777,7 +777,13 @@ static int source_tree(const char *src, int recursive)
 {
     struct { uint64_t flags, mode, resolve; } how = {
         O_PATH | O_CLOEXEC, 0, 0x04 | 0x02 /* RESOLVE_NO_SYMLINKS, RESOLVE_NO_MAGICLINKS */};
+    /* a directory first: O_PATH alone would not trigger an automount there */
+    how.flags |= O_DIRECTORY;
     int fd = (int)syscall(SYS_openat2, AT_FDCWD, src, &how, sizeof how);
+    if (fd < 0 && errno == ENOTDIR) {
+        how.flags &= ~(uint64_t)O_DIRECTORY;
+        fd = (int)syscall(SYS_openat2, AT_FDCWD, src, &how, sizeof how);
+    }
     if (fd < 0)
         return -1;
     int tree = (int)syscall(SYS_open_tree, fd, "", ISO_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH |
@@ -848,6 +854,18 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
         int tree = source_tree(op->src, (op->flags & MS_REC) != 0);
         if (tree < 0)
             return fail(e, ISO_STEP_BIND, op->src);
+        /* a recursive bind's flags, on every mount of the tree before it is
+         * attached (the remount below reaches the top one only; before
+         * Linux 5.12, that is all there is) */
+        uint64_t attr[4] = {op->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), 0, 0, 0};
+        if ((op->flags & MS_REC) && attr[0] != 0 &&
+            syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, attr,
+                    sizeof attr) < 0 && errno != ENOSYS) {
+            int err = errno;
+            close(tree);
+            errno = err;
+            return fail(e, ISO_STEP_REMOUNT, op->dst);
+        }
         int r = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, op->dst, 0x04 /* F_EMPTY_PATH */);
         int err = errno;
         close(tree);
@@ -958,11 +976,12 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
         return 0;
 
     case ISO_OP_SETNS: {
-        int fd = open(op->src, O_RDONLY | O_CLOEXEC);
+        int fd = open(op->src, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (fd < 0)
             return fail(e, ISO_STEP_SETNS, op->src);
-        int r = setns(fd, (int)op->flags);
+        int r = setns(fd, (int)op->flags), err = errno;
         close(fd);
+        errno = err;
         return r < 0 ? fail(e, ISO_STEP_SETNS, op->src) : 0;
     }
 

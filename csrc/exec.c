@@ -98,7 +98,7 @@ static long search(const char *file, char *const argv[], char *const envp[],
         while (*end && *end != ':')
             end++;
         size_t dlen = (size_t)(end - p);
-        int fits = dlen + 1 + flen + 1 <= PATH_MAX;
+        int fits = (dlen == 0 ? 1 : dlen) + 1 + flen + 1 <= PATH_MAX;
         if (dlen == 0) {            /* empty entry: current directory */
             buf[0] = '.';
             dlen = 1;

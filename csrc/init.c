@@ -163,8 +163,6 @@ static long reachable_cwd(void)
 {
     static char buf[PATH_MAX];
     long n = sys(SYS_getcwd, buf, sizeof buf, 0, 0, 0, 0);
-    if (n == -ENAMETOOLONG)
-        return 0;
     return n < 0 || buf[0] != '/' ? -EACCES : 0;
 }
 
@@ -363,6 +361,12 @@ static int oci(int ctl, int session, long sfd)
     long n = receive_command(ctl, 4, &r);
     if (n < 0)
         return n == -2 ? 0 : 127;
+    /* the directory first: a relative PATH entry is looked up from it, and a
+     * directory that cannot be entered fails the create, as with runc */
+    if (r.cwd[0] && ((n = sys(SYS_chdir, r.cwd, 0, 0, 0, 0, 0)) < 0 || (n = reachable_cwd()) < 0)) {
+        report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_CHDIR, -n, r.cwd);
+        return 127;
+    }
     n = iso_exec_find(r.file, r.path, found);
     if (n < 0) {
         report(ctl, ISO_MSG_ERROR, 0, ISO_STEP_EXEC, -n, r.file);
@@ -387,7 +391,7 @@ static int oci(int ctl, int session, long sfd)
     char word;
     sys(SYS_read, r.fds[3], &word, 1, 0, 0, 0);
     sys(SYS_close, r.fds[3], 0, 0, 0, 0, 0);
-    command_child(session, found, "", r.argv, r.envp, -1, 0, r.fds, r.cwd);
+    command_child(session, found, "", r.argv, r.envp, -1, 0, r.fds, "");
     return 127;
 }
 

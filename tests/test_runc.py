@@ -342,7 +342,7 @@ def test_exec_joins_the_container(runtime, tmp_path, rootfs):
 
 @pytest.mark.parametrize("case", ["no-config", "bad-json", "no-root", "bad-namespace",
                                   "not-found", "bad-id", "duplicate", "bad-console",
-                                  "bad-memory", "nul-in-args"])
+                                  "bad-memory", "nul-in-args", "no-cwd"])
 def test_bad_input_leaves_nothing(runtime, tmp_path, rootfs, case):
     """Each a clear error (exit 1, in the JSON log too) and nothing left:
     no state dir, cgroup or process."""
@@ -382,6 +382,9 @@ def test_bad_input_leaves_nothing(runtime, tmp_path, rootfs, case):
     elif case == "bad-memory":
         spec["linux"]["resources"] = {"memory": {"limit": 1000}}
         want = "memory"
+    elif case == "no-cwd":          # fails the create, not the start
+        spec["process"]["cwd"] = "/no/such/dir"
+        want = "chdir /no/such/dir"
     elif case == "nul-in-args":     # C would cut it, and the rest move into the environment
         spec["process"]["args"] = ["sh", "-c", "echo $X", "a\0b", "X=injected"]
         want = "without NUL bytes"
@@ -600,4 +603,10 @@ def test_preserve_fds_reach_the_process(runtime, tmp_path, rootfs):
     assert r.returncode == 0, r.stderr
     assert out.read_text() == "from-run\n"
     assert r.stdout.split() == ["5"]        # 0, 1, 2, 3 and ls's own directory
+    _gone(root, parent, "c1")
+    # more than the caller passed: never one of the runtime's own fds
+    r = subprocess.run(["sh", "-c", f'exec "$@" 3>{shlex.quote(str(out))}', "sh", *runc, "run",
+                        "--preserve-fds", "3", "--bundle", bundle, "c1"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "fd 4 is not open" in r.stderr
     _gone(root, parent, "c1")

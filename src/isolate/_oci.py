@@ -411,9 +411,10 @@ def _paths(linux: dict, key: str) -> tuple[str, ...] | None:
     if paths is None:
         return None
     for p in paths:
-        if not isinstance(p, str) or not p.startswith("/"):
-            raise SpecError(f"linux.{key}: {p!r} is not an absolute path")
-    return tuple(paths)
+        if not isinstance(p, str) or not p.startswith("/") or "\0" in p \
+                or ".." in p.split("/"):
+            raise SpecError(f"linux.{key}: {p!r} is not an absolute path without '..'")
+    return tuple(os.path.normpath(p) for p in paths)
 
 
 def _mounts(spec: dict, bundle: str) -> list[Mount]:

@@ -407,7 +407,8 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
             give(ctl, os.fsencode(b.cwd), os.fsencode(b.args[0]), os.fsencode(path),
                  [os.fsencode(a) for a in b.args], env_list(env), [*fds, gate])
         except OSError as e:
-            if e.errno == errno.ENOENT and not isinstance(e, Fatal):
+            from .errors import ContainerError
+            if e.errno == errno.ENOENT and not isinstance(e, ContainerError):
                 raise Fatal(f'exec: "{b.args[0]}": executable file not found in $PATH') \
                     from None
             raise Fatal(f"create {cid}: {e}") from None
@@ -455,9 +456,13 @@ def _preserved(n: int | None) -> tuple[int, ...]:
     fds = tuple(range(3, 3 + n))
     for fd in fds:
         try:
-            os.fstat(fd)
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
         except OSError:
             raise Fatal(f"--preserve-fds {n}: fd {fd} is not open") from None
+        # the caller's fds are inherited; ours (the state directory, the
+        # FIFO...) are all close-on-exec, and never passed on
+        if flags & fcntl.FD_CLOEXEC:
+            raise Fatal(f"--preserve-fds {n}: fd {fd} is not the caller's to pass")
     return fds
 
 
@@ -515,6 +520,7 @@ def cmd_create(argv: list[str]) -> int:
                             "console-socket": "str", "no-pivot": "bool",
                             "no-new-keyring": "bool", "preserve-fds": "int"}, "create")
     cid = _one_id(rest, "create")
+    _preserved(o["preserve-fds"])      # before this process opens fds of its own
     lock, _, _, _ = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
                             o["console-socket"], preserve=o["preserve-fds"] or 0)
     lock.close()
@@ -544,6 +550,7 @@ def cmd_run(argv: list[str]) -> int:
                             "no-pivot": "bool", "no-new-keyring": "bool",
                             "preserve-fds": "int", "keep": "bool"}, "run")
     cid = _one_id(rest, "run")
+    _preserved(o["preserve-fds"])      # before this process opens fds of its own
     detach = o["detach"] or o["d"]
     lock, state, pid, master = _create(cid, o["bundle"] or o["b"] or ".", o["pid-file"],
                                        o["console-socket"], detach_stdio=detach,
