@@ -840,6 +840,54 @@ static int mount_in_root(const iso_op_t *op, iso_error_t *e)
     return r;
 }
 
+/* dst, /ROOT/PATH: PATH opened O_PATH inside /ROOT (see open_in_root), or -1 */
+static int open_dst_in_root(const char *dst)
+{
+    char rootpath[PATH_MAX];
+    size_t r = 1 + strcspn(dst + 1, "/");
+    if (r >= sizeof rootpath) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(rootpath, dst, r);
+    rootpath[r] = '\0';
+    int root = open(rootpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return -1;
+    int fd = open_in_root(root, dst + r + strspn(dst + r, "/")), err = errno;
+    close(root);
+    errno = err;
+    return fd;
+}
+
+static int close_keep_errno(int fd, int r)
+{
+    int err = errno;
+    close(fd);
+    errno = err;
+    return r;
+}
+
+/* A clone of the mount tree at src (a path of the setup namespace) or, with
+ * src NULL, at the fd from: recursive with how >= 1, made read-only with
+ * how 2; attached onto the fd target. */
+static int attach_clone(const char *src, int from, int target, int how)
+{
+    unsigned flags = ISO_OPEN_TREE_CLONE | O_CLOEXEC | (how >= 1 ? AT_RECURSIVE : 0);
+    int tree = src != NULL ? (int)syscall(SYS_open_tree, AT_FDCWD, src, flags)
+                           : (int)syscall(SYS_open_tree, from, "", flags | AT_EMPTY_PATH);
+    if (tree < 0)
+        return -1;
+    if (how == 2) {
+        uint64_t attr[4] = {ISO_MOUNT_ATTR_RDONLY, 0, 0, 0};
+        if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, attr,
+                    sizeof attr) < 0)
+            return close_keep_errno(tree, -1);
+    }
+    int r = (int)syscall(SYS_move_mount, tree, "", target, "", ISO_MOVE_MOUNT_EMPTY_PATHS);
+    return close_keep_errno(tree, r);
+}
+
 /* ---------------------------------------------------------- plan steps */
 
 static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
@@ -986,24 +1034,32 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
     }
 
     case ISO_OP_MASK: {
+        /* after every mount: the target resolved inside the root, as the
+         * container's own lookup would (no symlink of an image or a volume
+         * leads out), and the mask attached to it by fd */
         struct stat st;
-        if (lstat(op->dst, &st) < 0)
+        int target = open_dst_in_root(op->dst);
+        if (target < 0)
             return errno == ENOENT ? 0 : fail(e, ISO_STEP_MASK, op->dst);
         /* src, data: an empty file and directory on a read-only mount */
-        if (mount(S_ISDIR(st.st_mode) ? op->data : op->src, op->dst, NULL, MS_BIND, NULL) < 0)
-            return fail(e, ISO_STEP_MASK, op->dst);
-        return 0;
+        int r = fstat(target, &st);
+        if (r == 0)
+            r = attach_clone(S_ISDIR(st.st_mode) ? op->data : op->src, -1, target, 0);
+        return close_keep_errno(target, r) < 0 ? fail(e, ISO_STEP_MASK, op->dst) : 0;
     }
 
-    case ISO_OP_RO_IF_ANY:
-        if (mount(op->src != NULL ? op->src : op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+    case ISO_OP_RO_IF_ANY: {
+        int target = open_dst_in_root(op->dst);
+        if (target < 0)
             return errno == ENOENT ? 0 : fail(e, ISO_STEP_BIND, op->dst);
-        if (op->src != NULL)
-            return 0;       /* read-only as its source's mount */
-        if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(op->dst),
-                  NULL) < 0)
-            return fail(e, ISO_STEP_REMOUNT, op->dst);
-        return 0;
+        /* with src: read-only as its source's mount; without, the target's
+         * own tree, made read-only before it is attached over itself */
+        int r = op->src != NULL ? attach_clone(op->src, -1, target, 1)
+                                : attach_clone(NULL, target, target, 2);
+        if (r < 0 && errno == ENOENT && op->src != NULL)
+            r = 0;          /* nothing of it in this /proc */
+        return close_keep_errno(target, r) < 0 ? fail(e, ISO_STEP_BIND, op->dst) : 0;
+    }
     }
     errno = EINVAL;
     return fail(e, ISO_STEP_NONE, "unknown plan step");

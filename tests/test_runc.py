@@ -610,3 +610,21 @@ def test_preserve_fds_reach_the_process(runtime, tmp_path, rootfs):
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "fd 4 is not open" in r.stderr
     _gone(root, parent, "c1")
+
+
+def test_masks_resolve_inside_the_root(runtime, tmp_path, fresh_rootfs):
+    """A masked path reached through a symlink of the image is resolved as
+    the container's own lookup would, inside its root: masked there, never
+    followed to a path of the host's."""
+    runc, root, parent = runtime
+    os.makedirs(f"{fresh_rootfs}/srv")
+    with open(f"{fresh_rootfs}/srv/secret", "w") as f:
+        f.write("TOPSECRET\n")
+    os.symlink("/srv", f"{fresh_rootfs}/link")
+    spec = default_spec()
+    bundle = _bundle(tmp_path, fresh_rootfs, ["sh", "-c", "grep -c /srv/secret /proc/self/mountinfo; cat /srv/secret; echo end"], parent,
+                     **{"root.readonly": False,
+                        "linux.maskedPaths": spec["linux"]["maskedPaths"] + ["/link/secret"]})
+    r = _run(runc, "run", "--bundle", bundle, "c1")
+    assert r.stdout.split() == ["1", "end"]     # a mount over /srv/secret, which reads empty
+    _gone(root, parent, "c1")
