@@ -6,7 +6,7 @@ turns a failed step into the exception isolate.errors chooses.
 """
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
 
@@ -795,3 +795,49 @@ def enter(ExecSpec spec, keep):
         n += 1
     if iso_enter(&spec.x, fds, n, &err) < 0:
         _raise(&err)
+
+
+cdef struct open_how_t:
+    uint64_t flags
+    uint64_t mode
+    uint64_t resolve
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+def openat2(int dirfd, path, int flags, int mode=0, int resolve=0):
+    """openat2(2) (Linux 5.6): path opened relative to dirfd under the
+    RESOLVE_* rules given; the new fd, or OSError naming the path."""
+    import os
+    cdef bytes p = os.fsencode(path)
+    cdef const char *cp = p
+    cdef open_how_t how
+    cdef long fd
+    how.flags = <uint64_t>flags
+    how.mode = <uint64_t>mode
+    how.resolve = <uint64_t>resolve
+    with nogil:
+        fd = syscall(437, dirfd, cp, &how, sizeof(how))
+    if fd < 0:
+        err = errno
+        raise OSError(err, os.strerror(err), os.fsdecode(p))
+    return <int>fd
+
+
+cdef extern from "<sys/vfs.h>" nogil:
+    struct statfs:
+        long f_type
+    int fstatfs(int fd, statfs *buf)
+
+
+def fs_magic(int fd):
+    """The magic number of the filesystem that holds fd (fstatfs f_type)."""
+    cdef statfs buf
+    if fstatfs(fd, &buf) < 0:
+        err = errno
+        raise OSError(err, "fstatfs")
+    return <unsigned long>buf.f_type & 0xffffffff

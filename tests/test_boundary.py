@@ -639,3 +639,47 @@ def test_an_exceptions_parts_share_one_budget():
         pool.call(_raises_with_many_costly_attributes, 3000)
     held = sum(len(v) for k, v in vars(e.value).items() if k.startswith("a"))
     assert held <= 16000 * 100          # what its size warrants, not 3,000 lists
+
+
+def _watch_opens(path: str):
+    """An inotify fd that becomes readable once path is opened."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0
+    assert libc.inotify_add_watch(fd, os.fsencode(path), 0x20) >= 0     # IN_OPEN
+    return fd
+
+
+@pytest.mark.parametrize("link", ["dir", "file"])
+def test_a_terminal_is_opened_in_the_containers_devpts_only(rootfs, tmp_path, link):
+    """The caller opens a container's ptmx for tty=True. A privileged
+    container that puts a symlink at /dev/pts (or /dev/pts/ptmx) to a host
+    path must not make the caller open that host file (a device with side
+    effects on open, say): the path resolves inside the container's root,
+    and only a devpts ptmx is taken."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "ptmx").write_text("host file\n")
+    watch = _watch_opens(str(host_dir / "ptmx"))
+    try:
+        with Container(rootfs=rootfs, privileged=True) as c:
+            if link == "dir":
+                script = f"umount -l /dev/pts && rmdir /dev/pts && ln -s {host_dir} /dev/pts"
+            else:
+                script = (f"umount -l /dev/pts && mount -t tmpfs none /dev/pts && "
+                          f"ln -s {host_dir}/ptmx /dev/pts/ptmx")
+            c.run(["sh", "-c", script], check=True)
+            with pytest.raises(OSError):
+                c.open_pty()
+            with pytest.raises(OSError):
+                c.spawn(["true"], tty=True)
+            # the caller still gets terminals of a devpts the container mounts
+            c.run(["sh", "-c", "rm -rf /dev/pts; mkdir -p /dev/pts; "
+                   "mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts"], check=True)
+            master, slave = c.open_pty()
+            os.close(master)
+            os.close(slave)
+        with pytest.raises(BlockingIOError):
+            os.read(watch, 4096)            # no open of the host file was seen
+    finally:
+        os.close(watch)

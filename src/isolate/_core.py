@@ -4,6 +4,7 @@ modules so that isolate-runc, which starts on every container's path, imports
 only this."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
@@ -43,12 +44,36 @@ _TIOCSPTLCK = 0x40045431        # unlockpt
 _TIOCGPTPEER = 0x5441           # open the slave of a master (Linux 4.13)
 
 
+_DEVPTS_SUPER_MAGIC = 0x1cd1
+_PTMX = os.makedev(5, 2)
+
+
 def open_pty(init: int) -> tuple[int, int]:
     """(master, slave) of a new pseudo-terminal in the /dev/pts of the
-    container whose init is `init`, close-on-exec."""
+    container whose init is `init`, close-on-exec.
+
+    The container may have replaced /dev/pts or its ptmx with a symlink to
+    a host path: /dev/pts/ptmx is resolved inside the container's root
+    (RESOLVE_IN_ROOT), opened O_PATH first, and opened for real only if it
+    is the ptmx of a devpts (no other file is ever opened for reading or
+    writing: the open of a device may have effects of its own)."""
     import fcntl
     import struct
-    master = os.open(f"/proc/{init}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    root = os.open(f"/proc/{init}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        path = _c.openat2(root, "dev/pts/ptmx", os.O_PATH | os.O_CLOEXEC,
+                                resolve=_c.RESOLVE_IN_ROOT | _c.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root)
+    try:
+        st = os.fstat(path)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _PTMX \
+                or _c.fs_magic(path) != _DEVPTS_SUPER_MAGIC:
+            raise OSError(errno.ENOTTY, "the container's /dev/pts/ptmx is not a devpts ptmx",
+                          f"/proc/{init}/root/dev/pts/ptmx")
+        master = os.open(f"/proc/self/fd/{path}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(path)
     try:
         fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))       # unlockpt
         slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
