@@ -14,13 +14,14 @@ except ImportError as e:  # pragma: no cover
         "(needs a C compiler, Cython and a static libc)"
     ) from e
 
-from .errors import (ContainerDied, ContainerError, ContainerOOMError, IsolateError, NamespaceError,
-                     RemoteError, RemoteTraceback, SerializationError)
+from .errors import (ContainerDied, ContainerError, ContainerOOMError, ImageError, IsolateError,
+                     NamespaceError, RemoteError, RemoteTraceback, SerializationError)
 
 TYPE_CHECKING = False       # typing's own costs milliseconds: isolate-runc starts often
 if TYPE_CHECKING:
     from ._call import call, isolated
     from .container import CompletedProcess, Container, Process, run
+    from ._images import Image, get_image, images, load, prune, rmi, save
     from .mounts import Mount
     from .pool import Pool
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 # isolate-runc, whose start-up is on every container's path.
 _LAZY = {"call": "_call", "isolated": "_call", "CompletedProcess": "container",
          "Container": "container", "Process": "container", "run": "container", "Pool": "pool",
-         "Mount": "mounts"}
+         "Mount": "mounts", "Image": "_images", "images": "_images", "load": "_images",
+         "prune": "_images", "rmi": "_images", "save": "_images", "get_image": "_images"}
 
 
 def __getattr__(name: str):
@@ -53,6 +55,8 @@ __all__ = [
     "ContainerOOMError",
     "ContainerDied",
     "ContainerError",
+    "Image",
+    "ImageError",
     "IsolateError",
     "Mount",
     "NamespaceError",
@@ -62,6 +66,12 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "call",
+    "get_image",
+    "images",
     "isolated",
+    "load",
+    "prune",
+    "rmi",
     "run",
+    "save",
 ]

@@ -97,6 +97,11 @@ class Config:
     #: the container's cgroup at /sys/fs/cgroup even without limits (its
     #: cgroups then come from the caller, see container._start)
     cgroupfs: bool = False
+    #: an image's layer directories, top first (rootfs is the first): the
+    #: lower layers of the root's overlay
+    layers: tuple[str, ...] = ()
+    #: the images.Image the root comes from, or None
+    image: Any = None
 
     @property
     def privileged(self) -> bool:
@@ -298,9 +303,17 @@ def check_cwd(cwd: object) -> None:
         raise ValueError(f"cwd={cwd!r}: a working directory in /proc can lead outside the container")
 
 
-def _lookup(root: str | None, db: str, name: str) -> list[str] | None:
-    """The /etc/passwd or /etc/group line for name in the container's image."""
-    path = os.path.join(root or "/", "etc", db)
+def _lookup(root: str | tuple[str, ...] | None, db: str, name: str) -> list[str] | None:
+    """The /etc/passwd or /etc/group line for name in the container's image
+    (root: a directory, or an image's layers, top first)."""
+    if isinstance(root, tuple):
+        from ._images import lookup
+        found = lookup(root, f"/etc/{db}")
+        if found is None:
+            return None
+        path = found
+    else:
+        path = os.path.join(root or "/", "etc", db)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -317,7 +330,7 @@ def _number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def parse_user(user: int | str | None, rootfs: str | None) -> User:
+def parse_user(user: int | str | None, rootfs: str | tuple[str, ...] | None) -> User:
     """uid[:gid], name[:group] (looked up in the image's /etc), or None for root."""
     if user is None:
         return User(0, 0, ())
@@ -478,18 +491,41 @@ def _rootfs(rootfs: str | os.PathLike[str] | None) -> str | None:
     return path
 
 
+def _image_root(image: Any) -> tuple[str, ...]:
+    """The layer directories of an image (top first), checked as _rootfs
+    checks a directory."""
+    from .errors import ImageError
+    from ._images import lookup
+    layers = image.layer_dirs()
+    for d in layers:
+        if not os.path.isdir(d):
+            raise ImageError(f"layer {d} is missing from the store (pruned?): load the image "
+                             "again", ref=image.ref or image.digest, step="find layers")
+    for name in ("proc", "sys", "dev"):
+        found = lookup(layers, name)
+        if found is not None and os.path.islink(found):
+            raise ValueError(f"image {image.ref or image.digest}: /{name} is a symlink; "
+                             "refusing to mount over it")
+    return layers
+
+
 def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool = True,
                 **options: Any) -> Config:
     """A validated Config from Container's options (see _build_config); the
     same options twice give the cached one, rechecked against the filesystem
     (rootfs and bind sources must still be there)."""
     options = dict(options, rootfs=rootfs, _subid_maps=_subid_maps)
+    if options.get("image") is not None:     # the image a reference names now
+        from ._images import get_image
+        options["image"] = get_image(options["image"])
     try:
         key = tuple((name, _frozen(name, options[name])) for name in sorted(options))
         cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid(), _hard_limits())),))
     except (TypeError, AttributeError):   # unhashable, wrong types or not to cache
         return _build_config(**options)
-    if cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
+    if cfg.image is not None:
+        _image_root(cfg.image)  # its layers are still in the store (prune)
+    elif cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
         if m.source is not None:
@@ -520,6 +556,8 @@ def _frozen(name: str, value: Any) -> Any:
         return tuple((k, _frozen(k, v)) for k, v in value.items())
     if name == "namespaces":
         return frozenset(value)
+    if name == "image":
+        return value        # an images.Image: frozen, and names its content by digest
     return tuple(_frozen("", v) if isinstance(v, (list, tuple)) else v for v in value)
 
 
@@ -539,7 +577,7 @@ def _build_config(
     network: str | None = None,
     mounts: Iterable[Mount] = (),
     env: Mapping[str, str] | None = None,
-    cwd: str = "/",
+    cwd: str | None = None,
     user: int | str | None = None,
     readonly: bool = False,
     namespaces: Iterable[str] | None = None,
@@ -562,8 +600,28 @@ def _build_config(
     io_max: Mapping[str, Mapping[str, int | str]] | None = None,
     storage_size: int | str = DEFAULT_STORAGE_SIZE,
     devices: Iterable[str] = (),
+    image: Any = None,
 ) -> Config:
     root = _rootfs(rootfs)
+    layers: tuple[str, ...] = ()
+    if image is not None:
+        if root is not None:
+            raise ValueError("give rootfs or image, not both")
+        layers = _image_root(image)
+        root = layers[0]
+        # the image's settings, unless the caller gives them (as docker run)
+        if cwd is None:
+            cwd = image.working_dir or "/"
+        if user is None and image.user:
+            user = image.user
+        base = dict(e.split("=", 1) for e in image.env if "=" in e)
+        if env is not None:
+            if not isinstance(env, Mapping):
+                raise TypeError("env must be a mapping of str to str")
+            base.update(env)
+        env = base
+    if cwd is None:
+        cwd = "/"
     umap, gmap = id_map(uid_map, "uid_map"), id_map(gid_map, "gid_map")
     if (umap is None) != (gmap is None):
         raise ValueError("give uid_map and gid_map together")
@@ -608,7 +666,7 @@ def _build_config(
     if (root is not None or mounts) and "mount" not in ns:
         raise ValueError("rootfs and mounts need the 'mount' namespace")
     check_cwd(cwd)
-    u = parse_user(user, root)
+    u = parse_user(user, layers or root)
     check_ids(u, "user" in ns, umap, gmap)
     if "user" in ns:    # its nodes are bound from the host's /dev (CVE-2025-31133 family)
         st = os.stat("/dev/null")
@@ -639,7 +697,7 @@ def _build_config(
         network=network,
         namespaces=ns,
         mounts=mounts,
-        env=_env(env, "/root" if u.uid == 0 else "/"),
+        env=_image_env(env, u) if image is not None else _env(env, "/root" if u.uid == 0 else "/"),
         cwd=cwd,
         user=u,
         host_ids=(os.geteuid(), os.getegid()),
@@ -653,7 +711,18 @@ def _build_config(
         limits=limits,
         storage_size=_storage_size(storage_size),
         devices=_devices(devices, "user" in ns),
+        layers=layers,
+        image=image,
     )
+
+
+def _image_env(env: Mapping[str, str], u: User) -> tuple[tuple[str, str], ...]:
+    """An image container's environment: the image's and the caller's,
+    with PATH and HOME where neither gives them (as Docker sets them)."""
+    items = dict(_env(env, "/"))
+    items.setdefault("PATH", DEFAULT_PATH)
+    items.setdefault("HOME", "/root" if u.uid == 0 else "/")
+    return tuple(items.items())
 
 
 def _storage_size(value: int | str) -> int:

@@ -76,6 +76,15 @@ def _root_steps(cfg: Config) -> list[tuple]:
         if cfg.readonly:
             steps.append(op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV))
         return steps
+    if len(cfg.layers) > 1:     # an image's: overlayfs's order, top first
+        lower = ":".join(OLDROOT + d for d in cfg.layers)
+        if len(lower) > 3800:       # the mount's data is one page, with the rest
+            raise ValueError(f"an image of {len(cfg.layers)} layers: their paths do not fit "
+                             "in one overlay mount here (a store with a shorter path, "
+                             "ISOLATE_HOME, takes more)")
+        if cfg.readonly:        # an overlay without an upper layer is read-only
+            return [op(_c.OP_MOUNT, src="overlay", dst=NEWROOT, fstype="overlay",
+                       flags=NODEV | RDONLY, data=f"lowerdir={lower}")]
     if cfg.readonly:
         return [op(_c.OP_BIND, src=lower, dst=NEWROOT, flags=REC),
                 op(_c.OP_RDONLY_REC, dst=NEWROOT, flags=NODEV)]
@@ -88,6 +97,14 @@ def _root_steps(cfg: Config) -> list[tuple]:
                data=data)]
 
 
+def _root_isdir(cfg: Config, path: str) -> bool:
+    if cfg.layers:
+        from ._images import lookup
+        found = lookup(cfg.layers, path)
+        return found is not None and os.path.isdir(found) and not os.path.islink(found)
+    return os.path.isdir(cfg.rootfs + path)
+
+
 def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     """/proc, /sys and /dev, as runc and crun lay them out. With beside, the
     network namespace made beside the child is joined just before /sys, which
@@ -97,7 +114,7 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     steps = []
     if cfg.rootfs is not None and not cfg.readonly:
         steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")
-                  if not os.path.isdir(cfg.rootfs + d)]
+                  if not _root_isdir(cfg, d)]
     if "pid" in cfg.namespaces:
         steps.append(op(_c.OP_MOUNT, src="proc", dst=r + "/proc", fstype="proc",
                         flags=NOSUID | NODEV | NOEXEC))

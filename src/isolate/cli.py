@@ -1,11 +1,19 @@
 """The `isolate` command (also `python -m isolate`).
 
-    isolate run [--rootfs DIR] [--memory 64M] [--cpus 0.5] [--pids 64] [--cpuset 0-1]
+    isolate run [--rootfs DIR | --image REF] [--memory 64M] [--cpus 0.5] [--pids 64] [--cpuset 0-1]
                 [--network none|host] [--mount SRC:DST[:ro]]
                 [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
                 [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
                 [--privileged] [--seccomp default|none|PROFILE] -- CMD [ARG...]
+    isolate load -i FILE [--tag REF]      an OCI layout (dir or tar) or a docker save archive
+    isolate images [-q]                   the images of the store
+    isolate save -o FILE [--format oci|docker] REF
+    isolate rmi REF [REF...]
+    isolate prune                         layers and blobs no image uses
     isolate version
+
+With --image and no CMD, `run` runs the image's Entrypoint and Cmd, as
+`docker run IMAGE` does; with CMD, the Entrypoint and CMD.
 
 `run` exits with the command's status, 128+N when a signal N ended it, as
 shells do; 125 with one line naming the failing step when the container
@@ -66,7 +74,10 @@ def parser() -> argparse.ArgumentParser:
                                      "The options mean what Container's keyword arguments mean.")
     run.add_argument("--rootfs", metavar="DIR",
                      help="the container's / (copy-on-write); default: the host's, read-only")
-    run.add_argument("--readonly", action="store_true", help="make --rootfs read-only instead")
+    run.add_argument("--image", metavar="REF",
+                     help="an image of the store as / (see isolate load), copy-on-write")
+    run.add_argument("--readonly", action="store_true",
+                     help="make --rootfs or --image read-only instead")
     run.add_argument("--memory", metavar="SIZE", help="memory limit, like 64M (cgroups)")
     run.add_argument("--cpus", metavar="N", type=float, help="CPU limit, like 0.5 (cgroups)")
     run.add_argument("--pids", metavar="N", type=int, help="process limit (cgroups)")
@@ -85,7 +96,8 @@ def parser() -> argparse.ArgumentParser:
                      help="the command's environment (repeatable; default PATH and HOME)")
     run.add_argument("--user", "-u", metavar="UID[:GID]", help="user inside, by id or name")
     run.add_argument("--hostname", metavar="NAME")
-    run.add_argument("--workdir", "-w", metavar="DIR", default="/", help="working directory")
+    run.add_argument("--workdir", "-w", metavar="DIR",
+                     help="working directory (default: the image's, or /)")
     run.add_argument("--cap-add", metavar="CAP", action="append", default=[])
     run.add_argument("--cap-drop", metavar="CAP", action="append", default=[])
     run.add_argument("--privileged", action="store_true",
@@ -98,6 +110,21 @@ def parser() -> argparse.ArgumentParser:
                      help="run CMD on a pseudo-terminal of the container's own, relayed to ours")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
+    load = sub.add_parser("load", help="load images from an archive into the store",
+                          description="Load an OCI image layout (a directory or a tar) or a "
+                                      "`docker save` archive into isolate's store.")
+    load.add_argument("--input", "-i", metavar="FILE", required=True)
+    load.add_argument("--tag", metavar="REF", help="name the (one) image of the archive")
+    ls = sub.add_parser("images", help="list the images of the store")
+    ls.add_argument("--quiet", "-q", action="store_true", help="only the image ids")
+    save = sub.add_parser("save", help="write an image of the store to an archive")
+    save.add_argument("--output", "-o", metavar="FILE", required=True)
+    save.add_argument("--format", choices=("oci", "docker"), default="oci")
+    save.add_argument("ref", metavar="REF")
+    rmi = sub.add_parser("rmi", help="remove images' references (prune frees their layers)")
+    rmi.add_argument("refs", metavar="REF", nargs="+")
+    sub.add_parser("prune", help="remove the layers and blobs no image uses")
+
     sub.add_parser("version", help="versions and the kernel features found",
                    description="Print isolate's version and what this kernel offers.")
     return p
@@ -105,12 +132,22 @@ def parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     import isolate
+    if args.rootfs is not None and args.image is not None:
+        print("isolate run: give --rootfs or --image, not both", file=sys.stderr)
+        return EXIT_SETUP
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not cmd:
+    argv = cmd      # what runs: with an image, its Entrypoint, then CMD or its Cmd
+    if args.image is not None:
+        try:
+            argv = isolate.get_image(args.image).command(cmd)
+        except isolate.ImageError as e:
+            print(f"isolate: {e}", file=sys.stderr)
+            return EXIT_SETUP
+    if not argv:
         print("isolate run: no command given (isolate run [OPTIONS] -- CMD [ARG...])",
               file=sys.stderr)
         return EXIT_SETUP
-    options = dict(rootfs=args.rootfs, readonly=args.readonly, network=args.network,
+    options = dict(rootfs=args.rootfs, image=args.image, readonly=args.readonly, network=args.network,
                    mounts=[*args.mount, *args.tmpfs], cwd=args.workdir, user=args.user,
                    hostname=args.hostname, cap_add=args.cap_add, cap_drop=args.cap_drop,
                    privileged=args.privileged,
@@ -121,21 +158,61 @@ def _run(args: argparse.Namespace) -> int:
         options["env"] = dict(args.env)
     try:
         if args.tty:
-            returncode = _interactive(cmd, options)
-        else:
-            returncode = isolate.run(cmd, **options).returncode
+            returncode = _interactive(argv, options)
+        else:       # isolate.run puts an image's Entrypoint first itself
+            returncode = isolate.run(cmd or None, **options).returncode
     except (FileNotFoundError, PermissionError) as e:
-        if e.filename == cmd[0]:        # the command itself, as a shell reports it
+        if e.filename == argv[0]:        # the command itself, as a shell reports it
             missing = isinstance(e, FileNotFoundError)
-            print(f"isolate: {cmd[0]}: {'command not found' if missing else e.strerror}",
+            print(f"isolate: {argv[0]}: {'command not found' if missing else e.strerror}",
                   file=sys.stderr)
             return EXIT_NOT_FOUND if missing else EXIT_CANNOT_RUN
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
-    except (OSError, ValueError, TypeError, ImportError) as e:
+    except (OSError, ValueError, TypeError, ImportError, isolate.ImageError) as e:
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _images_verb(args: argparse.Namespace) -> int:
+    """load, images, save, rmi, prune: 0, or 1 with the error on stderr."""
+    import isolate
+    try:
+        if args.verb == "load":
+            for img in isolate.load(args.input, tag=args.tag):
+                print(f"Loaded image: {img.ref or img.digest}")
+        elif args.verb == "images":
+            found = isolate.images()
+            if args.quiet:
+                for img in found:
+                    print(img.id[7:19])
+                return 0
+            print(f"{'REPOSITORY':<40} {'TAG':<16} {'IMAGE ID':<12}  {'LAYERS':>6} {'SIZE':>10}")
+            for img in found:
+                repo, _, tag = img.ref.rpartition(":") if img.ref else ("<none>", "", "<none>")
+                print(f"{repo:<40} {tag:<16} {img.id[7:19]:<12}  {len(img.layers):>6} "
+                      f"{_human(img.size):>10}")
+        elif args.verb == "save":
+            isolate.save(args.ref, args.output, format=args.format)
+        elif args.verb == "rmi":
+            for ref in args.refs:
+                isolate.rmi(ref)
+                print(f"Untagged: {ref}")
+        else:
+            print(f"Total reclaimed space: {_human(isolate.prune())}")
+    except (isolate.ImageError, OSError, ValueError) as e:
+        print(f"isolate: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n}"
 
 
 def _interactive(cmd: list[str], options: dict) -> int:
@@ -259,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.verb == "run":
         return _run(args)
+    if args.verb in ("load", "images", "save", "rmi", "prune"):
+        return _images_verb(args)
     return _version()
 
 

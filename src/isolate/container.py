@@ -62,7 +62,7 @@ class _Launch:
         self.tty = False
         self.user = cfg.user
         if user is not None:
-            self.user = parse_user(user, cfg.rootfs)
+            self.user = parse_user(user, cfg.layers or cfg.rootfs)
             check_ids(self.user, cfg.userns, cfg.uid_map, cfg.gid_map)
 
     def command(self, argv: list[bytes], executable: StrOrBytesPath | None
@@ -214,11 +214,15 @@ class Container:
     rootfs      directory to use as /, entered with pivot_root; writes go to a
                 throw-away overlay unless readonly=True. None: the host's root,
                 read-only, with fresh /proc, /dev, /tmp and /run.
+    image       an image of the store instead (a reference such as "busybox",
+                or an isolate.Image; see isolate.load): its layers under the
+                container's own, and its Env (merged under env), WorkingDir and
+                User where env, cwd and user are not given
     hostname    the container's hostname (default: its id)
     network     "none" (own network namespace, lo up) or "host"
     mounts      Mount.bind(...) and Mount.tmpfs(...) entries
     env         environment of commands (default PATH and HOME only)
-    cwd         working directory of commands
+    cwd         working directory of commands (default /)
     user        "uid:gid", uid or a name from the image's /etc/passwd
     readonly    make rootfs read-only instead of copy-on-write
     namespaces  the namespaces to create; default mount, pid, uts, ipc, net,
@@ -274,7 +278,7 @@ class Container:
         network: str | None = None,
         mounts: Iterable[Mount] = (),
         env: Mapping[str, str] | None = None,
-        cwd: str = "/",
+        cwd: str | None = None,
         user: int | str | None = None,
         readonly: bool = False,
         namespaces: Iterable[str] | None = None,
@@ -298,6 +302,7 @@ class Container:
         storage_size: int | str = "1G",
         devices: Iterable[str] = (),
         trusted: bool = False,
+        image: Any = None,
     ) -> None:
         self._state = "new"
         self._trusted = bool(trusted)      # call()/submit() results: see the docstring
@@ -309,7 +314,7 @@ class Container:
                                 memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
                                 cpu_weight=cpu_weight, cpuset=cpuset, cpuset_mems=cpuset_mems,
                                 io_weight=io_weight, io_max=io_max,
-                                storage_size=storage_size, devices=devices)
+                                storage_size=storage_size, devices=devices, image=image)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -564,7 +569,7 @@ class CompletedProcess(subprocess.CompletedProcess):
 
 
 def run(
-    args: Args,
+    args: Args | None,
     *,
     input: str | bytes | None = None,
     capture_output: bool = False,
@@ -580,7 +585,7 @@ def run(
     executable: StrOrBytesPath | None = None,
     shell: bool = False,
     pass_fds: Sequence[int] = (),
-    cwd: str = "/",
+    cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     user: int | str | None = None,
     **container_options: Any,
@@ -588,9 +593,16 @@ def run(
     """Run one command in a fresh container and remove the container.
 
     Takes `subprocess.run`'s arguments and `Container`'s options. The
-    container ends when the command ends; a timeout kills it all.
+    container ends when the command ends; a timeout kills it all. With
+    image=, as `docker run IMAGE [ARGS]`: the image's Entrypoint, then args
+    (None: the image's Cmd).
     """
     cfg = make_config(cwd=cwd, env=env, user=user, **container_options)
+    if cfg.image is not None and not shell:
+        args = cfg.image.command(None if args is None else
+                                 [args] if isinstance(args, (str, bytes, os.PathLike)) else args)
+    elif args is None:
+        raise ValueError("args is None: give the command to run (or an image with a Cmd)")
     container_id = os.urandom(6).hex()
     if (input is None and not capture_output and stdin is None and stdout is None
             and stderr is None and not pass_fds):

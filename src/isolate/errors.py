@@ -10,7 +10,7 @@ import errno as _errno
 import os
 
 __all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied", "ContainerOOMError",
-           "SerializationError", "RemoteError", "RemoteTraceback", "child_error"]
+           "ImageError", "SerializationError", "RemoteError", "RemoteTraceback", "child_error"]
 
 
 class IsolateError(Exception):
@@ -68,6 +68,33 @@ class ContainerOOMError(ContainerDied):
 
 def _rebuild_oom(message, signal, exitcode):
     return ContainerOOMError(message, signal=signal, exitcode=exitcode)
+
+
+class ImageError(IsolateError):
+    """An image could not be loaded, found, unpacked, saved or used.
+
+    `ref` names the image (or the archive), `step` what failed ("parse
+    reference", "read archive", "verify blob", "unpack layer", ...); the
+    store is left as it was before the call."""
+
+    def __init__(self, message: str, *, ref: str = "", step: str = ""):
+        text = message
+        if step:
+            text = f"{step}: {text}"
+        if ref:
+            text = f"{ref}: {text}"
+        super().__init__(text)
+        self.ref = ref
+        self.step = step
+
+    def __reduce__(self):
+        return (_rebuild_image_error, (str(self), self.ref, self.step))
+
+
+def _rebuild_image_error(text, ref, step):
+    e = ImageError("", ref=ref, step=step)
+    e.args = (text,)
+    return e
 
 
 class SerializationError(IsolateError, TypeError):

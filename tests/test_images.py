@@ -1,0 +1,466 @@
+"""Images: loading archives into the store, containers of their layers, and
+layers as hostile input. What is checked is what the contained process sees
+(files, whiteouts, environment, user) and what the host's store holds after."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+
+import pytest
+
+import isolate
+from isolate import Container, ImageError
+from tests.images import build_image, entry, layer_tar, rootfs_layer
+
+D, S, H, C, F = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "store"
+    monkeypatch.setenv("ISOLATE_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, rootfs):
+    """The busybox root as a layer (bytes)."""
+    return rootfs_layer(rootfs)
+
+
+def _snapshot(store) -> tuple:
+    """What the store holds: listed images, blobs, layers, work in progress."""
+    out = []
+    for sub in ("blobs/sha256", "layers", "tmp"):
+        p = store / sub
+        out.append(sorted(os.listdir(p)) if p.exists() else [])
+    refs = store / "refs.json"
+    out.append(refs.read_text() if refs.exists() else "")
+    return tuple(out)
+
+
+def _tree_digest(path: str) -> str:
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files + dirs):
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, path)} {st.st_mode} {st.st_size} {st.st_mtime_ns}"
+                     .encode())
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def _sh(script: str, **options) -> str:
+    r = isolate.run(["sh", "-c", script], capture_output=True, text=True, **options)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+# -- loading, and what the container sees -----------------------------------------
+
+@pytest.mark.parametrize("fmt", ["oci", "oci-dir", "docker"])
+def test_a_loaded_image_is_the_containers_root(store, base, tmp_path, fmt):
+    archive = build_image(str(tmp_path / "img"), [base, layer_tar([
+        entry("etc/motd", b"from the second layer\n")])], name="localhost/test:1", fmt=fmt)
+    [img] = isolate.load(archive)
+    assert img.ref == "localhost/test:1" and len(img.layers) == 2
+    assert [i.digest for i in isolate.images()] == [img.digest]
+    out = _sh("cat /etc/motd; echo $$; cat /proc/self/cgroup | wc -l; ls /bin/busybox",
+              image="localhost/test:1")
+    motd, pid, _, busybox = out.splitlines()
+    assert motd == "from the second layer" and pid in ("1", "2") and busybox == "/bin/busybox"
+    assert isolate.get_image(img.id[7:19]) == img       # an id prefix, as docker takes
+    assert isolate.get_image(img.digest).digest == img.digest
+
+
+def test_whiteouts_and_opaque_directories_hide_the_lower_layers(store, base, tmp_path):
+    upper = layer_tar([
+        entry("etc/.wh.group", b""),                         # a file deleted
+        entry("home/.wh.user", b""),                          # a directory deleted
+        entry("data", kind=D),
+        entry("data/.wh..wh..opq", b""),                     # everything below replaced
+        entry("data/new", b"new\n"),
+    ])
+    lower_extra = layer_tar([entry("data", kind=D), entry("data/old", b"old\n"),
+                             entry("data/sub", kind=D), entry("data/sub/deep", b"x")])
+    for gz in (False, True):
+        archive = build_image(str(tmp_path / f"img{gz}"), [base, lower_extra, upper],
+                              name=f"localhost/wh:{int(gz)}", gzip_layers=gz)
+        [img] = isolate.load(archive)
+        out = _sh("ls /etc/group /home/user 2>&1; ls -A /data; cat /etc/passwd | head -1",
+                  image=img)
+        assert "/etc/group: No such file" in out and "/home/user: No such file" in out
+        lines = out.splitlines()
+        assert lines[2:] == ["new", "root:x:0:0:root:/root:/bin/sh"], out
+        with Container(image=img, readonly=True) as c:    # no upper layer: the same view
+            r = c.run(["sh", "-c", "ls -A /data; touch /x"], capture_output=True, text=True)
+            assert r.stdout.split() == ["new"] and "Read-only file system" in r.stderr
+
+
+def test_the_images_config_applies_and_the_callers_wins(store, base, tmp_path):
+    extra = layer_tar([entry("srv", kind=D), entry("srv/app", kind=D),
+                       entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+                             b"app:x:4242:4343::/srv/app:/bin/sh\n")])
+    archive = build_image(str(tmp_path / "img"), [base, extra], name="localhost/cfg:1", config={
+        "Env": ["PATH=/bin", "GREETING=hello", "MODE=image"], "WorkingDir": "/srv/app",
+        "User": "app", "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo cmd $GREETING"],
+        "Labels": {"a": "b"}, "ExposedPorts": {"80/tcp": {}}})
+    [img] = isolate.load(archive)
+    assert img.labels == (("a", "b"),) and img.exposed_ports == ("80/tcp",)
+    # as docker run: Entrypoint + Cmd, then Entrypoint + args
+    r = isolate.run(None, image=img, capture_output=True, text=True)
+    assert r.stdout == "cmd hello\n", r
+    r = isolate.run(["id -u; id -g; pwd; echo $MODE $GREETING $HOME"], image=img,
+                    capture_output=True, text=True)
+    assert r.stdout.split() == ["4242", "4343", "/srv/app", "image", "hello", "/"], r
+    r = isolate.run(["id -u; pwd; echo $MODE $GREETING"], image=img, user="root", cwd="/",
+                    env={"MODE": "caller"}, capture_output=True, text=True)
+    assert r.stdout.split() == ["0", "/", "caller", "hello"], r
+    # Container.run is docker exec: the args as given
+    with Container(image=img) as c:
+        r = c.run(["pwd"], capture_output=True, text=True)
+        assert r.stdout == "/srv/app\n"
+    # the CLI: isolate run --image, without and with a command
+    cli = [sys.executable, "-m", "isolate", "run", "--image", "localhost/cfg:1"]
+    r = subprocess.run(cli, capture_output=True, text=True)
+    assert r.stdout == "cmd hello\n", r.stderr
+    r = subprocess.run([*cli, "--", "echo args $MODE"], capture_output=True, text=True)
+    assert r.stdout == "args image\n", r.stderr
+
+
+def test_writes_stay_in_the_container_and_the_store_is_not_touched(store, base, tmp_path):
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base], name="localhost/w:1"))
+    layer = img.layer_dirs()[0]
+    before = _tree_digest(layer)
+    script = ("echo x >> /etc/passwd; rm -f /bin/ls; mkdir -p /new/dir; chmod 777 /etc; "
+              "ln -sf / /etc/loop; rm -rf /home; echo done")
+    assert _sh(script, image=img) == "done\n"
+    with open(f"{layer}/etc/passwd") as f:
+        lines = len(f.readlines())
+    out = _sh("test -e /bin/ls && test -d /home/user && ! test -e /new && ! test -e /etc/loop "
+              "&& echo fresh; wc -l < /etc/passwd", image=img)
+    assert out.split() == ["fresh", str(lines)]
+    assert _tree_digest(layer) == before
+    with isolate.Pool(size=1, image=img) as pool:
+        assert pool.run(["ls", "/bin/busybox"], capture_output=True, text=True).stdout \
+            == "/bin/busybox\n"
+    assert _tree_digest(layer) == before
+
+
+def test_save_writes_archives_that_other_tools_read(store, base, tmp_path):
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base, layer_tar([
+        entry("etc/.wh.group", b"")])], name="localhost/save:1", gzip_layers=True))
+    oci = img.save(str(tmp_path / "out-oci.tar"))
+    docker = img.save(str(tmp_path / "out-docker.tar"), format="docker")
+    if shutil.which("skopeo"):
+        for transport, path in (("oci-archive", oci), ("docker-archive", docker)):
+            r = subprocess.run(["skopeo", "inspect", "--raw", f"{transport}:{path}"],
+                               capture_output=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            if transport == "oci-archive":      # the very manifest of the store
+                assert "sha256:" + hashlib.sha256(r.stdout).hexdigest() == img.digest
+            layers = [x["digest"] for x in json.loads(r.stdout)["layers"]]
+            assert len(layers) == 2
+    # and back: the same image, by its digest, from both
+    isolate.rmi(img)
+    assert isolate.images() == []
+    [again] = isolate.load(oci)
+    assert again.digest == img.digest and again.ref == img.ref
+    [dock] = isolate.load(docker)
+    assert dock.id == img.id and dock.ref == img.ref
+    assert _sh("ls /etc/group 2>&1 || true", image=dock).strip().endswith("No such file or directory")
+
+
+def test_cli_load_images_save_rmi_prune(store, base, tmp_path):
+    archive = build_image(str(tmp_path / "img"), [base], name="localhost/cli:1")
+    cli = [sys.executable, "-m", "isolate"]
+
+    def run(*args):
+        r = subprocess.run([*cli, *args], capture_output=True, text=True)
+        return r.returncode, r.stdout, r.stderr
+
+    assert run("load", "-i", archive)[1] == "Loaded image: localhost/cli:1\n"
+    rc, out, _ = run("images")
+    assert rc == 0 and "localhost/cli" in out and "1" in out.split("\n")[1]
+    rc, _, _ = run("save", "-o", str(tmp_path / "saved.tar"), "localhost/cli:1")
+    assert rc == 0 and tarfile.is_tarfile(tmp_path / "saved.tar")
+    assert run("rmi", "localhost/cli:1")[0] == 0
+    assert run("images", "-q")[1] == ""
+    rc, out, _ = run("prune")
+    assert rc == 0 and "reclaimed" in out
+    assert os.listdir(store / "layers") == [] and os.listdir(store / "blobs/sha256") == []
+    rc, _, err = run("rmi", "localhost/cli:1")
+    assert rc == 1 and "no such image" in err
+    rc, _, err = run("run", "--image", "nosuch:1", "--", "true")
+    assert rc == 125 and "no such image" in err
+
+
+def test_prune_keeps_what_images_and_running_containers_use(store, base, tmp_path):
+    [a] = isolate.load(build_image(str(tmp_path / "a"), [base, layer_tar([
+        entry("a", b"a")])], name="localhost/a:1"))
+    [b] = isolate.load(build_image(str(tmp_path / "b"), [base, layer_tar([
+        entry("b", b"b")])], name="localhost/b:1"))
+    with Container(image=b) as c:
+        isolate.rmi(a)
+        isolate.rmi(b)
+        isolate.prune()
+        left = set(os.listdir(store / "layers"))
+        # b's layers are mounted by the running container: kept; a's own went
+        assert left == {d[7:] for d in b.layers}
+        assert c.run(["cat", "/b"], capture_output=True).stdout == b"b"
+    isolate.prune()
+    assert os.listdir(store / "layers") == []
+    with pytest.raises(ImageError, match="no such image"):
+        isolate.run(["true"], image="localhost/b:1")
+
+
+def test_loads_of_one_archive_at_once_all_succeed(store, base, tmp_path):
+    archive = build_image(str(tmp_path / "img"), [base, layer_tar([entry("x", b"1")])],
+                          name="localhost/race:1")
+    errors = []
+
+    def load():
+        try:
+            isolate.load(archive)
+        except BaseException as e:      # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", f"import isolate; isolate.load({archive!r})"])
+             for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [p.wait() for p in procs] == [0, 0] and not errors
+    assert len(isolate.images()) == 1 and len(os.listdir(store / "layers")) == 2
+    assert os.listdir(store / "tmp") == []
+
+
+def test_image_and_rootfs_together_is_refused(store, base, tmp_path, rootfs):
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base]))
+    with pytest.raises(ValueError, match="rootfs or image"):
+        Container(rootfs=rootfs, image=img)
+
+
+@pytest.mark.parametrize("ref,full", [
+    ("busybox", "docker.io/library/busybox:latest"),
+    ("busybox:1.36", "docker.io/library/busybox:1.36"),
+    ("me/tool", "docker.io/me/tool:latest"),
+    ("localhost/tool", "localhost/tool:latest"),
+    ("localhost:5000/me/tool:1", "localhost:5000/me/tool:1"),
+    ("ghcr.io/a/b/c@sha256:" + "a" * 64, "ghcr.io/a/b/c@sha256:" + "a" * 64),
+])
+def test_references_are_normalised_as_docker_does(ref, full):
+    from isolate._images import parse_ref
+    assert parse_ref(ref) == full
+
+
+@pytest.mark.parametrize("ref", ["", "UPPER", "a b", "busybox:", "x@sha256:12", "-lead", "a//b",
+                                 "busybox:" + "t" * 200])
+def test_bad_references_are_refused(store, ref):
+    with pytest.raises(ImageError, match="parse reference|no such image"):
+        isolate.run(["true"], image=ref)
+
+
+# -- hostile layers ---------------------------------------------------------------
+
+HOST_TARGET = "/tmp/isolate-test-escaped"
+
+HOSTILE = {
+    "dotdot": [entry("../../../../../../tmp/isolate-test-escaped", b"x")],
+    "dotdot-inside": [entry("etc/../../isolate-test-escaped", b"x")],
+    "symlink-then-file": [entry("esc", kind=S, link="/tmp"),
+                          entry("esc/isolate-test-escaped", b"x")],
+    "relative-symlink-then-file": [entry("esc", kind=S, link="../../../../../../tmp"),
+                                   entry("esc/isolate-test-escaped", b"x")],
+    "symlink-then-dir": [entry("esc", kind=S, link="/tmp"),
+                         entry("esc/isolate-test-escaped", kind=D)],
+    "hardlink-out": [entry("pw", kind=H, link="../../../../../../etc/passwd")],
+    "hardlink-absolute": [entry("pw", kind=H, link="/etc/passwd")],
+    "hardlink-through-symlink": [entry("esc", kind=S, link="/etc"),
+                                 entry("pw", kind=H, link="esc/passwd")],
+    "symlink-then-whiteout": [entry("esc", kind=S, link="/tmp"),
+                              entry("esc/.wh.isolate-test-escaped", b"")],
+    "nul": [entry("a\0b", b"x")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_layer_is_refused_and_changes_nothing(store, base, tmp_path, case):
+    [good] = isolate.load(build_image(str(tmp_path / "good"), [base], name="localhost/good:1"))
+    before = _snapshot(store)
+    layer = layer_tar(HOSTILE[case]) if case != "nul" else _nul_layer()
+    archive = build_image(str(tmp_path / "bad"), [base, layer], name="localhost/bad:1")
+    with pytest.raises(ImageError) as info:
+        isolate.load(archive)
+    assert info.value.step == "unpack layer" and info.value.ref == "localhost/bad:1"
+    assert not os.path.lexists(HOST_TARGET)
+    assert _snapshot(store) == before
+    assert os.stat("/etc/passwd").st_nlink == 1
+    assert [i.ref for i in isolate.images()] == [good.ref]
+
+
+def _nul_layer() -> bytes:
+    # tarfile refuses to write a NUL in a name; a PAX path header carries one
+    info, data = entry("placeholder", b"x")
+    raw = layer_tar([(info, data)])
+    return raw.replace(b"placeholder", b"place\0older")
+
+
+def test_what_a_layer_may_not_bring_is_neutralised(store, base, tmp_path):
+    """Absolute names land in the layer; overlay's own attributes and
+    trusted.* ones are dropped (a layer cannot redirect a directory)."""
+    layer = layer_tar([
+        entry("/abs", b"absolute name\n"),
+        entry("redir", kind=D, xattrs={"trusted.overlay.redirect": "/etc",
+                                       "user.overlay.redirect": "/etc",
+                                       "trusted.overlay.opaque": "y",
+                                       "user.note": "kept"}),
+        entry("redir/file", b"in redir\n"),
+        entry("suid", b"#!/bin/sh\n", mode=0o4755),
+    ])
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base, layer]))
+    top = img.layer_dirs()[0]
+    with open(f"{top}/abs") as f:
+        assert f.read() == "absolute name\n"
+    assert os.listxattr(f"{top}/redir") == ["user.note"]
+    assert os.stat(f"{top}/suid").st_mode & 0o7777 == 0o4755       # root keeps it, as Docker
+    assert _sh("cat /abs; ls /redir", image=img).split() == ["absolute", "name", "file"]
+
+
+def test_a_layer_replaced_entries_and_links_within_it(store, base, tmp_path):
+    layer = layer_tar([
+        entry("d", kind=D), entry("d/f", b"first"),
+        entry("d", b"now a file"),                   # a directory replaced by a file
+        entry("x", b"x"),
+        entry("y", kind=H, link="x"),                 # a hard link within the layer
+        entry("fifo", kind=F), entry("null2", kind=C, link="1:3"),
+    ])
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base, layer]))
+    top = img.layer_dirs()[0]
+    with open(f"{top}/d") as f:
+        assert f.read() == "now a file"
+    assert os.stat(f"{top}/x").st_ino == os.stat(f"{top}/y").st_ino
+    # nodes of the image are there, but the root is nodev: not a way to a device
+    r = isolate.run(["sh", "-c", "test -p /fifo && echo fifo; echo hi > /null2"],
+                    image=img, capture_output=True, text=True)
+    assert r.stdout == "fifo\n" and "Permission denied" in r.stderr
+
+
+# -- bad input ----------------------------------------------------------------------
+
+def _corrupt_blob(files):
+    name = next(n for n, d in files.items() if n.startswith("blobs/") and len(d) > 100000)
+    files[name] = files[name][:-10] + b"0123456789"
+
+
+def _truncate_blob(files):
+    name = next(n for n, d in files.items() if n.startswith("blobs/") and len(d) > 100000)
+    files[name] = files[name][:1000]
+
+
+def _drop_blob(files):
+    name = next(n for n, d in files.items() if n.startswith("blobs/") and len(d) > 100000)
+    del files[name]
+
+
+def _media_type(files):
+    files["index.json"] = files["index.json"].replace(b"image.manifest.v1+json",
+                                                      b"image.manifest.v9+json")
+
+
+def _not_json(files):
+    files["index.json"] = b"{not json"
+
+
+BAD = {
+    "corrupt blob": (_corrupt_blob, "verify blob"),
+    "truncated blob": (_truncate_blob, "verify blob"),
+    "missing blob": (_drop_blob, "read archive"),
+    "unsupported media type": (_media_type, "read archive"),
+    "garbage index": (_not_json, "read archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_archive_is_refused_and_changes_nothing(store, base, tmp_path, case):
+    isolate.load(build_image(str(tmp_path / "good"), [layer_tar([entry("a", b"a")])]))
+    before = _snapshot(store)
+    tamper, step = BAD[case]
+    archive = build_image(str(tmp_path / "bad"), [base], name="localhost/bad:1", tamper=tamper)
+    with pytest.raises(ImageError) as info:
+        isolate.load(archive)
+    assert info.value.step == step, info.value
+    assert _snapshot(store) == before
+
+
+def test_a_diff_id_that_does_not_match_is_refused(store, base, tmp_path):
+    archive = build_image(str(tmp_path / "bad"), [base], fmt="docker")
+    with tarfile.open(archive) as t:
+        files = {m.name: t.extractfile(m).read() for m in t}
+    name = next(n for n in files if n.endswith(".json") and n != "manifest.json")
+    cfg = json.loads(files[name])
+    cfg["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    files[name] = json.dumps(cfg).encode()
+    with tarfile.open(archive, "w") as t:
+        for n, data in files.items():
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            t.addfile(info, __import__("io").BytesIO(data))
+    before = _snapshot(store)
+    with pytest.raises(ImageError, match="verify layer"):
+        isolate.load(archive)
+    assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize("what", ["missing", "not an archive", "empty dir"])
+def test_what_is_not_an_archive_is_refused(store, tmp_path, what):
+    path = tmp_path / "x"
+    if what == "not an archive":
+        path.write_bytes(b"hello")
+    elif what == "empty dir":
+        path.mkdir()
+    with pytest.raises(ImageError, match="read archive"):
+        isolate.load(path)
+    assert _snapshot(store)[:3] == ([], [], [])
+
+
+def test_a_full_disk_during_unpack_leaves_the_store_as_it_was(tmp_path, monkeypatch, base):
+    """The store on a small tmpfs: the layer does not fit."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        monkeypatch.setenv("ISOLATE_HOME", str(mnt / "store"))
+        archive = build_image(str(tmp_path / "img"), [layer_tar([entry("small", b"s")])],
+                              name="localhost/small:1")
+        isolate.load(archive)
+        before = _snapshot(mnt / "store")
+        big = build_image(str(tmp_path / "big"), [layer_tar([entry("big", os.urandom(3 << 20))])],
+                          name="localhost/big:1")
+        with pytest.raises(ImageError, match="No space left"):
+            isolate.load(big)
+        assert _snapshot(mnt / "store") == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("index", [b'{"manifests": 3}', b'{"manifests": [{"digest": 1}]}',
+                                   b'[]', b'{"manifests": [{"mediaType": '
+                                   b'"application/vnd.oci.image.manifest.v1+json"}]}'])
+def test_a_malformed_index_is_an_image_error(store, tmp_path, index):
+    archive = build_image(str(tmp_path / "bad"), [layer_tar([entry("a", b"a")])],
+                          tamper=lambda files: files.update({"index.json": index}))
+    with pytest.raises(ImageError, match="read archive"):
+        isolate.load(archive)
+    assert _snapshot(store)[:3] == ([], [], [])
