@@ -382,6 +382,33 @@ def test_docker_it(dockerd):
                  "--network", "none", "busybox", "sh", "-c", TTY_PROBE])
 
 
+def test_images_travel_between_docker_and_isolate(dockerd, tmp_path, monkeypatch):
+    """docker save's archive runs in isolate; isolate's save (docker format,
+    a whiteout in its second layer) is loaded and run by Docker with runc."""
+    import tarfile
+
+    import isolate
+    from .images import build_image, entry, layer_tar
+    monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / "store"))
+    dockerd.docker("save", "-o", str(tmp_path / "saved.tar"), "busybox")
+    [img] = isolate.load(tmp_path / "saved.tar")
+    assert img.ref == "docker.io/library/busybox:latest"
+    r = isolate.run(["sh", "-c", "ls /bin/busybox; cat /etc/hostname"], image=img,
+                    capture_output=True, text=True)
+    assert r.stdout.startswith("/bin/busybox\n"), r
+    upper = layer_tar([entry("etc/.wh.group", b""), entry("etc/motd", b"isolate\n")])
+    with tarfile.open(tmp_path / "saved.tar") as t:     # docker save's own first layer
+        layer = next(t.extractfile(m).read() for m in t if m.name.startswith("blobs/sha256/")
+                     and m.size > 100000 or m.name.endswith("layer.tar"))
+    [mine] = isolate.load(build_image(str(tmp_path / "two.tar"), [layer, upper],
+                                      name="localhost/two:1"))
+    mine.save(tmp_path / "out.tar", format="docker")
+    dockerd.docker("load", "-i", str(tmp_path / "out.tar"))
+    r = dockerd.docker("run", "--rm", "--network", "none", "localhost/two:1", "sh", "-c",
+                       "cat /etc/motd; ls /etc/group 2>&1; true")
+    assert r.stdout.startswith("isolate\n") and "No such file" in r.stdout, r
+
+
 class Podman:
     """podman (with conmon) on storage, run dirs and configuration of the
     test's own; isolate-runc as its --runtime."""
