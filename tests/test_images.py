@@ -464,3 +464,31 @@ def test_a_malformed_index_is_an_image_error(store, tmp_path, index):
     with pytest.raises(ImageError, match="read archive"):
         isolate.load(archive)
     assert _snapshot(store)[:3] == ([], [], [])
+
+
+def test_a_layout_directory_is_read_through_no_symlink_and_only_files(store, tmp_path):
+    """An OCI layout directory (extracted from a download, say) whose blobs
+    are symlinks to host files, or a FIFO: refused, nothing opened there."""
+    layout = build_image(str(tmp_path / "dir"), [layer_tar([entry("a", b"a")])], fmt="oci-dir")
+    blobs = sorted((tmp_path / "dir/blobs/sha256").iterdir(), key=lambda p: p.stat().st_size)
+    big = blobs[-1]
+    big.unlink()
+    os.mkfifo(big)          # a read of it would wait for ever
+    with pytest.raises(ImageError, match="not a regular file"):
+        isolate.load(layout)
+    big.unlink()
+    big.symlink_to("/etc/passwd")
+    with pytest.raises(ImageError, match="symlink"):
+        isolate.load(layout)
+    assert _snapshot(store)[:3] == ([], [], [])
+
+
+def test_odd_numbers_in_a_layer_are_an_image_error(store, tmp_path):
+    info, data = entry("f", b"x")
+    info.mtime = 10**30
+    layer = layer_tar([(info, data)])
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [layer]))
+    assert os.path.isfile(img.layer_dirs()[0] + "/f")
+    info, data = entry("g", b"x", uid=2**40)
+    with pytest.raises(ImageError, match="unpack layer"):
+        isolate.load(build_image(str(tmp_path / "img2"), [layer_tar([(info, data)])]))

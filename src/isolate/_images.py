@@ -380,7 +380,7 @@ class _Archive:
 
     def has(self, name: str) -> bool:
         if self.tar is None:
-            return os.path.isfile(self._join(name))
+            return os.path.lexists(self._join(name))
         return name in self.members
 
     def _join(self, name: str) -> str:
@@ -392,14 +392,37 @@ class _Archive:
 
     def open(self, name: str) -> IO[bytes]:
         try:
-            if self.tar is None:
-                return open(self._join(name), "rb")
+            if self.tar is None:    # a regular file of the directory, through no symlink
+                return open(self._open_beneath(name), "rb")
             member = self.members["/".join(p for p in name.split("/") if p not in ("", "."))]
             f = self.tar.extractfile(member)
             assert f is not None
             return f
         except (KeyError, FileNotFoundError):
             raise ImageError(f"{name} is missing", ref=self.path, step="read archive") from None
+
+    def _open_beneath(self, name: str) -> int:
+        from . import _isolate
+        self._join(name)        # '..' refused
+        dirfd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            path = _isolate.openat2(dirfd, name, os.O_PATH | os.O_CLOEXEC,
+                                    resolve=_isolate.RESOLVE_BENEATH | _isolate.RESOLVE_NO_SYMLINKS)
+        except OSError as e:
+            if e.errno in (40, 18):     # ELOOP, EXDEV
+                raise ImageError(f"{name}: a symlink in the archive", ref=self.path,
+                                 step="read archive") from None
+            raise
+        finally:
+            os.close(dirfd)
+        import stat
+        try:        # opened for reading only once it is known to be a file (no FIFO, device)
+            if not stat.S_ISREG(os.fstat(path).st_mode):
+                raise ImageError(f"{name} is not a regular file", ref=self.path,
+                                 step="read archive")
+            return os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(path)
 
     def json(self, name: str) -> Any:
         with self.open(name) as f:
@@ -525,7 +548,7 @@ class _Load:
             raise ImageError(f"layer {blob} refused: {e}", ref=ref, step="unpack layer") from None
         except ImageError as e:
             raise ImageError(f"layer {blob}: {e}", ref=ref, step=e.step) from None
-        except (OSError, EOFError, ValueError) as e:
+        except Exception as e:      # whatever a hostile stream makes of the parsers
             raise ImageError(f"layer {blob}: {e}", ref=ref, step="unpack layer") from None
         finally:
             os.close(fd)

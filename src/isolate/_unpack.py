@@ -111,6 +111,11 @@ def _remove(tree: _Tree, parent: int, name: str) -> None:
         tree.forget()
 
 
+def _ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in ns, within what the kernel stores."""
+    return max(0, min(int(member.mtime), 1 << 40)) * 10**9
+
+
 def _xattrs(member: tarfile.TarInfo, root: bool) -> Iterator[tuple[str, bytes]]:
     for key, value in member.pax_headers.items():
         if not key.startswith("SCHILY.xattr."):
@@ -134,8 +139,8 @@ def _meta(fd: int, member: tarfile.TarInfo, root: bool) -> None:
         except OSError:
             pass    # a filesystem without them: the layer works without
     os.chmod(fd, mode)
-    mtime = int(member.mtime)
-    os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
+    t = _ns(member)
+    os.utime(fd, ns=(t, t))
 
 
 def unpack(stream: IO[bytes], dest: int, *, root: bool) -> int:
@@ -161,6 +166,7 @@ def unpack(stream: IO[bytes], dest: int, *, root: bool) -> int:
                     if hidden in ("", ".", ".."):
                         raise LayerRefused(f"{m.name!r}: a whiteout of nothing")
                     _remove(tree, parent, hidden)
+                    parent = tree.dir(parts[:-1])      # _remove may have closed it
                     os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
                     continue
                 try:
@@ -188,7 +194,7 @@ def unpack(stream: IO[bytes], dest: int, *, root: bool) -> int:
                     os.symlink(m.linkname, name, dir_fd=parent)
                     if root:
                         os.chown(name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
-                    t = int(m.mtime) * 10**9
+                    t = _ns(m)
                     os.utime(name, ns=(t, t), dir_fd=parent, follow_symlinks=False)
                 elif m.islnk():
                     target = _parts(m.linkname)
@@ -271,7 +277,7 @@ def _meta_path(path: str, m: tarfile.TarInfo, root: bool) -> None:
     else:
         mode &= ~0o6000
     os.chmod(path, mode)
-    t = int(m.mtime) * 10**9
+    t = _ns(m)
     os.utime(path, ns=(t, t))
 
 

@@ -350,7 +350,8 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
         lock.save(state)
         from ._cgroups import Cgroups
         try:
-            cgroups = Cgroups.at(dict(cfg.limits), b.cgroups_path or f"/isolate-runc/{cid}")
+            # without a cgroupsPath, /ID, as runc (cgroupfs): nothing above it to leave
+            cgroups = Cgroups.at(dict(cfg.limits), b.cgroups_path or f"/{cid}")
         except OSError as e:
             # rootless, as runc: without limits, cgroups are optional
             if os.geteuid() == 0 or cfg.limits or e.errno not in (
