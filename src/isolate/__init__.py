@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._call import call, isolated
     from .container import CompletedProcess, Container, Process, run
     from ._images import Image, get_image, images, load, prune, rmi, save
+    from ._registry import pull, push
     from .mounts import Mount
     from .pool import Pool
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 _LAZY = {"call": "_call", "isolated": "_call", "CompletedProcess": "container",
          "Container": "container", "Process": "container", "run": "container", "Pool": "pool",
          "Mount": "mounts", "Image": "_images", "images": "_images", "load": "_images",
-         "prune": "_images", "rmi": "_images", "save": "_images", "get_image": "_images"}
+         "prune": "_images", "rmi": "_images", "save": "_images", "get_image": "_images",
+         "pull": "_registry", "push": "_registry"}
 
 
 def __getattr__(name: str):
@@ -71,6 +73,8 @@ __all__ = [
     "isolated",
     "load",
     "prune",
+    "pull",
+    "push",
     "rmi",
     "run",
     "save",

@@ -697,7 +697,8 @@ def _build_config(
         network=network,
         namespaces=ns,
         mounts=mounts,
-        env=_image_env(env, u) if image is not None else _env(env, "/root" if u.uid == 0 else "/"),
+        env=_image_env(env or {}, u) if image is not None else
+        _env(env, "/root" if u.uid == 0 else "/"),
         cwd=cwd,
         user=u,
         host_ids=(os.geteuid(), os.getegid()),

@@ -293,20 +293,21 @@ def get_image(ref: str | Image) -> Image:
         raise TypeError(f"image is an Image or a reference str, not {type(ref).__name__}")
     hexes = ref.removeprefix("sha256:")
     if re.fullmatch(r"[0-9a-f]{12,64}", hexes):
-        for key, digest in sorted(refs.items()):
-            config = s.read_json(digest, key)["config"]["digest"]
-            if digest[7:].startswith(hexes) or config[7:].startswith(hexes):
-                return s.image("" if key == digest else key, digest)
+        for key, d in sorted(refs.items()):
+            config = s.read_json(d, key)["config"]["digest"]
+            if d[7:].startswith(hexes) or config[7:].startswith(hexes):
+                return s.image("" if key == d else key, d)
     full = parse_ref(ref)
     digest = refs.get(full)
-    if digest is None and "@" in full:
+    if digest is not None:
+        return s.image(full, digest)
+    if "@" in full:     # NAME@DIGEST: the image of that digest, under its own name
         wanted = full.partition("@")[2]
-        if wanted in refs.values():
-            digest = wanted
-    if digest is None:
-        raise ImageError("no such image in the store (isolate.images() lists them; "
-                         "isolate.load() adds one)", ref=ref, step="find image")
-    return s.image(full, digest)
+        for key, d in sorted(refs.items(), key=lambda kv: kv[0] == kv[1]):
+            if d == wanted:
+                return s.image("" if key == d else key, d)
+    raise ImageError("no such image in the store (isolate.images() lists them; "
+                     "isolate.load() adds one)", ref=ref, step="find image")
 
 
 def lookup(layers: tuple[str, ...], path: str) -> str | None:
@@ -461,14 +462,14 @@ class _Hashing(io.RawIOBase):
         return "sha256:" + self.h.hexdigest()
 
 
-def _decompressed(f: IO[bytes]) -> IO[bytes]:
-    buffered = io.BufferedReader(f, 1 << 20) if not isinstance(f, io.BufferedReader) else f
+def _decompressed(f: Any) -> IO[bytes]:
+    buffered = f if isinstance(f, io.BufferedReader) else io.BufferedReader(f, 1 << 20)
     magic = buffered.peek(4)[:4]
     if magic[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered, mode="rb")     # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
         try:
-            import zstandard
+            import zstandard    # type: ignore[import-not-found]
         except ImportError:
             raise ImageError("a zstd-compressed layer needs the zstandard package "
                              "(pip install zstandard)", step="unpack layer") from None
@@ -495,7 +496,7 @@ class _Load:
     def blob_path(self, digest: str) -> str:
         return self.blobs.get(digest) or self.s.blob(digest)
 
-    def add_blob(self, src: IO[bytes], digest: str | None, size: int | None, ref: str) -> str:
+    def add_blob(self, src: Any, digest: str | None, size: int | None, ref: str) -> str:
         """Copy src into the stage, verified against digest and size when
         given; its digest."""
         if digest is not None and not _DIGEST.fullmatch(digest):
@@ -784,7 +785,8 @@ def prune() -> int:
     s = _store()
     fd = s.lock()
     try:
-        keep_blobs, keep_layers = set(), set()
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = set()
         for key, digest in s.refs().items():
             keep_blobs.add(digest[7:])
             manifest = s.read_json(digest, key)

@@ -102,7 +102,7 @@ def _root_isdir(cfg: Config, path: str) -> bool:
         from ._images import lookup
         found = lookup(cfg.layers, path)
         return found is not None and os.path.isdir(found) and not os.path.islink(found)
-    return os.path.isdir(cfg.rootfs + path)
+    return os.path.isdir(f"{cfg.rootfs}{path}")
 
 
 def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:

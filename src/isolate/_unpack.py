@@ -234,19 +234,19 @@ def unpack(stream: IO[bytes], dest: int, *, root: bool) -> int:
             # directories last: their modes may forbid the entries above,
             # and each entry made in one changed its times
             for parts, m in reversed(dirs):
-                fd = _open_dir(dest, parts)
-                if fd is not None:
+                dfd = _open_dir(dest, parts)
+                if dfd is not None:
                     try:
-                        _meta(fd, m, root)
+                        _meta(dfd, m, root)
                     finally:
-                        os.close(fd)
+                        os.close(dfd)
             for parts in opaque:
-                fd = _open_dir(dest, parts)
-                if fd is not None:
+                dfd = _open_dir(dest, parts)
+                if dfd is not None:
                     try:
-                        _set_opaque(fd, root)
+                        _set_opaque(dfd, root)
                     finally:
-                        os.close(fd)
+                        os.close(dfd)
     except tarfile.TarError as e:
         raise LayerRefused(f"not a valid tar: {e}") from None
     finally:

@@ -5,6 +5,8 @@
                 [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
                 [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
                 [--privileged] [--seccomp default|none|PROFILE] -- CMD [ARG...]
+    isolate pull [--insecure] REF        from its registry (OCI distribution API)
+    isolate push [--insecure] REF [DEST]
     isolate load -i FILE [--tag REF]      an OCI layout (dir or tar) or a docker save archive
     isolate images [-q]                   the images of the store
     isolate save -o FILE [--format oci|docker] REF
@@ -115,6 +117,15 @@ def parser() -> argparse.ArgumentParser:
                                       "`docker save` archive into isolate's store.")
     load.add_argument("--input", "-i", metavar="FILE", required=True)
     load.add_argument("--tag", metavar="REF", help="name the (one) image of the archive")
+    pull = sub.add_parser("pull", help="pull an image from its registry into the store")
+    pull.add_argument("--insecure", action="store_true",
+                      help="plain HTTP (a registry on the loopback, say)")
+    pull.add_argument("ref", metavar="REF")
+    push = sub.add_parser("push", help="push an image of the store to a registry")
+    push.add_argument("--insecure", action="store_true", help="plain HTTP")
+    push.add_argument("ref", metavar="REF")
+    push.add_argument("dest", metavar="DEST", nargs="?",
+                      help="the reference to push it as (default: REF)")
     ls = sub.add_parser("images", help="list the images of the store")
     ls.add_argument("--quiet", "-q", action="store_true", help="only the image ids")
     save = sub.add_parser("save", help="write an image of the store to an archive")
@@ -182,6 +193,12 @@ def _images_verb(args: argparse.Namespace) -> int:
         if args.verb == "load":
             for img in isolate.load(args.input, tag=args.tag):
                 print(f"Loaded image: {img.ref or img.digest}")
+        elif args.verb == "pull":
+            img = isolate.pull(args.ref, insecure=args.insecure)
+            print(f"Digest: {img.digest}\n{img.ref or img.digest}")
+        elif args.verb == "push":
+            digest = isolate.push(args.ref, args.dest, insecure=args.insecure)
+            print(f"{args.dest or args.ref}: digest: {digest}")
         elif args.verb == "images":
             found = isolate.images()
             if args.quiet:
@@ -208,11 +225,12 @@ def _images_verb(args: argparse.Namespace) -> int:
 
 
 def _human(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n}"
+    x = float(n)
+    for unit in ("B", "kB", "MB"):
+        if x < 1000:
+            return f"{x:.0f}{unit}" if unit == "B" else f"{x:.1f}{unit}"
+        x /= 1000
+    return f"{x:.1f}GB"
 
 
 def _interactive(cmd: list[str], options: dict) -> int:
@@ -336,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.verb == "run":
         return _run(args)
-    if args.verb in ("load", "images", "save", "rmi", "prune"):
+    if args.verb in ("load", "images", "save", "rmi", "prune", "pull", "push"):
         return _images_verb(args)
     return _version()
 
