@@ -87,3 +87,65 @@ def test_load_umoci(benchmark, rounds, image, tmp_path):
         subprocess.run([umoci, "unpack", "--image", f"{layout}:5", str(tmp_path / f"b{next(n)}")],
                        check=True, capture_output=True)
     benchmark.pedantic(unpack, rounds=max(rounds // 30, 3), iterations=1)
+
+
+@pytest.fixture(scope="module")
+def registry_image(rootfs, tmp_path_factory):
+    """A ~100 MB image of 5 layers (the busybox root, then 4 of 24 MiB of
+    random bytes each, gzipped: about as big compressed) in a docker-registry
+    on the loopback; yields its reference."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed")
+    from tests.images import entry, layer_tar
+    from tests.registry import Registry
+    base = tmp_path_factory.mktemp("pull")
+    layers = _layers(rootfs, 1) + [layer_tar([entry(f"data/{i}", os.urandom(24 << 20))])
+                                   for i in range(4)]
+    archive = build_image(str(base / "big.tar"), layers, name="localhost/big:1", gzip_layers=True)
+    reg = Registry(str(base / "registry"))
+    old = os.environ.get("ISOLATE_HOME")
+    os.environ["ISOLATE_HOME"] = str(base / "store")
+    try:
+        [img] = isolate.load(archive)
+        ref = f"{reg.host}/bench/big:1"
+        isolate.push(img, ref, insecure=True)
+        yield ref, img.size
+    finally:
+        reg.stop()
+        if old is None:
+            os.environ.pop("ISOLATE_HOME", None)
+        else:
+            os.environ["ISOLATE_HOME"] = old
+
+
+@pytest.mark.benchmark(group="image-pull")
+def test_pull_isolate(benchmark, rounds, registry_image, tmp_path):
+    ref, size = registry_image
+    n = iter(range(10**9))
+
+    def pull():
+        os.environ["ISOLATE_HOME"] = str(tmp_path / f"s{next(n)}")
+        isolate.pull(ref, insecure=True)
+        shutil.rmtree(os.environ["ISOLATE_HOME"])
+    benchmark.extra_info["MB"] = round(size / 1e6, 1)
+    benchmark.pedantic(pull, rounds=max(rounds // 60, 3), iterations=1)
+
+
+@pytest.mark.benchmark(group="image-pull")
+def test_pull_skopeo_umoci(benchmark, rounds, registry_image, tmp_path):
+    skopeo, umoci = shutil.which("skopeo"), shutil.which("umoci")
+    if not (skopeo and umoci):
+        pytest.skip("skopeo and umoci are not installed")
+    ref, size = registry_image
+    n = iter(range(10**9))
+
+    def pull():
+        d = tmp_path / f"p{next(n)}"
+        d.mkdir()
+        subprocess.run([skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}",
+                        f"oci:{d}/layout:1"], check=True, capture_output=True)
+        subprocess.run([umoci, "unpack", "--image", f"{d}/layout:1", f"{d}/bundle"],
+                       check=True, capture_output=True)
+        shutil.rmtree(d)
+    benchmark.extra_info["MB"] = round(size / 1e6, 1)
+    benchmark.pedantic(pull, rounds=max(rounds // 60, 3), iterations=1)

@@ -314,3 +314,16 @@ def test_a_misbehaving_registry_changes_nothing(store, tmp_path, case, step):
     finally:
         fake.stop()
     assert _snapshot(store) == before
+
+
+def test_many_layers_fetched_at_once(store, registry, tmp_path, monkeypatch, base):
+    layers = [base] + [layer_tar([entry(f"l{i}", os.urandom(300_000))]) for i in range(8)]
+    [img] = isolate.load(build_image(str(tmp_path / "many.tar"), layers, name="localhost/many:1",
+                                     gzip_layers=True))
+    ref = f"{registry.host}/me/many:1"
+    isolate.push(img, ref, insecure=True)
+    _other_store(tmp_path, monkeypatch, "store2")
+    pulled = isolate.pull(ref, insecure=True)
+    assert pulled.layers == img.layers
+    r = isolate.run(["sh", "-c", "ls /l* | wc -l"], image=pulled, capture_output=True, text=True)
+    assert r.stdout.strip() == "8"

@@ -504,7 +504,7 @@ class _Load:
                              step="verify blob")
         if digest is not None and self.has_blob(digest):
             return digest
-        tmp = f"{self.dir}/blobs/{len(self.blobs)}.part"
+        tmp = f"{self.dir}/blobs/{os.urandom(8).hex()}.part"    # pulls add blobs in threads
         h = _Hashing(src, size if size is not None else 1 << 62, "verify blob")
         with open(tmp, "wb") as out:
             shutil.copyfileobj(h, out, 1 << 20)     # type: ignore[misc]
