@@ -15,6 +15,22 @@ import isolate
 
 from .rootfs import make_rootfs
 
+
+def pytest_configure(config):
+    """An image store of the session's own (tests that want one of their
+    own set ISOLATE_HOME again): the host's /var/lib/isolate is never written."""
+    import tempfile
+    if not hasattr(config, "workerinput") or "ISOLATE_HOME" not in os.environ:
+        config._isolate_home = tempfile.mkdtemp(prefix="isolate-test-store-")
+        os.environ["ISOLATE_HOME"] = config._isolate_home
+
+
+def pytest_unconfigure(config):
+    import shutil
+    home = getattr(config, "_isolate_home", None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory) -> str:
     """A busybox root filesystem: /bin with every applet, /etc/passwd with root and user."""

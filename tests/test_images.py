@@ -492,3 +492,209 @@ def test_odd_numbers_in_a_layer_are_an_image_error(store, tmp_path):
     info, data = entry("g", b"x", uid=2**40)
     with pytest.raises(ImageError, match="unpack layer"):
         isolate.load(build_image(str(tmp_path / "img2"), [layer_tar([(info, data)])]))
+
+
+# -- from an attack review: each was possible before --------------------------------
+
+def test_a_name_pinned_to_a_digest_serves_only_that_digest(store, base, tmp_path):
+    [good] = isolate.load(build_image(str(tmp_path / "good"), [base], name="localhost/good:1"))
+    evil = layer_tar([entry("evil", b"x")])
+    for fmt in ("oci", "docker"):
+        archive = build_image(str(tmp_path / f"evil-{fmt}"), [evil], fmt=fmt,
+                              name=f"localhost/good@{good.digest}")
+        with pytest.raises(ImageError, match="pins"):
+            isolate.load(archive)
+    assert isolate.get_image(f"localhost/good@{good.digest}") == good
+    with pytest.raises(ImageError, match="no such image"):
+        isolate.get_image("localhost/good@sha256:" + "0" * 64)
+
+
+@pytest.mark.parametrize("target", ["fifo", "file"])
+def test_an_images_passwd_is_never_a_host_file(store, tmp_path, target):
+    """The image's /etc/passwd is looked up on the host to resolve User: a
+    symlink there to a host FIFO (a read would hang) or file is not followed."""
+    host = tmp_path / "host"
+    host.mkdir()
+    victim = host / "passwd"
+    if target == "fifo":
+        os.mkfifo(victim)
+    else:
+        victim.write_text("nobody:x:0:0::/:/bin/sh\n")
+    watch = _watch(str(victim))
+    layer = layer_tar([entry("etc", kind=D), entry("etc/passwd", kind=S, link=str(victim)),
+                       entry("bin", kind=D)])
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [layer],
+                                     config={"User": "nobody"}))
+    try:
+        with pytest.raises(ValueError, match="not in the container's /etc/passwd"):
+            Container(image=img)
+        with pytest.raises(BlockingIOError):
+            os.read(watch, 4096)
+    finally:
+        os.close(watch)
+
+
+def _watch(path: str) -> int:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(path), 0x20) >= 0   # IN_OPEN
+    return fd
+
+
+def test_a_sparse_entry_and_a_huge_header_are_refused(store, tmp_path):
+    info, data = entry("big", b"x" * 10)
+    info.sparse = [(1 << 30, 10)]           # a pax sparse map: 1 GiB of holes
+    info.pax_headers = {"GNU.sparse.map": f"{1 << 30},10", "GNU.sparse.size": str(1 << 30)}
+    raw = layer_tar([(info, data)])
+    before = _snapshot(store)
+    with pytest.raises(ImageError, match="sparse"):
+        isolate.load(build_image(str(tmp_path / "sparse"), [raw]))
+    header = tarfile.TarInfo("x")
+    header.pax_headers = {"comment": "a" * (4 << 20)}
+    with pytest.raises(ImageError, match="extended header"):
+        isolate.load(build_image(str(tmp_path / "pax"), [layer_tar([(header, b"")])]))
+    assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize("config", [{"Labels": "x"}, {"Entrypoint": 5}, {"Env": [1]},
+                                    {"Cmd": "sh"}, {"User": 0}])
+def test_a_config_of_the_wrong_types_is_refused(store, tmp_path, config):
+    before = _snapshot(store)
+    with pytest.raises(ImageError, match="wrong type"):
+        isolate.load(build_image(str(tmp_path / "img"), [layer_tar([entry("a", b"a")])],
+                                 config=config))
+    assert _snapshot(store) == before
+    assert isolate.images() == []
+
+
+def test_json_nested_too_deep_is_an_image_error(store, tmp_path):
+    deep = b"[" * 100000 + b"]" * 100000
+    archive = build_image(str(tmp_path / "img"), [layer_tar([entry("a", b"a")])],
+                          tamper=lambda files: files.update({"index.json": deep}))
+    with pytest.raises(ImageError, match="read archive"):
+        isolate.load(archive)
+
+
+def test_a_prune_during_a_load_does_not_list_a_broken_image(store, base, tmp_path,
+                                                           monkeypatch):
+    archive = build_image(str(tmp_path / "img"), [base], name="localhost/p:1")
+    [img] = isolate.load(archive)
+    isolate.rmi(img)            # its blobs and layer stay, unlisted, until prune
+    from isolate import _images
+    real = _images._Load.commit
+    with monkeypatch.context() as m:
+        m.setattr(_images._Load, "commit",
+                  lambda self, names: (isolate.prune(), real(self, names)))
+        with pytest.raises(ImageError, match="pruned from the store meanwhile"):
+            isolate.load(archive)
+    assert isolate.images() == []
+    assert isolate.load(archive)[0].digest == img.digest
+
+
+def test_a_layer_in_the_store_does_not_vouch_for_another_blob(store, tmp_path):
+    """An image whose blob is not the layer its config names is refused,
+    even when the named layer is in the store already (from another image)."""
+    a = layer_tar([entry("a", b"a")])
+    b = layer_tar([entry("b", b"b")])
+    [first] = isolate.load(build_image(str(tmp_path / "a"), [a], name="localhost/a:1"))
+    lie = build_image(str(tmp_path / "lie"), [b], name="localhost/b:1",
+                      tamper=lambda f: _rewrite_diff_ids(f, list(first.layers)))
+    with pytest.raises(ImageError, match="verify layer"):
+        isolate.load(lie)
+
+
+def _rewrite_diff_ids(files, diff_ids):
+    config_name = next(n for n, d in files.items() if b'"diff_ids"' in d)
+    cfg = json.loads(files[config_name])
+    cfg["rootfs"]["diff_ids"] = diff_ids
+    data = json.dumps(cfg).encode()
+    new = f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
+    del files[config_name]
+    files[new] = data
+    old_digest, new_digest = config_name.rpartition("/")[2], new.rpartition("/")[2]
+    manifest_name = next(n for n, d in files.items() if b'"layers"' in d)
+    m = files.pop(manifest_name).replace(old_digest.encode(), new_digest.encode())
+    mj = json.loads(m)
+    mj["config"]["size"] = len(data)
+    m = json.dumps(mj).encode()
+    mname = f"blobs/sha256/{hashlib.sha256(m).hexdigest()}"
+    files[mname] = m
+    index = json.loads(files["index.json"])
+    index["manifests"][0]["digest"] = "sha256:" + mname.rpartition("/")[2]
+    index["manifests"][0]["size"] = len(m)
+    files["index.json"] = json.dumps(index).encode()
+
+
+def test_a_compressed_archive_loads(store, base, tmp_path):
+    import gzip
+    archive = build_image(str(tmp_path / "img"), [base], name="localhost/gz:1", fmt="docker")
+    with open(archive, "rb") as f, gzip.open(tmp_path / "img.tar.gz", "wb") as g:
+        shutil.copyfileobj(f, g)
+    [img] = isolate.load(tmp_path / "img.tar.gz")
+    assert img.ref == "localhost/gz:1" and os.listdir(store / "tmp") == []
+
+
+# -- commit ---------------------------------------------------------------------------
+
+def test_commit_makes_an_image_of_what_the_container_changed(store, base, tmp_path):
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base], name="localhost/c:1",
+                                     config={"Env": ["A=1"], "Cmd": ["sh"]}))
+    with Container(image=img, memory="64M") as c:
+        c.run(["sh", "-c", "echo tuned > /etc/marker; rm /etc/group; chmod 600 /etc/passwd; "
+               "mkdir -p /srv/new && echo n > /srv/new/f && ln /srv/new/f /srv/new/hard; "
+               "ln -s /etc/marker /srv/link; rm -rf /home/user; mkfifo /srv/fifo; "
+               "dd if=/dev/zero of=/srv/zeros bs=1k count=64 2>/dev/null"], check=True)
+        new = c.commit("localhost/c:2", message="tuned")
+    assert new.ref == "localhost/c:2" and new.layers[:-1] == img.layers
+    assert len(new.layers) == 2 and new.env == img.env
+    r = isolate.run(["sh", "-c", "cat /etc/marker; ls /etc/group 2>&1; stat -c %a /etc/passwd; "
+                     "cat /srv/new/hard; readlink /srv/link; ls -A /home | wc -l; test -p /srv/fifo && "
+                     "echo fifo; wc -c < /srv/zeros; ls -i /srv/new | awk '{print $1}' | uniq | "
+                     "wc -l"], image=new, capture_output=True, text=True)
+    lines = r.stdout.split("\n")
+    assert lines[0] == "tuned" and "No such file" in lines[1] and lines[2] == "600", r
+    assert lines[3:9] == ["n", "/etc/marker", "0", "fifo", "65536", "1"], r
+    # only the changes: the new layer is small
+    top = new.layer_dirs()[0]
+    assert sorted(os.listdir(top)) == ["etc", "home", "srv"]
+    assert sorted(os.listdir(f"{top}/etc")) == ["group", "marker", "passwd"]   # group: a whiteout
+    # the original image is unchanged
+    r = isolate.run(["sh", "-c", "ls /etc/marker 2>&1; ls /etc/group"], image=img,
+                    capture_output=True, text=True)
+    assert "No such file" in r.stdout and r.stdout.endswith("/etc/group\n")
+
+
+def test_commit_follows_nothing_the_container_made(store, base, tmp_path):
+    """Symlinks to host paths are committed as symlinks; a FIFO is not
+    opened; a mount inside (here /proc, /dev and a volume) is left out."""
+    host = tmp_path / "host"
+    host.mkdir()
+    secret = host / "secret"
+    secret.write_text("host secret\n")
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "in-volume").write_text("v")
+    watch = _watch(str(secret))
+    [img] = isolate.load(build_image(str(tmp_path / "img"), [base], name="localhost/f:1"))
+    try:
+        with Container(image=img, mounts=[isolate.Mount.bind(str(vol), "/vol")]) as c:
+            c.run(["sh", "-c", f"ln -s {secret} /evil; mkdir -p {host} && "
+                   f"ln -s {secret} {host}/link; mkfifo /pipe"], check=True)
+            new = c.commit()
+        assert new.ref == ""
+        top = new.layer_dirs()[0]
+        assert os.readlink(f"{top}/evil") == str(secret)
+        assert sorted(os.listdir(top)) == ["evil", "pipe", "tmp"]   # tmp: the mkdir -p
+        assert not os.path.exists(f"{top}/vol/in-volume")
+        assert not os.path.exists(f"{top}/proc/self")
+        with pytest.raises(BlockingIOError):
+            os.read(watch, 4096)
+    finally:
+        os.close(watch)
+
+
+def test_commit_of_a_container_without_an_image_is_refused(rootfs):
+    with Container(rootfs=rootfs) as c:
+        with pytest.raises(ImageError, match="only a container of an image"):
+            c.commit("localhost/x:1")

@@ -306,16 +306,33 @@ def check_cwd(cwd: object) -> None:
 def _lookup(root: str | tuple[str, ...] | None, db: str, name: str) -> list[str] | None:
     """The /etc/passwd or /etc/group line for name in the container's image
     (root: a directory, or an image's layers, top first)."""
-    if isinstance(root, tuple):
-        from ._images import lookup
-        found = lookup(root, f"/etc/{db}")
-        if found is None:
-            return None
-        path = found
-    else:
-        path = os.path.join(root or "/", "etc", db)
+    from . import _isolate
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        # a root's file is hostile: resolved inside the root (an image's:
+        # the layer that holds it, no symlink), and read only if a regular
+        # file (no FIFO, no device of the host opened)
+        if isinstance(root, tuple):
+            from ._images import lookup
+            found = lookup(root, f"/etc/{db}")
+            if found is None:
+                return None
+            path = os.open(found, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        else:
+            top = os.open(root or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                path = _isolate.openat2(top, f"etc/{db}", os.O_PATH | os.O_CLOEXEC,
+                                        resolve=_isolate.RESOLVE_IN_ROOT |
+                                        _isolate.RESOLVE_NO_MAGICLINKS)
+            finally:
+                os.close(top)
+        try:
+            st = os.fstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
+                return None
+            fd = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(path)
+        with open(fd, encoding="utf-8", errors="replace") as f:
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if fields and fields[0] == name:

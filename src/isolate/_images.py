@@ -277,7 +277,10 @@ def images() -> list[Image]:
     s = _store()
     out = []
     for key, digest in sorted(s.refs().items()):
-        out.append(s.image("" if key == digest else key, digest))
+        try:
+            out.append(s.image("" if key == digest else key, digest))
+        except (ImageError, OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue    # its blobs are gone (removed by hand): rmi takes the name
     return out
 
 
@@ -293,12 +296,19 @@ def get_image(ref: str | Image) -> Image:
         raise TypeError(f"image is an Image or a reference str, not {type(ref).__name__}")
     hexes = ref.removeprefix("sha256:")
     if re.fullmatch(r"[0-9a-f]{12,64}", hexes):
-        for key, d in sorted(refs.items()):
+        found: dict[str, str] = {}
+        for key, d in sorted(refs.items(), key=lambda kv: kv[0] == kv[1]):
             config = s.read_json(d, key)["config"]["digest"]
             if d[7:].startswith(hexes) or config[7:].startswith(hexes):
-                return s.image("" if key == d else key, d)
+                found.setdefault(d, key)
+        if len(found) > 1:
+            raise ImageError(f"{len(found)} images have ids that start so: give more digits",
+                             ref=ref, step="find image")
+        if found:
+            d, key = next(iter(found.items()))
+            return s.image("" if key == d else key, d)
     full = parse_ref(ref)
-    digest = refs.get(full)
+    digest = refs.get(full) if "@" not in full else None
     if digest is not None:
         return s.image(full, digest)
     if "@" in full:     # NAME@DIGEST: the image of that digest, under its own name
@@ -367,11 +377,12 @@ class _Archive:
         self.members: dict[str, tarfile.TarInfo] = {}
         if os.path.isdir(path):
             return
+        from ._unpack import SafeTarInfo
         try:
-            self.tar = tarfile.open(path, "r:*")
+            self.tar = tarfile.open(path, "r:", tarinfo=SafeTarInfo)
             for m in self.tar:
                 name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
-                if m.isreg():
+                if m.isreg() and m.sparse is None:
                     self.members[name] = m
         except FileNotFoundError:
             raise ImageError("no such file or directory", ref=path, step="read archive") from None
@@ -462,6 +473,10 @@ class _Hashing(io.RawIOBase):
         return "sha256:" + self.h.hexdigest()
 
 
+def _max_layer() -> int:
+    return int(os.environ.get("ISOLATE_MAX_LAYER_SIZE") or MAX_LAYER_SIZE)
+
+
 def _decompressed(f: Any) -> IO[bytes]:
     buffered = f if isinstance(f, io.BufferedReader) else io.BufferedReader(f, 1 << 20)
     magic = buffered.peek(4)[:4]
@@ -489,6 +504,9 @@ class _Load:
         os.mkdir(f"{self.dir}/layers")
         self.blobs: dict[str, str] = {}      # digest -> staged path
         self.layers: dict[str, str] = {}     # diff id -> staged dir
+        # what the store had, and the images rely on: checked again at commit
+        self.needed_blobs: set[str] = set()
+        self.needed_layers: set[str] = set()
 
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs or self.s.has_blob(digest)
@@ -503,9 +521,15 @@ class _Load:
             raise ImageError(f"unsupported digest {digest!r} (sha256 only)", ref=ref,
                              step="verify blob")
         if digest is not None and self.has_blob(digest):
+            if digest not in self.blobs:
+                self.needed_blobs.add(digest)
             return digest
         tmp = f"{self.dir}/blobs/{os.urandom(8).hex()}.part"    # pulls add blobs in threads
-        h = _Hashing(src, size if size is not None else 1 << 62, "verify blob")
+        limit = _max_layer()
+        if size is not None and not (isinstance(size, int) and 0 <= size <= limit):
+            raise ImageError(f"blob {digest}: a declared size of {size!r}", ref=ref,
+                             step="verify blob")
+        h = _Hashing(src, size if size is not None else limit, "verify blob")
         with open(tmp, "wb") as out:
             shutil.copyfileobj(h, out, 1 << 20)     # type: ignore[misc]
         got = h.digest()
@@ -517,6 +541,8 @@ class _Load:
                              step="verify blob")
         if got in self.blobs or self.s.has_blob(got):
             os.unlink(tmp)
+            if got not in self.blobs:
+                self.needed_blobs.add(got)
         else:
             final = f"{self.dir}/blobs/{got[7:]}"
             os.rename(tmp, final)
@@ -532,11 +558,17 @@ class _Load:
         if not _DIGEST.fullmatch(diff_id or ""):
             raise ImageError(f"diff id {diff_id!r} is not sha256:<hex>", ref=ref,
                              step="unpack layer")
-        if diff_id in self.layers or os.path.isdir(f"{self.s.root}/layers/{diff_id[7:]}"):
+        if diff_id in self.layers:
+            return
+        if os.path.isdir(f"{self.s.root}/layers/{diff_id[7:]}"):
+            # unpacked already; this blob must still be that layer (else an
+            # image would name content it does not have)
+            self._verify(blob, diff_id, ref)
+            self.needed_layers.add(diff_id)
             return
         dest = f"{self.dir}/layers/{diff_id[7:]}"
         os.mkdir(dest, 0o755)
-        limit = int(os.environ.get("ISOLATE_MAX_LAYER_SIZE") or MAX_LAYER_SIZE)
+        limit = _max_layer()
         fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             with open(self.blob_path(blob), "rb") as raw:
@@ -558,12 +590,31 @@ class _Load:
                              f"the config says {diff_id}", ref=ref, step="verify layer")
         self.layers[diff_id] = dest
 
+    def _verify(self, blob: str, diff_id: str, ref: str) -> None:
+        try:
+            with open(self.blob_path(blob), "rb") as raw:
+                stream = _Hashing(_decompressed(raw), _max_layer(), "verify layer")
+                while stream.read(1 << 20):
+                    pass
+        except ImageError:
+            raise
+        except Exception as e:
+            raise ImageError(f"layer {blob}: {e}", ref=ref, step="verify layer") from None
+        if stream.digest() != diff_id:
+            raise ImageError(f"layer {blob}: its uncompressed digest is {stream.digest()}, "
+                             f"the config says {diff_id}", ref=ref, step="verify layer")
+
     def commit(self, names: dict[str, str]) -> None:
         """Move the staged blobs and layers into the store, then list names
         (reference or digest -> manifest digest). Under the lock: prune
         must not see them before they are listed."""
         fd = self.s.lock()
         try:
+            gone = [d for d in self.needed_blobs if not self.s.has_blob(d)] + \
+                [d for d in self.needed_layers if not os.path.isdir(f"{self.s.root}/layers/{d[7:]}")]
+            if gone:
+                raise ImageError(f"{gone[0]} was pruned from the store meanwhile: try again",
+                                 ref=self.source, step="commit")
             for digest, path in self.blobs.items():
                 if not self.s.has_blob(digest):
                     os.rename(path, self.s.blob(digest))
@@ -638,12 +689,50 @@ def _load_oci(a: _Archive, load: _Load) -> dict[str, str]:
         manifest = _oci_blob_json(a, load, d)
         _load_manifest(a, load, manifest, refs[0] if refs else a.path)
         for r in refs or [d["digest"]]:
-            names[r] = d["digest"]
+            names[_name(r, d["digest"], a.path) if r != d["digest"] else r] = d["digest"]
     return names
+
+
+def check_config(config: Any, ref: str, step: str) -> None:
+    """An image config's fields of the types the spec gives them: what
+    Store.image reads is never a surprise to it."""
+    def strs(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    ok = isinstance(config, dict)
+    c = config.get("config") if ok else None
+    ok = ok and (c is None or isinstance(c, dict))
+    c = c or {}
+    ok = ok and all(c.get(k) is None or strs(c[k]) for k in ("Env", "Entrypoint", "Cmd"))
+    ok = ok and all(c.get(k) is None or isinstance(c[k], str) for k in ("WorkingDir", "User"))
+    ok = ok and (c.get("Labels") is None or (isinstance(c["Labels"], dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in c["Labels"].items())))
+    ok = ok and (c.get("ExposedPorts") is None or isinstance(c["ExposedPorts"], dict))
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    ok = ok and isinstance(rootfs, dict) and strs(rootfs.get("diff_ids")) and \
+        isinstance(config.get("history", []), list) and \
+        isinstance(config.get("created", ""), str)
+    if not ok:
+        raise ImageError("the image config has fields of the wrong type (Env, Entrypoint and "
+                         "Cmd are lists of str, Labels a map of str, rootfs.diff_ids a list)",
+                         ref=ref, step=step)
+
+
+def _name(full: str, digest: str, ref: str) -> str:
+    """The key a name lists an image under: NAME[:TAG]; a name pinned to a
+    digest must be that image's (else a pinned name would serve other
+    content), and lists it by that digest when it has no tag."""
+    base, at, pinned = full.partition("@")
+    if at and pinned != digest:
+        raise ImageError(f"the name {full} pins {pinned}, but its manifest is {digest}",
+                         ref=ref, step="read archive")
+    if at and ":" not in base.rpartition("/")[2]:
+        return digest
+    return base
 
 
 def _load_manifest(a: _Archive, load: _Load, manifest: dict[str, Any], ref: str) -> None:
     config = _oci_blob_json(a, load, manifest.get("config") or {})
+    check_config(config, ref, "read archive")
     layers = manifest.get("layers") or []
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     if not layers or len(layers) != len(diff_ids):
@@ -674,6 +763,7 @@ def _load_docker(a: _Archive, load: _Load) -> dict[str, str]:
             config_digest = load.add_blob(f, None, None, a.path)
         with open(load.blob_path(config_digest), "rb") as f:
             config = json.loads(f.read(16 << 20))
+        check_config(config, a.path, "read archive")
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if not layer_names or len(layer_names) != len(diff_ids):
             raise ImageError(f"{len(layer_names)} layers, {len(diff_ids)} diff ids in the config",
@@ -693,10 +783,30 @@ def _load_docker(a: _Archive, load: _Load) -> dict[str, str]:
                                "size": os.path.getsize(load.blob_path(config_digest))},
                     "layers": descriptors}
         digest = load.add_json(manifest)
-        tags = [parse_ref(t) for t in (e.get("RepoTags") or ())]
+        tags = [_name(parse_ref(t), digest, a.path) for t in (e.get("RepoTags") or ())]
         for r in tags or [digest]:
             names[r] = digest
     return names
+
+
+def _plain(path: str, ld: _Load) -> str:
+    """A compressed archive (docker save | gzip) decompressed once into the
+    load's own directory: read in place, each member would decompress it
+    from its start again."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except IsADirectoryError:
+        return path
+    except FileNotFoundError:
+        raise ImageError("no such file or directory", ref=path, step="read archive") from None
+    if magic[:2] != b"\x1f\x8b" and magic != b"\x28\xb5\x2f\xfd":
+        return path
+    out = f"{ld.dir}/archive.tar"
+    with open(path, "rb") as raw, open(out, "wb") as dst:
+        shutil.copyfileobj(_Hashing(_decompressed(raw), _max_layer(), "read archive"),  # type: ignore
+                           dst, 1 << 20)
+    return out
 
 
 def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[Image]:
@@ -707,9 +817,10 @@ def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[Image]
     path = os.fspath(path)
     s = _store()
     s.sweep_tmp()
-    a = _Archive(path)
     ld = _Load(s, path)
+    a: _Archive | None = None
     try:
+        a = _Archive(_plain(path, ld))
         if a.has("index.json"):
             names = _load_oci(a, ld)
         elif a.has("manifest.json"):
@@ -721,18 +832,22 @@ def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[Image]
             if len(set(names.values())) != 1:
                 raise ImageError("tag= names one image; the archive holds "
                                  f"{len(set(names.values()))}", ref=path, step="tag")
-            names[parse_ref(tag)] = next(iter(names.values()))
+            only = next(iter(names.values()))
+            names[_name(parse_ref(tag), only, path)] = only
         ld.commit(names)
     except OSError as e:
         raise ImageError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
                          ref=path, step="load") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        # JSON of the archive's that is not what the specs say
+    except ImageError:
+        raise
+    except Exception as e:
+        # JSON of the archive's that is not what the specs say (or nests too deep)
         raise ImageError(f"a malformed manifest or config ({type(e).__name__}: {e})",
                          ref=path, step="read archive") from None
     finally:
         ld.close()
-        a.close()
+        if a is not None:
+            a.close()
     out, seen = [], set()
     for key, digest in names.items():
         if (key, digest) not in seen:
@@ -743,13 +858,20 @@ def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[Image]
 
 def rmi(ref: str | Image) -> None:
     """Remove an image's reference from the store (its layers stay until prune())."""
-    img = get_image(ref)
     s = _store()
+    if isinstance(ref, Image):
+        key, digest = ref.ref or ref.digest, ref.digest
+    elif ref in s.refs() or (isinstance(ref, str) and "@" not in ref and ":" in ref
+                             and parse_ref(ref) in s.refs()):
+        key = ref if ref in s.refs() else parse_ref(ref)
+        digest = s.refs()[key]
+    else:
+        img = get_image(ref)
+        key, digest = img.ref or img.digest, img.digest
     fd = s.lock()
     try:
         refs = s.refs()
-        key = img.ref or img.digest
-        if refs.get(key) != img.digest:
+        if refs.get(key) != digest:
             raise ImageError("no such image in the store", ref=key, step="remove image")
         del refs[key]
         s.write_refs(refs)
@@ -863,3 +985,294 @@ def save(image: str | Image, path: str | os.PathLike[str], *, format: str = "oci
             pass
         raise
     return path
+
+
+# -- commit ---------------------------------------------------------------------------
+
+def _merged_names(layers: tuple[str, ...], rel: str) -> set[str]:
+    """The names in directory rel of the overlay of layers (top first)."""
+    import stat as st_
+    names: set[str] = set()
+    hidden: set[str] = set()
+    parts = [p for p in rel.split("/") if p]
+    active = list(layers)
+    for i in range(len(parts)):         # the layers that show this directory
+        sub = "/".join(parts[:i + 1])
+        below = []
+        for layer in active:
+            try:
+                s = os.lstat(f"{layer}/{sub}")
+            except OSError:
+                continue
+            if not st_.S_ISDIR(s.st_mode):
+                break
+            below.append(layer)
+            if _opaque(f"{layer}/{sub}"):
+                break
+        active = below
+    for layer in active:
+        d = f"{layer}/{rel}" if rel else layer
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        for name in entries:
+            if name in hidden or name in names:
+                continue
+            try:
+                s = os.lstat(f"{d}/{name}")
+            except OSError:
+                continue
+            if st_.S_ISCHR(s.st_mode) and s.st_rdev == 0:
+                hidden.add(name)
+            else:
+                names.add(name)
+        if _opaque(d):
+            break
+    return names
+
+
+class _Exactly(io.RawIOBase):
+    """size bytes of f: cut, or padded with zeros (a file that changed size
+    while it was read: the tar entry's size was taken first)."""
+
+    def __init__(self, f: Any, size: int):
+        self.f, self.left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.left <= 0:
+            return 0
+        n = min(len(b), self.left)
+        data = self.f.read(n) or bytes(n)
+        b[:len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+def _id_map(path: str) -> list[tuple[int, int, int]]:
+    """(inside, outside, count) ranges of a /proc/PID/uid_map or gid_map."""
+    with open(path) as f:
+        return [tuple(int(x) for x in line.split()) for line in f if line.strip()]  # type: ignore
+
+
+def _inside(i: int, ranges: list[tuple[int, int, int]]) -> int:
+    """A host id as the container sees it (65534, nobody, where unmapped)."""
+    for inside, outside, count in ranges:
+        if outside <= i < outside + count:
+            return inside + i - outside
+    return 65534
+
+
+def _diff(root: int, layers: tuple[str, ...], tar: tarfile.TarFile,
+          ids: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]) -> int:
+    """Add to tar what the container's root (root: an O_PATH fd of it, the
+    container's to write) changed against layers: new and changed entries,
+    and a whiteout for each removed one. Nothing is followed: every entry
+    is opened beneath root without symlinks, mounts are left out, and only
+    regular files are read. Returns the count of entries."""
+    import stat as st_
+    from . import _isolate
+    resolve = (_isolate.RESOLVE_BENEATH | _isolate.RESOLVE_NO_SYMLINKS |
+               _isolate.RESOLVE_NO_MAGICLINKS | _isolate.RESOLVE_NO_XDEV)
+    links: dict[tuple[int, int], str] = {}
+    count = 0
+
+    def info_for(rel: str, s: os.stat_result, dfd: int, name: str) -> tarfile.TarInfo:
+        t = tarfile.TarInfo(rel)
+        t.mode = st_.S_IMODE(s.st_mode)
+        t.uid, t.gid = _inside(s.st_uid, ids[0]), _inside(s.st_gid, ids[1])
+        t.mtime = s.st_mtime
+        if st_.S_ISDIR(s.st_mode):
+            t.type = tarfile.DIRTYPE
+        elif st_.S_ISLNK(s.st_mode):
+            t.type = tarfile.SYMTYPE
+            t.linkname = os.readlink(name, dir_fd=dfd)
+        elif st_.S_ISCHR(s.st_mode) or st_.S_ISBLK(s.st_mode):
+            t.type = tarfile.CHRTYPE if st_.S_ISCHR(s.st_mode) else tarfile.BLKTYPE
+            t.devmajor, t.devminor = os.major(s.st_rdev), os.minor(s.st_rdev)
+        elif st_.S_ISFIFO(s.st_mode):
+            t.type = tarfile.FIFOTYPE
+        elif st_.S_ISREG(s.st_mode):
+            t.size = s.st_size
+        else:
+            raise ValueError("a socket")
+        return t
+
+    def same(s: os.stat_result, lower: str | None) -> bool:
+        if lower is None:
+            return False
+        try:
+            ls = os.lstat(lower)
+        except OSError:
+            return False
+        if s.st_mode != ls.st_mode or (s.st_uid, s.st_gid) != (ls.st_uid, ls.st_gid):
+            return False
+        if st_.S_ISDIR(s.st_mode):
+            return True         # its entries are compared one by one
+        if st_.S_ISLNK(s.st_mode):
+            return s.st_mtime_ns == ls.st_mtime_ns
+        return s.st_size == ls.st_size and s.st_mtime_ns == ls.st_mtime_ns and \
+            s.st_rdev == ls.st_rdev
+
+    def walk(rel: str) -> None:
+        nonlocal count
+        try:
+            dfd = _isolate.openat2(root, rel or ".", os.O_RDONLY | os.O_DIRECTORY |
+                                   os.O_CLOEXEC, resolve=resolve)
+        except OSError:
+            return      # swapped meanwhile, or a mount: not the container's layer
+        try:
+            names = set(os.listdir(dfd))
+            for name in sorted(names):
+                path = f"{rel}/{name}" if rel else name
+                try:    # EXDEV: a mount point (/proc, /dev, a volume), not committed
+                    efd = _isolate.openat2(dfd, name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                           resolve=resolve)
+                except OSError:
+                    continue
+                try:
+                    s = os.fstat(efd)
+                finally:
+                    os.close(efd)
+                lower = lookup(layers, path)
+                if not same(s, lower):
+                    try:
+                        t = info_for(path, s, dfd, name)
+                    except (OSError, ValueError):
+                        continue
+                    if t.type == tarfile.REGTYPE:
+                        key = (s.st_dev, s.st_ino)
+                        if s.st_nlink > 1 and key in links:
+                            t.type, t.linkname, t.size = tarfile.LNKTYPE, links[key], 0
+                            tar.addfile(t)
+                        else:
+                            links[key] = path
+                            _add_file(tar, t, dfd, name)
+                    else:
+                        tar.addfile(t)
+                    count += 1
+                if st_.S_ISDIR(s.st_mode):
+                    walk(path)
+            lower_dir = lookup(layers, rel) if rel else layers[0]
+            if lower_dir is not None and os.path.isdir(lower_dir) and \
+                    not os.path.islink(lower_dir):
+                for gone in sorted(_merged_names(layers, rel) - names):
+                    t = tarfile.TarInfo(f"{rel}/.wh.{gone}" if rel else f".wh.{gone}")
+                    t.mtime = 0
+                    tar.addfile(t, io.BytesIO(b""))
+                    count += 1
+        finally:
+            os.close(dfd)
+
+    walk("")
+    return count
+
+
+def _add_file(tar: tarfile.TarFile, t: tarfile.TarInfo, dfd: int, name: str) -> None:
+    """A regular file of the container's, opened only if it still is one."""
+    import stat as st_
+    try:
+        path = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return
+    try:
+        if not st_.S_ISREG(os.fstat(path).st_mode):
+            return
+        fd = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    finally:
+        os.close(path)
+    with open(fd, "rb") as f:
+        tar.addfile(t, _Exactly(f, t.size))     # type: ignore[arg-type]
+
+
+class _HashWriter(io.RawIOBase):
+    def __init__(self, f: Any):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.h.update(b)
+        self.n += len(b)
+        self.f.write(b)
+        return len(b)
+
+
+def commit(container: Any, ref: str | None = None, *, message: str = "",
+           author: str = "") -> Image:
+    """A new image: the container's image with one more layer, what the
+    container changed (see Container.commit)."""
+    import datetime
+    img = container._cfg.image
+    if img is None:
+        raise ImageError("only a container of an image can be committed (image=)",
+                         ref=ref or "", step="commit")
+    if container.pid is None or not container.running:
+        raise ImageError(f"container {container.id} is not running", ref=ref or "",
+                         step="commit")
+    name = parse_ref(ref) if ref else None
+    s = _store()
+    s.sweep_tmp()
+    layers = img.layer_dirs()
+    root = os.open(f"/proc/{container.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    # the ids of the container's files as it sees them (a user namespace maps them)
+    ids = (_id_map(f"/proc/{container.pid}/uid_map"), _id_map(f"/proc/{container.pid}/gid_map"))
+    ld = _Load(s, ref or img.ref)
+    paused = False
+    try:
+        if container._cgroups is not None:
+            try:
+                container.pause()       # as docker commit: a still picture
+                paused = True
+            except OSError:
+                pass
+        part = f"{ld.dir}/layer.tar.gz"
+        with open(part, "wb") as raw:
+            gz_hash = _HashWriter(raw)
+            with gzip.GzipFile(fileobj=gz_hash, mode="wb", mtime=0) as gz:      # type: ignore
+                tar_hash = _HashWriter(gz)
+                with tarfile.open(fileobj=tar_hash, mode="w|",          # type: ignore
+                                  format=tarfile.PAX_FORMAT) as tar:
+                    _diff(root, layers, tar, ids)
+        diff_id = "sha256:" + tar_hash.h.hexdigest()
+        with open(part, "rb") as f:
+            digest = ld.add_blob(f, None, None, ref or "")
+        size = os.path.getsize(ld.blob_path(digest))
+        manifest = s.read_json(img.digest, img.ref)
+        config = s.read_json(manifest["config"]["digest"], img.ref)
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        config["created"] = now
+        if author:
+            config["author"] = author
+        config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(diff_id)
+        config.setdefault("history", []).append(
+            {"created": now, "created_by": "isolate commit", **({"comment": message}
+                                                                 if message else {})})
+        config_digest = ld.add_json(config)
+        with open(ld.blob_path(config_digest), "rb") as f:
+            config_size = len(f.read())
+        docker = manifest.get("mediaType") == "application/vnd.docker.distribution.manifest.v2+json"
+        manifest["config"] = {**manifest["config"], "digest": config_digest, "size": config_size}
+        manifest["layers"] = list(manifest["layers"]) + [{
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip" if docker
+            else _LAYER + "+gzip", "digest": digest, "size": size}]
+        manifest_digest = ld.add_json(manifest)
+        ld.unpack(digest, diff_id, ref or img.ref)
+        ld.commit({name or manifest_digest: manifest_digest})
+    except OSError as e:
+        raise ImageError(f"{e.strerror or e}", ref=ref or "", step="commit") from None
+    finally:
+        if paused:
+            try:
+                container.resume()
+            except OSError:
+                pass
+        os.close(root)
+        ld.close()
+    return s.image(name or "", manifest_digest)

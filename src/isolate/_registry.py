@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ._images import (_DIGEST, _INDEXES, _MANIFESTS, Image, _Load, _platform_ok, _store,
-                      get_image, parse_ref)
+                      check_config, get_image, parse_ref)
 from .errors import ImageError
 
 ACCEPT = ", ".join([
@@ -186,7 +186,7 @@ class _Registry:
         try:
             obj = json.loads(data)
             mt = obj.get("mediaType") or r.headers.get("Content-Type", "").split(";")[0]
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise ImageError("the manifest is not JSON", ref=self.ref,
                              step="fetch manifest") from None
         return data, mt, got
@@ -329,10 +329,11 @@ def pull(ref: str, *, insecure: bool = False, auth: tuple[str, str] | None = Non
         with open(ld.blob_path(config_desc["digest"]), "rb") as f:
             try:
                 config = json.loads(f.read(16 << 20))
-                diff_ids = list(config["rootfs"]["diff_ids"])
-            except (KeyError, TypeError, ValueError):
+            except (ValueError, RecursionError):
                 raise ImageError("a malformed image config", ref=ref,
                                  step="fetch config") from None
+            check_config(config, ref, "fetch config")
+            diff_ids = list(config["rootfs"]["diff_ids"])
         if not layers or len(layers) != len(diff_ids):
             raise ImageError(f"{len(layers)} layers in the manifest, {len(diff_ids)} diff ids "
                              "in the config", ref=ref, step="fetch manifest")
@@ -353,6 +354,10 @@ def pull(ref: str, *, insecure: bool = False, auth: tuple[str, str] | None = Non
     except OSError as e:
         raise ImageError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
                          ref=ref, step="pull") from None
+    except ImageError:
+        raise
+    except Exception as e:      # what a registry's JSON made of the parsers
+        raise ImageError(f"{type(e).__name__}: {e}", ref=ref, step="pull") from None
     finally:
         ld.close()
         reg.close()

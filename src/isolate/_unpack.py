@@ -8,7 +8,9 @@ host path is ever built by joining strings.
 Refused (the layer fails and nothing of it is kept): a name with a '..'
 component or a NUL; a path through a symlink or through a file; a hard link
 whose target is not a file already unpacked in the same layer; more
-uncompressed bytes than the limit (see images.MAX_LAYER_SIZE).
+uncompressed bytes than the limit (see _images.MAX_LAYER_SIZE); a sparse
+file (its holes would be written out, past any limit); an extended header
+over 1 MiB (tarfile reads one whole).
 
 Neutralised: a leading '/' is dropped (names are relative to the layer, as
 Docker reads them). Not as root: device nodes are skipped, setuid and setgid
@@ -40,6 +42,17 @@ _FDS = 64       # parent directories kept open
 
 class LayerRefused(Exception):
     """The layer tries to leave its directory, or otherwise cannot be trusted."""
+
+
+class SafeTarInfo(tarfile.TarInfo):
+    """tarfile reads an extended header (pax, GNU long name) whole into
+    memory: one over 1 MiB is refused before it is read."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) and self.size > 1 << 20:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 def _parts(name: str) -> tuple[str, ...]:
@@ -152,8 +165,10 @@ def unpack(stream: IO[bytes], dest: int, *, root: bool) -> int:
     opaque: list[tuple[str, ...]] = []
     skipped = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, tarinfo=SafeTarInfo) as tar:
             for m in tar:
+                if m.sparse is not None:    # its holes would be written out: no limit holds
+                    raise LayerRefused(f"{m.name!r}: a sparse file")
                 parts = _parts(m.name)
                 if not parts:
                     continue        # the layer's own root: its mode is the store's

@@ -425,6 +425,15 @@ class Container:
         self._cg().update(dict(_limits(memory, pids, cpus, None, cpu_weight, cpuset,
                                        cpuset_mems, io_weight, io_max)))
 
+    def commit(self, ref: str | None = None, *, message: str = "", author: str = "") -> Any:
+        """A new image of the store (an isolate.Image, named ref if given): the
+        container's image with one more layer holding what the container
+        changed, as `docker commit` makes it (the container is paused
+        meanwhile where it has cgroups). Mounts (volumes, /proc, /dev) are
+        left out; a removed file becomes a whiteout."""
+        from ._images import commit
+        return commit(self, ref, message=message, author=author)
+
     def pause(self) -> None:
         """Freeze every process in the container."""
         self._cg().freeze(True)
