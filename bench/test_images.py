@@ -149,3 +149,32 @@ def test_pull_skopeo_umoci(benchmark, rounds, registry_image, tmp_path):
         shutil.rmtree(d)
     benchmark.extra_info["MB"] = round(size / 1e6, 1)
     benchmark.pedantic(pull, rounds=max(rounds // 60, 3), iterations=1)
+
+
+@pytest.mark.benchmark(group="image-commit")
+def test_commit_10mb(benchmark, rounds, image):
+    """Container.commit of a container that wrote 10 MB (random bytes, so
+    the gzipped layer stays about that big); the container is made and
+    filled outside the timing."""
+    img = image[0]
+    made: list = []
+
+    def setup():
+        c = isolate.Container(image=img)
+        c.start()
+        c.run(["sh", "-c", "head -c 10485760 /dev/urandom > /data.bin"], check=True)
+        made.append(c)
+        return (c,), {}
+
+    sizes: list[int] = []
+
+    def commit(c):
+        new = c.commit()
+        sizes.append(new.size - img.size)
+        c.close()
+    try:
+        benchmark.pedantic(commit, setup=setup, rounds=max(rounds // 30, 3), iterations=1)
+    finally:
+        for c in made:
+            c.close()
+    benchmark.extra_info["new layer bytes"] = sizes[-1]

@@ -1235,7 +1235,8 @@ def commit(container: Any, ref: str | None = None, *, message: str = "",
         part = f"{ld.dir}/layer.tar.gz"
         with open(part, "wb") as raw:
             gz_hash = _HashWriter(raw)
-            with gzip.GzipFile(fileobj=gz_hash, mode="wb", mtime=0) as gz:      # type: ignore
+            with gzip.GzipFile(fileobj=gz_hash, mode="wb", mtime=0,      # type: ignore
+                               compresslevel=6) as gz:     # as Docker
                 tar_hash = _HashWriter(gz)
                 with tarfile.open(fileobj=tar_hash, mode="w|",          # type: ignore
                                   format=tarfile.PAX_FORMAT) as tar:
