@@ -65,12 +65,12 @@ def test_run_image_5_layers(benchmark, rounds, image):
 
 
 @pytest.mark.benchmark(group="image-load")
-def test_load_isolate(benchmark, rounds, image, tmp_path):
+def test_load_isolate(benchmark, rounds, image, tmp_path, monkeypatch):
     archive = image[1]
     n = iter(range(10**9))
 
     def load():
-        os.environ["ISOLATE_HOME"] = str(tmp_path / f"s{next(n)}")
+        monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / f"s{next(n)}"))
         isolate.load(archive)
     benchmark.pedantic(load, rounds=max(rounds // 30, 3), iterations=1)
 
@@ -119,12 +119,12 @@ def registry_image(rootfs, tmp_path_factory):
 
 
 @pytest.mark.benchmark(group="image-pull")
-def test_pull_isolate(benchmark, rounds, registry_image, tmp_path):
+def test_pull_isolate(benchmark, rounds, registry_image, tmp_path, monkeypatch):
     ref, size = registry_image
     n = iter(range(10**9))
 
     def pull():
-        os.environ["ISOLATE_HOME"] = str(tmp_path / f"s{next(n)}")
+        monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / f"s{next(n)}"))
         isolate.pull(ref, insecure=True)
         shutil.rmtree(os.environ["ISOLATE_HOME"])
     benchmark.extra_info["MB"] = round(size / 1e6, 1)

@@ -698,3 +698,87 @@ def test_commit_of_a_container_without_an_image_is_refused(rootfs):
     with Container(rootfs=rootfs) as c:
         with pytest.raises(ImageError, match="only a container of an image"):
             c.commit("localhost/x:1")
+
+
+# -- commit, attacked from inside (found by a review; each was possible before) ---------
+
+def _busybox_image(tmp_path, base, name="localhost/atk:1"):
+    [img] = isolate.load(build_image(str(tmp_path / "atk.tar"), [base], name=name))
+    return img
+
+
+def test_commit_of_a_sparse_giant_is_refused_quickly(store, base, tmp_path):
+    img = _busybox_image(tmp_path, base)
+    with Container(image=img, memory="64M", storage_size="16M") as c:
+        c.run(["truncate", "-s", "8000000000000", "/huge"], check=True)
+        with pytest.raises(ImageError, match="storage_size"):
+            c.commit("localhost/atk:2")
+    assert os.listdir(store / "tmp") == []
+    assert [i.ref for i in isolate.images()] == ["localhost/atk:1"]
+
+
+def test_commit_refuses_what_would_become_a_whiteout(store, base, tmp_path):
+    img = _busybox_image(tmp_path, base)
+    with Container(image=img) as c:
+        c.run(["touch", "/etc/.wh..wh..opq"], check=True)
+        with pytest.raises(ImageError, match="whiteout"):
+            c.commit("localhost/atk:2")
+
+
+def test_commit_of_a_deep_tree_or_an_ended_container_is_an_image_error(store, base, tmp_path):
+    img = _busybox_image(tmp_path, base)
+    with Container(image=img) as c:
+        c.run(["sh", "-c", "i=0; while [ $i -lt 600 ]; do mkdir d; cd d; i=$((i+1)); done"],
+              check=True)
+        with pytest.raises(ImageError, match="deeper than"):
+            c.commit()
+    with Container(image=img) as c:
+        c.run(["sh", "-c", "kill -TERM 1"])       # the init ends on TERM
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{c.pid}/root/bin"):
+                break
+            import time
+            time.sleep(0.01)
+        with pytest.raises(ImageError):
+            c.commit()
+
+
+LEASE = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+int main(void) {
+    signal(SIGIO, SIG_IGN);
+    int fd = open("/leased", O_RDONLY | O_CREAT, 0644);
+    if (fd < 0 || fcntl(fd, F_SETLEASE, F_WRLCK) < 0) return 1;
+    write(1, "held\n", 5);
+    pause();
+    return 0;
+}
+"""
+
+
+def test_commit_does_not_wait_on_a_lease(store, base, tmp_path):
+    """A file the container holds a write lease on would make the host's
+    open wait the lease break time (45 s) per file."""
+    cc = shutil.which("cc") or pytest.skip("no C compiler")
+    src = tmp_path / "lease.c"
+    src.write_text(LEASE)
+    exe = tmp_path / "lease"
+    r = subprocess.run([cc, "-static", "-O1", "-o", str(exe), str(src)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"no static libc: {r.stderr[-200:]!r}")
+    img = _busybox_image(tmp_path, base)
+    with Container(image=img, mounts=[isolate.Mount.bind(str(exe), "/lease", readonly=True)],
+                   cap_add=["LEASE"]) as c:
+        p = c.spawn(["/lease"], stdout=subprocess.PIPE)
+        assert p.stdout.readline() == b"held\n"
+        import time
+        t = time.monotonic()
+        with pytest.raises(ImageError, match="lease"):
+            c.commit()
+        assert time.monotonic() - t < 20
+        p.kill()
+        p.wait()
+        p.stdout.close()

@@ -327,3 +327,68 @@ def test_many_layers_fetched_at_once(store, registry, tmp_path, monkeypatch, bas
     assert pulled.layers == img.layers
     r = isolate.run(["sh", "-c", "ls /l* | wc -l"], image=pulled, capture_output=True, text=True)
     assert r.stdout.strip() == "8"
+
+
+def test_credentials_go_to_the_registry_only(store, tmp_path, base):
+    """A registry whose upload Location names another host: the push's PUT
+    there carries no Authorization (the user's password, else)."""
+    seen: list[str | None] = []
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_PUT(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    where = f"http://127.0.0.1:{other.server_address[1]}/steal"
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self, status, headers=()):
+            if self.headers.get("Authorization") is None:
+                status, headers = 401, [("WWW-Authenticate", 'Basic realm="r"')]
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_HEAD(self):
+            self._answer(404)
+
+        def do_POST(self):
+            self._answer(202, [("Location", where)])
+
+        def do_PUT(self):
+            self._answer(201)
+
+    reg = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=reg.serve_forever, daemon=True).start()
+    try:
+        img = isolate.load(build_image(str(tmp_path / "a.tar"), [layer_tar([entry("a", b"a")])],
+                                       name="localhost/a:1"))[0]
+        isolate.push(img, f"127.0.0.1:{reg.server_address[1]}/me/a:1", insecure=True,
+                     auth=("alice", "s3cret"))
+        assert seen and seen == [None] * len(seen)
+    finally:
+        for s in (reg, other):
+            s.shutdown()
+            s.server_close()
+
+
+def test_a_giant_manifest_is_not_read_whole(store, tmp_path):
+    fake = FakeRegistry()
+    try:
+        fake.routes["/v2/me/x/manifests/1"] = (200, {}, b"{" + b" " * (8 << 20) + b"}")
+        with pytest.raises(ImageError, match="more than"):
+            isolate.pull(f"{fake.host}/me/x:1", insecure=True)
+    finally:
+        fake.stop()

@@ -1066,21 +1066,27 @@ def _inside(i: int, ranges: list[tuple[int, int, int]]) -> int:
     return 65534
 
 
+_MAX_DEPTH = 512
+
+
 def _diff(root: int, layers: tuple[str, ...], tar: tarfile.TarFile,
-          ids: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]) -> int:
+          ids: tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]],
+          budget: int, ref: str) -> int:
     """Add to tar what the container's root (root: an O_PATH fd of it, the
     container's to write) changed against layers: new and changed entries,
     and a whiteout for each removed one. Nothing is followed: every entry
-    is opened beneath root without symlinks, mounts are left out, and only
-    regular files are read. Returns the count of entries."""
+    is opened beneath root without symlinks and used by that fd, mounts are
+    left out, and only regular files are read, never waiting (a lease).
+    At most budget bytes of file content. Returns the count of entries."""
     import stat as st_
     from . import _isolate
     resolve = (_isolate.RESOLVE_BENEATH | _isolate.RESOLVE_NO_SYMLINKS |
                _isolate.RESOLVE_NO_MAGICLINKS | _isolate.RESOLVE_NO_XDEV)
     links: dict[tuple[int, int], str] = {}
     count = 0
+    left = budget
 
-    def info_for(rel: str, s: os.stat_result, dfd: int, name: str) -> tarfile.TarInfo:
+    def info_for(rel: str, s: os.stat_result, efd: int) -> tarfile.TarInfo:
         t = tarfile.TarInfo(rel)
         t.mode = st_.S_IMODE(s.st_mode)
         t.uid, t.gid = _inside(s.st_uid, ids[0]), _inside(s.st_gid, ids[1])
@@ -1089,7 +1095,7 @@ def _diff(root: int, layers: tuple[str, ...], tar: tarfile.TarFile,
             t.type = tarfile.DIRTYPE
         elif st_.S_ISLNK(s.st_mode):
             t.type = tarfile.SYMTYPE
-            t.linkname = os.readlink(name, dir_fd=dfd)
+            t.linkname = os.readlink("", dir_fd=efd)      # this very symlink (O_PATH fd)
         elif st_.S_ISCHR(s.st_mode) or st_.S_ISBLK(s.st_mode):
             t.type = tarfile.CHRTYPE if st_.S_ISCHR(s.st_mode) else tarfile.BLKTYPE
             t.devmajor, t.devminor = os.major(s.st_rdev), os.minor(s.st_rdev)
@@ -1117,77 +1123,97 @@ def _diff(root: int, layers: tuple[str, ...], tar: tarfile.TarFile,
         return s.st_size == ls.st_size and s.st_mtime_ns == ls.st_mtime_ns and \
             s.st_rdev == ls.st_rdev
 
-    def walk(rel: str) -> None:
-        nonlocal count
+    def entry(rel: str, dfd: int, name: str) -> bool:
+        """Add rel if changed; whether it is a directory to walk."""
+        nonlocal count, left
+        try:    # EXDEV: a mount point (/proc, /dev, a volume), not committed
+            efd = _isolate.openat2(dfd, name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   resolve=resolve)
+        except OSError:
+            return False
+        try:
+            s = os.fstat(efd)
+            if not same(s, lookup(layers, rel)):
+                try:
+                    t = info_for(rel, s, efd)
+                except (OSError, ValueError):
+                    return False
+                if t.type == tarfile.REGTYPE:
+                    key = (s.st_dev, s.st_ino)
+                    if s.st_nlink > 1 and key in links:
+                        t.type, t.linkname, t.size = tarfile.LNKTYPE, links[key], 0
+                        tar.addfile(t)
+                    else:
+                        left -= t.size
+                        if left < 0:
+                            raise ImageError(f"the container's changes hold more than {budget} "
+                                             "bytes (its storage_size; a sparse file counts "
+                                             "whole)", ref=ref, step="commit")
+                        if _add_file(tar, t, efd, ref):
+                            links[key] = rel
+                else:
+                    tar.addfile(t)
+                count += 1
+            return st_.S_ISDIR(s.st_mode)
+        finally:
+            os.close(efd)
+
+    stack = [("", 0)]
+    while stack:
+        rel, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ImageError(f"directories deeper than {_MAX_DEPTH}", ref=ref, step="commit")
         try:
             dfd = _isolate.openat2(root, rel or ".", os.O_RDONLY | os.O_DIRECTORY |
                                    os.O_CLOEXEC, resolve=resolve)
         except OSError:
-            return      # swapped meanwhile, or a mount: not the container's layer
+            continue    # swapped meanwhile, or a mount: not the container's layer
         try:
             names = set(os.listdir(dfd))
             for name in sorted(names):
+                if name.startswith(_WH):
+                    raise ImageError(f"/{rel}/{name}: a file named so would be a whiteout in "
+                                     "a layer", ref=ref, step="commit")
+            subdirs = []
+            for name in sorted(names):
                 path = f"{rel}/{name}" if rel else name
-                try:    # EXDEV: a mount point (/proc, /dev, a volume), not committed
-                    efd = _isolate.openat2(dfd, name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                           resolve=resolve)
-                except OSError:
-                    continue
-                try:
-                    s = os.fstat(efd)
-                finally:
-                    os.close(efd)
-                lower = lookup(layers, path)
-                if not same(s, lower):
-                    try:
-                        t = info_for(path, s, dfd, name)
-                    except (OSError, ValueError):
-                        continue
-                    if t.type == tarfile.REGTYPE:
-                        key = (s.st_dev, s.st_ino)
-                        if s.st_nlink > 1 and key in links:
-                            t.type, t.linkname, t.size = tarfile.LNKTYPE, links[key], 0
-                            tar.addfile(t)
-                        else:
-                            links[key] = path
-                            _add_file(tar, t, dfd, name)
-                    else:
-                        tar.addfile(t)
-                    count += 1
-                if st_.S_ISDIR(s.st_mode):
-                    walk(path)
+                if entry(path, dfd, name):
+                    subdirs.append(path)
             lower_dir = lookup(layers, rel) if rel else layers[0]
             if lower_dir is not None and os.path.isdir(lower_dir) and \
                     not os.path.islink(lower_dir):
                 for gone in sorted(_merged_names(layers, rel) - names):
-                    t = tarfile.TarInfo(f"{rel}/.wh.{gone}" if rel else f".wh.{gone}")
+                    t = tarfile.TarInfo(f"{rel}/{_WH}{gone}" if rel else f"{_WH}{gone}")
                     t.mtime = 0
                     tar.addfile(t, io.BytesIO(b""))
                     count += 1
+            stack.extend((p, depth + 1) for p in reversed(subdirs))
         finally:
             os.close(dfd)
-
-    walk("")
     return count
 
 
-def _add_file(tar: tarfile.TarFile, t: tarfile.TarInfo, dfd: int, name: str) -> None:
-    """A regular file of the container's, opened only if it still is one."""
+_WH = ".wh."
+
+
+def _add_file(tar: tarfile.TarFile, t: tarfile.TarInfo, efd: int, ref: str) -> bool:
+    """The regular file whose O_PATH fd efd is, added if it still is one;
+    opened without waiting (a lease held by the container fails the commit)."""
+    import errno
     import stat as st_
     try:
-        path = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-    except OSError:
-        return
-    try:
-        if not st_.S_ISREG(os.fstat(path).st_mode):
-            return
-        fd = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    finally:
-        os.close(path)
+        # the magic link reopens that very inode (no path is looked up again)
+        fd = os.open(f"/proc/self/fd/{efd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.EWOULDBLOCK:
+            raise ImageError(f"/{t.name}: the container holds a lease on it", ref=ref,
+                             step="commit") from None
+        return False
     with open(fd, "rb") as f:
+        if not st_.S_ISREG(os.fstat(fd).st_mode):
+            return False
         tar.addfile(t, _Exactly(f, t.size))     # type: ignore[arg-type]
+    return True
 
 
 class _HashWriter(io.RawIOBase):
@@ -1217,19 +1243,23 @@ def commit(container: Any, ref: str | None = None, *, message: str = "",
         raise ImageError(f"container {container.id} is not running", ref=ref or "",
                          step="commit")
     name = parse_ref(ref) if ref else None
-    s = _store()
+    s = _Store(img.store)       # the image's own store, whatever ISOLATE_HOME says now
     s.sweep_tmp()
     layers = img.layer_dirs()
-    root = os.open(f"/proc/{container.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    # the ids of the container's files as it sees them (a user namespace maps them)
-    ids = (_id_map(f"/proc/{container.pid}/uid_map"), _id_map(f"/proc/{container.pid}/gid_map"))
-    ld = _Load(s, ref or img.ref)
+    what = ref or img.ref or img.digest
+    root = -1
+    ld: _Load | None = None
     paused = False
     try:
+        root = os.open(f"/proc/{container.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # the ids of the container's files as it sees them (a user namespace maps them)
+        ids = (_id_map(f"/proc/{container.pid}/uid_map"),
+               _id_map(f"/proc/{container.pid}/gid_map"))
+        ld = _Load(s, what)
         if container._cgroups is not None:
+            paused = True       # thawed in any case: a freeze may fail midway
             try:
                 container.pause()       # as docker commit: a still picture
-                paused = True
             except OSError:
                 pass
         part = f"{ld.dir}/layer.tar.gz"
@@ -1240,7 +1270,7 @@ def commit(container: Any, ref: str | None = None, *, message: str = "",
                 tar_hash = _HashWriter(gz)
                 with tarfile.open(fileobj=tar_hash, mode="w|",          # type: ignore
                                   format=tarfile.PAX_FORMAT) as tar:
-                    _diff(root, layers, tar, ids)
+                    _diff(root, layers, tar, ids, container._cfg.storage_size, what)
         diff_id = "sha256:" + tar_hash.h.hexdigest()
         with open(part, "rb") as f:
             digest = ld.add_blob(f, None, None, ref or "")
@@ -1267,13 +1297,16 @@ def commit(container: Any, ref: str | None = None, *, message: str = "",
         ld.unpack(digest, diff_id, ref or img.ref)
         ld.commit({name or manifest_digest: manifest_digest})
     except OSError as e:
-        raise ImageError(f"{e.strerror or e}", ref=ref or "", step="commit") from None
+        raise ImageError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+                         ref=what, step="commit") from None
     finally:
         if paused:
             try:
                 container.resume()
             except OSError:
                 pass
-        os.close(root)
-        ld.close()
+        if root >= 0:
+            os.close(root)
+        if ld is not None:
+            ld.close()
     return s.image(name or "", manifest_digest)

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -99,28 +100,34 @@ class _Registry:
         self.authorization: str | None = None
         self.lock = threading.Lock()
 
+    def _same_origin(self, url: str) -> bool:
+        a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.base)
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
     def request(self, method: str, url: str, *, step: str, headers: dict[str, str] | None = None,
                 body: Any = None, stream: bool = False, ok: tuple[int, ...] = (200,)) -> Any:
-        if not url.startswith("http"):
-            url = self.base + url
+        """The response (its body not read: the caller reads what it needs,
+        bounded, and releases it). Credentials go only to the registry itself."""
+        url = urllib.parse.urljoin(self.base + "/", url)
         for attempt in (0, 1):
             h = dict(headers or {})
-            if self.authorization:
+            if self.authorization and self._same_origin(url):
                 h["Authorization"] = self.authorization
             try:
-                r = self.http.request(method, url, headers=h, body=body, preload_content=not stream,
+                r = self.http.request(method, url, headers=h, body=body, preload_content=False,
                                       redirect=True, timeout=self.urllib3.Timeout(connect=10,
                                                                                   read=60))
             except self.urllib3.exceptions.HTTPError as e:
                 raise ImageError(f"{method} {url}: {_reason(e)}", ref=self.ref,
                                  step=step) from None
+            except ValueError as e:         # a URL urllib3 cannot take
+                raise ImageError(f"{method} {url}: {e}", ref=self.ref, step=step) from None
             if r.status == 401 and attempt == 0 and self._authenticate(r, step):
                 if hasattr(body, "seek"):
                     body.seek(0)
                 continue
             if r.status not in ok:
-                text = r.data[:300].decode("utf-8", "replace").strip() if not stream else ""
-                r.release_conn()
+                text = _read(r, 300, self.ref, step, cut=True).decode("utf-8", "replace").strip()
                 raise ImageError(f"{method} {url}: HTTP {r.status}" + (f": {text}" if text else ""),
                                  ref=self.ref, step=step)
             return r
@@ -128,7 +135,7 @@ class _Registry:
 
     def _authenticate(self, r: Any, step: str) -> bool:
         scheme, params = _challenge(r.headers.get("WWW-Authenticate", ""))
-        r.release_conn()
+        _read(r, 0, self.ref, step, cut=True)
         with self.lock:
             if scheme == "basic":
                 if self.creds is None:
@@ -140,6 +147,12 @@ class _Registry:
                 return True
             if scheme != "bearer" or "realm" not in params:
                 return False
+            realm = urllib.parse.urlsplit(params["realm"])
+            if realm.scheme not in ("http", "https") or (
+                    realm.scheme == "http" and self.base.startswith("https:")):
+                raise ImageError(f"the registry's token realm {params['realm']!r} is not "
+                                 "https: credentials would go in the clear", ref=self.ref,
+                                 step="authenticate")
             fields = {"service": params.get("service", ""), "scope": self.scope}
             headers = {}
             if self.creds is not None:
@@ -147,17 +160,19 @@ class _Registry:
                     f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
             try:
                 t = self.http.request("GET", params["realm"], fields=fields, headers=headers,
+                                      preload_content=False,
                                       timeout=self.urllib3.Timeout(connect=10, read=30))
-            except self.urllib3.exceptions.HTTPError as e:
+            except (self.urllib3.exceptions.HTTPError, ValueError) as e:
                 raise ImageError(f"token from {params['realm']}: {_reason(e)}", ref=self.ref,
                                  step="authenticate") from None
+            data = _read(t, 1 << 20, self.ref, "authenticate")
             if t.status != 200:
                 raise ImageError(f"token from {params['realm']}: HTTP {t.status}", ref=self.ref,
                                  step="authenticate")
             try:
-                answer = json.loads(t.data)
+                answer = json.loads(data)
                 token = answer.get("token") or answer.get("access_token")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 token = None
             if not isinstance(token, str) or not token:
                 raise ImageError(f"token from {params['realm']}: no token in its answer",
@@ -174,9 +189,7 @@ class _Registry:
         """(bytes, media type, digest) of a manifest or index, verified."""
         r = self.request("GET", f"/v2/{self.repo}/manifests/{reference}", step="fetch manifest",
                          headers={"Accept": ACCEPT})
-        data = r.data
-        if len(data) > 4 << 20:
-            raise ImageError("a manifest over 4 MiB", ref=self.ref, step="fetch manifest")
+        data = _read(r, 4 << 20, self.ref, "fetch manifest")
         got = "sha256:" + hashlib.sha256(data).hexdigest()
         want = reference if reference.startswith("sha256:") else \
             r.headers.get("Docker-Content-Digest") or got
@@ -197,12 +210,16 @@ class _Registry:
             return
         r = self.request("GET", f"/v2/{self.repo}/blobs/{digest}", step="fetch blob",
                          stream=True)
+        done = False
         try:
             ld.add_blob(_Counting(r, progress), digest, size, self.ref)
+            done = True
         except self.urllib3.exceptions.HTTPError as e:
             raise ImageError(f"blob {digest}: {_reason(e)}", ref=self.ref,
                              step="fetch blob") from None
         finally:
+            if not done:
+                r.close()
             r.release_conn()
 
     # -- push -------------------------------------------------------------
@@ -210,31 +227,30 @@ class _Registry:
     def has_blob(self, digest: str) -> bool:
         r = self.request("HEAD", f"/v2/{self.repo}/blobs/{digest}", step="push blob",
                          ok=(200, 404))
-        r.release_conn()
+        _read(r, 0, self.ref, "push blob", cut=True)
         return r.status == 200
 
     def put_blob(self, path: str, digest: str) -> None:
         r = self.request("POST", f"/v2/{self.repo}/blobs/uploads/", step="push blob",
                          ok=(202,))
         location = r.headers.get("Location", "")
-        r.release_conn()
+        _read(r, 0, self.ref, "push blob", cut=True)
         if not location:
             raise ImageError("the registry gave no upload location", ref=self.ref,
                              step="push blob")
-        if location.startswith("/"):
-            location = self.base + location
+        location = urllib.parse.urljoin(f"{self.base}/v2/{self.repo}/blobs/uploads/", location)
         sep = "&" if "?" in location else "?"
         with open(path, "rb") as f:
             r = self.request("PUT", f"{location}{sep}digest={digest}", step="push blob",
                              headers={"Content-Type": "application/octet-stream",
                                       "Content-Length": str(os.path.getsize(path))},
                              body=f, ok=(201,))
-        r.release_conn()
+        _read(r, 0, self.ref, "push blob", cut=True)
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
         r = self.request("PUT", f"/v2/{self.repo}/manifests/{reference}", step="push manifest",
                          headers={"Content-Type": media_type}, body=data, ok=(201,))
-        r.release_conn()
+        _read(r, 0, self.ref, "push manifest", cut=True)
 
 
 class _Counting(io.RawIOBase):
@@ -256,6 +272,26 @@ class _Counting(io.RawIOBase):
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
+
+
+def _read(r: Any, limit: int, ref: str, step: str, cut: bool = False) -> bytes:
+    """At most limit bytes of a response's body (more: an ImageError, or
+    with cut, the first limit bytes); the connection is released."""
+    data = b""
+    try:
+        data = r.read(limit + 1)
+    except Exception as e:      # urllib3's, on a body that breaks off
+        if not cut:
+            raise ImageError(f"reading the answer: {_reason(e)}", ref=ref, step=step) from None
+    finally:
+        if len(data) > limit or not r.isclosed():
+            r.close()       # what is left unread is not drained: the connection goes
+        r.release_conn()
+    if len(data) > limit:
+        if not cut:
+            raise ImageError(f"an answer of more than {limit} bytes", ref=ref, step=step)
+        data = data[:limit]
+    return data
 
 
 def _reason(e: Exception) -> str:
