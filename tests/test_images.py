@@ -782,3 +782,31 @@ def test_commit_does_not_wait_on_a_lease(store, base, tmp_path):
         p.kill()
         p.wait()
         p.stdout.close()
+
+
+def test_an_image_deeper_than_one_mounts_options_hold(base, tmp_path, monkeypatch):
+    """60 layers: their directories' names do not fit in the page of one
+    overlay mount's options; short names for them do (as Docker's l/ links),
+    in a store whose path is as short as /var/lib/isolate."""
+    import pathlib
+    import tempfile
+    store = pathlib.Path(tempfile.mkdtemp(prefix="is", dir="/tmp"))
+    monkeypatch.setenv("ISOLATE_HOME", str(store))
+    try:
+        _deep(store, base, tmp_path)
+    finally:
+        shutil.rmtree(store)
+
+
+def _deep(store, base, tmp_path):
+    layers = [base] + [layer_tar([entry(f"l{i:02}", str(i).encode())]) for i in range(59)]
+    [img] = isolate.load(build_image(str(tmp_path / "deep.tar"), layers, name="localhost/deep:1"))
+    r = isolate.run(["sh", "-c", "echo $(cat /l00) $(cat /l58); ls / | grep -c '^l'"], image=img,
+                    capture_output=True, text=True)
+    assert r.stdout.split() == ["0", "58", "59"], r
+    with Container(image=img):
+        isolate.rmi(img)
+        isolate.prune()             # mounted: kept, links included
+        assert len(os.listdir(store / "layers")) == 60
+    isolate.prune()
+    assert os.listdir(store / "layers") == [] and os.listdir(store / "l") == []

@@ -356,6 +356,32 @@ def lookup(layers: tuple[str, ...], path: str) -> str | None:
     return found
 
 
+def short_links(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """Short names for layer directories (STORE/l/HEX10 -> ../layers/HEX),
+    made where missing, as Docker's overlay2 makes its l/ links: an
+    overlay's lower layers are named in one page of mount options, and
+    64-digit names fill it after about 35 layers."""
+    out = []
+    for d in layers:
+        store, _, name = d.rpartition("/layers/")
+        os.makedirs(f"{store}/l", mode=0o700, exist_ok=True)
+        for n in (10, 16, 64):
+            link = f"{store}/l/{name[:n]}"
+            try:
+                os.symlink(f"../layers/{name}", link)
+            except FileExistsError:
+                pass
+            try:
+                if os.readlink(link) == f"../layers/{name}":
+                    break
+            except OSError:
+                continue
+        else:
+            raise ImageError(f"no short name for layer {name} in {store}/l", step="mount layers")
+        out.append(link)
+    return tuple(out)
+
+
 def _opaque(path: str) -> bool:
     for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
         try:
@@ -883,6 +909,7 @@ def _in_use() -> set[str]:
     """Layer directories some mount namespace has mounted (the overlays of
     running containers), as their paths appear in mountinfo."""
     used: set[str] = set()
+    shorts: set[str] = set()
     seen: set[int] = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -898,6 +925,14 @@ def _in_use() -> set[str]:
             continue
         for m in re.finditer(r"/layers/([0-9a-f]{64})", text):
             used.add(m.group(1))
+        for m in re.finditer(r"(/[^ ,:]*)/l/([0-9a-f]{10,64})", text):
+            shorts.add(m.group(2))
+    root = _store().root
+    for short in shorts:        # short names (see short_links): what they name
+        try:
+            used.add(os.readlink(f"{root}/l/{short}").rpartition("/")[2])
+        except OSError:
+            pass
     return used
 
 
@@ -923,6 +958,11 @@ def prune() -> int:
                 p = f"{s.root}/blobs/sha256/{name}"
                 freed += os.path.getsize(p)
                 os.unlink(p)
+        if os.path.isdir(f"{s.root}/l"):
+            for short in os.listdir(f"{s.root}/l"):
+                target = os.readlink(f"{s.root}/l/{short}").rpartition("/")[2]
+                if target not in keep_layers:
+                    os.unlink(f"{s.root}/l/{short}")
         for name in os.listdir(f"{s.root}/layers"):
             if name not in keep_layers:
                 # out of the way first: a layer is never half there

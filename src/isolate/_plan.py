@@ -65,6 +65,10 @@ def _userns_steps(cfg: Config) -> list[tuple]:
     ]
 
 
+#: the most of a page (the mount's options) the lower layers may take
+_LOWER_MAX = 3800
+
+
 def _root_steps(cfg: Config) -> list[tuple]:
     """Mount the container's / at NEWROOT (the host's root is at OLDROOT)."""
     if cfg.rootfs is None:
@@ -78,7 +82,10 @@ def _root_steps(cfg: Config) -> list[tuple]:
         return steps
     if len(cfg.layers) > 1:     # an image's: overlayfs's order, top first
         lower = ":".join(OLDROOT + d for d in cfg.layers)
-        if len(lower) > 3800:       # the mount's data is one page, with the rest
+        if len(lower) > _LOWER_MAX:     # the mount's data is one page, with the rest
+            from ._images import short_links
+            lower = ":".join(OLDROOT + d for d in short_links(cfg.layers))
+        if len(lower) > _LOWER_MAX:
             raise ValueError(f"an image of {len(cfg.layers)} layers: their paths do not fit "
                              "in one overlay mount here (a store with a shorter path, "
                              "ISOLATE_HOME, takes more)")
