@@ -810,3 +810,61 @@ def _deep(store, base, tmp_path):
         assert len(os.listdir(store / "layers")) == 60
     isolate.prune()
     assert os.listdir(store / "layers") == [] and os.listdir(store / "l") == []
+
+
+# -- a realistic image ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def debian_root(tmp_path_factory):
+    """A minimal Debian root with python3, made by mmdebstrap from the
+    machine's own Debian mirror, as a tar (module-scoped: about 20 s)."""
+    mmdebstrap = shutil.which("mmdebstrap") or pytest.skip("mmdebstrap is not installed")
+    codename = "bookworm"
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("VERSION_CODENAME="):
+                    codename = line.split("=", 1)[1].strip().strip('"') or codename
+    except OSError:
+        pass
+    out = tmp_path_factory.mktemp("debian") / "root.tar"
+    r = subprocess.run([mmdebstrap, "--variant=minbase", "--include=python3-minimal",
+                        "--quiet", codename, str(out)], capture_output=True, text=True,
+                       timeout=900)
+    if r.returncode != 0:
+        pytest.skip(f"mmdebstrap could not reach a Debian mirror: {r.stderr[-300:]}")
+    return str(out)
+
+
+@pytest.mark.slow
+def test_a_debian_image_runs_its_own_python(store, tmp_path, debian_root):
+    """A Debian root from mmdebstrap as a three-layer image (the system, its
+    Python, and a layer that deletes and adds): python3 runs from the image,
+    not from the host."""
+    import io
+    bufs = [io.BytesIO(), io.BytesIO()]
+    with tarfile.open(debian_root) as src:
+        outs = [tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) for b in bufs]
+        for m in src:
+            python = "python3" in m.name and not m.isdir()
+            outs[python].addfile(m, src.extractfile(m) if m.isreg() else None)
+        for t in outs:
+            t.close()
+    top = layer_tar([entry("etc/.wh.motd", b""), entry("etc/isolate-marker", b"layer 3\n")])
+    [img] = isolate.load(build_image(str(tmp_path / "debian.tar"),
+                                     [bufs[0].getvalue(), bufs[1].getvalue(), top],
+                                     name="localhost/debian:python"))
+    r = isolate.run(["python3", "-c", "import sys, os; print(sys.executable); "
+                     "print('.'.join(map(str, sys.version_info[:3]))); "
+                     "print(open('/etc/debian_version').read().strip() != ''); "
+                     "print(os.path.exists('/etc/motd'), open('/etc/isolate-marker').read())"],
+                    image=img, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    exe, version, debian, rest = r.stdout.split("\n", 3)
+    assert exe == "/usr/bin/python3" and debian == "True"
+    assert rest == "False layer 3\n\n"
+    # the image's interpreter, not the host's (pyenv's 3.11.7 runs these tests here)
+    r2 = isolate.run(["python3", "-c", "import sys; print(sys.version)"], image=img,
+                     capture_output=True, text=True)
+    assert r2.stdout != f"{sys.version}\n"
+    assert version.count(".") == 2
