@@ -229,6 +229,12 @@ TARGETS = [
      ("oci-run", "oci_run_crun"), 1.0, "max"),
     ("runtime command line start-up: isolate-runc / runc", ("oci-cli", "cli_state_isolate_runc"),
      ("oci-cli", "cli_state_runc"), 1.0, "max"),
+    ("start from a 5-layer image / the same root as a directory",
+     ("image-startup", "run_image_5_layers"), ("image-startup", "run_rootfs_dir"), 1.1, "max"),
+    ("pull of ~100 MB: isolate / skopeo copy + umoci unpack", ("image-pull", "pull_isolate"),
+     ("image-pull", "pull_skopeo_umoci"), 1.0, "max"),
+    ("pull of ~100 MB: isolate / docker pull", ("image-pull", "pull_isolate"),
+     ("image-pull", "pull_docker"), 1.0, "max"),
 ]
 
 

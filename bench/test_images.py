@@ -177,4 +177,64 @@ def test_commit_10mb(benchmark, rounds, image):
     finally:
         for c in made:
             c.close()
-    benchmark.extra_info["new layer bytes"] = sizes[-1]
+    benchmark.extra_info["table"] = "\n".join([
+        "### image-commit: the new layer of a container that wrote 10 MiB", "",
+        "| new layer (gzip), bytes |", "|---:|", f"| {sizes[-1]} |", ""])
+
+
+@pytest.mark.benchmark(group="image-pull")
+def test_pull_docker(benchmark, rounds, registry_image, tmp_path):
+    """docker pull of the same image from the same registry (Docker takes
+    127.0.0.0/8 registries as plain HTTP), then docker rmi: a dockerd of the
+    bench's own, its data root under a temporary directory."""
+    if shutil.which("dockerd") is None:
+        pytest.skip("dockerd is not installed")
+    from tests.test_engines import Dockerd, _umount_below
+    ref, size = registry_image
+    base = str(tmp_path / "dk")
+    os.makedirs(base)
+    d = Dockerd(base)
+    try:
+        def pull():
+            d.docker("pull", "-q", ref, timeout=300)
+            d.docker("rmi", ref)
+            d.docker("image", "prune", "-f")
+        benchmark.extra_info["MB"] = round(size / 1e6, 1)
+        benchmark.pedantic(pull, rounds=max(rounds // 60, 3), iterations=1)
+    finally:
+        d.stop()
+        _umount_below(base)
+
+
+@pytest.mark.benchmark(group="image-disk")
+def test_disk_of_containers_of_one_image(benchmark, image, tmp_path):
+    """10 containers of the 5-layer image, each writing 1 MiB: the store's
+    size on disk before and while they run (their writes are their own
+    layers, in RAM), in extra_info; the time is starting all ten."""
+    import subprocess as sp
+    img = image[0]
+
+    def du() -> int:
+        out = sp.run(["du", "-sb", img.store], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[0])
+    before = du()
+    made: list = []
+
+    def start():
+        for _ in range(10):
+            c = isolate.Container(image=img)
+            c.start()
+            made.append(c)
+            c.run(["sh", "-c", "head -c 1048576 /dev/urandom > /mine"], check=True)
+    try:
+        benchmark.pedantic(start, rounds=1, iterations=1)
+        during = du()
+    finally:
+        for c in made:
+            c.close()
+    benchmark.extra_info["table"] = "\n".join([
+        "### image-disk: 10 containers of one 5-layer image, each writing 1 MiB", "",
+        "| store on disk before | with the 10 running | image size (compressed) |",
+        "|---:|---:|---:|",
+        f"| {before} B | {during} B | {img.size} B |", ""])
+    assert during == before
