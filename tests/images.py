@@ -187,3 +187,18 @@ def build_image(path: str, layers: list[bytes], *, name: str | None = "localhost
 def rootfs_layer(rootfs: str) -> bytes:
     """The busybox root as one layer tar (see make_image)."""
     return _layer(rootfs)
+
+
+def store_snapshot(store) -> tuple:
+    """What an image store holds: blobs, layers, work in progress, refs.json."""
+    out: list = []
+    for sub in ("blobs/sha256", "layers", "tmp"):
+        p = os.path.join(store, sub)
+        out.append(sorted(os.listdir(p)) if os.path.exists(p) else [])
+    refs = os.path.join(store, "refs.json")
+    if os.path.exists(refs):
+        with open(refs) as f:
+            out.append(f.read())
+    else:
+        out.append("")
+    return tuple(out)

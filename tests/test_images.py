@@ -16,7 +16,7 @@ import pytest
 
 import isolate
 from isolate import Container, ImageError
-from tests.images import build_image, entry, layer_tar, rootfs_layer
+from tests.images import build_image, entry, layer_tar, rootfs_layer, store_snapshot
 
 D, S, H, C, F = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE
 
@@ -34,15 +34,6 @@ def base(tmp_path_factory, rootfs):
     return rootfs_layer(rootfs)
 
 
-def _snapshot(store) -> tuple:
-    """What the store holds: listed images, blobs, layers, work in progress."""
-    out = []
-    for sub in ("blobs/sha256", "layers", "tmp"):
-        p = store / sub
-        out.append(sorted(os.listdir(p)) if p.exists() else [])
-    refs = store / "refs.json"
-    out.append(refs.read_text() if refs.exists() else "")
-    return tuple(out)
 
 
 def _tree_digest(path: str) -> str:
@@ -298,14 +289,14 @@ HOSTILE = {
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_layer_is_refused_and_changes_nothing(store, base, tmp_path, case):
     [good] = isolate.load(build_image(str(tmp_path / "good"), [base], name="localhost/good:1"))
-    before = _snapshot(store)
+    before = store_snapshot(store)
     layer = layer_tar(HOSTILE[case]) if case != "nul" else _nul_layer()
     archive = build_image(str(tmp_path / "bad"), [base, layer], name="localhost/bad:1")
     with pytest.raises(ImageError) as info:
         isolate.load(archive)
     assert info.value.step == "unpack layer" and info.value.ref == "localhost/bad:1"
     assert not os.path.lexists(HOST_TARGET)
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
     assert os.stat("/etc/passwd").st_nlink == 1
     assert [i.ref for i in isolate.images()] == [good.ref]
 
@@ -395,13 +386,13 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_a_bad_archive_is_refused_and_changes_nothing(store, base, tmp_path, case):
     isolate.load(build_image(str(tmp_path / "good"), [layer_tar([entry("a", b"a")])]))
-    before = _snapshot(store)
+    before = store_snapshot(store)
     tamper, step = BAD[case]
     archive = build_image(str(tmp_path / "bad"), [base], name="localhost/bad:1", tamper=tamper)
     with pytest.raises(ImageError) as info:
         isolate.load(archive)
     assert info.value.step == step, info.value
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 def test_a_diff_id_that_does_not_match_is_refused(store, base, tmp_path):
@@ -417,10 +408,10 @@ def test_a_diff_id_that_does_not_match_is_refused(store, base, tmp_path):
             info = tarfile.TarInfo(n)
             info.size = len(data)
             t.addfile(info, __import__("io").BytesIO(data))
-    before = _snapshot(store)
+    before = store_snapshot(store)
     with pytest.raises(ImageError, match="verify layer"):
         isolate.load(archive)
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 @pytest.mark.parametrize("what", ["missing", "not an archive", "empty dir"])
@@ -432,7 +423,7 @@ def test_what_is_not_an_archive_is_refused(store, tmp_path, what):
         path.mkdir()
     with pytest.raises(ImageError, match="read archive"):
         isolate.load(path)
-    assert _snapshot(store)[:3] == ([], [], [])
+    assert store_snapshot(store)[:3] == ([], [], [])
 
 
 def test_a_full_disk_during_unpack_leaves_the_store_as_it_was(tmp_path, monkeypatch, base):
@@ -445,12 +436,12 @@ def test_a_full_disk_during_unpack_leaves_the_store_as_it_was(tmp_path, monkeypa
         archive = build_image(str(tmp_path / "img"), [layer_tar([entry("small", b"s")])],
                               name="localhost/small:1")
         isolate.load(archive)
-        before = _snapshot(mnt / "store")
+        before = store_snapshot(mnt / "store")
         big = build_image(str(tmp_path / "big"), [layer_tar([entry("big", os.urandom(3 << 20))])],
                           name="localhost/big:1")
         with pytest.raises(ImageError, match="No space left"):
             isolate.load(big)
-        assert _snapshot(mnt / "store") == before
+        assert store_snapshot(mnt / "store") == before
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
@@ -463,7 +454,7 @@ def test_a_malformed_index_is_an_image_error(store, tmp_path, index):
                           tamper=lambda files: files.update({"index.json": index}))
     with pytest.raises(ImageError, match="read archive"):
         isolate.load(archive)
-    assert _snapshot(store)[:3] == ([], [], [])
+    assert store_snapshot(store)[:3] == ([], [], [])
 
 
 def test_a_layout_directory_is_read_through_no_symlink_and_only_files(store, tmp_path):
@@ -480,7 +471,7 @@ def test_a_layout_directory_is_read_through_no_symlink_and_only_files(store, tmp
     big.symlink_to("/etc/passwd")
     with pytest.raises(ImageError, match="symlink"):
         isolate.load(layout)
-    assert _snapshot(store)[:3] == ([], [], [])
+    assert store_snapshot(store)[:3] == ([], [], [])
 
 
 def test_odd_numbers_in_a_layer_are_an_image_error(store, tmp_path):
@@ -547,24 +538,24 @@ def test_a_sparse_entry_and_a_huge_header_are_refused(store, tmp_path):
     info.sparse = [(1 << 30, 10)]           # a pax sparse map: 1 GiB of holes
     info.pax_headers = {"GNU.sparse.map": f"{1 << 30},10", "GNU.sparse.size": str(1 << 30)}
     raw = layer_tar([(info, data)])
-    before = _snapshot(store)
+    before = store_snapshot(store)
     with pytest.raises(ImageError, match="sparse"):
         isolate.load(build_image(str(tmp_path / "sparse"), [raw]))
     header = tarfile.TarInfo("x")
     header.pax_headers = {"comment": "a" * (4 << 20)}
     with pytest.raises(ImageError, match="extended header"):
         isolate.load(build_image(str(tmp_path / "pax"), [layer_tar([(header, b"")])]))
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 @pytest.mark.parametrize("config", [{"Labels": "x"}, {"Entrypoint": 5}, {"Env": [1]},
                                     {"Cmd": "sh"}, {"User": 0}])
 def test_a_config_of_the_wrong_types_is_refused(store, tmp_path, config):
-    before = _snapshot(store)
+    before = store_snapshot(store)
     with pytest.raises(ImageError, match="wrong type"):
         isolate.load(build_image(str(tmp_path / "img"), [layer_tar([entry("a", b"a")])],
                                  config=config))
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
     assert isolate.images() == []
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import isolate
 from isolate import ImageError
-from tests.images import build_image, entry, layer_tar, rootfs_layer
+from tests.images import build_image, entry, layer_tar, rootfs_layer, store_snapshot
 from tests.registry import Registry, TokenServer, make_ca
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None,
@@ -48,14 +48,6 @@ def _other_store(tmp_path, monkeypatch, name: str):
     monkeypatch.setenv("ISOLATE_HOME", str(tmp_path / name))
 
 
-def _snapshot(store) -> tuple:
-    out = []
-    for sub in ("blobs/sha256", "layers", "tmp"):
-        p = store / sub
-        out.append(sorted(os.listdir(p)) if p.exists() else [])
-    refs = store / "refs.json"
-    out.append(refs.read_text() if refs.exists() else "")
-    return tuple(out)
 
 
 def _image(tmp_path, base, name="localhost/reg:1", **kw):
@@ -210,7 +202,7 @@ def test_token_auth(store, tmp_path, monkeypatch, base):
 
 def test_a_registry_that_is_down_or_lacks_the_image(store, registry, tmp_path):
     isolate.load(build_image(str(tmp_path / "a.tar"), [layer_tar([entry("a", b"a")])]))
-    before = _snapshot(store)
+    before = store_snapshot(store)
     with pytest.raises(ImageError) as info:
         isolate.pull(f"{registry.host}/no/such:1", insecure=True)
     assert info.value.step == "fetch manifest" and "404" in str(info.value)
@@ -218,7 +210,7 @@ def test_a_registry_that_is_down_or_lacks_the_image(store, registry, tmp_path):
     with pytest.raises(ImageError) as info:
         isolate.pull(f"127.0.0.1:{free_port()}/me/x:1", insecure=True)
     assert info.value.step == "fetch manifest" and "refused" in str(info.value).lower()
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 class FakeRegistry:
@@ -303,7 +295,7 @@ def _unsupported(fake, layer):
     (_truncated_layer, "verify blob"), (_unsupported, "fetch manifest")])
 def test_a_misbehaving_registry_changes_nothing(store, tmp_path, case, step):
     isolate.load(build_image(str(tmp_path / "a.tar"), [layer_tar([entry("a", b"a")])]))
-    before = _snapshot(store)
+    before = store_snapshot(store)
     fake = FakeRegistry()
     try:
         case(fake, layer_tar([entry("f", os.urandom(4096))]))
@@ -313,7 +305,7 @@ def test_a_misbehaving_registry_changes_nothing(store, tmp_path, case, step):
         assert info.value.ref == f"{fake.host}/me/x:1"
     finally:
         fake.stop()
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 def test_many_layers_fetched_at_once(store, registry, tmp_path, monkeypatch, base):
