@@ -229,8 +229,6 @@ TARGETS = [
      ("oci-run", "oci_run_crun"), 1.0, "max"),
     ("runtime command line start-up: isolate-runc / runc", ("oci-cli", "cli_state_isolate_runc"),
      ("oci-cli", "cli_state_runc"), 1.0, "max"),
-    ("start from a 5-layer image / the same root as a directory",
-     ("image-startup", "run_image_5_layers"), ("image-startup", "run_rootfs_dir"), 1.1, "max"),
     ("pull of ~100 MB: isolate / skopeo copy + umoci unpack", ("image-pull", "pull_isolate"),
      ("image-pull", "pull_skopeo_umoci"), 1.0, "max"),
     ("pull of ~100 MB: isolate / docker pull", ("image-pull", "pull_isolate"),
@@ -274,7 +272,8 @@ def pytest_terminal_summary(terminalreporter, config):
             p = b.extra_info["paired"]
             (na, ma), (nb, mb) = [(k, v) for k, v in p.items() if k != "ratio"]
             limit = {("isolate_run", "floor_c"): 1.25, ("container_call", "os_fork"): 1.5,
-                     ("isolate_run", "bwrap"): 0.5}.get((na, nb))
+                     ("isolate_run", "bwrap"): 0.5,
+                     ("image_5_layers", "rootfs_dir"): 1.1}.get((na, nb))
             if limit is not None:
                 extra.append((f"paired: {na} / {nb} (medians {ma:.3f} / {mb:.3f} ms)",
                               p["ratio"], limit, "max"))

@@ -2,7 +2,8 @@
 
 - image-startup: isolate.run of /bin/true with rootfs= (the busybox root, a
   directory) and with image= (the same root as a 5-layer image in the store:
-  its top-level entries split over five layers), alternated, one process.
+  its top-level entries split over five layers); and the two paired (each
+  round starts both, back to back), for the target.
 - image-load: isolate.load of that image's archive into an empty store (each
   layer unpacked), against `umoci unpack` of the same archive's OCI layout.
 """
@@ -62,6 +63,16 @@ def test_run_rootfs_dir(benchmark, rounds, rootfs, image):
 def test_run_image_5_layers(benchmark, rounds, image):
     img = image[0]
     _bench(benchmark, rounds, lambda: isolate.run(["/bin/true"], image=img, check=True))
+
+
+@pytest.mark.benchmark(group="paired")
+def test_paired_image_vs_rootfs(benchmark, rounds, rootfs, image):
+    """The target, paired: each round starts both, back to back."""
+    from test_paired import _paired     # bench/ is on sys.path (no __init__.py)
+    img = image[0]
+    _paired(benchmark, rounds, lambda: isolate.run(["/bin/true"], image=img, check=True),
+            lambda: isolate.run(["/bin/true"], rootfs=rootfs, check=True),
+            "image_5_layers", "rootfs_dir")
 
 
 @pytest.mark.benchmark(group="image-load")

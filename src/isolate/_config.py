@@ -540,8 +540,9 @@ def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool 
         cfg = _cached_config(key + (("ids", (os.geteuid(), os.getegid(), _hard_limits())),))
     except (TypeError, AttributeError):   # unhashable, wrong types or not to cache
         return _build_config(**options)
-    if cfg.image is not None:
-        _image_root(cfg.image)  # its layers are still in the store (prune)
+    if cfg.image is not None:   # its layers are still in the store (prune); their
+        if not all(os.path.isdir(d) for d in cfg.layers):      # content does not change
+            _image_root(cfg.image)
     elif cfg.rootfs is not None and not os.path.isdir(cfg.rootfs):
         _rootfs(cfg.rootfs)     # raises what the first call would have
     for m in cfg.mounts:
