@@ -40,7 +40,8 @@ def pytest_addoption(parser):
 #: Debian package that brings it
 COMPARED = (("bwrap", "bubblewrap"), ("crun", "crun"), ("runc", "runc"),
             ("unshare", "util-linux"), ("nsenter", "util-linux"),
-            ("qemu-system-x86_64", "qemu-system-x86"), ("/boot/vmlinuz-*", "linux-image-amd64"))
+            ("qemu-system-x86_64", "qemu-system-x86"), ("/boot/vmlinuz-*", "linux-image-amd64"),
+            ("skopeo", "skopeo"), ("umoci", "umoci"), ("docker-registry", "docker-registry"))
 
 
 def missing_packages() -> list[str]:
