@@ -194,16 +194,16 @@ def test_commit_10mb(benchmark, rounds, image):
 
 
 @pytest.mark.benchmark(group="image-pull")
-def test_pull_docker(benchmark, rounds, registry_image, tmp_path):
+def test_pull_docker(benchmark, rounds, registry_image):
     """docker pull of the same image from the same registry (Docker takes
     127.0.0.0/8 registries as plain HTTP), then docker rmi: a dockerd of the
     bench's own, its data root under a temporary directory."""
     if shutil.which("dockerd") is None:
         pytest.skip("dockerd is not installed")
+    import tempfile
     from tests.test_engines import Dockerd, _umount_below
     ref, size = registry_image
-    base = str(tmp_path / "dk")
-    os.makedirs(base)
+    base = tempfile.mkdtemp(prefix="dkp-", dir="/tmp")     # short: dockerd's socket path
     d = Dockerd(base)
     try:
         def pull():
@@ -215,6 +215,7 @@ def test_pull_docker(benchmark, rounds, registry_image, tmp_path):
     finally:
         d.stop()
         _umount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.benchmark(group="image-disk")
