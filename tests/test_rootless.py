@@ -213,3 +213,67 @@ def test_unprivileged_isolate_runc_runs_a_rootless_bundle(world_readable):
     assert code == 4, err
     assert words == ["0", "0", "65534", "1", "1"]
     assert left == []
+
+
+PROBE_IMAGE = """
+import isolate, json, os, sys
+[img] = isolate.load(sys.argv[1])
+out = {"home": img.store}
+r = isolate.run(["sh", "-c", "id -u; ls /etc/group 2>&1; ls -A /data; cat /data/new; "
+                 "stat -c '%a %u' /suid /owned; ls /srv/sdz 2>&1"], image=img,
+                capture_output=True, text=True)
+out["run"] = [r.returncode, r.stdout.split("\\n"), r.stderr]
+with isolate.Container(image=img) as c:
+    c.run(["sh", "-c", "echo committed > /etc/marker; rm /etc/passwd"], check=True)
+    new = c.commit("localhost/rootless:2")
+r = isolate.run(["sh", "-c", "cat /etc/marker; ls /etc/passwd 2>&1; stat -c %u /etc/marker"],
+                image=new, capture_output=True, text=True)
+out["commit"] = [r.returncode, r.stdout.split("\\n"), r.stderr]
+print(json.dumps(out))
+"""
+
+
+def test_unprivileged_caller_loads_runs_and_commits_an_image(world_readable, rootfs):
+    """As uid 65534: a store under its own XDG data directory, layers
+    unpacked without privileges (whiteouts as 0/0 nodes, opaque directories
+    by user.overlay.opaque, device nodes skipped, setuid bits cleared, files
+    the caller's, root inside), a container of them, and a commit."""
+    from .images import build_image, entry, layer_tar, rootfs_layer
+    import tarfile
+    py = _python_for_nobody()
+    _userns_allowed()
+    stage_dir = os.path.join(world_readable, "stage")
+    os.mkdir(stage_dir)
+    stage(stage_dir)
+    upper = layer_tar([
+        entry("etc/.wh.group", b""),
+        entry("data", kind=tarfile.DIRTYPE), entry("data/.wh..wh..opq", b""),
+        entry("data/new", b"new\n"),
+        entry("suid", b"#!/bin/sh\n", mode=0o4755),
+        entry("owned", b"x", uid=1000, gid=1000),
+        entry("srv/sdz", kind=tarfile.BLKTYPE, link="8:0"),
+    ])
+    lower = layer_tar([entry("data", kind=tarfile.DIRTYPE), entry("data/old", b"old\n")])
+    archive = build_image(os.path.join(world_readable, "img.tar"),
+                          [rootfs_layer(rootfs), lower, upper], name="localhost/rootless:1")
+    os.chmod(archive, 0o644)
+    data = os.path.join(world_readable, "xdg")
+    os.mkdir(data)
+    os.chown(data, 65534, 65534)
+    env = {k: v for k, v in os.environ.items() if k != "ISOLATE_HOME"}
+    r = subprocess.run([*NOBODY, py, "-c", PROBE_IMAGE, archive], capture_output=True,
+                       text=True, timeout=120,
+                       env={**env, "PYTHONPATH": stage_dir, "XDG_DATA_HOME": data,
+                            "HOME": data})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["home"] == os.path.join(data, "isolate")
+    code, lines, err = out["run"]
+    assert lines[0] == "0", (code, err)                     # root inside
+    assert "No such file" in lines[1]                       # the whiteout
+    assert lines[2:4] == ["new", "new"]                     # the opaque directory
+    assert lines[4:6] == ["755 0", "644 0"]                 # setuid cleared; the caller's
+    assert "No such file" in lines[6]                       # the device node skipped
+    code, lines, err = out["commit"]
+    assert code == 0, err
+    assert lines[0] == "committed" and "No such file" in lines[1] and lines[2] == "0"
