@@ -307,6 +307,7 @@ def _lookup(root: str | tuple[str, ...] | None, db: str, name: str) -> list[str]
     """The /etc/passwd or /etc/group line for name in the container's image
     (root: a directory, or an image's layers, top first)."""
     from . import _isolate
+    from ._fs import reopen_regular
     try:
         # a root's file is hostile: resolved inside the root (an image's:
         # the layer that holds it, no symlink), and read only if a regular
@@ -326,13 +327,14 @@ def _lookup(root: str | tuple[str, ...] | None, db: str, name: str) -> list[str]
             finally:
                 os.close(top)
         try:
-            st = os.fstat(path)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
-                return None
-            fd = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = reopen_regular(path)
         finally:
             os.close(path)
+        if fd is None:
+            return None
         with open(fd, encoding="utf-8", errors="replace") as f:
+            if os.fstat(fd).st_size > 64 << 20:
+                return None
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if fields and fields[0] == name:

@@ -431,7 +431,7 @@ class Container:
         changed, as `docker commit` makes it (the container is paused
         meanwhile where it has cgroups). Mounts (volumes, /proc, /dev) are
         left out; a removed file becomes a whiteout."""
-        from ._images import commit
+        from ._commit import commit
         return commit(self, ref, message=message, author=author)
 
     def pause(self) -> None:

@@ -35,6 +35,8 @@ import signal
 import sys
 import time
 
+from ._fs import start_time
+
 TYPE_CHECKING = False       # typing costs milliseconds, on every command
 if TYPE_CHECKING:
     from typing import Any, NoReturn
@@ -201,23 +203,9 @@ def _write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     os.rename(tmp, path)
 
 
-def _start_time(pid: int) -> int | None:
-    """The pid's start time (clock ticks since boot), or None when it has
-    ended (a zombie has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
-
-
 def _alive(state: dict[str, Any]) -> bool:
     pid = state.get("pid") or 0
-    return pid > 0 and _start_time(pid) == state.get("start_time")
+    return pid > 0 and start_time(pid) == state.get("start_time")
 
 
 def _pidfd(state: dict[str, Any]) -> int | None:
@@ -378,7 +366,7 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
             pid, pidfd, ctl, _ = _start(cfg, cid, spec, _c.RUN_GATED, cgroups)
         except OSError as e:
             raise Fatal(f"create {cid}: {e}") from None
-        state.update(pid=pid, start_time=_start_time(pid))
+        state.update(pid=pid, start_time=start_time(pid))
         lock.save(state)
         if b.oom_score_adj is not None:
             with open(f"/proc/{pid}/oom_score_adj", "w") as f:
