@@ -182,7 +182,8 @@ def test_cli_load_images_save_rmi_prune(store, base, tmp_path):
 
     assert run("load", "-i", archive)[1] == "Loaded image: localhost/cli:1\n"
     rc, out, _ = run("images")
-    assert rc == 0 and "localhost/cli" in out and "1" in out.split("\n")[1]
+    row = out.split("\n")[1].split()        # REPOSITORY TAG IMAGE-ID LAYERS SIZE
+    assert rc == 0 and row[:2] == ["localhost/cli", "1"] and row[3] == "1", out
     rc, _, _ = run("save", "-o", str(tmp_path / "saved.tar"), "localhost/cli:1")
     assert rc == 0 and tarfile.is_tarfile(tmp_path / "saved.tar")
     assert run("rmi", "localhost/cli:1")[0] == 0
