@@ -101,7 +101,7 @@ macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 extensions = [
     Extension(
         "isolate._isolate",
-        ["src/_isolate.pyx", "csrc/child.c", "csrc/exe.c"],
+        ["src/_isolate.pyx", "csrc/child.c", "csrc/exe.c", "csrc/net.c"],
         include_dirs=["csrc"],
         depends=["csrc/isolate.h", "csrc/init.c", "csrc/exec.c", "csrc/nolibc.c"],
         define_macros=macros,

@@ -120,6 +120,7 @@ static const char *const step_names[ISO_STEP_COUNT] = {
     [ISO_STEP_MASK] = "mask",
     [ISO_STEP_RESOLVE] = "resolve mount target",
     [ISO_STEP_EXE] = "executable",
+    [ISO_STEP_NETIF] = "network interface",
 };
 
 const char *iso_step_name(int step)
@@ -335,27 +336,7 @@ static unsigned long locked_flags(const char *path)
                         MS_NODIRATIME | MS_RELATIME);
 }
 
-/* System calls that leave errno alone, returning -errno on failure: for code
- * that runs beside the caller's thread (its errno is the caller's). */
-#if ISO_NET_BESIDE
-static long raw_syscall(long n, long a, long b, long c, long d)
-{
-    register long r10 __asm__("r10") = d;
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-#else
-static long raw_syscall(long n, long a, long b, long c, long d)
-{
-    long r = syscall(n, a, b, c, d);
-    return r < 0 ? -errno : r;
-}
-#endif
-#define RAW(n, a, b, c, d) raw_syscall(n, (long)(a), (long)(b), (long)(c), (long)(d))
+#define RAW(n, a, b, c, d) iso_raw_syscall(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
 
 /* Bring up lo in the network namespace of the calling task: 0 or -errno. */
 static long lo_up_raw(void)
@@ -401,6 +382,7 @@ struct net_beside {
     int joined;             /* the child has joined the namespace */
     int pidfd;              /* the helper's */
     pid_t parent;           /* the caller's pid */
+    const iso_netif_t *netif;   /* an interface on a bridge, or NULL */
     iso_error_t err;        /* NET_FAILED: what failed */
 };
 
@@ -415,14 +397,38 @@ static void net_wait_while(struct net_beside *b, int state)
         RAW(SYS_futex, &b->state, FUTEX_WAIT_PRIVATE, state, 0);
 }
 
-static void net_helper_fail(struct net_beside *b, int step, long r, const char *path)
+/* what failed: step, -errno r, and path (then ": " and more, if given) */
+static void net_helper_fail(struct net_beside *b, int step, long r, const char *path,
+                            const char *more)
 {
     b->err.step = step;
     b->err.err = (int)-r;
-    size_t i = 0;
-    for (; path[i] != '\0' && i < sizeof b->err.path - 1; i++)
-        b->err.path[i] = path[i];
+    size_t i = 0, n = sizeof b->err.path - 1;
+    for (; *path != '\0' && i < n; path++)
+        b->err.path[i++] = *path;
+    if (more != NULL)
+        for (const char *p = ": "; *p != '\0' && i < n; p++)
+            b->err.path[i++] = *p;
+    for (; more != NULL && *more != '\0' && i < n; more++)
+        b->err.path[i++] = *more;
     b->err.path[i] = '\0';
+}
+
+/* The container's interface on its bridge (see iso_netif_t), the helper
+ * being in the new namespace and nl a socket of the caller's: 0 or -1. */
+static int net_helper_netif(struct net_beside *b, long nl)
+{
+    const char *what = NULL;
+    long r = nl < 0 ? nl : iso_netif_make((int)nl, b->netif, (pid_t)RAW(SYS_getpid, 0, 0, 0, 0));
+    if (r < 0) {
+        net_helper_fail(b, ISO_STEP_NETIF, r, b->netif->host, NULL);
+        return -1;
+    }
+    if ((r = iso_netif_configure(b->netif, &what)) < 0) {
+        net_helper_fail(b, ISO_STEP_NETIF, r, b->netif->name, what);
+        return -1;
+    }
+    return 0;
 }
 
 static int net_helper(void *arg)
@@ -433,13 +439,17 @@ static int net_helper(void *arg)
     if (RAW(SYS_getppid, 0, 0, 0, 0) != b->parent)
         return 0;
     int done = NET_FAILED;
+    /* a socket of the caller's network namespace, where the bridge is */
+    long nl = b->netif != NULL ? iso_netif_socket() : -1;
     long r = RAW(SYS_unshare, CLONE_NEWNET, 0, 0, 0);
     if (r < 0)
-        net_helper_fail(b, ISO_STEP_UNSHARE, r, "net");
+        net_helper_fail(b, ISO_STEP_UNSHARE, r, "net", NULL);
     else if ((r = lo_up_raw()) < 0)
-        net_helper_fail(b, ISO_STEP_LO_UP, r, "lo");
-    else
+        net_helper_fail(b, ISO_STEP_LO_UP, r, "lo", NULL);
+    else if (b->netif == NULL || net_helper_netif(b, nl) == 0)
         done = NET_READY;
+    if (nl >= 0)
+        RAW(SYS_close, nl, 0, 0, 0);
     int expected = NET_WORKING;
     if (!__atomic_compare_exchange_n(&b->state, &expected, done, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST))
@@ -1376,7 +1386,7 @@ static int container_child(void *arg)
         }
         close(fd);
     }
-    if (c->after_clone != NULL) {
+    if (c->after_clone != NULL || (c->netif != NULL && !c->net_beside)) {
         char go;
         if (recv(ctl, &go, 1, 0) != 1)      /* the caller's word to go on */
             _exit(127);
@@ -1396,6 +1406,15 @@ static int container_child(void *arg)
         errno = EINVAL;
         fail(&msg.error, ISO_STEP_SETNS, "net (the plan never joins it)");
         goto out;
+    }
+    if (c->netif != NULL && !c->net_beside) {       /* made by the caller after clone */
+        const char *what = NULL;
+        long r = iso_netif_configure(c->netif, &what);
+        if (r < 0) {
+            errno = (int)-r;
+            fail(&msg.error, ISO_STEP_NETIF, what);
+            goto out;
+        }
     }
     if (prepare_exec(&c->x, ctl, s->ctl_at, 1, &msg.error) < 0)
         goto out;
@@ -1492,6 +1511,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     net.state = NET_WORKING;
     net.pidfd = -1;
     net.parent = getpid();
+    net.netif = c->netif;
     pid_t helper = -1;
     int pidfd = -1;
     pid_t pid = -1;
@@ -1520,12 +1540,26 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         goto failed;
     }
 
-    if (c->after_clone != NULL) {
-        if (c->after_clone(pid, c->after_clone_arg) != 0 || send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
-            if (err->step == 0)
-                fail(err, ISO_STEP_CLONE, "after clone");
+    if (c->after_clone != NULL && c->after_clone(pid, c->after_clone_arg) != 0) {
+        if (err->step == 0)
+            fail(err, ISO_STEP_CLONE, "after clone");
+        goto failed;
+    }
+    if (c->netif != NULL && !c->net_beside) {
+        long nl = iso_netif_socket();
+        long r = nl < 0 ? nl : iso_netif_make((int)nl, c->netif, pid);
+        if (nl >= 0)
+            close((int)nl);
+        if (r < 0) {
+            errno = (int)-r;
+            fail(err, ISO_STEP_NETIF, c->netif->host);
             goto failed;
         }
+    }
+    if ((c->after_clone != NULL || (c->netif != NULL && !c->net_beside)) &&
+        send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
+        fail(err, ISO_STEP_CLONE, "after clone");
+        goto failed;
     }
 
     /* The first message comes from the init once it runs (in run mode, once

@@ -50,6 +50,7 @@ enum iso_step {
     ISO_STEP_MASK,
     ISO_STEP_RESOLVE,       /* a mount target, inside its root */
     ISO_STEP_EXE,           /* a fork's executable: csrc/exe.c */
+    ISO_STEP_NETIF,         /* the interface on a bridge: csrc/net.c */
     ISO_STEP_COUNT
 };
 
@@ -203,6 +204,32 @@ typedef struct iso_exec {
  * gate before it is exec'd in the init's place (isolate-init oci) */
 #define ISO_RUN_GATED 2
 
+/* A container's interface on a bridge: a veth pair, host in the caller's
+ * network namespace (a port of the bridge master, up, with alias as its
+ * IFLA_IFALIAS), name in the container's, with its addresses and default
+ * routes (a gateway of zeros: none). csrc/net.c. */
+typedef struct iso_netif {
+    char host[16];
+    char name[16];
+    char alias[128];
+    int master;
+    int mtu;                    /* 0: the kernel's */
+    uint8_t addr[4], gateway[4];
+    int prefix;
+    int has6;
+    uint8_t addr6[16], gateway6[16];
+    int prefix6;
+} iso_netif_t;
+
+/* With raw system calls only (see iso_raw_syscall), for the helper that
+ * shares the caller's memory: 0 or -errno. make: in the caller's network
+ * namespace, on nl (a NETLINK_ROUTE socket of it), the pair with name in
+ * the network namespace of pid. configure: in the container's namespace;
+ * *what names the part that failed. */
+long iso_netif_socket(void);
+long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid);
+long iso_netif_configure(const iso_netif_t *n, const char **what);
+
 typedef struct iso_container {
     unsigned long clone_flags;  /* CLONE_NEW* */
     const iso_op_t *ops;
@@ -226,6 +253,11 @@ typedef struct iso_container {
      * lacks CLONE_NEWNET. The namespace belongs to the caller's user
      * namespace, as with CLONE_NEWNET from the caller. */
     int net_beside;
+    /* If set, the container's interface on a bridge: made and configured by
+     * the helper with net_beside; else made by the caller right after clone
+     * (after after_clone), the child waiting, and configured by the child
+     * after its plan. */
+    const iso_netif_t *netif;
 } iso_container_t;
 
 /* Whether net_beside is supported (the helper needs raw system calls). */
@@ -233,6 +265,32 @@ typedef struct iso_container {
 #define ISO_NET_BESIDE 1
 #else
 #define ISO_NET_BESIDE 0
+#endif
+
+/* System calls that leave errno alone, returning -errno on failure: for code
+ * that runs beside the caller's thread (its errno is the caller's). */
+#if ISO_NET_BESIDE
+static inline long iso_raw_syscall(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#else
+#include <errno.h>
+#include <unistd.h>
+long syscall(long n, ...);
+static inline long iso_raw_syscall(long n, long a, long b, long c, long d, long e, long f)
+{
+    long r = syscall(n, a, b, c, d, e, f);
+    return r < 0 ? -errno : r;
+}
 #endif
 
 /* Start a container. On success returns 0 with *pid (host pid of its init),

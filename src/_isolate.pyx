@@ -6,7 +6,7 @@ turns a failed step into the exception isolate.errors chooses.
 """
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint64_t
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
 
@@ -66,6 +66,20 @@ cdef extern from "isolate.h" nogil:
         mode_t umask
         iso_security_t sec
 
+    ctypedef struct iso_netif_t:
+        char host[16]
+        char name[16]
+        char alias[128]
+        int master
+        int mtu
+        uint8_t addr[4]
+        uint8_t gateway[4]
+        int prefix
+        int has6
+        uint8_t addr6[16]
+        uint8_t gateway6[16]
+        int prefix6
+
     ctypedef struct iso_container_t:
         unsigned long clone_flags
         const iso_op_t *ops
@@ -77,6 +91,7 @@ cdef extern from "isolate.h" nogil:
         void *after_clone_arg
         int cgroup_fd
         int net_beside
+        const iso_netif_t *netif
 
     enum:
         ISO_MSG_READY
@@ -241,6 +256,46 @@ cdef class Plan:
         return self.n
 
 
+cdef void _copy_name(char *dst, size_t size, bytes value, str what) except *:
+    if len(value) >= size or b"\0" in value:
+        raise ValueError(f"{what} {value!r}: at most {size - 1} bytes, no NUL")
+    memset(dst, 0, size)
+    memcpy(dst, <const char *>value, len(value))
+
+
+cdef class NetIf:
+    """A container's interface on a bridge (iso_netif_t): host, the bridge's
+    end (in the caller's network namespace, a port of the bridge whose
+    ifindex is master, with alias), name, the container's end, with addr/
+    prefix and a default route through gateway (b"" for none); addr6,
+    prefix6 and gateway6 likewise, or addr6=b"" for no IPv6. Addresses are
+    packed (4 or 16 bytes)."""
+    cdef iso_netif_t n
+
+    def __cinit__(self, bytes host, bytes name, bytes alias, int master, int mtu,
+                  bytes addr, int prefix, bytes gateway=b"", bytes addr6=b"", int prefix6=0,
+                  bytes gateway6=b""):
+        memset(&self.n, 0, sizeof(self.n))
+        _copy_name(self.n.host, 16, host, "interface name")
+        _copy_name(self.n.name, 16, name, "interface name")
+        _copy_name(self.n.alias, 128, alias, "interface alias")
+        if len(addr) != 4 or len(gateway) not in (0, 4) or len(addr6) not in (0, 16) \
+                or len(gateway6) not in (0, 16):
+            raise ValueError("addresses are packed: 4 bytes (IPv4) or 16 (IPv6)")
+        self.n.master = master
+        self.n.mtu = mtu
+        memcpy(self.n.addr, <const char *>addr, 4)
+        if gateway:
+            memcpy(self.n.gateway, <const char *>gateway, 4)
+        self.n.prefix = prefix
+        if addr6:
+            self.n.has6 = 1
+            memcpy(self.n.addr6, <const char *>addr6, 16)
+            self.n.prefix6 = prefix6
+            if gateway6:
+                memcpy(self.n.gateway6, <const char *>gateway6, 16)
+
+
 cdef char **_strv(list items) except NULL:
     cdef char **v = <char **>calloc(len(items) + 1, sizeof(char *))
     if v == NULL:
@@ -351,7 +406,7 @@ cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run,
                     after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None,
-                    bint net_beside=False):
+                    bint net_beside=False, NetIf netif=None):
     """Clone a container, walk its plan (after pre's steps and before post's)
     and exec its init with spec's stdio, fds, ids and directory; with run,
     spec's command first, as PID 2 (spec without a file: the command comes
@@ -367,7 +422,8 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     directory) is where the child starts (CLONE_INTO_CGROUP). With
     net_beside, a helper makes the network namespace while the child walks
     the plan, which joins it at its OP_JOIN_NET step (clone_flags then
-    without CLONE_NEWNET).
+    without CLONE_NEWNET). netif: the container's interface on a bridge,
+    made in the caller's network namespace and moved into the container's.
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -389,6 +445,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     c.after_clone = NULL
     c.cgroup_fd = cgroup_fd
     c.net_beside = net_beside
+    c.netif = &netif.n if netif is not None else NULL
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone

@@ -18,11 +18,33 @@ from .rootfs import make_rootfs
 
 def pytest_configure(config):
     """An image store of the session's own (tests that want one of their
-    own set ISOLATE_HOME again): the host's /var/lib/isolate is never written."""
+    own set ISOLATE_HOME again): the host's /var/lib/isolate is never written.
+    And a network namespace of the session's own, lo up, made before any
+    thread: the bridges, veths and firewall tables that tests make, the
+    daemons they start and all their traffic stay in it, and the host's
+    interfaces and firewall are never changed."""
     import tempfile
+    _own_network_namespace()
     if not hasattr(config, "workerinput") or "ISOLATE_HOME" not in os.environ:
         config._isolate_home = tempfile.mkdtemp(prefix="isolate-test-store-")
         os.environ["ISOLATE_HOME"] = config._isolate_home
+
+
+def _own_network_namespace() -> None:
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+    if os.geteuid() != 0 or os.environ.get("ISOLATE_TEST_NETNS") == str(os.getpid()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:       # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) for the test session")
+    os.environ["ISOLATE_TEST_NETNS"] = str(os.getpid())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:    # lo up
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]     # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))      # SIOCSIFFLAGS
 
 
 def pytest_unconfigure(config):
@@ -113,9 +135,24 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def _links() -> set[str]:
+    """The interfaces of the session's network namespace (bridges, veths)."""
+    import socket
+    return {name for _, name in socket.if_nameindex()}
+
+
+def _tables() -> set[str]:
+    """Its nf_tables tables (a network's, a container's published ports)."""
+    from isolate import _netlink
+    try:
+        return {f"{family}:{name}" for family, name in _netlink.tables()}
+    except OSError:
+        return set()
+
+
 def snapshot() -> dict:
     return {"mounts": _mounts(), "processes": _procs(), "netns": _netns(), "fds": _fds(),
-            "cgroups": _cgroups()}
+            "cgroups": _cgroups(), "links": _links(), "tables": _tables()}
 
 
 def leaks(before: dict, after: dict) -> dict:
@@ -130,6 +167,9 @@ def leaks(before: dict, after: dict) -> dict:
         found["cgroups"] = after["cgroups"] - before["cgroups"]
     if after["netns"] - before["netns"]:
         found["netns"] = after["netns"] - before["netns"]
+    for kind in ("links", "tables"):
+        if after[kind] - before[kind]:
+            found[kind] = after[kind] - before[kind]
     fds = {}
     for fd in after["fds"] - before["fds"]:
         try:                # the fd listdir itself used is gone by now

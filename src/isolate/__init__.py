@@ -15,7 +15,8 @@ except ImportError as e:  # pragma: no cover
     ) from e
 
 from .errors import (ContainerDied, ContainerError, ContainerOOMError, ImageError, IsolateError,
-                     NamespaceError, RemoteError, RemoteTraceback, SerializationError)
+                     NamespaceError, NetworkError, RemoteError, RemoteTraceback,
+                     SerializationError)
 
 TYPE_CHECKING = False       # typing's own costs milliseconds: isolate-runc starts often
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ._images import Image, get_image, images, load, prune, rmi, save
     from ._registry import pull, push
     from .mounts import Mount
+    from .network import Network, get_network, networks
     from .pool import Pool
 
 # Imported when first used: a Pool's zygote, which imports isolate too, then
@@ -33,7 +35,8 @@ _LAZY = {"call": "_call", "isolated": "_call", "CompletedProcess": "container",
          "Container": "container", "Process": "container", "run": "container", "Pool": "pool",
          "Mount": "mounts", "Image": "_images", "images": "_images", "load": "_images",
          "prune": "_images", "rmi": "_images", "save": "_images", "get_image": "_images",
-         "pull": "_registry", "push": "_registry"}
+         "pull": "_registry", "push": "_registry", "Network": "network",
+         "networks": "network", "get_network": "network"}
 
 
 def __getattr__(name: str):
@@ -62,6 +65,8 @@ __all__ = [
     "IsolateError",
     "Mount",
     "NamespaceError",
+    "Network",
+    "NetworkError",
     "Pool",
     "Process",
     "RemoteError",
@@ -69,9 +74,11 @@ __all__ = [
     "SerializationError",
     "call",
     "get_image",
+    "get_network",
     "images",
     "isolated",
     "load",
+    "networks",
     "prune",
     "pull",
     "push",

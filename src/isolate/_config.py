@@ -102,6 +102,8 @@ class Config:
     layers: tuple[str, ...] = ()
     #: the images.Image the root comes from, or None
     image: Any = None
+    #: published ports (network.Port) of a container on a network
+    ports: tuple[Any, ...] = ()
 
     @property
     def privileged(self) -> bool:
@@ -117,8 +119,16 @@ class Config:
 
 
 def _namespaces(namespaces: Iterable[str] | None, network: str | None) -> tuple[frozenset[str], str]:
-    if network is not None and network not in NETWORKS:
-        raise ValueError(f"network={network!r}: use 'none' (own namespace, lo only) or 'host'")
+    """The namespaces, and the network: "none", "host" or a network's name."""
+    bridged = network is not None and network not in NETWORKS
+    if bridged:
+        if not isinstance(network, str):
+            raise TypeError(f"network={network!r}: 'none', 'host', 'bridge', an isolate.Network "
+                            "or a network's name")
+        ns, _ = _namespaces(namespaces, "none")
+        if "net" not in ns:
+            raise ValueError(f"network={network!r} needs the 'net' namespace")
+        return ns, network
     if namespaces is None:
         ns = set(DEFAULT_NAMESPACES)
         if network == "host":
@@ -534,6 +544,14 @@ def make_config(rootfs: str | os.PathLike[str] | None = None, _subid_maps: bool 
     same options twice give the cached one, rechecked against the filesystem
     (rootfs and bind sources must still be there)."""
     options = dict(options, rootfs=rootfs, _subid_maps=_subid_maps)
+    network = options.get("network")
+    if network is not None and not isinstance(network, str):
+        from .network import Network
+        if isinstance(network, Network):
+            options["network"] = network.name
+    if options.get("ports") is not None:
+        from .network import parse_ports
+        options["ports"] = parse_ports(options["ports"])
     if options.get("image") is not None:     # the image a reference names now
         from ._images import get_image
         options["image"] = get_image(options["image"])
@@ -621,6 +639,7 @@ def _build_config(
     storage_size: int | str = DEFAULT_STORAGE_SIZE,
     devices: Iterable[str] = (),
     image: Any = None,
+    ports: Any = None,
 ) -> Config:
     root = _rootfs(rootfs)
     layers: tuple[str, ...] = ()
@@ -659,6 +678,11 @@ def _build_config(
         raise ValueError("mapping id ranges as an unprivileged user needs newuidmap and "
                          "newgidmap (Debian: apt-get install uidmap) and /etc/subuid entries")
     ns, network = _namespaces(namespaces, network)
+    from .network import parse_ports
+    ports = parse_ports(ports)
+    if ports and network in NETWORKS:
+        raise ValueError(f"ports= needs a network (network='bridge' or a Network), not "
+                         f"network={network!r}")
     if hostname is not None:
         if not isinstance(hostname, str):
             raise TypeError("hostname is a str")
@@ -683,6 +707,12 @@ def _build_config(
             if any(c in real for c in ",:\\"):
                 raise ValueError(f"overlay source {m.source!r} leads to {real!r}: overlayfs "
                                  "cannot take a path with ',', ':' or '\\'")
+    if network not in NETWORKS:
+        from .network import attached_network
+        net = attached_network(network)        # NetworkError if there is none
+        # its names and resolvers, under what the caller binds there itself
+        mounts = (Mount.bind(net.hosts_file, "/etc/hosts", readonly=True),
+                  Mount.bind(net.resolv_conf, "/etc/resolv.conf", readonly=True), *mounts)
     if (root is not None or mounts) and "mount" not in ns:
         raise ValueError("rootfs and mounts need the 'mount' namespace")
     check_cwd(cwd)
@@ -734,6 +764,7 @@ def _build_config(
         devices=_devices(devices, "user" in ns),
         layers=layers,
         image=image,
+        ports=ports,
     )
 
 

@@ -122,27 +122,49 @@ def _map_writer(cfg: Config) -> Callable[[int], None] | None:
 
 
 def _start(cfg: Config, container_id: str, spec: Any, run: int,
-           cgroups: Cgroups | None = None) -> tuple[int, int, int, Cgroups | None]:
+           cgroups: Cgroups | None = None) -> tuple[int, int, int, Any]:
     """Make the container's cgroups (unless given: the caller's, which stay
-    the caller's to remove), then the container in them."""
+    the caller's to remove), then the container in them. On a network, what
+    is returned for the cgroups is a network.Held: the cgroups (its
+    .cgroups) and the container's lease, which its remove() releases too."""
     made = cgroups is None
     if made and cfg.limits:
         cgroups = Cgroups.make(dict(cfg.limits), container_id)
     cgroup_fd = -1
+    lease = None
     try:
+        if cfg.network not in ("none", "host"):
+            from .network import Lease, attached_network
+            lease = Lease(attached_network(cfg.network), cfg.hostname or container_id, cfg.ports)
         if cgroups is not None:
             cgroup_fd = cgroups.open()          # v2: cloned straight into it
         pre, plan, post = _steps(cfg, container_id, cgroups, cgroup_fd < 0)
-        pid, pidfd, ctl, _ = _c.start_container(plan, _clone_flags(cfg, cgroups), spec, run,
-                                                _map_writer(cfg), cgroup_fd, pre, post,
-                                                _plan.net_beside(cfg))
+        for attempt in range(16):
+            try:
+                pid, pidfd, ctl, _ = _c.start_container(
+                    plan, _clone_flags(cfg, cgroups), spec, run, _map_writer(cfg), cgroup_fd,
+                    pre, post, _plan.net_beside(cfg), lease.netif() if lease else None)
+                break
+            except OSError as e:
+                # its address was taken meanwhile by another process's container
+                if lease is None or getattr(e, "step", "") != "network interface" \
+                        or e.errno != errno.EEXIST or attempt == 15:
+                    raise
+                lease.pick()
+        if lease is not None:
+            lease.started()
     except BaseException:
+        if lease is not None:
+            lease.release()
         if made and cgroups is not None:
             cgroups.remove()
         raise
     finally:
         if cgroup_fd >= 0:
             os.close(cgroup_fd)
+    if lease is not None:
+        from .network import Held
+        return pid, pidfd, ctl, Held(cgroups if made else None, lease)
     return pid, pidfd, ctl, cgroups
 
 

@@ -219,7 +219,13 @@ class Container:
                 container's own, and its Env (merged under env), WorkingDir and
                 User where env, cwd and user are not given
     hostname    the container's hostname (default: its id)
-    network     "none" (own network namespace, lo up) or "host"
+    network     "none" (own network namespace, lo up), "host", "bridge" (the
+                default network, made on first use), or an isolate.Network (or
+                its name): an address on its bridge as eth0, a default route
+                out, and the hostnames of its containers in /etc/hosts
+    ports       published ports of a container on a network: {8080: 80}
+                (host port: container port; a key may be "8080/udp" or
+                "127.0.0.1:8080"), or ["127.0.0.1:8080:80/tcp", ...] as docker -p
     mounts      Mount.bind(...) and Mount.tmpfs(...) entries
     env         environment of commands (default PATH and HOME only)
     cwd         working directory of commands (default /)
@@ -303,6 +309,7 @@ class Container:
         devices: Iterable[str] = (),
         trusted: bool = False,
         image: Any = None,
+        ports: Any = None,
     ) -> None:
         self._state = "new"
         self._trusted = bool(trusted)      # call()/submit() results: see the docstring
@@ -314,7 +321,8 @@ class Container:
                                 memory=memory, memory_swap=memory_swap, pids=pids, cpus=cpus,
                                 cpu_weight=cpu_weight, cpuset=cpuset, cpuset_mems=cpuset_mems,
                                 io_weight=io_weight, io_max=io_max,
-                                storage_size=storage_size, devices=devices, image=image)
+                                storage_size=storage_size, devices=devices, image=image,
+                                ports=ports)
         self.id: str = os.urandom(6).hex()
         self.pid: int | None = None
         self._pidfd = -1
@@ -323,6 +331,7 @@ class Container:
         self._calls: set[int] = set()     # pids of call() processes in flight
         self._restrict: Any = None         # what call() processes get; made once
         self._cgroups: Cgroups | None = None
+        self._lease: Any = None            # on a network: its network.Lease
         self._cg_join: Any = None          # the steps that join them, for exec_in
         self._lock = threading.Lock()
 
@@ -338,6 +347,9 @@ class Container:
                                _set_groups(cfg), True, 0o022, cfg.security())
             pid, pidfd, ctl, cgroups = _start(cfg, self.id, init, False)
             self.pid, self._pidfd, self._ctl = pid, pidfd, ctl
+            self._lease = getattr(cgroups, "lease", None)
+            if self._lease is not None:
+                cgroups = cgroups.cgroups
             self._cgroups = cgroups
             if cgroups is not None:
                 self._cg_join = _c.Plan([_plan.op(_c.OP_WRITE, dst=p, data="0")
@@ -389,8 +401,12 @@ class Container:
             os.close(self._pidfd)
             os.close(self._ctl)
             self._pidfd = self._ctl = -1
-            if self._cgroups is not None:
-                self._cgroups.remove()
+            try:
+                if self._cgroups is not None:
+                    self._cgroups.remove()
+            finally:
+                if self._lease is not None:
+                    self._lease.release()
             if late is not None:
                 raise late
 
@@ -445,6 +461,18 @@ class Container:
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    @property
+    def ip(self) -> str | None:
+        """Its IPv4 address on its network (None: not on one, or not started)."""
+        lease = self._lease
+        return str(lease.address) if lease is not None and lease.address is not None else None
+
+    @property
+    def ip6(self) -> str | None:
+        """Its IPv6 address on a network made with ipv6=True, else None."""
+        lease = self._lease
+        return str(lease.address6) if lease is not None and lease.address6 is not None else None
 
     def __repr__(self) -> str:
         parts = [f"<Container {self.id} {self._state}"]

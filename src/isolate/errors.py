@@ -10,7 +10,7 @@ import errno as _errno
 import os
 
 __all__ = ["IsolateError", "ContainerError", "NamespaceError", "ContainerDied", "ContainerOOMError",
-           "ImageError", "SerializationError", "RemoteError", "RemoteTraceback", "child_error"]
+           "ImageError", "NetworkError", "SerializationError", "RemoteError", "RemoteTraceback", "child_error"]
 
 
 class IsolateError(Exception):
@@ -68,6 +68,23 @@ class ContainerOOMError(ContainerDied):
 
 def _rebuild_oom(message, signal, exitcode):
     return ContainerOOMError(message, signal=signal, exitcode=exitcode)
+
+
+class NetworkError(IsolateError):
+    """A network could not be made, found, used or removed (a name taken, a
+    range that overlaps, a port in use, a network still in use); `network`
+    names it."""
+
+    def __init__(self, message: str, *, network: str = ""):
+        super().__init__(message)
+        self.network = network
+
+    def __reduce__(self):
+        return (_rebuild_network_error, (str(self), self.network))
+
+
+def _rebuild_network_error(message, network):
+    return NetworkError(message, network=network)
 
 
 class ImageError(IsolateError):

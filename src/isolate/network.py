@@ -1,0 +1,776 @@
+"""Networks: bridges that containers share, with addresses, names and ports.
+
+A `Network` is a Linux bridge in the caller's network namespace with an
+IPv4 range (and, on request, an IPv6 one). A container on it gets a veth
+pair: one end a port of the bridge, the other `eth0` inside, with an address
+of the range and a default route through the bridge's own address (the
+gateway). Containers on one network reach each other, by address and by
+hostname; containers on different networks do not; traffic out of the
+network is masqueraded, as Docker's bridge does, unless the network is
+`internal`.
+
+Everything a network is lives in the kernel, so that nothing of it depends
+on the process that made it, and nothing is left when a container ends,
+however it ends:
+- the network is the bridge itself, its settings in the bridge's alias
+  (`ip -d link show` shows them), its firewall an nf_tables table
+  (`isolate-<bridge>`);
+- a container's address is leased by the name of its veth's bridge end
+  (`iv` and the address in hex): making the pair is the allocation, atomic
+  across processes, and the pair goes with the container's network
+  namespace, so the lease ends with the container even when its owner was
+  SIGKILLed;
+- published ports are a table of the owner's, owned by a netlink socket
+  (NFT_TABLE_F_OWNER): the kernel removes it when the container is closed
+  or its owner ends; the host port is held by a bound socket meanwhile, so
+  that a port in use is refused and no other program takes it.
+Names resolve through `/etc/hosts`, a file of the network's bound read-only
+into each of its containers and rewritten (in place) from the bridge's ports
+whenever a container joins or leaves: each port's alias is its container's
+hostname.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import struct
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _netlink as nl
+from .errors import NetworkError
+
+__all__ = ["Network", "NetworkError", "networks", "get_network"]
+
+#: the network `network="bridge"` means, made on first use
+DEFAULT = "bridge"
+#: where ranges are taken from when none is given: /24s of 10.88.0.0/16
+AUTO_RANGE = ipaddress.ip_network("10.88.0.0/16")
+STATE = "/run/isolate/networks"
+ALIAS = "isolate-network"
+BRIDGE_PREFIX = "ib-"
+VETH_PREFIX = "iv"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,12}", re.ASCII)
+#: in-process: addresses being started (not yet a veth), by bridge
+_pending: dict[str, set[int]] = {}
+_pending_lock = threading.Lock()
+
+
+def _route() -> nl.Socket:
+    """A rtnetlink socket of this thread's network namespace (made per use:
+    a socket belongs to the namespace it was made in)."""
+    return nl.Socket(nl.NETLINK_ROUTE)
+
+
+def _bridge_name(name: str) -> str:
+    if _IFNAME.fullmatch(name):
+        return BRIDGE_PREFIX + name
+    return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def veth_name(address: ipaddress.IPv4Address) -> str:
+    """The bridge end of the veth of the container at address: its lease."""
+    return f"{VETH_PREFIX}{int(address):08x}"
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+        f.write(value)
+
+
+def _state_dir(name: str) -> str:
+    return f"{STATE}/{_bridge_name(name)}"
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _host_routes() -> list[ipaddress.IPv4Network]:
+    """The IPv4 routes of this thread's network namespace, default excluded."""
+    out = []
+    try:
+        with open("/proc/thread-self/net/route") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                dest, mask = (socket.inet_ntoa(struct.pack("=I", int(x, 16))) for x in
+                              (parts[1], parts[7]))
+                if mask != "0.0.0.0":
+                    out.append(ipaddress.ip_network(f"{dest}/{mask}", strict=False))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return out
+
+
+def _need_net_admin() -> None:
+    if os.geteuid() != 0:
+        raise NetworkError("a network (a bridge, its veths and firewall rules) needs root "
+                           "(CAP_NET_ADMIN in the host's network namespace); without it use "
+                           "network='slirp4netns' or network='pasta' (user-mode networking)")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container on a network: its address and hostname."""
+
+    address: ipaddress.IPv4Address
+    hostname: str
+    address6: ipaddress.IPv6Address | None = None
+
+
+class Network:
+    """A bridge with an address range that containers join with
+    `Container(network=net)` (or its name).
+
+    name        the network's name (default: a random one); "bridge" is the
+                default network that `network="bridge"` makes on first use
+    subnet      its IPv4 range, like "10.89.0.0/24" (default: a free /24 of
+                10.88.0.0/16); it must not overlap another network or a route
+    gateway     the bridge's own address (default: the range's first)
+    internal    no route out and none in: its containers reach each other only
+    ipv6        an IPv6 range too (a unique local /64), addresses beside the IPv4 ones
+
+    Made at once; `close()` (or leaving a `with` block) removes it, which
+    is refused while containers are on it. `isolate.networks()` lists the
+    networks, `isolate.get_network(name)` finds one by name.
+    """
+
+    def __init__(self, name: str | None = None, *, subnet: str | None = None,
+                 gateway: str | None = None, internal: bool = False, ipv6: bool = False):
+        if name is None:
+            name = "net-" + os.urandom(4).hex()
+        _check_name(name)
+        if not isinstance(internal, bool) or not isinstance(ipv6, bool):
+            raise TypeError("internal and ipv6 are True or False")
+        net = _parse_subnet(subnet) if subnet is not None else None
+        gw = _parse_gateway(gateway, net) if gateway is not None else None
+        if gw is not None and internal:
+            raise ValueError("an internal network has no gateway: give gateway or internal, not both")
+        _need_net_admin()
+        self.name = name
+        self.bridge = _bridge_name(name)
+        self._removed = False
+        with _locked(f"{STATE}/.lock"):
+            self._make(net, gw, internal, ipv6)
+
+    def _make(self, net, gw, internal: bool, ipv6: bool) -> None:
+        sock = _route()
+        try:
+            existing = _list(sock)
+            if any(n.name == self.name for n in existing) or \
+                    any(link["name"] == self.bridge for link in nl.links(sock)):
+                raise NetworkError(f"network name {self.name!r} is taken (bridge "
+                                   f"{self.bridge})", network=self.name)
+            taken = [n.subnet for n in existing] + _host_routes()
+            if net is None:
+                net = next((c for c in AUTO_RANGE.subnets(new_prefix=24)
+                            if not any(c.overlaps(t) for t in taken)), None)
+                if net is None:
+                    raise NetworkError(f"no free /24 left in {AUTO_RANGE}: give subnet=",
+                                       network=self.name)
+            else:
+                for t in taken:
+                    if net.overlaps(t):
+                        owner = next((n.name for n in existing if n.subnet == t), None)
+                        raise NetworkError(f"subnet {net} overlaps {t} (" + (
+                            f"network {owner!r}" if owner else "a route of this host") + ")",
+                            network=self.name)
+            if gw is None and not internal:
+                gw = next(net.hosts())
+            self.subnet = net
+            self.gateway = gw
+            self.internal = internal
+            self.subnet6 = self.gateway6 = None
+            if ipv6:
+                digest = hashlib.sha256(self.name.encode()).digest()
+                self.subnet6 = ipaddress.ip_network(
+                    (b"\xfd" + digest[:7] + b"\0" * 8, 64))
+                self.gateway6 = None if internal else self.subnet6[1]
+            self._create(sock)
+        finally:
+            sock.close()
+
+    def _alias(self) -> str:
+        parts = [ALIAS, f"name={self.name}", f"subnet={self.subnet}",
+                 f"gateway={self.gateway or ''}", f"internal={int(self.internal)}"]
+        if self.subnet6 is not None:
+            parts.append(f"subnet6={self.subnet6}")
+        return " ".join(parts)
+
+    def _create(self, sock: nl.Socket) -> None:
+        """The bridge, its addresses, its firewall and its files: all, or
+        nothing (what was made is removed on failure)."""
+        index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias())
+        try:
+            self.index = index
+            if self.gateway is not None:
+                nl.addr_add(sock, index, str(self.gateway), self.subnet.prefixlen)
+            if self.gateway6 is not None:
+                nl.addr_add(sock, index, str(self.gateway6), 64)
+            if not self.internal:
+                _write_sysctl("net.ipv4.ip_forward", "1")
+                _write_sysctl(f"net.ipv4.conf.{self.bridge}.route_localnet", "1")
+                if self.subnet6 is not None:
+                    _write_sysctl("net.ipv6.conf.all.forwarding", "1")
+            self._firewall().commit()
+            self._write_files()
+            nl.link_set(sock, index, up=True)
+        except BaseException:
+            nl.link_del(sock, self.bridge)
+            with contextlib.suppress(OSError):
+                nl.delete_table(self._table_name())
+            _remove_files(self.bridge)
+            raise
+
+    def _table_name(self) -> str:
+        return f"isolate-{self.bridge}"
+
+    def _firewall(self) -> nl.Table:
+        """Its nf_tables table: traffic between networks dropped (and, when
+        internal, all traffic in or out); traffic out masqueraded, and what
+        the host's loopback sends to a published port too."""
+        E, br = nl.Expr, nl.ifname(self.bridge)
+        iif = E.meta(nl.NFT_META_IIFNAME)
+        oif = E.meta(nl.NFT_META_OIFNAME)
+        t = nl.Table(self._table_name())
+        t.chain("forward", "forward", 0)
+        if self.internal:
+            t.rule("forward", iif, E.cmp(br), oif, E.cmp(br, nl.NFT_CMP_NEQ), E.verdict(nl.NF_DROP))
+            t.rule("forward", oif, E.cmp(br), iif, E.cmp(br, nl.NFT_CMP_NEQ), E.verdict(nl.NF_DROP))
+            return t
+        t.rule("forward", iif, E.cmp(br), oif, E.cmp(br, nl.NFT_CMP_NEQ),
+               E.cmp(nl.ifname(BRIDGE_PREFIX, prefix=True)), E.verdict(nl.NF_DROP))
+        t.chain("postrouting", "postrouting", 100, "nat")
+        v4 = (E.meta(nl.NFT_META_NFPROTO), E.cmp(bytes([nl.NFPROTO_IPV4])))
+        saddr = E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 12, 4)
+        t.rule("postrouting", *v4, saddr, E.bitwise(self.subnet.netmask.packed),
+               E.cmp(self.subnet.network_address.packed), oif, E.cmp(br, nl.NFT_CMP_NEQ),
+               E.masquerade())
+        t.rule("postrouting", *v4, saddr, E.bitwise(bytes([255, 0, 0, 0])),
+               E.cmp(bytes([127, 0, 0, 0])), oif, E.cmp(br), E.masquerade())
+        if self.subnet6 is not None:
+            saddr6 = E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 8, 16)
+            t.rule("postrouting", E.meta(nl.NFT_META_NFPROTO), E.cmp(bytes([nl.NFPROTO_IPV6])),
+                   saddr6,
+                   E.bitwise(self.subnet6.netmask.packed),
+                   E.cmp(self.subnet6.network_address.packed), oif, E.cmp(br, nl.NFT_CMP_NEQ),
+                   E.masquerade())
+        return t
+
+    def _write_files(self) -> None:
+        d = _state_dir(self.name)
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        with open(f"{d}/resolv.conf", "w") as f:
+            f.write(_resolv_conf())
+        write_hosts(self, [])
+
+    # -- what it is ---------------------------------------------------------
+
+    @classmethod
+    def _from_link(cls, link: dict) -> Network | None:
+        fields = dict(p.split("=", 1) for p in link["alias"].split()[1:] if "=" in p)
+        try:
+            self = cls.__new__(cls)
+            self.name = fields["name"]
+            self.bridge = link["name"]
+            self.index = link["index"]
+            self.subnet = ipaddress.ip_network(fields["subnet"])
+            self.gateway = ipaddress.ip_address(fields["gateway"]) if fields.get("gateway") \
+                else None
+            self.internal = fields.get("internal") == "1"
+            self.subnet6 = ipaddress.ip_network(fields["subnet6"]) if "subnet6" in fields \
+                else None
+            self.gateway6 = None if self.subnet6 is None or self.internal else self.subnet6[1]
+            self._removed = False
+        except (KeyError, ValueError):
+            return None
+        return self
+
+    def containers(self) -> list[Endpoint]:
+        """The containers on it now, by address."""
+        sock = _route()
+        try:
+            return self._endpoints(sock)
+        finally:
+            sock.close()
+
+    def _endpoints(self, sock: nl.Socket) -> list[Endpoint]:
+        out = []
+        for link in nl.links(sock, master=self.index):
+            name = link["name"] or ""
+            if not name.startswith(VETH_PREFIX):
+                continue
+            try:
+                address = ipaddress.IPv4Address(int(name[len(VETH_PREFIX):], 16))
+            except ValueError:
+                continue
+            out.append(Endpoint(address, link["alias"], self.address6(address)))
+        return sorted(out, key=lambda e: e.address)
+
+    def address6(self, address: ipaddress.IPv4Address) -> ipaddress.IPv6Address | None:
+        if self.subnet6 is None:
+            return None
+        return self.subnet6[int(address) - int(self.subnet.network_address)]
+
+    @property
+    def hosts_file(self) -> str:
+        return f"{_state_dir(self.name)}/hosts"
+
+    @property
+    def resolv_conf(self) -> str:
+        return f"{_state_dir(self.name)}/resolv.conf"
+
+    def __repr__(self) -> str:
+        extra = " internal" if self.internal else ""
+        if self.subnet6 is not None:
+            extra += f" {self.subnet6}"
+        return f"<Network {self.name!r} {self.subnet} bridge={self.bridge}{extra}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Network) and (self.name, self.bridge) == (other.name, other.bridge)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.bridge))
+
+    # -- removal ------------------------------------------------------------
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the network: its bridge, firewall table and files. Refused
+        (NetworkError) while a container is on it. Idempotent."""
+        if self._removed:
+            return
+        _need_net_admin()
+        with _locked(f"{STATE}/.lock"):
+            sock = _route()
+            try:
+                links = {link["name"]: link for link in nl.links(sock)}
+                link = links.get(self.bridge)
+                if link is None or not link["alias"].startswith(ALIAS + " "):
+                    self._removed = True
+                    return
+                on = self._endpoints(sock)
+                if on:
+                    raise NetworkError(
+                        f"network {self.name!r} is in use by {len(on)} container(s) ("
+                        + ", ".join(f"{e.hostname} {e.address}" for e in on[:5])
+                        + "): close them first", network=self.name)
+                nl.link_del(sock, self.bridge)
+                nl.delete_table(self._table_name())
+                _remove_files(self.bridge)
+                self._removed = True
+            finally:
+                sock.close()
+
+    remove = close
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"a network's name is a str, not {name!r}")
+    if name in ("none", "host") or not _NAME.fullmatch(name):
+        raise ValueError(f"network name {name!r}: 1 to 64 letters, digits, '_', '.' or '-', "
+                         "not first '_', '.' or '-', and not 'none' or 'host'")
+
+
+def _parse_subnet(subnet: Any) -> ipaddress.IPv4Network:
+    if not isinstance(subnet, str):
+        raise TypeError(f"subnet is a str like '10.89.0.0/24', not {subnet!r}")
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as e:
+        raise ValueError(f"subnet {subnet!r} is malformed: {e} (give it like '10.89.0.0/24')") \
+            from None
+    if net.version != 4:
+        raise ValueError(f"subnet {subnet!r}: an IPv4 range (ipv6=True adds an IPv6 one)")
+    if net.prefixlen > 29:
+        raise ValueError(f"subnet {subnet!r} is too small: at most /29 (6 addresses)")
+    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_unspecified:
+        raise ValueError(f"subnet {subnet!r}: not a loopback, link-local or multicast range")
+    return net
+
+
+def _parse_gateway(gateway: Any, net: ipaddress.IPv4Network | None) -> ipaddress.IPv4Address:
+    if not isinstance(gateway, str):
+        raise TypeError(f"gateway is a str like '10.89.0.1', not {gateway!r}")
+    if net is None:
+        raise ValueError("gateway needs subnet")
+    try:
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        raise ValueError(f"gateway {gateway!r} is not an IPv4 address") from None
+    if gw not in net or gw in (net.network_address, net.broadcast_address):
+        raise ValueError(f"gateway {gateway} is not a host address of {net}")
+    return gw
+
+
+def _list(sock: nl.Socket) -> list[Network]:
+    out = []
+    for link in nl.links(sock, kind="bridge"):
+        if link["alias"].startswith(ALIAS + " "):
+            n = Network._from_link(link)
+            if n is not None:
+                out.append(n)
+    return out
+
+
+def networks() -> list[Network]:
+    """The networks of this network namespace, by name."""
+    sock = _route()
+    try:
+        return sorted(_list(sock), key=lambda n: n.name)
+    finally:
+        sock.close()
+
+
+def get_network(name: str) -> Network:
+    """The network named name (NetworkError if there is none); "bridge" is
+    made on first use."""
+    _check_name(name)
+    for n in networks():
+        if n.name == name:
+            return n
+    if name == DEFAULT:
+        try:
+            return Network(DEFAULT)
+        except NetworkError:        # made meanwhile by another process
+            for n in networks():
+                if n.name == name:
+                    return n
+            raise
+    raise NetworkError(f"no network named {name!r} (isolate.networks() lists them; "
+                       "isolate.Network(name) makes one)", network=name)
+
+
+def _resolv_conf() -> str:
+    """The host's resolv.conf without what a container cannot reach: its
+    loopback nameservers (the host's own resolver, on 127.0.0.53 and the like)."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if parts[:1] == ["nameserver"] and len(parts) > 1:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(parts[1].split("%")[0]).is_loopback:
+                    continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _remove_files(bridge: str) -> None:
+    d = f"{STATE}/{bridge}"
+    for name in ("hosts", "resolv.conf", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{d}/{name}")
+    with contextlib.suppress(OSError):
+        os.rmdir(d)
+
+
+def write_hosts(net: Network, extra: Iterable[Endpoint]) -> None:
+    """Rewrite the network's /etc/hosts, in place (containers have it bound),
+    from its ports and extra (containers about to join)."""
+    d = _state_dir(net.name)
+    with _locked(f"{d}/.lock"):
+        sock = _route()
+        try:
+            found = net._endpoints(sock) if hasattr(net, "index") else []
+        finally:
+            sock.close()
+        seen = {int(e.address) for e in found}
+        entries = found + [e for e in extra if int(e.address) not in seen]
+        seen |= {int(e.address) for e in entries}
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"# isolate network {net.name}"]
+        for e in sorted(entries, key=lambda e: e.address):
+            if e.hostname:
+                lines.append(f"{e.address}\t{e.hostname}")
+                if e.address6 is not None:
+                    lines.append(f"{e.address6}\t{e.hostname}")
+        data = ("\n".join(lines) + "\n").encode()
+        fd = os.open(f"{d}/hosts", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------- containers on one
+
+@dataclass(frozen=True)
+class Port:
+    host_ip: str            # "" : every address of the host
+    host_port: int
+    port: int
+    proto: str              # "tcp" or "udp"
+
+    def __str__(self) -> str:
+        ip = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{ip}{self.host_port}:{self.port}/{self.proto}"
+
+
+def parse_ports(ports: Any) -> tuple[Port, ...]:
+    """ports= as Ports: {HOST_PORT: CONTAINER_PORT} (a key may also be
+    "HOST_PORT/udp" or "IP:HOST_PORT[/proto]"), or a list of Docker's -p
+    strings "[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]"."""
+    if ports is None:
+        return ()
+    if isinstance(ports, tuple) and all(isinstance(p, Port) for p in ports):
+        return ports        # parsed already
+    if isinstance(ports, (str, bytes)):
+        raise TypeError("ports is a dict {host_port: container_port} or a list of "
+                        "'[IP:]HOST:CONTAINER[/proto]' strings")
+    specs: list[str] = []
+    if isinstance(ports, Mapping):
+        for k, v in ports.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"ports: container port {v!r} is not an int")
+            key = str(k) if isinstance(k, int) and not isinstance(k, bool) else k
+            if not isinstance(key, str):
+                raise TypeError(f"ports: host port {k!r} is not an int or str")
+            head, _, proto = key.partition("/")
+            specs.append(f"{head}:{v}" + (f"/{proto}" if proto else ""))
+    else:
+        for p in ports:
+            if not isinstance(p, str):
+                raise TypeError(f"ports: {p!r} is not a '[IP:]HOST:CONTAINER[/proto]' string")
+            specs.append(p)
+    out = []
+    for spec in specs:
+        body, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"ports: {spec!r}: the protocol is tcp or udp")
+        parts = body.rsplit(":", 2)
+        if len(parts) == 2:
+            host_ip, hp, cp = "", parts[0], parts[1]
+        elif len(parts) == 3:
+            host_ip, hp, cp = parts
+            try:
+                if ipaddress.ip_address(host_ip).version != 4:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"ports: {spec!r}: {host_ip!r} is not an IPv4 address") from None
+        else:
+            raise ValueError(f"ports: {spec!r}: give HOST_PORT:CONTAINER_PORT")
+        nums = []
+        for n in (hp, cp):
+            if not n.isdigit() or not 1 <= int(n) <= 65535:
+                raise ValueError(f"ports: {spec!r}: port {n!r} is out of range (1 to 65535)")
+            nums.append(int(n))
+        out.append(Port(host_ip, nums[0], nums[1], proto))
+    keys = [(p.host_ip, p.host_port, p.proto) for p in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"ports: a host port is given twice in {ports!r}")
+    return tuple(out)
+
+
+_cache: dict[str, tuple[int, Network]] = {}
+
+
+def attached_network(name: str) -> Network:
+    """The network named name, checked to be there (cached per process while
+    its bridge keeps its index)."""
+    hit = _cache.get(name)
+    if hit is not None:
+        try:
+            if socket.if_nametoindex(hit[1].bridge) == hit[0]:
+                return hit[1]
+        except OSError:
+            pass
+    net = get_network(name)
+    _cache[name] = (net.index, net)
+    return net
+
+
+class Lease:
+    """What a container on a network holds while it runs: its address (the
+    veth, made at its start), its published ports (bound sockets and an
+    owned nf_tables table) and its line in the network's hosts file."""
+
+    def __init__(self, net: Network, hostname: str, ports: tuple[Port, ...],
+                 mtu: int = 0) -> None:
+        from . import _isolate as _c
+        self._c = _c
+        self.net = net
+        self.hostname = hostname
+        self.ports = ports
+        self.mtu = mtu
+        self.address: ipaddress.IPv4Address | None = None
+        self._tried: set[int] = set()
+        self._held: list[socket.socket] = []
+        self._table: nl.Table | None = None
+        self._done = False
+        if ports and net.internal:
+            raise NetworkError(f"ports= on internal network {net.name!r}: it has no way in",
+                               network=net.name)
+        try:
+            self._reserve_ports()
+            self.pick()
+        except BaseException:
+            self.release()
+            raise
+
+    def _reserve_ports(self) -> None:
+        for p in self.ports:
+            s = socket.socket(socket.AF_INET,
+                              socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM)
+            try:
+                s.bind((p.host_ip or "0.0.0.0", p.host_port))
+            except OSError as e:
+                s.close()
+                raise NetworkError(f"port {p}: host port {p.host_port}/{p.proto} is in use "
+                                   f"({e.strerror})" if e.errno == errno.EADDRINUSE else
+                                   f"port {p}: {e.strerror}", network=self.net.name) from None
+            self._held.append(s)
+
+    def pick(self) -> None:
+        """The lowest free address (one not tried before): the container's."""
+        net = self.net
+        with _pending_lock:
+            if self.address is not None:
+                _pending.get(net.bridge, set()).discard(int(self.address))
+            busy = _pending.setdefault(net.bridge, set())
+            for address in net.subnet.hosts():
+                n = int(address)
+                if address == net.gateway or n in busy or n in self._tried:
+                    continue
+                try:
+                    socket.if_nametoindex(veth_name(address))
+                    continue
+                except OSError:
+                    pass
+                busy.add(n)
+                self._tried.add(n)
+                self.address = address
+                break
+            else:
+                self.address = None
+                raise NetworkError(f"network {net.name!r} has no free address left in "
+                                   f"{net.subnet}", network=net.name)
+        self.address6 = net.address6(self.address)
+        if self.ports:      # published to this address, from before its start
+            if self._table is not None:
+                self._table.close()
+            self._table = self._port_table()
+            self._table.commit()
+        write_hosts(net, [Endpoint(self.address, self.hostname, self.address6)])
+
+    def netif(self) -> Any:
+        net, a = self.net, self.address
+        assert a is not None
+        gw6 = net.gateway6.packed if net.gateway6 is not None else b""
+        return self._c.NetIf(veth_name(a).encode(), b"eth0", self.hostname.encode(), net.index,
+                             self.mtu, a.packed, net.subnet.prefixlen,
+                             net.gateway.packed if net.gateway is not None else b"",
+                             self.address6.packed if self.address6 is not None else b"",
+                             64 if self.address6 is not None else 0, gw6)
+
+    def started(self) -> None:
+        """The veth is made: the address is the kernel's to hold; the ports
+        lead to it."""
+        with _pending_lock:
+            _pending.get(self.net.bridge, set()).discard(int(self.address))
+        with contextlib.suppress(OSError):     # a stale line is fixed by the next write
+            write_hosts(self.net, [])
+
+    def _port_table(self) -> nl.Table:
+        E = nl.Expr
+        assert self.address is not None
+        t = nl.Table(f"isolate-{veth_name(self.address)}", "ip", owner=True)
+        t.chain("prerouting", "prerouting", -100, "nat")
+        t.chain("output", "output", -100, "nat")
+        for p in self.ports:
+            match = [E.fib_daddr_type(), E.cmp(struct.pack("=I", nl.RTN_LOCAL))]
+            if p.host_ip:
+                match = [E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
+                         E.cmp(socket.inet_aton(p.host_ip))]
+            proto = socket.IPPROTO_TCP if p.proto == "tcp" else socket.IPPROTO_UDP
+            rule = [*match, E.meta(nl.NFT_META_L4PROTO), E.cmp(bytes([proto])),
+                    E.payload(nl.NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                    E.cmp(struct.pack("!H", p.host_port)),
+                    E.immediate(self.address.packed, nl.NFT_REG_1),
+                    E.immediate(struct.pack("!H", p.port), nl.NFT_REG_2),
+                    E.dnat(socket.AF_INET, nl.NFT_REG_1, nl.NFT_REG_2)]
+            t.rule("prerouting", *rule)
+            t.rule("output", *rule)
+        return t
+
+    def release(self) -> None:
+        """The container has ended (or never started): its veth, ports and
+        hosts line go. Idempotent."""
+        if self._done:
+            return
+        self._done = True
+        if self._table is not None:
+            self._table.close()
+        for s in self._held:
+            s.close()
+        self._held.clear()
+        if self.address is None:
+            return
+        with _pending_lock:
+            _pending.get(self.net.bridge, set()).discard(int(self.address))
+        sock = _route()
+        try:
+            nl.link_del(sock, veth_name(self.address))
+        except OSError:
+            pass            # gone with the container's namespace meanwhile
+        finally:
+            sock.close()
+        with contextlib.suppress(OSError):
+            write_hosts(self.net, [])
+
+
+class Held:
+    """A container's cgroups (or None) and its network lease, released
+    together: what `_start` returns in place of the cgroups alone."""
+
+    def __init__(self, cgroups: Any, lease: Lease) -> None:
+        self.cgroups = cgroups
+        self.lease = lease
+
+    def remove(self, wait: float = 2.0) -> None:
+        try:
+            if self.cgroups is not None:
+                self.cgroups.remove(wait=wait)
+        finally:
+            self.lease.release()
+
+    def oom_kills(self) -> int:
+        return self.cgroups.oom_kills() if self.cgroups is not None else 0
+
+    def procs(self) -> list[str]:
+        return self.cgroups.procs() if self.cgroups is not None else []
+
+    def __getattr__(self, name: str) -> Any:
+        cgroups = self.__dict__.get("cgroups")
+        if cgroups is None:
+            raise AttributeError(name)
+        return getattr(cgroups, name)

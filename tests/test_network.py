@@ -1,0 +1,364 @@
+"""Networks: bridges, addresses, names, published ports, and their cleanup.
+
+The whole test session runs in a network namespace of its own (conftest), so
+every bridge, veth and firewall table here is made there, and all traffic
+goes to the containers made here or to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+import isolate
+from isolate import _netlink
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridges need root")
+
+#: a server for TCP and UDP, run on the host's root (its python3) in a container
+SERVER = textwrap.dedent("""
+    import socket, threading
+    def udp():
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("0.0.0.0", 5353))
+        while True:
+            data, peer = u.recvfrom(100)
+            u.sendto(b"udp:" + data, peer)
+    threading.Thread(target=udp, daemon=True).start()
+    t = socket.socket()
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("0.0.0.0", 5432))
+    t.listen()
+    print("ready", flush=True)
+    while True:
+        c, _ = t.accept()
+        c.sendall(b"tcp:" + c.recv(100))
+        c.close()
+""")
+
+#: a client: by name, TCP then UDP; prints what came back, or the error
+CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    name = sys.argv[1]
+    end = time.monotonic() + 5
+    while True:
+        try:
+            with socket.create_connection((name, 5432), timeout=1) as c:
+                c.sendall(b"hello")
+                print(c.recv(100).decode())
+            break
+        except OSError as e:
+            if time.monotonic() > end or isinstance(e, socket.gaierror):
+                print("tcp failed:", type(e).__name__, e)
+                sys.exit(1)
+            time.sleep(0.05)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(1)
+    u.sendto(b"hello", (name, 5353))
+    print(u.recvfrom(100)[0].decode())
+""")
+
+
+def _serve(c: isolate.Container) -> subprocess.Popen:
+    p = c.spawn([sys.executable, "-I", "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _stop(p: subprocess.Popen) -> None:
+    p.kill()
+    p.wait()
+    if p.stdout is not None:
+        p.stdout.close()
+
+
+def _links() -> set[str]:
+    return {name for _, name in socket.if_nameindex()}
+
+
+def _tables() -> set[str]:
+    return {name for _, name in _netlink.tables()}
+
+
+def test_two_containers_on_a_network_talk_tcp_and_udp_by_name():
+    with isolate.Network("testnet", subnet="10.89.0.0/24") as net, \
+            isolate.Container(network=net, hostname="db") as db, \
+            isolate.Container(network=net, hostname="app") as app:
+        assert ipaddress.ip_address(db.ip) in net.subnet and db.ip != app.ip
+        server = _serve(db)
+        r = app.run([sys.executable, "-I", "-c", CLIENT, "db"], capture_output=True, text=True)
+        assert r.stdout.split() == ["tcp:hello", "udp:hello"], r
+        # what the container sees: eth0 with its address, a default route
+        # through the gateway, the network's names in /etc/hosts
+        r = app.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; ip -4 -o addr show eth0;"
+                     " ip route; cat /etc/hosts"], capture_output=True, text=True, check=True)
+        assert r.stdout.splitlines()[0] == "up"
+        assert f"inet {app.ip}/24" in r.stdout
+        assert "default via 10.89.0.1 dev eth0" in r.stdout
+        hosts = [line.split("\t") for line in r.stdout.splitlines() if line.startswith("10.89.")
+                 and "\t" in line]
+        assert sorted(hosts) == sorted([[db.ip, "db"], [app.ip, "app"]])
+        assert [(str(e.address), e.hostname) for e in net.containers()] == \
+            sorted([(db.ip, "db"), (app.ip, "app")], key=lambda t: ipaddress.ip_address(t[0]))
+        _stop(server)
+
+
+def test_a_later_container_is_named_in_the_earlier_ones_hosts():
+    with isolate.Network(subnet="10.89.1.0/24") as net, \
+            isolate.Container(network=net, hostname="first") as first:
+        with isolate.Container(network=net, hostname="second") as second:
+            r = first.run(["cat", "/etc/hosts"], capture_output=True, text=True, check=True)
+            assert f"{second.ip}\tsecond" in r.stdout
+        r = first.run(["cat", "/etc/hosts"], capture_output=True, text=True, check=True)
+        assert "second" not in r.stdout and f"{first.ip}\tfirst" in r.stdout
+
+
+def test_containers_on_two_networks_cannot_reach_each_other():
+    with isolate.Network("neta", subnet="10.89.2.0/24") as a, \
+            isolate.Network("netb", subnet="10.89.3.0/24") as b, \
+            isolate.Container(network=a, hostname="db") as db, \
+            isolate.Container(network=b, hostname="other") as other, \
+            isolate.Container(network=a, hostname="near") as near:
+        server = _serve(db)
+        # by name: not in the other network's hosts
+        r = other.run([sys.executable, "-I", "-c", CLIENT, "db"], capture_output=True, text=True)
+        assert r.returncode == 1 and "gaierror" in r.stdout, r
+        # by address: the host would route it, the network's firewall drops it
+        r = other.run([sys.executable, "-I", "-c", CLIENT, db.ip], capture_output=True, text=True)
+        assert r.returncode == 1 and "tcp failed" in r.stdout, r
+        r = near.run([sys.executable, "-I", "-c", CLIENT, db.ip], capture_output=True, text=True)
+        assert r.stdout.split() == ["tcp:hello", "udp:hello"], r
+        _stop(server)
+
+
+def test_an_internal_network_has_no_way_out_or_in():
+    with isolate.Network("inner", subnet="10.89.4.0/24", internal=True) as inner, \
+            isolate.Network("outer", subnet="10.89.5.0/24") as outer, \
+            isolate.Container(network=inner, hostname="db") as db, \
+            isolate.Container(network=inner, hostname="peer") as peer, \
+            isolate.Container(network=outer, hostname="out") as out:
+        assert inner.gateway is None
+        server = _serve(out)
+        r = db.run(["ip", "route"], capture_output=True, text=True, check=True)
+        assert "default" not in r.stdout
+        r = db.run([sys.executable, "-I", "-c", CLIENT, out.ip], capture_output=True, text=True)
+        assert r.returncode == 1, r
+        _stop(server)
+        server = _serve(db)
+        r = peer.run([sys.executable, "-I", "-c", CLIENT, "db"], capture_output=True, text=True)
+        assert r.stdout.split() == ["tcp:hello", "udp:hello"], r
+        with pytest.raises(OSError):        # nor from the host: the bridge has no address
+            socket.create_connection((db.ip, 5432), timeout=1).close()
+        _stop(server)
+        with pytest.raises(isolate.NetworkError, match="internal"):
+            isolate.Container(network=inner, ports={8080: 80}).start()
+
+
+def _fetch(url: str, deadline: float = 5.0) -> str:
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+HTTPD = "mkdir -p /tmp/www && echo served by $(hostname) > /tmp/www/index.html && " \
+        "exec httpd -f -p 80 -h /tmp/www"
+
+
+def test_a_published_port_answers_on_the_hosts_loopback(rootfs):
+    with isolate.Network(subnet="10.89.6.0/24") as net, \
+            isolate.Container(rootfs, network=net, hostname="web", ports={18080: 80}) as web, \
+            isolate.Container(rootfs, network=net, hostname="client") as client:
+        p = web.spawn(["sh", "-c", HTTPD])
+        assert _fetch("http://127.0.0.1:18080/") == "served by web\n"
+        # and from another container, by name, straight to port 80
+        r = client.run(["wget", "-qO-", "http://web/"], capture_output=True, text=True)
+        assert r.stdout == "served by web\n", r
+        p.kill()
+        p.wait()
+    assert not any(t.startswith("isolate-iv") for t in _tables())
+
+
+def test_udp_port_published(rootfs):
+    with isolate.Network(subnet="10.89.7.0/24") as net, \
+            isolate.Container(network=net, ports=["127.0.0.1:15353:5353/udp"]) as c:
+        server = _serve(c)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(2)
+        u.sendto(b"hi", ("127.0.0.1", 15353))
+        assert u.recvfrom(100)[0] == b"udp:hi"
+        u.close()
+        _stop(server)
+
+
+def test_a_port_in_use_and_bad_ports_are_refused_leaving_nothing(rootfs):
+    with isolate.Network(subnet="10.89.8.0/24") as net:
+        holder = socket.socket()
+        holder.bind(("0.0.0.0", 18090))
+        try:
+            before = (_links(), _tables(), net.containers())
+            with pytest.raises(isolate.NetworkError, match="18090/tcp is in use"):
+                isolate.Container(network=net, ports={18090: 80}).start()
+            with isolate.Container(network=net, ports={18091: 80}) as c:
+                assert c.ip
+                with pytest.raises(isolate.NetworkError, match="in use"):
+                    isolate.run(["true"], network=net, ports={18091: 80})
+            assert (_links(), _tables(), net.containers()) == before
+        finally:
+            holder.close()
+        for bad in ({0: 80}, {70000: 80}, {8080: 0}, ["8080"], ["a:b"], ["1.2.3:80:80"],
+                    ["80:80/sctp"], {"8080/udp": "80"}, "8080:80", [80, 80]):
+            with pytest.raises((ValueError, TypeError)):
+                isolate.Container(network=net, ports=bad)
+        with pytest.raises(ValueError, match="given twice"):
+            isolate.Container(network=net, ports=["80:80", "80:81"])
+    for network in ("none", "host"):
+        with pytest.raises(ValueError, match="needs a network"):
+            isolate.Container(network=network, ports={8080: 80})
+
+
+def test_bad_networks_are_refused_leaving_nothing():
+    before = (_links(), _tables())
+    for subnet in ("10.89.9.0/33", "10.89.9.1/24", "nonsense", "fd00::/64", "10.89.9.0/30",
+                   "127.0.0.0/8"):
+        with pytest.raises(ValueError, match="subnet"):
+            isolate.Network(subnet=subnet)
+    with pytest.raises(TypeError):
+        isolate.Network(subnet=24)
+    with pytest.raises(ValueError, match="gateway"):
+        isolate.Network(subnet="10.89.9.0/24", gateway="10.89.10.1")
+    for name in ("", "-x", "a/b", "none", "host", "x" * 65, "a b"):
+        with pytest.raises(ValueError, match="network name"):
+            isolate.Network(name)
+    with isolate.Network("taken", subnet="10.89.9.0/24") as net:
+        with pytest.raises(isolate.NetworkError, match="taken"):
+            isolate.Network("taken", subnet="10.89.10.0/24")
+        with pytest.raises(isolate.NetworkError, match="overlaps 10.89.9.0/24 .network 'taken'"):
+            isolate.Network(subnet="10.89.0.0/16")
+        with pytest.raises(isolate.NetworkError, match="no network named 'nosuch'"):
+            isolate.Container(network="nosuch")
+        with isolate.Container(network="taken") as c:     # by name
+            with pytest.raises(isolate.NetworkError, match="in use by 1 container"):
+                net.close()
+            assert c.run(["cat", "/sys/class/net/eth0/operstate"], capture_output=True,
+                         text=True).stdout == "up\n"
+        assert [n.name for n in isolate.networks()] == ["taken"]
+    assert isolate.networks() == []
+    assert (_links(), _tables()) == before
+
+
+def test_addresses_are_reused_after_close():
+    with isolate.Network(subnet="10.89.11.0/29") as net:     # 5 addresses besides the gateway
+        for _ in range(3):
+            cs = [isolate.Container(network=net).start() for _ in range(5)]
+            assert sorted(c.ip for c in cs) == [f"10.89.11.{i}" for i in range(2, 7)]
+            with pytest.raises(isolate.NetworkError, match="no free address"):
+                isolate.Container(network=net).start()
+            for c in cs:
+                c.close()
+            assert net.containers() == []
+
+
+def test_200_containers_from_4_threads_get_distinct_addresses():
+    with isolate.Network(subnet="10.89.12.0/24") as net:
+        def batch(i: int) -> list[isolate.Container]:
+            return [isolate.Container(network=net, hostname=f"c{i}-{j}").start()
+                    for j in range(50)]
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            containers = [c for cs in ex.map(batch, range(4)) for c in cs]
+        try:
+            ips = [c.ip for c in containers]
+            assert len(set(ips)) == 200
+            assert {str(e.address) for e in net.containers()} == set(ips)
+            # each sees its own address on eth0, and every name in /etc/hosts
+            for c in containers[::40]:
+                r = c.run(["sh", "-c", "ip -4 -o addr show eth0; grep -c '^10\\.89' /etc/hosts"],
+                          capture_output=True, text=True, check=True)
+                assert f"inet {c.ip}/24" in r.stdout and r.stdout.split()[-1] == "200"
+        finally:
+            with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                list(ex.map(lambda c: c.close(), containers))
+        assert net.containers() == []
+
+
+def test_isolate_run_and_the_default_bridge():
+    r = isolate.run(["sh", "-c", "ip -4 -o addr show eth0; ip route | grep default"],
+                    network="bridge", capture_output=True, text=True, check=True)
+    net = isolate.get_network("bridge")
+    try:
+        assert net.bridge == "ib-bridge" and net.subnet.prefixlen == 24
+        assert f"via {net.gateway} dev eth0" in r.stdout
+        ip = r.stdout.split()[3].split("/")[0]
+        assert ipaddress.ip_address(ip) in net.subnet
+        assert net.containers() == []       # ended with its command
+    finally:
+        net.close()
+
+
+OWNER = textwrap.dedent("""
+    import sys, isolate
+    net = isolate.get_network(sys.argv[1])
+    c = isolate.Container(sys.argv[2], network=net, hostname="owned", ports={18095: 80},
+                          memory="64M")
+    c.start()
+    p = c.spawn(["sh", "-c", sys.argv[3]])
+    print(c.ip, flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_an_owner_sigkilled_leaves_no_veth_rule_lease_or_namespace(rootfs):
+    with isolate.Network("killed", subnet="10.89.13.0/24") as net:
+        before = (_links(), _tables())
+        owner = subprocess.Popen([sys.executable, "-c", OWNER, "killed", rootfs, HTTPD],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            ip = owner.stdout.readline().strip()
+            assert ip == "10.89.13.2"
+            assert f"iv{int(ipaddress.ip_address(ip)):08x}" in _links()
+            assert any(t.startswith("isolate-iv") for t in _tables())
+            assert _fetch("http://127.0.0.1:18095/") == "served by owned\n"
+        finally:
+            owner.kill()
+            owner.wait()
+            owner.stdin.close()
+            owner.stdout.close()
+        deadline = time.monotonic() + 10
+        while (_links(), _tables()) != before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (_links(), _tables()) == before
+        assert net.containers() == []
+        s = socket.socket()
+        s.bind(("0.0.0.0", 18095))          # the port is free again
+        s.close()
+        with isolate.Container(network=net) as c:   # and so is the address
+            assert c.ip == ip
+            r = c.run(["cat", "/etc/hosts"], capture_output=True, text=True)
+            assert "owned" not in r.stdout
+
+
+def test_pool_run_and_isolated_take_a_network():
+    with isolate.Network(subnet="10.89.14.0/24") as net:
+        with isolate.Pool(size=2, network=net) as pool:
+            r = pool.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True,
+                         text=True, check=True)
+            assert "inet 10.89.14." in r.stdout
+
+        @isolate.isolated(network=net)
+        def address() -> str:
+            return socket.gethostbyname(socket.gethostname())
+        assert address().startswith("10.89.14.")
