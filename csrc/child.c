@@ -374,7 +374,10 @@ static int lo_up(iso_error_t *e)
  * while the child mounts; the child joins it with setns on the helper's pidfd
  * (ISO_OP_JOIN_NET), which lets the helper end. The helper runs while the
  * caller's thread goes on: it makes raw system calls only, which leave the
- * caller's errno alone. */
+ * caller's errno alone. With an interface on a bridge (netif), the helper
+ * makes it before the namespace is ready to join (so /sys shows it), and
+ * configures it (addresses, up, routes) while the child goes on with its
+ * mounts; the child waits for that before it execs (net_wait_configured). */
 enum { NET_WORKING, NET_READY, NET_FAILED, NET_DONE };
 
 struct net_beside {
@@ -384,7 +387,21 @@ struct net_beside {
     pid_t parent;           /* the caller's pid */
     const iso_netif_t *netif;   /* an interface on a bridge, or NULL */
     iso_error_t err;        /* NET_FAILED: what failed */
+    int configured;         /* netif: NET_WORKING, NET_READY or NET_FAILED (futex) */
+    iso_error_t conf_err;   /* configured == NET_FAILED: what failed */
 };
+
+static void futex_set(int *word, int value)
+{
+    __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+    RAW(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, 0);
+}
+
+static void futex_wait_while(int *word, int value)
+{
+    while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == value)
+        RAW(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, 0);
+}
 
 static void net_wake(struct net_beside *b)
 {
@@ -393,42 +410,47 @@ static void net_wake(struct net_beside *b)
 
 static void net_wait_while(struct net_beside *b, int state)
 {
-    while (__atomic_load_n(&b->state, __ATOMIC_SEQ_CST) == state)
-        RAW(SYS_futex, &b->state, FUTEX_WAIT_PRIVATE, state, 0);
+    futex_wait_while(&b->state, state);
 }
 
-/* what failed: step, -errno r, and path (then ": " and more, if given) */
-static void net_helper_fail(struct net_beside *b, int step, long r, const char *path,
+/* what failed, into e: step, -errno r, and path (then ": " and more, if given) */
+static void net_helper_fail(iso_error_t *e, int step, long r, const char *path,
                             const char *more)
 {
-    b->err.step = step;
-    b->err.err = (int)-r;
-    size_t i = 0, n = sizeof b->err.path - 1;
+    e->step = step;
+    e->err = (int)-r;
+    size_t i = 0, n = sizeof e->path - 1;
     for (; *path != '\0' && i < n; path++)
-        b->err.path[i++] = *path;
+        e->path[i++] = *path;
     if (more != NULL)
         for (const char *p = ": "; *p != '\0' && i < n; p++)
-            b->err.path[i++] = *p;
+            e->path[i++] = *p;
     for (; more != NULL && *more != '\0' && i < n; more++)
-        b->err.path[i++] = *more;
-    b->err.path[i] = '\0';
+        e->path[i++] = *more;
+    e->path[i] = '\0';
 }
 
-/* The container's interface on its bridge (see iso_netif_t), the helper
- * being in the new namespace and nl a socket of the caller's: 0 or -1. */
-static int net_helper_netif(struct net_beside *b, long nl)
+/* The container's interface on its bridge, configured (see iso_netif_t),
+ * the helper being in the new namespace: configured is set. */
+static void net_helper_configure(struct net_beside *b)
 {
     const char *what = NULL;
-    long r = nl < 0 ? nl : iso_netif_make((int)nl, b->netif, (pid_t)RAW(SYS_getpid, 0, 0, 0, 0));
-    if (r < 0) {
-        net_helper_fail(b, ISO_STEP_NETIF, r, b->netif->host, NULL);
-        return -1;
-    }
-    if ((r = iso_netif_configure(b->netif, &what)) < 0) {
-        net_helper_fail(b, ISO_STEP_NETIF, r, b->netif->name, what);
-        return -1;
-    }
-    return 0;
+    long r = iso_netif_configure(b->netif, &what);
+    if (r < 0)
+        net_helper_fail(&b->conf_err, ISO_STEP_NETIF, r, b->netif->name, what);
+    futex_set(&b->configured, r < 0 ? NET_FAILED : NET_READY);
+}
+
+/* The child, before it execs: the interface is configured, or what failed. */
+static int net_wait_configured(struct net_beside *b, iso_error_t *e)
+{
+    if (b == NULL || b->netif == NULL)
+        return 0;
+    futex_wait_while(&b->configured, NET_WORKING);
+    if (__atomic_load_n(&b->configured, __ATOMIC_SEQ_CST) == NET_READY)
+        return 0;
+    *e = b->conf_err;
+    return -1;
 }
 
 static int net_helper(void *arg)
@@ -443,10 +465,14 @@ static int net_helper(void *arg)
     long nl = b->netif != NULL ? iso_netif_socket() : -1;
     long r = RAW(SYS_unshare, CLONE_NEWNET, 0, 0, 0);
     if (r < 0)
-        net_helper_fail(b, ISO_STEP_UNSHARE, r, "net", NULL);
+        net_helper_fail(&b->err, ISO_STEP_UNSHARE, r, "net", NULL);
     else if ((r = lo_up_raw()) < 0)
-        net_helper_fail(b, ISO_STEP_LO_UP, r, "lo", NULL);
-    else if (b->netif == NULL || net_helper_netif(b, nl) == 0)
+        net_helper_fail(&b->err, ISO_STEP_LO_UP, r, "lo", NULL);
+    else if (b->netif != NULL &&
+             (r = nl < 0 ? nl : iso_netif_make((int)nl, b->netif,
+                                               (pid_t)RAW(SYS_getpid, 0, 0, 0, 0))) < 0)
+        net_helper_fail(&b->err, ISO_STEP_NETIF, r, b->netif->host, NULL);
+    else
         done = NET_READY;
     if (nl >= 0)
         RAW(SYS_close, nl, 0, 0, 0);
@@ -455,6 +481,8 @@ static int net_helper(void *arg)
                                      __ATOMIC_SEQ_CST))
         return 0;           /* released before it was needed */
     net_wake(b);
+    if (done == NET_READY && b->netif != NULL)
+        net_helper_configure(b);      /* while the child mounts */
     net_wait_while(b, NET_READY);     /* the namespace lives with us until joined */
     return 0;
 }
@@ -1407,6 +1435,8 @@ static int container_child(void *arg)
         fail(&msg.error, ISO_STEP_SETNS, "net (the plan never joins it)");
         goto out;
     }
+    if (net_wait_configured(s->net, &msg.error) < 0)
+        goto out;
     if (c->netif != NULL && !c->net_beside) {       /* made by the caller after clone */
         const char *what = NULL;
         long r = iso_netif_configure(c->netif, &what);

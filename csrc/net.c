@@ -227,6 +227,23 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
         *what = "IPv6 address";
         r = add_addr((int)nl, AF_INET6, index, n->addr6, 16, n->prefix6);
     }
+    if (r == 0 && !n->has6) {
+        /* no IPv6 on the network: no link-local address either, nor its
+         * duplicate detection and router solicitations when it comes up */
+        *what = "IPv6 address generation";
+        struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
+        ifi->ifi_family = AF_UNSPEC;
+        ifi->ifi_index = index;
+        struct rtattr *spec = nest_begin(&m, IFLA_AF_SPEC);
+        struct rtattr *inet6 = nest_begin(&m, AF_INET6);
+        uint8_t mode = IN6_ADDR_GEN_MODE_NONE;
+        attr_put(&m, IFLA_INET6_ADDR_GEN_MODE, &mode, 1);
+        nest_end(&m, inet6);
+        nest_end(&m, spec);
+        r = nl_call((int)nl, &m);
+        if (r == -EAFNOSUPPORT)     /* a kernel without IPv6 */
+            r = 0;
+    }
     if (r == 0) {
         *what = "up";
         struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);

@@ -60,9 +60,11 @@ BRIDGE_PREFIX = "ib-"
 VETH_PREFIX = "iv"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,12}", re.ASCII)
-#: in-process: addresses being started (not yet a veth), by bridge
+#: in-process, by bridge: addresses being started (not yet a veth), and
+#: addresses whose container has ended, their veth being removed
 _pending: dict[str, set[int]] = {}
-_pending_lock = threading.Lock()
+_ending: dict[str, set[int]] = {}
+_pending_lock = threading.Condition()
 
 
 def _route() -> nl.Socket:
@@ -279,7 +281,7 @@ class Network:
         os.makedirs(d, mode=0o755, exist_ok=True)
         with open(f"{d}/resolv.conf", "w") as f:
             f.write(_resolv_conf())
-        write_hosts(self, [])
+        update_hosts(self)
 
     # -- what it is ---------------------------------------------------------
 
@@ -312,7 +314,11 @@ class Network:
             sock.close()
 
     def _endpoints(self, sock: nl.Socket) -> list[Endpoint]:
+        """Its containers: its ports, but those of this process's ended
+        containers whose veth is being removed."""
         out = []
+        with _pending_lock:
+            ending = set(_ending.get(self.bridge, ()))
         for link in nl.links(sock, master=self.index):
             name = link["name"] or ""
             if not name.startswith(VETH_PREFIX):
@@ -321,7 +327,8 @@ class Network:
                 address = ipaddress.IPv4Address(int(name[len(VETH_PREFIX):], 16))
             except ValueError:
                 continue
-            out.append(Endpoint(address, link["alias"], self.address6(address)))
+            if int(address) not in ending:
+                out.append(Endpoint(address, link["alias"], self.address6(address)))
         return sorted(out, key=lambda e: e.address)
 
     def address6(self, address: ipaddress.IPv4Address) -> ipaddress.IPv6Address | None:
@@ -371,6 +378,7 @@ class Network:
                 if link is None or not link["alias"].startswith(ALIAS + " "):
                     self._removed = True
                     return
+                wait_for_removals(self.bridge)
                 on = self._endpoints(sock)
                 if on:
                     raise NetworkError(
@@ -492,31 +500,62 @@ def _remove_files(bridge: str) -> None:
         os.rmdir(d)
 
 
-def write_hosts(net: Network, extra: Iterable[Endpoint]) -> None:
-    """Rewrite the network's /etc/hosts, in place (containers have it bound),
-    from its ports and extra (containers about to join)."""
+def _alive(n: int, live: set[int]) -> bool:
+    if n in live:
+        return True
+    try:
+        socket.if_nametoindex(veth_name(ipaddress.IPv4Address(n)))
+        return True
+    except OSError:
+        return False
+
+
+def update_hosts(net: Network, add: Endpoint | None = None, remove: int | None = None) -> None:
+    """Rewrite the network's /etc/hosts, in place (containers have it bound):
+    its lines for containers whose veth is still there (or that a live
+    process is starting, marked "# starting PID"), with add and without
+    remove. One lock, one read, one write, and no netlink dump: a start
+    pays for it."""
     d = _state_dir(net.name)
     with _locked(f"{d}/.lock"):
-        sock = _route()
+        fd = os.open(f"{d}/hosts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            found = net._endpoints(sock) if hasattr(net, "index") else []
-        finally:
-            sock.close()
-        seen = {int(e.address) for e in found}
-        entries = found + [e for e in extra if int(e.address) not in seen]
-        seen |= {int(e.address) for e in entries}
-        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-                 f"# isolate network {net.name}"]
-        for e in sorted(entries, key=lambda e: e.address):
-            if e.hostname:
-                lines.append(f"{e.address}\t{e.hostname}")
-                if e.address6 is not None:
-                    lines.append(f"{e.address6}\t{e.hostname}")
-        data = ("\n".join(lines) + "\n").encode()
-        fd = os.open(f"{d}/hosts", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
+            old = os.pread(fd, 1 << 20, 0).decode("utf-8", "replace")
+            with _pending_lock:
+                ending = set(_ending.get(net.bridge, ()))
+                live = set(_pending.get(net.bridge, ()))
+            entries: dict[int, tuple[str, str]] = {}
+            for line in old.splitlines():
+                parts = line.split("\t")
+                if len(parts) < 2 or line.startswith("#"):
+                    continue
+                try:
+                    address = ipaddress.ip_address(parts[0])
+                except ValueError:
+                    continue
+                if address.version != 4 or not address in net.subnet:
+                    continue
+                n, mark = int(address), parts[2] if len(parts) > 2 else ""
+                if n == remove or n in ending:
+                    continue
+                starter = mark.split()[-1] if mark.startswith("# starting ") else ""
+                if _alive(n, live) or (starter.isdigit() and os.path.exists(f"/proc/{starter}")):
+                    entries[n] = (parts[1], mark if not _alive(n, live) else "")
+            if add is not None:
+                entries[int(add.address)] = (add.hostname, f"# starting {os.getpid()}")
+            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                     f"# isolate network {net.name}"]
+            for n in sorted(entries):
+                name, mark = entries[n]
+                address = ipaddress.IPv4Address(n)
+                lines.append(f"{address}\t{name}" + (f"\t{mark}" if mark else ""))
+                v6 = net.address6(address)
+                if v6 is not None:
+                    lines.append(f"{v6}\t{name}")
+            data = ("\n".join(lines) + "\n").encode()
+            if data != old.encode():
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
 
@@ -651,36 +690,46 @@ class Lease:
             self._held.append(s)
 
     def pick(self) -> None:
-        """The lowest free address (one not tried before): the container's."""
+        """The lowest free address (one not tried before): the container's.
+        When all are taken, but containers of this process have ended and
+        their veths are being removed, it waits for those."""
         net = self.net
+        previous = self.address
         with _pending_lock:
             if self.address is not None:
                 _pending.get(net.bridge, set()).discard(int(self.address))
             busy = _pending.setdefault(net.bridge, set())
-            for address in net.subnet.hosts():
-                n = int(address)
-                if address == net.gateway or n in busy or n in self._tried:
-                    continue
-                try:
-                    socket.if_nametoindex(veth_name(address))
-                    continue
-                except OSError:
-                    pass
-                busy.add(n)
-                self._tried.add(n)
-                self.address = address
+            while True:
+                ending = _ending.get(net.bridge, set())
+                for address in net.subnet.hosts():
+                    n = int(address)
+                    if address == net.gateway or n in busy or n in self._tried or n in ending:
+                        continue
+                    try:
+                        socket.if_nametoindex(veth_name(address))
+                        continue
+                    except OSError:
+                        pass
+                    busy.add(n)
+                    self._tried.add(n)
+                    self.address = address
+                    break
+                else:
+                    self._tried.intersection_update(busy)
+                    if ending and _pending_lock.wait(5):
+                        continue
+                    self.address = None
+                    raise NetworkError(f"network {net.name!r} has no free address left in "
+                                       f"{net.subnet}", network=net.name)
                 break
-            else:
-                self.address = None
-                raise NetworkError(f"network {net.name!r} has no free address left in "
-                                   f"{net.subnet}", network=net.name)
         self.address6 = net.address6(self.address)
         if self.ports:      # published to this address, from before its start
             if self._table is not None:
                 self._table.close()
             self._table = self._port_table()
             self._table.commit()
-        write_hosts(net, [Endpoint(self.address, self.hostname, self.address6)])
+        update_hosts(net, Endpoint(self.address, self.hostname, self.address6),
+                     None if previous is None else int(previous))
 
     def netif(self) -> Any:
         net, a = self.net, self.address
@@ -697,8 +746,8 @@ class Lease:
         lead to it."""
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
-        with contextlib.suppress(OSError):     # a stale line is fixed by the next write
-            write_hosts(self.net, [])
+        with contextlib.suppress(OSError):     # its line, now without "starting"
+            update_hosts(self.net)
 
     def _port_table(self) -> nl.Table:
         E = nl.Expr
@@ -735,17 +784,54 @@ class Lease:
         self._held.clear()
         if self.address is None:
             return
+        n = int(self.address)
         with _pending_lock:
-            _pending.get(self.net.bridge, set()).discard(int(self.address))
-        sock = _route()
+            _pending.get(self.net.bridge, set()).discard(n)
+            _ending.setdefault(self.net.bridge, set()).add(n)
+        # Removing a veth waits for the kernel to let go of it (tens of ms):
+        # done by a thread, off the caller's path. (The kernel removes it
+        # anyway with the container's network namespace, as lazily.)
+        _remover().put((self.net.bridge, n))
+        with contextlib.suppress(OSError):     # a stale line is dropped by the next write
+            update_hosts(self.net, remove=n)
+
+
+_removals: Any = None
+
+
+def _remover() -> Any:
+    """The queue of this process's veth removals, and its thread."""
+    global _removals
+    import queue
+    with _pending_lock:
+        if _removals is None or _removals[1] != os.getpid():    # none yet, or a fork's
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=_remove_veths, args=(q,), daemon=True,
+                             name="isolate-veth-remover").start()
+            _removals = (q, os.getpid())
+        return _removals[0]
+
+
+def _remove_veths(q: Any) -> None:
+    while True:
+        bridge, n = q.get()
         try:
-            nl.link_del(sock, veth_name(self.address))
+            sock = _route()
+            try:
+                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
+            finally:
+                sock.close()
         except OSError:
             pass            # gone with the container's namespace meanwhile
-        finally:
-            sock.close()
-        with contextlib.suppress(OSError):
-            write_hosts(self.net, [])
+        with _pending_lock:
+            _ending.get(bridge, set()).discard(n)
+            _pending_lock.notify_all()
+
+
+def wait_for_removals(bridge: str, timeout: float = 10.0) -> None:
+    """Until the veths of this process's ended containers on bridge are gone."""
+    with _pending_lock:
+        _pending_lock.wait_for(lambda: not _ending.get(bridge), timeout)
 
 
 class Held:
