@@ -1706,25 +1706,72 @@ static void exec_adopting_init(void *arg, pid_t child)
 }
 
 pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                         size_t nops, int adopt_ctl, iso_error_t *err)
+                         size_t nops, int adopt_ctl, const iso_netif_t *netif,
+                         iso_error_t *err)
 {
     struct adopt a = {adopt_ctl, -1};
     if (adopt_ctl >= 0 && (a.init_fd = iso_init_memfd(err)) < 0)
         return -1;
+    /* with netif: the child waits for its interface, made here after the fork */
+    int sync[2] = {-1, -1};
+    if (netif != NULL && pipe2(sync, O_CLOEXEC) < 0)
+        return fail(err, ISO_STEP_NETIF, "pipe");
     /* a fork (no CLONE_VM, no new stack): the child returns here, on its copy */
     pid_t pid = (pid_t)syscall(SYS_clone, clone_flags | SIGCHLD, NULL, NULL, NULL, NULL);
-    if (pid < 0)
+    if (pid < 0) {
+        int e = errno;
+        if (netif != NULL) {
+            close(sync[0]);
+            close(sync[1]);
+        }
+        errno = e;
         return fail(err, ISO_STEP_CLONE, "");
-    if (pid > 0)
+    }
+    if (pid > 0) {
+        if (netif == NULL)
+            return pid;
+        close(sync[0]);
+        long nl = iso_netif_socket();
+        long r = nl < 0 ? nl : iso_netif_make((int)nl, netif, pid);
+        if (nl >= 0)
+            close((int)nl);
+        if (r == 0 && write(sync[1], "g", 1) != 1)
+            r = -errno;
+        close(sync[1]);
+        if (r < 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+            errno = (int)-r;
+            return fail(err, ISO_STEP_NETIF, netif->host);
+        }
         return pid;
+    }
     if (pdeathsig)
         prctl(PR_SET_PDEATHSIG, pdeathsig);
     memset(err, 0, sizeof *err);
+    if (netif != NULL) {
+        char go = 0;
+        close(sync[1]);
+        while (read(sync[0], &go, 1) < 0 && errno == EINTR)
+            ;
+        close(sync[0]);
+        if (go != 'g')
+            _exit(127);
+    }
     mode_t old = umask(0);
     for (size_t i = 0; i < nops; i++)
         if (run_op(&ops[i], NULL, err) < 0)
             break;
     umask(old);
+    if (netif != NULL && err->step == 0) {
+        const char *what = NULL;
+        long r = iso_netif_configure(netif, &what);
+        if (r < 0) {
+            errno = (int)-r;
+            fail(err, ISO_STEP_NETIF, what);
+        }
+    }
     if (adopt_ctl >= 0 && err->step == 0 && iso_hand_over(0, exec_adopting_init, &a, err) == 0)
         memset(err, 0, sizeof *err);
     return 0;

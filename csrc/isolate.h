@@ -329,9 +329,11 @@ int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *e
  * PID 1 becoming the init (adopt mode, reporting on adopt_ctl) once the plan
  * is walked (iso_hand_over). A failed step leaves err set in the child
  * (err->step != 0). pdeathsig (if not 0) is sent to the child when the
- * caller ends. */
+ * caller ends. With netif, the caller makes that interface once the child
+ * is forked (which waits for it), and the child configures it after ops. */
 pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                         size_t nops, int adopt_ctl, iso_error_t *err);
+                         size_t nops, int adopt_ctl, const iso_netif_t *netif,
+                         iso_error_t *err);
 
 /* A fork that copies no page table: a child (flags: CLONE_PARENT, or 0)
  * that shares this process's memory waits until leave(arg, child) has

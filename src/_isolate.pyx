@@ -124,7 +124,8 @@ cdef extern from "isolate.h" nogil:
     int iso_exec_finish(int status_fd, pid_t child, iso_error_t *err)
     int iso_init_memfd(iso_error_t *err)
     pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_t *ops,
-                             size_t nops, int adopt_ctl, iso_error_t *err)
+                             size_t nops, int adopt_ctl, const iso_netif_t *netif,
+                             iso_error_t *err)
     const char *iso_step_name(int step)
     void iso_dumpable_hold()
     void iso_dumpable_release()
@@ -780,7 +781,8 @@ def replace_environ(list items):
 
 
 def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan pre=None,
-                   Plan post=None, bint python_hooks=True, int adopt_ctl=-1):
+                   Plan post=None, bint python_hooks=True, int adopt_ctl=-1,
+                   NetIf netif=None):
     """Fork this (single-threaded) process into a new container built by the
     steps of pre, plan and post (pre and post: the few steps that differ from
     one fork to the next, so that plan is built once).
@@ -804,6 +806,9 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     becomes the container's init, which reaps and, once the second has
     ended, sends its wait status on adopt_ctl (isolate-init adopt) and ends
     the container. The pid returned is the init's.
+
+    netif: the container's interface on a bridge, made by this process once
+    the child is forked (the child waits for it) and configured by the child.
     """
     cdef iso_error_t err
     cdef pid_t pid
@@ -811,7 +816,8 @@ def fork_container(Plan plan, unsigned long clone_flags, int pdeathsig=0, Plan p
     cdef iso_op_t *ops = _joined(pre, plan, post, &n)
     if python_hooks:
         PyOS_BeforeFork()
-    pid = iso_fork_container(clone_flags, pdeathsig, ops, n, adopt_ctl, &err)
+    pid = iso_fork_container(clone_flags, pdeathsig, ops, n, adopt_ctl,
+                             &netif.n if netif is not None else NULL, &err)
     free(ops)
     if pid == 0:
         if python_hooks:

@@ -351,14 +351,63 @@ def test_an_owner_sigkilled_leaves_no_veth_rule_lease_or_namespace(rootfs):
             assert "owned" not in r.stdout
 
 
+def _eth0() -> str:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()[3].split("/")[0]
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def test_pool_run_and_isolated_take_a_network():
     with isolate.Network(subnet="10.89.14.0/24") as net:
-        with isolate.Pool(size=2, network=net) as pool:
+        with isolate.Pool(size=2, network=net, hostname="worker") as pool:
             r = pool.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True,
                          text=True, check=True)
             assert "inet 10.89.14." in r.stdout
+            # a call's container (made by the pool's zygote) is on it too, named
+            seen = {pool.call(_eth0) for _ in range(4)}
+            assert all(ip.startswith("10.89.14.") for ip in seen) and len(seen) == 4, seen
+            assert "worker" in pool.call(_read, "/etc/hosts")
+        with pytest.raises(ValueError, match="publish"):
+            isolate.Pool(network=net, ports={8080: 80})
 
         @isolate.isolated(network=net)
         def address() -> str:
             return socket.gethostbyname(socket.gethostname())
         assert address().startswith("10.89.14.")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "isolate", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_cli_makes_lists_uses_and_removes_networks(rootfs):
+    r = _cli("network", "create", "--subnet", "10.89.15.0/24", "clinet")
+    assert r.returncode == 0 and r.stdout == "clinet\n", r
+    try:
+        r = _cli("network", "ls")
+        row = [line.split() for line in r.stdout.splitlines() if line.startswith("clinet")]
+        assert row == [["clinet", "10.89.15.0/24", "10.89.15.1", "ib-clinet", "0"]], r
+        r = _cli("network", "create", "--subnet", "10.89.15.0/25", "other")
+        assert r.returncode == 1 and "overlaps 10.89.15.0/24" in r.stderr, r
+        r = _cli("run", "--rootfs", rootfs, "--network", "clinet", "--hostname", "box", "--",
+                 "sh", "-c", "ip -4 -o addr show eth0; grep box /etc/hosts")
+        assert r.returncode == 0 and "inet 10.89.15.2/24" in r.stdout, r
+        assert "10.89.15.2\tbox" in r.stdout
+        r = _cli("run", "--network", "none", "-p", "8080:80", "--", "true")
+        assert r.returncode == 125 and "needs a network" in r.stderr, r
+        r = _cli("run", "--network", "nosuch", "--", "true")
+        assert r.returncode == 125 and "no network named 'nosuch'" in r.stderr, r
+        r = _cli("run", "--network", "clinet", "-p", "99999:80", "--", "true")
+        assert r.returncode == 125 and "out of range" in r.stderr, r
+    finally:
+        r = _cli("network", "rm", "clinet")
+    assert r.returncode == 0 and r.stdout == "clinet\n", r
+    r = _cli("network", "rm", "clinet")
+    assert r.returncode == 1 and "no network named 'clinet'" in r.stderr
+    assert isolate.networks() == []

@@ -25,6 +25,7 @@ The zygote kills its workers and ends when the pool's end closes.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import importlib
 import itertools
@@ -165,11 +166,20 @@ def main() -> None:
     # the init's pid -> (token, pidfd, the socket on which the init reports)
     workers: dict[int, tuple[int, int, socket.socket]] = {}
     cgroups: dict[int, Cgroups] = {}                # by token
+    leases: dict[int, Any] = {}                     # by token: on a network
+    network = None
+    if cfg.network not in ("none", "host"):
+        from .network import attached_network
+        network = attached_network(cfg.network)
     tokens = itertools.count(1)
     sel = selectors.DefaultSelector()
 
     def reaped(token: int) -> int:
-        """The OOM kills in the worker's container, whose cgroups then go."""
+        """The OOM kills in the worker's container, whose cgroups then go
+        (and its lease: the kernel removes its veth with its namespace)."""
+        lease = leases.pop(token, None)
+        if lease is not None:
+            lease.release(remove_veth=False)
         cg = cgroups.pop(token, None)
         if cg is None:
             return 0
@@ -213,15 +223,21 @@ def main() -> None:
         last = (_c.Plan((_plan.op(_c.OP_HOSTNAME, data=cfg.hostname or name),))
                 if "uts" in cfg.namespaces else None)
         # no handler of ours runs in the worker before it is restricted
+        if network is not None and failed is None:
+            from .network import Lease
+            try:
+                leases[token] = Lease(network, cfg.hostname or name, ())
+            except Exception as e:
+                failed = e
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         pid = -1
         try:
             if failed is None:
                 try:
-                    pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last,
-                                                 python_hooks, init_end.fileno())
+                    pid, err = _fork(plan, flags, first, last, python_hooks, init_end.fileno(),
+                                     leases.get(token))
                 except BaseException:
-                    reaped(token)       # its cgroups, made for nothing
+                    reaped(token)       # its cgroups and lease, made for nothing
                     raise
             else:       # no container: a bare child that only reports the error
                 pid, err = _c.fork_container(no_plan, 0, signal.SIGKILL,
@@ -277,6 +293,26 @@ def main() -> None:
             if failures:
                 time.sleep(min(0.05 * failures, 1.0))
             spawn()
+
+
+def _fork(plan: Any, flags: int, first: Any, last: Any, python_hooks: bool, adopt: int,
+          lease: Any) -> tuple[int, Any]:
+    """fork_container, on a network with the lease's interface: another
+    process's container may take its address meanwhile (EEXIST): another."""
+    for attempt in range(16):
+        try:
+            pid, err = _c.fork_container(plan, flags, signal.SIGKILL, first, last, python_hooks,
+                                         adopt, lease.netif() if lease is not None else None)
+        except OSError as e:
+            if lease is None or getattr(e, "step", "") != "network interface" \
+                    or e.errno != errno.EEXIST or attempt == 15:
+                raise
+            lease.pick()
+            continue
+        if pid and lease is not None:
+            lease.started()
+        return pid, err
+    raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The `isolate` command (also `python -m isolate`).
 
     isolate run [--rootfs DIR | --image REF] [--memory 64M] [--cpus 0.5] [--pids 64] [--cpuset 0-1]
-                [--network none|host] [--mount SRC:DST[:ro]]
+                [--network none|host|bridge|NAME] [-p [IP:]HOST:PORT[/udp]]
+                [--mount SRC:DST[:ro]]
                 [--tmpfs DST[:SIZE]] [--env K=V] [--user U[:G]] [--hostname H]
                 [-w DIR] [--readonly] [--cap-add CAP] [--cap-drop CAP]
                 [--privileged] [--seccomp default|none|PROFILE] -- CMD [ARG...]
@@ -12,6 +13,9 @@
     isolate save -o FILE [--format oci|docker] REF
     isolate rmi REF [REF...]
     isolate prune                         layers and blobs no image uses
+    isolate network create [--subnet CIDR] [--gateway IP] [--internal] [--ipv6] NAME
+    isolate network ls                    the networks (bridges) of this host
+    isolate network rm NAME [NAME...]
     isolate version
 
 With --image and no CMD, `run` runs the image's Entrypoint and Cmd, as
@@ -84,8 +88,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", metavar="N", type=float, help="CPU limit, like 0.5 (cgroups)")
     run.add_argument("--pids", metavar="N", type=int, help="process limit (cgroups)")
     run.add_argument("--cpuset", metavar="CPUS", help="the CPUs it may use, like 0-1,3 (cgroups)")
-    run.add_argument("--network", choices=("none", "host"),
-                     help="none: own network namespace with lo (default); host: the host's")
+    run.add_argument("--network", "--net", metavar="none|host|bridge|NAME",
+                     help="none: own network namespace with lo (default); host: the host's; "
+                          "bridge: the default network; NAME: a network (isolate network create)")
+    run.add_argument("--publish", "-p", metavar="[IP:]HOST:PORT[/udp]", action="append",
+                     default=[], help="publish a container port on the host (repeatable)")
     run.add_argument("--mount", metavar="SRC:DST[:ro]", type=_mount, action="append", default=[],
                      help="bind a host path (repeatable)")
     run.add_argument("--tmpfs", metavar="DST[:SIZE]", type=_tmpfs, action="append", default=[],
@@ -136,6 +143,20 @@ def parser() -> argparse.ArgumentParser:
     rmi.add_argument("refs", metavar="REF", nargs="+")
     sub.add_parser("prune", help="remove the layers and blobs no image uses")
 
+    network = sub.add_parser("network", help="make, list and remove networks",
+                             description="Networks are bridges that containers join with "
+                                         "run --network NAME (root only).")
+    nsub = network.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = nsub.add_parser("create", help="make a network")
+    create.add_argument("--subnet", metavar="CIDR", help="its range, like 10.89.0.0/24")
+    create.add_argument("--gateway", metavar="IP", help="the bridge's address")
+    create.add_argument("--internal", action="store_true", help="no way out or in")
+    create.add_argument("--ipv6", action="store_true", help="an IPv6 range too")
+    create.add_argument("name", metavar="NAME")
+    nsub.add_parser("ls", help="list the networks")
+    rm = nsub.add_parser("rm", help="remove networks (refused while containers use them)")
+    rm.add_argument("names", metavar="NAME", nargs="+")
+
     sub.add_parser("version", help="versions and the kernel features found",
                    description="Print isolate's version and what this kernel offers.")
     return p
@@ -164,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
                    privileged=args.privileged,
                    seccomp=None if args.seccomp == "none" else args.seccomp,
                    memory=args.memory, cpus=args.cpus, pids=args.pids, cpuset=args.cpuset,
-                   devices=args.device, storage_size=args.storage_size)
+                   devices=args.device, storage_size=args.storage_size,
+                   ports=args.publish or None)
     if args.env is not None:
         options["env"] = dict(args.env)
     try:
@@ -180,10 +202,37 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_NOT_FOUND if missing else EXIT_CANNOT_RUN
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
-    except (OSError, ValueError, TypeError, ImportError, isolate.ImageError) as e:
+    except (OSError, ValueError, TypeError, ImportError, isolate.ImageError,
+            isolate.NetworkError) as e:
         print(f"isolate: {e}", file=sys.stderr)
         return EXIT_SETUP
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _network_verb(args: argparse.Namespace) -> int:
+    """network create|ls|rm: 0, or 1 with the error on stderr."""
+    import isolate
+    try:
+        if args.action == "create":
+            net = isolate.Network(args.name, subnet=args.subnet, gateway=args.gateway,
+                                  internal=args.internal, ipv6=args.ipv6)
+            print(net.name)
+        elif args.action == "ls":
+            print(f"{'NAME':<24} {'SUBNET':<18} {'GATEWAY':<15} {'BRIDGE':<15} CONTAINERS")
+            for net in isolate.networks():
+                print(f"{net.name:<24} {str(net.subnet):<18} {str(net.gateway or '-'):<15} "
+                      f"{net.bridge:<15} {len(net.containers())}")
+        else:
+            for name in args.names:
+                found = {n.name: n for n in isolate.networks()}
+                if name not in found:
+                    raise isolate.NetworkError(f"no network named {name!r}", network=name)
+                found[name].close()
+                print(name)
+    except (isolate.NetworkError, OSError, ValueError, TypeError) as e:
+        print(f"isolate: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _images_verb(args: argparse.Namespace) -> int:
@@ -356,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.verb in ("load", "images", "save", "rmi", "prune", "pull", "push"):
         return _images_verb(args)
+    if args.verb == "network":
+        return _network_verb(args)
     return _version()
 
 

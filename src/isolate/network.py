@@ -41,6 +41,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -379,7 +380,12 @@ class Network:
                     self._removed = True
                     return
                 wait_for_removals(self.bridge)
-                on = self._endpoints(sock)
+                # containers that ended a moment ago (of another process, a
+                # pool's zygote) leave their veth to the kernel, which removes
+                # it with their network namespace soon after
+                deadline = time.monotonic() + 2
+                while (on := self._endpoints(sock)) and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 if on:
                     raise NetworkError(
                         f"network {self.name!r} is in use by {len(on)} container(s) ("
@@ -771,9 +777,11 @@ class Lease:
             t.rule("output", *rule)
         return t
 
-    def release(self) -> None:
+    def release(self, remove_veth: bool = True) -> None:
         """The container has ended (or never started): its veth, ports and
-        hosts line go. Idempotent."""
+        hosts line go. Idempotent. remove_veth=False leaves the veth to the
+        kernel, which removes it with the container's network namespace (a
+        pool's zygote, which keeps no thread)."""
         if self._done:
             return
         self._done = True
@@ -787,11 +795,13 @@ class Lease:
         n = int(self.address)
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(n)
-            _ending.setdefault(self.net.bridge, set()).add(n)
+            if remove_veth:
+                _ending.setdefault(self.net.bridge, set()).add(n)
         # Removing a veth waits for the kernel to let go of it (tens of ms):
         # done by a thread, off the caller's path. (The kernel removes it
         # anyway with the container's network namespace, as lazily.)
-        _remover().put((self.net.bridge, n))
+        if remove_veth:
+            _remover().put((self.net.bridge, n))
         with contextlib.suppress(OSError):     # a stale line is dropped by the next write
             update_hosts(self.net, remove=n)
 

@@ -370,6 +370,9 @@ class Pool(concurrent.futures.Executor):
         # (workers' containers map the caller's own ids: the zygote cannot run
         # newuidmap between its fork and the worker's setup)
         self._cfg = make_config(_subid_maps=False, **container_options)   # bad options fail here
+        if self._cfg.ports:
+            raise ValueError("a Pool's containers cannot publish ports: they would share each "
+                             "host port; publish from a Container")
         if "time" in self._cfg.namespaces:
             raise ValueError("a Pool's workers cannot enter a time namespace (they do not exec); "
                              "use Container.call")
