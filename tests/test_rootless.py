@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -277,3 +278,63 @@ def test_unprivileged_caller_loads_runs_and_commits_an_image(world_readable, roo
     code, lines, err = out["commit"]
     assert code == 0, err
     assert lines[0] == "committed" and "No such file" in lines[1] and lines[2] == "0"
+
+
+NETWORK_PROBE = """
+import isolate, json, subprocess, sys, time, urllib.request
+from isolate import _config
+rootfs = sys.argv[1]
+out = {}
+cfg = _config.make_config(network="bridge")
+out["tool"] = cfg.network
+r = isolate.run(["sh", "-c", "id -u; ip -4 -o addr show eth0; ip route | grep default"],
+                network="bridge", capture_output=True, text=True)
+out["run"] = [r.returncode, r.stdout.split(), r.stderr]
+with isolate.Container(rootfs, network="bridge", ports={18181: 80},
+                       mounts=[isolate.Mount.tmpfs("/www")]) as c:
+    out["ip"] = c.ip
+    p = c.spawn(["sh", "-c", "echo served > /www/index.html; exec httpd -f -p 80 -h /www"])
+    end = time.monotonic() + 10
+    while True:
+        try:
+            out["fetched"] = urllib.request.urlopen("http://127.0.0.1:18181/", timeout=2).read().decode()
+            break
+        except OSError as e:
+            if time.monotonic() > end:
+                out["fetched"] = repr(e)
+                break
+            time.sleep(0.05)
+    p.kill()
+    p.wait()
+try:
+    isolate.Container(network="somenet")
+except isolate.NetworkError as e:
+    out["named"] = str(e)
+print(json.dumps(out))
+"""
+
+def test_an_unprivileged_caller_gets_a_user_mode_network(world_readable):
+    tool = "slirp4netns"
+    py = _python_for_nobody()
+    _userns_allowed()
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    root, _ = stage(world_readable)
+    cmd = [*NOBODY, py, "-c", NETWORK_PROBE, root]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": world_readable})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["tool"] == tool
+    code, words, err = out["run"]
+    assert code == 0, err
+    assert words[0] == "0"
+    assert words[2:4] == ["eth0", "inet"] and words[4] == "10.0.2.100/24"
+    assert words[words.index("default") + 2] == "10.0.2.2"
+    assert out["ip"] == "10.0.2.100"
+    assert out["fetched"] == "served\n"
+    assert "needs root" in out["named"] and "slirp4netns" in out["named"]
+    deadline = time.monotonic() + 5     # and the stack is gone with its container
+    while subprocess.run(["pgrep", "-x", tool], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, f"{tool} outlived its container"
+        time.sleep(0.05)

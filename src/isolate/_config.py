@@ -31,6 +31,8 @@ DEFAULT_NAMESPACES = frozenset({"mount", "pid", "uts", "ipc", "net", "cgroup"})
 ALL_NAMESPACES = DEFAULT_NAMESPACES | {"user", "time"}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("none", "host")
+#: user-mode stacks (network="bridge" for a caller without root)
+USERMODE = ("pasta", "slirp4netns")
 #: what a container's writable layer (and /tmp, /run on the host's root) may
 #: hold by default: tmpfs is host RAM
 DEFAULT_STORAGE_SIZE = "1G"
@@ -707,8 +709,12 @@ def _build_config(
             if any(c in real for c in ",:\\"):
                 raise ValueError(f"overlay source {m.source!r} leads to {real!r}: overlayfs "
                                  "cannot take a path with ',', ':' or '\\'")
-    if network not in NETWORKS:
-        from .network import attached_network
+    if network in USERMODE or (network == "bridge" and os.geteuid() != 0):
+        from ._usermode import choose
+        network = choose(network)
+    elif network not in NETWORKS:
+        from .network import _need_net_admin, attached_network
+        _need_net_admin()
         net = attached_network(network)        # NetworkError if there is none
         # its names and resolvers, under what the caller binds there itself
         mounts = (Mount.bind(net.hosts_file, "/etc/hosts", readonly=True),

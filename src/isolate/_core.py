@@ -16,7 +16,7 @@ from typing import Any, Callable
 from . import _isolate as _c
 from . import _plan
 from ._cgroups import Cgroups
-from ._config import Config, write_id_maps
+from ._config import USERMODE, Config, write_id_maps
 
 _devnull_fd = -1
 _devnull_rdev = -1
@@ -132,8 +132,13 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
         cgroups = Cgroups.make(dict(cfg.limits), container_id)
     cgroup_fd = -1
     lease = None
+    after_clone = _map_writer(cfg)
     try:
-        if cfg.network not in ("none", "host"):
+        if cfg.network in USERMODE:
+            from ._usermode import UserMode
+            lease = usermode = UserMode(cfg.network, cfg.ports)
+            after_clone = functools.partial(_attach_usermode, cfg, usermode, after_clone)
+        elif cfg.network not in ("none", "host"):
             from .network import Lease, attached_network
             lease = Lease(attached_network(cfg.network), cfg.hostname or container_id, cfg.ports)
         if cgroups is not None:
@@ -142,16 +147,19 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
         for attempt in range(16):
             try:
                 pid, pidfd, ctl, _ = _c.start_container(
-                    plan, _clone_flags(cfg, cgroups), spec, run, _map_writer(cfg), cgroup_fd,
-                    pre, post, _plan.net_beside(cfg), lease.netif() if lease else None)
+                    plan, _clone_flags(cfg, cgroups), spec, run, after_clone, cgroup_fd,
+                    pre, post, _plan.net_beside(cfg),
+                    lease.netif() if lease is not None and cfg.network not in USERMODE
+                    else None)
                 break
             except OSError as e:
                 # its address was taken meanwhile by another process's container
-                if lease is None or getattr(e, "step", "") != "network interface" \
+                if lease is None or cfg.network in USERMODE \
+                        or getattr(e, "step", "") != "network interface" \
                         or e.errno != errno.EEXIST or attempt == 15:
                     raise
                 lease.pick()
-        if lease is not None:
+        if lease is not None and cfg.network not in USERMODE:
             lease.started()
     except BaseException:
         if lease is not None:
@@ -166,6 +174,22 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
         from .network import Held
         return pid, pidfd, ctl, Held(cgroups if made else None, lease)
     return pid, pidfd, ctl, cgroups
+
+
+def _attach_usermode(cfg: Config, usermode: Any, write_maps: Callable[[int], None] | None,
+                     pid: int) -> None:
+    """After clone, the child waiting: its id maps (a single own id is written
+    here, not by the child, so that the stack enters the user namespace as its
+    root), then its user-mode network stack, up before the child goes on."""
+    if write_maps is not None:
+        write_maps(pid)
+    elif cfg.userns:
+        uid, gid = cfg.host_ids
+        for name, text in (("setgroups", "deny"), ("gid_map", f"0 {gid} 1\n"),
+                           ("uid_map", f"0 {uid} 1\n")):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+    usermode.start(pid)
 
 
 def _steps(cfg: Config, container_id: str, cgroups: Cgroups | None = None,

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterable
 
 from . import _isolate as _c
-from ._config import Config
+from ._config import USERMODE, Config
 from ._security import MASKED_PATHS, READONLY_PATHS
 
 MS = _c.MS
@@ -320,7 +320,8 @@ def net_beside(cfg: Config) -> bool:
     """Whether the container's network namespace is made beside the child
     (see start_container), not by its clone: a namespace owned by the
     caller's user namespace, as with CLONE_NEWNET from the caller."""
-    return _c.NET_BESIDE and "net" in cfg.namespaces and not cfg.userns
+    return _c.NET_BESIDE and "net" in cfg.namespaces and not cfg.userns \
+        and cfg.network not in USERMODE       # (whose tool attaches to the child's)
 
 
 @functools.lru_cache(maxsize=64)
@@ -329,7 +330,11 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
     beside (see net_beside), the child joins a network namespace made beside
     it instead of bringing up lo in its own."""
     # the caller writes ranges after clone; a single own id the child can
-    steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None else []
+    # the caller writes ranges after clone, and a single id too where a
+    # user-mode stack must enter the namespace as its root (_core._start);
+    # else the child writes its single own id
+    steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None \
+        and cfg.network not in USERMODE else []
     # namespaces joined by path, before /sys (the joined network's) is mounted
     steps += [op(_c.OP_SETNS, src=path, flags=_c.NAMESPACE_FLAGS[name]) for name, path in cfg.joins]
     if "mount" in cfg.namespaces:
