@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 from . import _call, _plan, _wire
 from . import _isolate as _c
