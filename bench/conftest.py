@@ -69,6 +69,13 @@ def _install(packages: list[str]) -> str:
     return f"installed for this run: {', '.join(packages)}"
 
 
+def pytest_configure(config):
+    """A network namespace of the benchmark's own, as the tests have: its
+    bridges, veths, firewall tables and daemons stay there."""
+    from tests.conftest import _own_network_namespace
+    _own_network_namespace()
+
+
 def pytest_sessionstart(session):
     session.config._isolate_installed = ""
     missing = missing_packages()
@@ -266,6 +273,7 @@ def pytest_terminal_summary(terminalreporter, config):
     groups: dict[str, dict[str, float]] = {}
     spread: dict[str, tuple[float, float]] = {}
     extra = []
+    streams: dict[str, float] = {}
     for b in session.benchmarks:
         if not b.stats.data:        # failed: no figures
             continue
@@ -278,6 +286,11 @@ def pytest_terminal_summary(terminalreporter, config):
             if limit is not None:
                 extra.append((f"paired: {na} / {nb} (medians {ma:.3f} / {mb:.3f} ms)",
                               p["ratio"], limit, "max"))
+            if (na, nb) == ("network_bridge", "network_none"):
+                extra.append((f"paired: {na} - {nb}, ms (medians {ma:.3f} / {mb:.3f} ms)",
+                              ma - mb, 1.0, "max"))
+        if "mb_per_s" in b.extra_info:
+            streams[b.name.removeprefix("test_stream_")] = b.extra_info["mb_per_s"]
         if "calls" in b.extra_info:
             extra.append(("Pool.map: fresh containers per second",
                           b.extra_info["calls"] / b.stats.median, 500, "min"))
@@ -292,6 +305,10 @@ def pytest_terminal_summary(terminalreporter, config):
         data = sorted(b.stats.data)
         groups.setdefault(b.group or "", {})[name] = b.stats.median * 1e3
         spread[name] = (data[int(len(data) * 0.9) - 1] * 1e3, data[int(len(data) * 0.99) - 1] * 1e3)
+    if "isolate_network" in streams and "plain_veth" in streams:
+        a, b = streams["isolate_network"], streams["plain_veth"]
+        extra.append((f"TCP stream: two containers on one network / two namespaces on a veth "
+                      f"({a:.0f} / {b:.0f} MB/s)", a / b, 0.9, "min"))
     lines = []
     density = sorted((b.extra_info.get("kind", "isolate"), b.extra_info["containers"], b.stats.median,
                       b.extra_info["kib_per_container"], b.extra_info.get("cgroup_kib_per_container"))

@@ -19,3 +19,15 @@ def test_boot15(benchmark, quick, rootfs):
                                                      rootfs)), rounds=1, iterations=1)
     benchmark.extra_info["table"] = boot15.table(out[0], n)
     benchmark.extra_info["boot15"] = out[0]
+
+
+@pytest.mark.benchmark(group="boot15")
+def test_boot15_network(benchmark, quick, rootfs):
+    """The same on one network: HTTP on each instance's own address, isolate
+    reached through published ports, crun and runc on the same bridge."""
+    n = 2 if quick else 15
+    out: list = []
+    benchmark.pedantic(lambda: out.append(boot15.run(["isolate-net", "crun-net", "runc-net"], n,
+                                                     rootfs)), rounds=1, iterations=1)
+    benchmark.extra_info["table"] = boot15.table(out[0], n, network=True)
+    benchmark.extra_info["boot15"] = out[0]

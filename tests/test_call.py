@@ -230,7 +230,7 @@ def test_isolated_timeout(rootfs):
 
 def test_isolated_checks_options_when_decorating():
     with pytest.raises(ValueError):
-        isolated(network="bridge")
+        isolated(network="no such network")
     with pytest.raises(TypeError):
         isolated(no_such_option=1)
 
