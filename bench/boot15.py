@@ -192,9 +192,9 @@ class OCI:
 
 class OCINet(OCI):
     """crun or runc on the network's bridge: each instance in a network
-    namespace of `ip netns`, with a veth whose other end is a port of the
-    bridge (the config has no network namespace of its own: the runtime
-    runs in that one)."""
+    namespace the benchmark makes (held by a sleeping process of its own), with
+    a veth whose other end is a port of the bridge (the config has no network
+    namespace of its own: the runtime runs in that one)."""
 
     def __init__(self, tool: str, rootfs: str, workdir: str, net: Any):
         super().__init__(tool, rootfs, workdir, HTTP)
@@ -206,19 +206,21 @@ class OCINet(OCI):
                                        if ns["type"] != "network"]
         with open(f"{self.bundle}/config.json", "w") as f:
             json.dump(spec, f)
-        self.netns: list[str] = []
+        self.holders: list[subprocess.Popen] = []
 
     def start(self, i: int) -> None:
-        ns = f"b15-{os.getpid()}-{i}"
-        address = self.net.subnet[100 + i]
-        sh = (f"ip netns add {ns} && ip link add b15h{i} type veth peer name eth0 netns {ns} && "
+        holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        self.holders.append(holder)
+        pid, address = holder.pid, self.net.subnet[100 + i]
+        _poll(lambda: os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"))
+        inside = f"nsenter -t {pid} -n"
+        sh = (f"ip link add b15h{i} type veth peer name eth0 netns {pid} && "
               f"ip link set b15h{i} master {self.net.bridge} up && "
-              f"ip -n {ns} addr add {address}/{self.net.subnet.prefixlen} dev eth0 && "
-              f"ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && "
-              f"ip -n {ns} route add default via {self.net.gateway}")
-        self.netns.append(ns)
+              f"{inside} ip addr add {address}/{self.net.subnet.prefixlen} dev eth0 && "
+              f"{inside} ip link set eth0 up && {inside} ip link set lo up && "
+              f"{inside} ip route add default via {self.net.gateway}")
         subprocess.run(["sh", "-c", sh], check=True)
-        wrap, self.wrap = self.wrap, ["ip", "netns", "exec", ns, *self.wrap]
+        wrap, self.wrap = self.wrap, ["nsenter", "-t", str(pid), "-n", *self.wrap]
         try:
             self.launch(i)
         finally:
@@ -227,8 +229,9 @@ class OCINet(OCI):
 
     def stop(self) -> None:
         super().stop()
-        for ns in self.netns:       # its veth goes with it
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for holder in self.holders:     # the namespace, and its veth, go with it
+            holder.kill()
+            holder.wait()
 
 
 VM_INIT = f"""#!/bin/busybox sh

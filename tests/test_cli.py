@@ -44,7 +44,7 @@ def test_setup_error_is_125_and_one_line(rootfs, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["run", "--rootfs", "/no/such/dir", "--", "true"],
-    ["run", "--network", "bridge", "--", "true"],
+    ["run", "--network", "no such network", "--", "true"],
     ["run", "--mount", "nonsense", "--", "true"],
     ["run", "--tmpfs", "/x:12Q", "--", "true"],
     ["run", "--cap-add", "NOT_A_CAP", "--", "true"],

@@ -385,3 +385,29 @@ def test_container_options_alone_make_a_task_run_isolated():
         assert (pid, hostname) == (2, "by-options") and pidns != HOST_PIDNS
         with pytest.raises(RuntimeError, match="it has container options"):
             refused.result()
+
+
+def sees():
+    """A task's view of its root and its network."""
+    with open("/etc/hostname") as f:
+        return f.read(), sorted(os.listdir("/sys/class/net")), os.getpid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="networks need root")
+def test_tasks_in_containers_of_an_image_on_a_network(rootfs, tmp_path):
+    from tests.images import build_image, rootfs_layer
+    [img] = isolate.load(build_image(str(tmp_path / "img.tar"), [rootfs_layer(rootfs)],
+                                     name="localhost/dask-image:1"))
+    try:
+        with isolate.Network(subnet="10.89.17.0/24") as net:
+            plugin = isolate.dask.Isolated(image="localhost/dask-image:1", network=net.name)
+            with _cluster(plugin, n_workers=1) as cluster, distributed.Client(cluster) as client:
+                with dask.annotate(executor="isolated"):
+                    seen = client.gather(client.map(lambda i: sees(), range(8)))
+                with dask.annotate(isolate={"image": "localhost/dask-image:1"}):
+                    annotated = client.submit(sees, pure=False).result()
+            assert all(s == ("image\n", ["eth0", "lo"], 2) for s in seen), seen
+            assert annotated == ("image\n", ["eth0", "lo"], 2)
+    finally:
+        isolate.rmi("localhost/dask-image:1")
+        isolate.prune()

@@ -25,7 +25,7 @@ def both(**opts):
     ({"rootfz": "/"}, TypeError, "rootfz"),
     ({"namespaces": ["pid", "nope"]}, ValueError, "nope"),
     ({"namespaces": "pid"}, TypeError, "collection"),
-    ({"network": "bridge"}, ValueError, "bridge"),
+    ({"network": "no such net"}, ValueError, "no such net"),
     ({"network": "none", "namespaces": ["pid", "mount"]}, ValueError, "net"),
     ({"hostname": "x" * 65}, ValueError, "hostname"),
     ({"hostname": "h", "namespaces": ["mount"]}, ValueError, "uts"),

@@ -120,9 +120,20 @@ def test_mount_below_sys_keeps_the_containers_network(run, tmp_path, rootfs):
 
 @pytest.mark.parametrize("image", ["busybox", "host"])
 def test_network_host_sees_host_interfaces(rootfs, image):
-    host_ifaces = sorted(os.listdir("/sys/class/net"))
-    r = _oneshot(["ls", "/sys/class/net"], rootfs=rootfs if image == "busybox" else None,
-                 network="host")
+    # The test session has a network namespace of its own (conftest): a veth
+    # pair there, so that it holds more than lo. The host's root keeps the
+    # host's /sys (of the namespace that mounted it); a rootfs gets a sysfs
+    # of the caller's network namespace.
+    import socket
+    subprocess.run(["ip", "link", "add", "isotest0", "type", "veth", "peer", "name", "isotest1"],
+                   check=True)
+    try:
+        host_ifaces = sorted(os.listdir("/sys/class/net")) if image != "busybox" else \
+            sorted(name for _, name in socket.if_nameindex())
+        r = _oneshot(["ls", "/sys/class/net"], rootfs=rootfs if image == "busybox" else None,
+                     network="host")
+    finally:
+        subprocess.run(["ip", "link", "del", "isotest0"], check=True)
     assert sorted(r.stdout.split()) == host_ifaces
     assert len(host_ifaces) > 1
     r = _oneshot(["sh", "-c", "echo x > /sys/kernel/uevent_helper"],

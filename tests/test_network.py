@@ -10,6 +10,7 @@ import concurrent.futures
 import ipaddress
 import os
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,15 @@ def _stop(p: subprocess.Popen) -> None:
 
 def _links() -> set[str]:
     return {name for _, name in socket.if_nameindex()}
+
+
+def _eventually(probe, expected, timeout: float = 5.0) -> None:
+    """probe() == expected within timeout: a closed container's veth is
+    removed by a thread of the caller's, and by the kernel, a moment later."""
+    deadline = time.monotonic() + timeout
+    while (got := probe()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == expected
 
 
 def _tables() -> set[str]:
@@ -216,7 +226,7 @@ def test_a_port_in_use_and_bad_ports_are_refused_leaving_nothing(rootfs):
                 assert c.ip
                 with pytest.raises(isolate.NetworkError, match="in use"):
                     isolate.run(["true"], network=net, ports={18091: 80})
-            assert (_links(), _tables(), net.containers()) == before
+            _eventually(lambda: (_links(), _tables(), net.containers()), before)
         finally:
             holder.close()
         for bad in ({0: 80}, {70000: 80}, {8080: 0}, ["8080"], ["a:b"], ["1.2.3:80:80"],
@@ -410,3 +420,90 @@ def test_the_cli_makes_lists_uses_and_removes_networks(rootfs):
     r = _cli("network", "rm", "clinet")
     assert r.returncode == 1 and "no network named 'clinet'" in r.stderr
     assert isolate.networks() == []
+
+
+#: a container's root, with CAP_NET_RAW (as Docker's default): a UDP packet
+#: to 127.0.0.1 sent out of eth0 to the bridge's MAC address, as a raw frame
+LOOPBACK_ATTACK = r"""
+import socket, struct, sys
+bridge_mac, src_ip, port = bytes.fromhex(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+src_mac = s.getsockname()[4]
+payload = b"escaped"
+udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+def checksum(b):
+    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    n = (n >> 16) + (n & 0xFFFF)
+    return ~(n + (n >> 16)) & 0xFFFF
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src_ip), socket.inet_aton("127.0.0.1"))
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+for _ in range(5):
+    s.send(bridge_mac + src_mac + b"\x08\x00" + ip + udp)
+print("sent")
+"""
+
+
+def _mac(ifname: str) -> str:
+    import fcntl
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        info = fcntl.ioctl(s, 0x8927, struct.pack("256s", ifname.encode()))   # SIOCGIFHWADDR
+    return info[18:24].hex()
+
+
+def test_a_container_cannot_reach_the_hosts_loopback_through_the_bridge():
+    """CVE-2020-8558: the bridge routes to 127.0.0.0/8 (for published ports
+    reached from the host's loopback); a crafted packet must not get in."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(1.5)
+    port = listener.getsockname()[1]
+    try:
+        with isolate.Network(subnet="10.89.16.0/24") as net, \
+                isolate.Container(network=net) as c:
+            r = c.run([sys.executable, "-I", "-c", LOOPBACK_ATTACK, _mac(net.bridge), c.ip,
+                       str(port)], capture_output=True, text=True)
+            assert r.stdout == "sent\n", r
+            with pytest.raises(socket.timeout):
+                print(listener.recvfrom(100))
+    finally:
+        listener.close()
+
+
+IPV6_PROBE = r"""
+import socket, sys
+peer = sys.argv[1]
+infos = socket.getaddrinfo(peer, 5432, socket.AF_INET6, socket.SOCK_STREAM)
+with socket.create_connection(infos[0][4][:2], timeout=3) as c:
+    c.sendall(b"six")
+    print(infos[0][4][0], c.recv(100).decode())
+"""
+
+
+def test_an_ipv6_network_gives_addresses_names_and_routes_of_both_families():
+    with isolate.Network("six", subnet="10.89.18.0/24", ipv6=True) as net, \
+            isolate.Container(network=net, hostname="db") as db, \
+            isolate.Container(network=net, hostname="app") as app:
+        assert net.subnet6.prefixlen == 64 and str(net.subnet6).startswith("fd")
+        assert db.ip6 == str(net.subnet6[2]) and app.ip6 == str(net.subnet6[3])
+        r = app.run(["sh", "-c", "ip -6 -o addr show eth0 scope global; ip -6 route | "
+                     "grep default; grep db /etc/hosts"], capture_output=True, text=True,
+                    check=True)
+        assert f"inet6 {app.ip6}/64" in r.stdout
+        assert f"default via {net.gateway6} dev eth0" in r.stdout
+        assert f"{db.ip6}\tdb" in r.stdout and f"{db.ip}\tdb" in r.stdout
+        p = db.spawn([sys.executable, "-I", "-c",
+                      "import socket; s = socket.socket(socket.AF_INET6); "
+                      "s.bind(('::', 5432)); s.listen(); print('ready', flush=True); "
+                      "c, _ = s.accept(); c.sendall(b'v6:' + c.recv(10))"],
+                     stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        r = app.run([sys.executable, "-I", "-c", IPV6_PROBE, "db"], capture_output=True,
+                    text=True)
+        assert r.stdout.split() == [db.ip6, "v6:six"], r
+        _stop(p)
+    with isolate.Network("four", subnet="10.89.19.0/24") as net, \
+            isolate.Container(network=net) as c:
+        r = c.run(["sh", "-c", "ip -6 -o addr show eth0"], capture_output=True, text=True)
+        assert r.stdout == "" and c.ip6 is None      # no IPv6 at all, link-local neither

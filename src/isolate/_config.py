@@ -127,10 +127,10 @@ def _namespaces(namespaces: Iterable[str] | None, network: str | None) -> tuple[
         if not isinstance(network, str):
             raise TypeError(f"network={network!r}: 'none', 'host', 'bridge', an isolate.Network "
                             "or a network's name")
-        ns, _ = _namespaces(namespaces, "none")
-        if "net" not in ns:
+        made, _ = _namespaces(namespaces, "none")
+        if "net" not in made:
             raise ValueError(f"network={network!r} needs the 'net' namespace")
-        return ns, network
+        return made, network
     if namespaces is None:
         ns = set(DEFAULT_NAMESPACES)
         if network == "host":

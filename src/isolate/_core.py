@@ -131,7 +131,7 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
     if made and cfg.limits:
         cgroups = Cgroups.make(dict(cfg.limits), container_id)
     cgroup_fd = -1
-    lease = None
+    lease: Any = None       # a network.Lease, or a _usermode.UserMode
     after_clone = _map_writer(cfg)
     try:
         if cfg.network in USERMODE:

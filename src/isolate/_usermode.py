@@ -53,8 +53,8 @@ class UserMode:
     def __init__(self, tool: str, ports: tuple[Any, ...]) -> None:
         self.tool = tool
         self.ports = ports
-        self.address = None
-        self.address6 = None
+        self.address: str | None = None
+        self.address6: str | None = None
         self._proc: subprocess.Popen | None = None
         self._exit_w = -1
 

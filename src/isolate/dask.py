@@ -57,7 +57,7 @@ ANNOTATION = "isolate"
 #: what weakens the boundary (privileges, seccomp, capabilities, namespaces,
 #: the network, mounts, devices, the user) or how results are decoded
 TASK_OPTIONS = frozenset({"memory", "memory_swap", "cpus", "cpu_weight", "pids", "timeout",
-                          "hostname", "env", "cwd", "rootfs", "readonly"})
+                          "hostname", "env", "cwd", "rootfs", "image", "readonly"})
 
 #: pools kept for option sets that tasks asked for, beyond the plugin's own
 _MAX_POOLS = 8
@@ -433,9 +433,12 @@ class _Refused(_StandIn):
 @click.option("--isolate-memory", default=None, help="Memory limit of each task's container (e.g. 256M).")
 @click.option("--isolate-cpus", default=None, type=float, help="CPUs each task's container may use.")
 @click.option("--isolate-pids", default=None, type=int, help="Processes each task's container may hold.")
-@click.option("--isolate-network", default=None, help="'none' (the default) or 'host'.")
+@click.option("--isolate-network", default=None,
+              help="'none' (the default), 'host', 'bridge' or a network's name.")
 @click.option("--isolate-rootfs", default=None, help="Root filesystem of the containers "
                                                       "(default: the host's, read-only).")
+@click.option("--isolate-image", default=None,
+              help="An image of the store as the containers' root (see isolate load/pull).")
 @click.option("--isolate-timeout", default=None, type=float, help="Seconds a task may run.")
 @click.option("--isolate-size", default=None, type=int,
               help="Containers kept ready (default: the worker's thread count).")
@@ -446,12 +449,13 @@ class _Refused(_StandIn):
 def dask_setup(worker: Any, isolate_all: bool, isolate_memory: str | None,
                isolate_cpus: float | None, isolate_pids: int | None,
                isolate_network: str | None, isolate_rootfs: str | None,
-               isolate_timeout: float | None, isolate_size: int | None,
+               isolate_image: str | None, isolate_timeout: float | None, isolate_size: int | None,
                isolate_preload: tuple[str, ...], isolate_trusted: bool) -> Any:
     """`dask worker --preload isolate.dask [--isolate-...]`: the plugin on this worker."""
     options = {name: value for name, value in (
         ("memory", isolate_memory), ("cpus", isolate_cpus), ("pids", isolate_pids),
-        ("network", isolate_network), ("rootfs", isolate_rootfs)) if value is not None}
+        ("network", isolate_network), ("rootfs", isolate_rootfs), ("image", isolate_image))
+        if value is not None}
     plugin = Isolated(default=isolate_all, size=isolate_size, timeout=isolate_timeout,
                       preload=isolate_preload, trusted=isolate_trusted, **options)
     return worker.plugin_add(plugin)

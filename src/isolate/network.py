@@ -105,7 +105,7 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _host_routes() -> list[ipaddress.IPv4Network]:
+def _host_routes() -> list[Any]:
     """The IPv4 routes of this thread's network namespace, default excluded."""
     out = []
     try:
@@ -154,6 +154,15 @@ class Network:
     is refused while containers are on it. `isolate.networks()` lists the
     networks, `isolate.get_network(name)` finds one by name.
     """
+
+    name: str
+    bridge: str
+    index: int
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None
+    internal: bool
+    subnet6: Any        # ipaddress.IPv6Network, or None
+    gateway6: Any
 
     def __init__(self, name: str | None = None, *, subnet: str | None = None,
                  gateway: str | None = None, internal: bool = False, ipv6: bool = False):
@@ -253,6 +262,16 @@ class Network:
         iif = E.meta(nl.NFT_META_IIFNAME)
         oif = E.meta(nl.NFT_META_OIFNAME)
         t = nl.Table(self._table_name())
+        # The bridge has route_localnet (a published port reached from the
+        # host's loopback is DNATed out of it): then nothing may come in on
+        # it addressed to 127.0.0.0/8, or a container that crafts such a
+        # packet (CAP_NET_RAW) reaches the host's loopback services
+        # (CVE-2020-8558). Dropped first, before any DNAT.
+        t.chain("prerouting", "prerouting", -300)
+        t.rule("prerouting", iif, E.cmp(br), E.meta(nl.NFT_META_NFPROTO),
+               E.cmp(bytes([nl.NFPROTO_IPV4])), E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
+               E.bitwise(bytes([255, 0, 0, 0])), E.cmp(bytes([127, 0, 0, 0])),
+               E.verdict(nl.NF_DROP))
         t.chain("forward", "forward", 0)
         if self.internal:
             t.rule("forward", iif, E.cmp(br), oif, E.cmp(br, nl.NFT_CMP_NEQ), E.verdict(nl.NF_DROP))
@@ -294,8 +313,8 @@ class Network:
             self.name = fields["name"]
             self.bridge = link["name"]
             self.index = link["index"]
-            self.subnet = ipaddress.ip_network(fields["subnet"])
-            self.gateway = ipaddress.ip_address(fields["gateway"]) if fields.get("gateway") \
+            self.subnet = ipaddress.IPv4Network(fields["subnet"])
+            self.gateway = ipaddress.IPv4Address(fields["gateway"]) if fields.get("gateway") \
                 else None
             self.internal = fields.get("internal") == "1"
             self.subnet6 = ipaddress.ip_network(fields["subnet6"]) if "subnet6" in fields \
@@ -332,7 +351,8 @@ class Network:
                 out.append(Endpoint(address, link["alias"], self.address6(address)))
         return sorted(out, key=lambda e: e.address)
 
-    def address6(self, address: ipaddress.IPv4Address) -> ipaddress.IPv6Address | None:
+    def address6(self, address: ipaddress.IPv4Address) -> Any:
+        """The IPv6 address beside address (IPv6Address), or None."""
         if self.subnet6 is None:
             return None
         return self.subnet6[int(address) - int(self.subnet.network_address)]
@@ -750,6 +770,7 @@ class Lease:
     def started(self) -> None:
         """The veth is made: the address is the kernel's to hold; the ports
         lead to it."""
+        assert self.address is not None
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
         with contextlib.suppress(OSError):     # its line, now without "starting"
