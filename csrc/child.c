@@ -430,13 +430,16 @@ static void net_helper_fail(iso_error_t *e, int step, long r, const char *path,
     e->path[i] = '\0';
 }
 
-/* The container's interface on its bridge, configured (see iso_netif_t),
- * the helper being in the new namespace: configured is set. */
-static void net_helper_configure(struct net_beside *b)
+/* The container's interface on its bridge, attached and configured (see
+ * iso_netif_t), the helper being in the new namespace and nl a socket of the
+ * caller's: configured is set. */
+static void net_helper_configure(struct net_beside *b, long nl)
 {
     const char *what = NULL;
-    long r = iso_netif_configure(b->netif, &what);
+    long r = iso_netif_attach((int)nl, b->netif);
     if (r < 0)
+        net_helper_fail(&b->conf_err, ISO_STEP_NETIF, r, b->netif->host, NULL);
+    else if ((r = iso_netif_configure(b->netif, &what)) < 0)
         net_helper_fail(&b->conf_err, ISO_STEP_NETIF, r, b->netif->name, what);
     futex_set(&b->configured, r < 0 ? NET_FAILED : NET_READY);
 }
@@ -474,15 +477,18 @@ static int net_helper(void *arg)
         net_helper_fail(&b->err, ISO_STEP_NETIF, r, b->netif->host, NULL);
     else
         done = NET_READY;
-    if (nl >= 0)
-        RAW(SYS_close, nl, 0, 0, 0);
     int expected = NET_WORKING;
     if (!__atomic_compare_exchange_n(&b->state, &expected, done, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST))
+                                     __ATOMIC_SEQ_CST)) {
+        if (nl >= 0)
+            RAW(SYS_close, nl, 0, 0, 0);
         return 0;           /* released before it was needed */
+    }
     net_wake(b);
     if (done == NET_READY && b->netif != NULL)
-        net_helper_configure(b);      /* while the child mounts */
+        net_helper_configure(b, nl);      /* while the child mounts */
+    if (nl >= 0)
+        RAW(SYS_close, nl, 0, 0, 0);
     net_wait_while(b, NET_READY);     /* the namespace lives with us until joined */
     return 0;
 }
@@ -1578,6 +1584,8 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     if (c->netif != NULL && !c->net_beside) {
         long nl = iso_netif_socket();
         long r = nl < 0 ? nl : iso_netif_make((int)nl, c->netif, pid);
+        if (r == 0)
+            r = iso_netif_attach((int)nl, c->netif);
         if (nl >= 0)
             close((int)nl);
         if (r < 0) {
@@ -1733,6 +1741,8 @@ pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_
         close(sync[0]);
         long nl = iso_netif_socket();
         long r = nl < 0 ? nl : iso_netif_make((int)nl, netif, pid);
+        if (r == 0)
+            r = iso_netif_attach((int)nl, netif);
         if (nl >= 0)
             close((int)nl);
         if (r == 0 && write(sync[1], "g", 1) != 1)

@@ -223,11 +223,15 @@ typedef struct iso_netif {
 
 /* With raw system calls only (see iso_raw_syscall), for the helper that
  * shares the caller's memory: 0 or -errno. make: in the caller's network
- * namespace, on nl (a NETLINK_ROUTE socket of it), the pair with name in
- * the network namespace of pid. configure: in the container's namespace;
- * *what names the part that failed. */
+ * namespace, on nl (a NETLINK_ROUTE socket of it), the pair, with name in
+ * the network namespace of pid and host down, not yet a port (the least
+ * the container's namespace needs to be joined: it shows name). attach:
+ * then host gets its alias, no IPv6 address of its own, joins master and
+ * comes up. configure: in the container's namespace; *what names the part
+ * that failed. */
 long iso_netif_socket(void);
 long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid);
+long iso_netif_attach(int nl, const iso_netif_t *n);
 long iso_netif_configure(const iso_netif_t *n, const char **what);
 
 typedef struct iso_container {

@@ -126,9 +126,7 @@ long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid)
     struct nlbuf m;
     struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, sizeof *ifi);
     ifi->ifi_family = AF_UNSPEC;
-    ifi->ifi_flags = IFF_UP;
-    ifi->ifi_change = IFF_UP;
-    uint32_t master = (uint32_t)n->master, mtu = (uint32_t)n->mtu, target = (uint32_t)pid;
+    uint32_t mtu = (uint32_t)n->mtu, target = (uint32_t)pid;
     attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
     if (mtu)
         attr_put(&m, IFLA_MTU, &mtu, sizeof mtu);
@@ -145,16 +143,50 @@ long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid)
     nest_end(&m, peer);
     nest_end(&m, data);
     nest_end(&m, info);
+    return nl_call(nl, &m);
+}
+
+/* IPv6 address generation off (no link-local address, no duplicate
+ * detection or router solicitation when it comes up): for a bridge's port,
+ * and for a container's interface on a network without IPv6 */
+static void put_no_ipv6_ll(struct nlbuf *m)
+{
+    struct rtattr *spec = nest_begin(m, IFLA_AF_SPEC);
+    struct rtattr *inet6 = nest_begin(m, AF_INET6);
+    uint8_t mode = IN6_ADDR_GEN_MODE_NONE;
+    attr_put(m, IFLA_INET6_ADDR_GEN_MODE, &mode, 1);
+    nest_end(m, inet6);
+    nest_end(m, spec);
+}
+
+long iso_netif_attach(int nl, const iso_netif_t *n)
+{
+    struct nlbuf m;
+    struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
+    ifi->ifi_family = AF_UNSPEC;
+    uint32_t master = (uint32_t)n->master;
+    attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
+    if (n->alias[0] != '\0')       /* the name the container answers to */
+        attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
     attr_put(&m, IFLA_MASTER, &master, sizeof master);
+    put_no_ipv6_ll(&m);
     long r = nl_call(nl, &m);
-    if (r < 0 || n->alias[0] == '\0')
+    if (r == -EAFNOSUPPORT) {       /* a kernel without IPv6: the same without it */
+        ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
+        ifi->ifi_family = AF_UNSPEC;
+        attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
+        if (n->alias[0] != '\0')
+            attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
+        attr_put(&m, IFLA_MASTER, &master, sizeof master);
+        r = nl_call(nl, &m);
+    }
+    if (r < 0)
         return r;
-    /* the name the container answers to, on the bridge's end (alias is
-     * set on an existing link only) */
     ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
     ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
     attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
-    attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
     return nl_call(nl, &m);
 }
 
@@ -234,12 +266,7 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
         struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
         ifi->ifi_family = AF_UNSPEC;
         ifi->ifi_index = index;
-        struct rtattr *spec = nest_begin(&m, IFLA_AF_SPEC);
-        struct rtattr *inet6 = nest_begin(&m, AF_INET6);
-        uint8_t mode = IN6_ADDR_GEN_MODE_NONE;
-        attr_put(&m, IFLA_INET6_ADDR_GEN_MODE, &mode, 1);
-        nest_end(&m, inet6);
-        nest_end(&m, spec);
+        put_no_ipv6_ll(&m);
         r = nl_call((int)nl, &m);
         if (r == -EAFNOSUPPORT)     /* a kernel without IPv6 */
             r = 0;

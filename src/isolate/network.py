@@ -95,9 +95,15 @@ def _state_dir(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _locked(path: str, made: bool = False) -> Iterator[None]:
+    """An exclusive flock of path (its directory made first, unless made)."""
+    if not made:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:       # /run emptied under a network: made again
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -530,7 +536,7 @@ def _alive(n: int, live: set[int]) -> bool:
     if n in live:
         return True
     try:
-        socket.if_nametoindex(veth_name(ipaddress.IPv4Address(n)))
+        socket.if_nametoindex(f"{VETH_PREFIX}{n:08x}")
         return True
     except OSError:
         return False
@@ -543,7 +549,8 @@ def update_hosts(net: Network, add: Endpoint | None = None, remove: int | None =
     remove. One lock, one read, one write, and no netlink dump: a start
     pays for it."""
     d = _state_dir(net.name)
-    with _locked(f"{d}/.lock"):
+    base, mask = int(net.subnet.network_address), int(net.subnet.netmask)
+    with _locked(f"{d}/.lock", made=True):
         fd = os.open(f"{d}/hosts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             old = os.pread(fd, 1 << 20, 0).decode("utf-8", "replace")
@@ -556,28 +563,28 @@ def update_hosts(net: Network, add: Endpoint | None = None, remove: int | None =
                 if len(parts) < 2 or line.startswith("#"):
                     continue
                 try:
-                    address = ipaddress.ip_address(parts[0])
-                except ValueError:
+                    n = int.from_bytes(socket.inet_aton(parts[0]), "big")
+                except OSError:
+                    continue            # an IPv6 line (made again below), or not ours
+                if n & mask != base or n == remove or n in ending or "." not in parts[0]:
                     continue
-                if address.version != 4 or not address in net.subnet:
-                    continue
-                n, mark = int(address), parts[2] if len(parts) > 2 else ""
-                if n == remove or n in ending:
+                mark = parts[2] if len(parts) > 2 else ""
+                if _alive(n, live):
+                    entries[n] = (parts[1], "")
                     continue
                 starter = mark.split()[-1] if mark.startswith("# starting ") else ""
-                if _alive(n, live) or (starter.isdigit() and os.path.exists(f"/proc/{starter}")):
-                    entries[n] = (parts[1], mark if not _alive(n, live) else "")
+                if starter.isdigit() and os.path.exists(f"/proc/{starter}"):
+                    entries[n] = (parts[1], mark)       # being started by a live process
             if add is not None:
                 entries[int(add.address)] = (add.hostname, f"# starting {os.getpid()}")
             lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                      f"# isolate network {net.name}"]
             for n in sorted(entries):
                 name, mark = entries[n]
-                address = ipaddress.IPv4Address(n)
-                lines.append(f"{address}\t{name}" + (f"\t{mark}" if mark else ""))
-                v6 = net.address6(address)
-                if v6 is not None:
-                    lines.append(f"{v6}\t{name}")
+                lines.append(f"{socket.inet_ntoa(n.to_bytes(4, 'big'))}\t{name}"
+                             + (f"\t{mark}" if mark else ""))
+                if net.subnet6 is not None:
+                    lines.append(f"{net.address6(ipaddress.IPv4Address(n))}\t{name}")
             data = ("\n".join(lines) + "\n").encode()
             if data != old.encode():
                 os.pwrite(fd, data, 0)
@@ -773,8 +780,7 @@ class Lease:
         assert self.address is not None
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
-        with contextlib.suppress(OSError):     # its line, now without "starting"
-            update_hosts(self.net)
+        _remover().put((self.net, None))    # its line, tidied of "starting", off our path
 
     def _port_table(self) -> nl.Table:
         E = nl.Expr
@@ -822,8 +828,8 @@ class Lease:
         # done by a thread, off the caller's path. (The kernel removes it
         # anyway with the container's network namespace, as lazily.)
         if remove_veth:
-            _remover().put((self.net.bridge, n))
-        with contextlib.suppress(OSError):     # a stale line is dropped by the next write
+            _remover().put((self.net, n))
+        with contextlib.suppress(OSError):     # else a stale line goes with the next write
             update_hosts(self.net, remove=n)
 
 
@@ -831,7 +837,8 @@ _removals: Any = None
 
 
 def _remover() -> Any:
-    """The queue of this process's veth removals, and its thread."""
+    """The queue of this process's veth removals (and hosts files to tidy),
+    and its thread."""
     global _removals
     import queue
     with _pending_lock:
@@ -844,19 +851,24 @@ def _remover() -> Any:
 
 
 def _remove_veths(q: Any) -> None:
+    """The thread: veths to remove (address n), or hosts files to tidy (None)."""
     while True:
-        bridge, n = q.get()
-        try:
-            sock = _route()
+        net, n = q.get()
+        if n is not None:
             try:
-                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
-            finally:
-                sock.close()
-        except OSError:
-            pass            # gone with the container's namespace meanwhile
-        with _pending_lock:
-            _ending.get(bridge, set()).discard(n)
-            _pending_lock.notify_all()
+                sock = _route()
+                try:
+                    nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
+                finally:
+                    sock.close()
+            except OSError:
+                pass            # gone with the container's namespace meanwhile
+        with contextlib.suppress(OSError):
+            update_hosts(net)       # a removed veth's line goes, "starting" marks too
+        if n is not None:
+            with _pending_lock:
+                _ending.get(net.bridge, set()).discard(n)
+                _pending_lock.notify_all()
 
 
 def wait_for_removals(bridge: str, timeout: float = 10.0) -> None:
