@@ -24,10 +24,12 @@ however it ends:
   (NFT_TABLE_F_OWNER): the kernel removes it when the container is closed
   or its owner ends; the host port is held by a bound socket meanwhile, so
   that a port in use is refused and no other program takes it.
-Names resolve through `/etc/hosts`, a file of the network's bound read-only
-into each of its containers and rewritten (in place) from the bridge's ports
-whenever a container joins or leaves: each port's alias is its container's
-hostname.
+Names resolve through `/etc/hosts`, a file of the network's (under
+/run/isolate/networks) bound read-only into each of its containers and
+rewritten in place, under a lock, whenever a container joins or leaves: a
+line stays while its container's veth is there (or while a live process is
+starting it), so the lines of containers whose owner was killed go at the
+next rewrite. Each veth's alias on the bridge is its container's hostname too.
 """
 from __future__ import annotations
 
