@@ -469,3 +469,25 @@ def test_a_group_process_that_sends_what_it_was_not_asked_for_is_ended(pytester)
     out = r.stdout.str()
     assert "FAILED test_extra.py::test_2_fails" in out
     assert "sent what it was not asked for" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="networks need root")
+def test_the_marker_and_the_container_fixture_take_a_network(pytester):
+    import isolate
+    with isolate.Network("ptnet", subnet="10.89.20.0/24"):
+        pytester.makepyfile('''
+import os, pytest, subprocess
+
+@pytest.mark.container(network="ptnet", hostname="svc")
+def test_fixture(container):
+    r = container.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True, text=True)
+    assert "inet 10.89.20." in r.stdout
+
+@pytest.mark.isolated(network="ptnet")
+def test_marked():
+    assert sorted(os.listdir("/sys/class/net")) == ["eth0", "lo"]
+    with open("/etc/hosts") as f:
+        assert "# isolate network ptnet" in f.read()
+''')
+        r = pytester.runpytest_subprocess()
+        r.assert_outcomes(passed=2)
