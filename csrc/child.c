@@ -1432,6 +1432,17 @@ static int container_child(void *arg)
             goto out;
         }
     }
+    if (c->netif != NULL && !c->net_beside) {
+        /* made by the caller after clone; configured before the plan, while
+         * /proc is the host's and writable (its IPv6 settings) */
+        const char *what = NULL;
+        long r = iso_netif_configure(c->netif, &what);
+        if (r < 0) {
+            errno = (int)-r;
+            fail(&msg.error, ISO_STEP_NETIF, what);
+            goto out;
+        }
+    }
     umask(0);
     for (size_t i = 0; i < c->nops; i++)
         if (run_op(&c->ops[i], s->net, &msg.error) < 0)
@@ -1443,15 +1454,7 @@ static int container_child(void *arg)
     }
     if (net_wait_configured(s->net, &msg.error) < 0)
         goto out;
-    if (c->netif != NULL && !c->net_beside) {       /* made by the caller after clone */
-        const char *what = NULL;
-        long r = iso_netif_configure(c->netif, &what);
-        if (r < 0) {
-            errno = (int)-r;
-            fail(&msg.error, ISO_STEP_NETIF, what);
-            goto out;
-        }
-    }
+
     if (prepare_exec(&c->x, ctl, s->ctl_at, 1, &msg.error) < 0)
         goto out;
     ctl = s->ctl_at;
@@ -1769,19 +1772,20 @@ pid_t iso_fork_container(unsigned long clone_flags, int pdeathsig, const iso_op_
         if (go != 'g')
             _exit(127);
     }
-    mode_t old = umask(0);
-    for (size_t i = 0; i < nops; i++)
-        if (run_op(&ops[i], NULL, err) < 0)
-            break;
-    umask(old);
-    if (netif != NULL && err->step == 0) {
+    if (netif != NULL) {        /* before the plan: /proc is the host's, writable */
         const char *what = NULL;
         long r = iso_netif_configure(netif, &what);
         if (r < 0) {
             errno = (int)-r;
             fail(err, ISO_STEP_NETIF, what);
+            return 0;
         }
     }
+    mode_t old = umask(0);
+    for (size_t i = 0; i < nops; i++)
+        if (run_op(&ops[i], NULL, err) < 0)
+            break;
+    umask(old);
     if (adopt_ctl >= 0 && err->step == 0 && iso_hand_over(0, exec_adopting_init, &a, err) == 0)
         memset(err, 0, sizeof *err);
     return 0;

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -235,8 +236,38 @@ static int nonzero(const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Write value to /proc/sys/net/ipv6/conf/<name>/<key> of the calling
+ * task's network namespace: 0 or -errno (-ENOENT: a kernel without IPv6). */
+static long ipv6_conf(const char *name, const char *key, const char *value)
+{
+    char path[96] = "/proc/sys/net/ipv6/conf/";
+    size_t at = strlen(path);
+    for (const char *p = name; *p != '\0' && at < sizeof path - 1; p++)
+        path[at++] = *p;
+    if (at < sizeof path - 1)
+        path[at++] = '/';
+    for (const char *p = key; *p != '\0' && at < sizeof path - 1; p++)
+        path[at++] = *p;
+    path[at] = '\0';
+    long fd = iso_raw_syscall(SYS_openat, AT_FDCWD, (long)path, O_WRONLY | O_CLOEXEC, 0, 0, 0);
+    if (fd < 0)
+        return fd;
+    long r = iso_raw_syscall(SYS_write, fd, (long)value, (long)strlen(value), 0, 0, 0);
+    iso_raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+    return r < 0 ? r : 0;
+}
+
 long iso_netif_configure(const iso_netif_t *n, const char **what)
 {
+    /* No router advertisements taken from the bridge: a container could
+     * otherwise give its neighbours routes and addresses (CVE-2020-13401) */
+    *what = "IPv6 accept_ra";
+    long r0 = ipv6_conf(n->name, "accept_ra", "0");
+    if (r0 == 0)
+        r0 = ipv6_conf(n->name, "autoconf", "0");
+    if (r0 < 0 && r0 != -ENOENT)
+        return r0;
+
     *what = "index";
     long s = iso_raw_syscall(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0, 0, 0, 0);
     if (s < 0)

@@ -194,6 +194,11 @@ def test_a_published_port_answers_on_the_hosts_loopback(rootfs):
             isolate.Container(rootfs, network=net, hostname="client") as client:
         p = web.spawn(["sh", "-c", HTTPD])
         assert _fetch("http://127.0.0.1:18080/") == "served by web\n"
+        with isolate.Container(rootfs, network=net, ports=["0.0.0.0:18082:80"]) as any_addr:
+            q = any_addr.spawn(["sh", "-c", HTTPD])
+            assert _fetch("http://127.0.0.1:18082/").startswith("served by")
+            q.kill()
+            q.wait()
         # and from another container, by name, straight to port 80
         r = client.run(["wget", "-qO-", "http://web/"], capture_output=True, text=True)
         assert r.stdout == "served by web\n", r
@@ -507,3 +512,170 @@ def test_an_ipv6_network_gives_addresses_names_and_routes_of_both_families():
             isolate.Container(network=net) as c:
         r = c.run(["sh", "-c", "ip -6 -o addr show eth0"], capture_output=True, text=True)
         assert r.stdout == "" and c.ip6 is None      # no IPv6 at all, link-local neither
+
+
+#: an IPv6 router advertisement for 2001:db8:666::/64, as a raw frame out of
+#: eth0 from a forged link-local address (CAP_NET_RAW, as Docker's default)
+ROUTER_ADVERT = r"""
+import socket, struct
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+mac = s.getsockname()[4]
+src = bytes.fromhex("fe80000000000000") + bytes([mac[0] ^ 2]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
+dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + struct.pack("!BB6s", 1, 1, mac)
+ra += struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0,
+                  socket.inet_pton(socket.AF_INET6, "2001:db8:666::"))
+def checksum(b):
+    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while n >> 16:
+        n = (n & 0xFFFF) + (n >> 16)
+    return ~n & 0xFFFF
+pseudo = src + dst + struct.pack("!I3xB", len(ra), 58)
+ra = ra[:2] + struct.pack("!H", checksum(pseudo + ra)) + ra[4:]
+ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(ra), 58, 255, src, dst)
+for _ in range(3):
+    s.send(b"\x33\x33\x00\x00\x00\x01" + mac + b"\x86\xdd" + ip6 + ra)
+print("sent")
+"""
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_a_containers_router_advertisement_moves_no_route(ipv6):
+    """CVE-2020-13401: neither the host (the bridge) nor the other containers
+    take routes or addresses from what a container advertises."""
+    def routes(run) -> str:
+        return run(["sh", "-c", "ip -6 route; ip -6 addr"], capture_output=True, text=True).stdout
+    host = lambda *a, **k: subprocess.run(*a, **k)      # noqa: E731
+    with isolate.Network(subnet="10.89.21.0/24", ipv6=ipv6) as net, \
+            isolate.Container(network=net) as evil, isolate.Container(network=net) as victim:
+        r = evil.run([sys.executable, "-I", "-c", ROUTER_ADVERT], capture_output=True, text=True)
+        assert r.stdout == "sent\n", r
+        time.sleep(1)
+        assert "2001:db8:666" not in routes(host) and "proto ra" not in routes(host)
+        assert "2001:db8:666" not in routes(victim.run)
+        assert "proto ra" not in routes(victim.run)
+
+
+#: a UDP packet from a neighbour on another link of the host, to 127.0.0.1,
+#: sent to the host's MAC address as a raw frame: argv ifname mac src dst port text
+FORGED_UDP = r"""
+import socket, struct, sys
+ifname, mac, src, dst, port = sys.argv[1], bytes.fromhex(sys.argv[2]), *sys.argv[3:5], int(sys.argv[5])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+payload = sys.argv[6].encode()
+udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+def checksum(b):
+    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    n = (n >> 16) + (n & 0xFFFF)
+    return ~(n + (n >> 16)) & 0xFFFF
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+for _ in range(5):
+    s.send(mac + s.getsockname()[4] + b"\x08\x00" + ip + udp)
+"""
+
+
+def test_ports_on_the_loopback_are_not_reached_from_a_neighbour():
+    """CVE-2020-8558: a neighbour on another link (here a namespace of the
+    test's, on a veth) sends to 127.0.0.1 and the port the host published
+    there, or on all its addresses: neither reaches the container."""
+    neighbour = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    pid = str(neighbour.pid)
+    try:
+        mine = os.readlink("/proc/self/ns/net")
+        while os.readlink(f"/proc/{pid}/ns/net") == mine:
+            time.sleep(0.001)
+        subprocess.run(["sh", "-c", f"ip link add lan0 type veth peer name lan1 netns {pid} && "
+                        "ip addr add 192.0.2.1/24 dev lan0 && ip link set lan0 up && "
+                        f"nsenter -t {pid} -n sh -c 'ip addr add 192.0.2.2/24 dev lan1 && "
+                        "ip link set lan1 up && ip route add default via 192.0.2.1'"], check=True)
+        with isolate.Network(subnet="10.89.22.0/24") as net, \
+                isolate.Container(network=net, ports=["127.0.0.1:18084:5353/udp",
+                                                      "18085:5354/udp"]) as c:
+            p = c.spawn([sys.executable, "-I", "-u", "-c",
+                         "import socket, select\n"
+                         "a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('', 5353))\n"
+                         "b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('', 5354))\n"
+                         "print('ready', flush=True)\n"
+                         "while True:\n"
+                         "    for s in select.select([a, b], [], [])[0]:\n"
+                         "        print(s.recvfrom(100)[0].decode(), flush=True)\n"],
+                        stdout=subprocess.PIPE, text=True)
+            assert p.stdout.readline().strip() == "ready"
+            mac = _mac("lan0")
+            for dst, port, text in (("127.0.0.1", 18084, "loopback-only"),
+                                    ("127.0.0.1", 18085, "loopback"),
+                                    # to the host's own address: published on all of them
+                                    ("192.0.2.1", 18085, "host-address")):
+                subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, "-I", "-c", FORGED_UDP,
+                                "lan1", mac, "192.0.2.2", dst, str(port), text], check=True)
+            time.sleep(0.5)
+            p.kill()
+            p.wait()
+            seen = p.stdout.read()
+            p.stdout.close()
+            assert set(seen.split()) == {"host-address"}, seen
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+
+
+#: a UDP packet from a forged 127.0.0.2, out of eth0 to the gateway
+FORGED_SOURCE = r"""
+import socket, struct, sys
+gateway_mac, gateway, port = bytes.fromhex(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+payload = b"forged"
+udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+def checksum(b):
+    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    n = (n >> 16) + (n & 0xFFFF)
+    return ~(n + (n >> 16)) & 0xFFFF
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton("127.0.0.2"), socket.inet_aton(gateway))
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+for _ in range(5):
+    s.send(gateway_mac + s.getsockname()[4] + b"\x08\x00" + ip + udp)
+print("sent")
+"""
+
+
+def test_a_container_cannot_forge_a_loopback_source():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("0.0.0.0", 0))
+    listener.settimeout(1.5)
+    try:
+        with isolate.Network(subnet="10.89.23.0/24") as net, isolate.Container(network=net) as c:
+            r = c.run([sys.executable, "-I", "-c", FORGED_SOURCE, _mac(net.bridge),
+                       str(net.gateway), str(listener.getsockname()[1])],
+                      capture_output=True, text=True)
+            assert r.stdout == "sent\n", r
+            with pytest.raises(socket.timeout):
+                print(listener.recvfrom(100))
+    finally:
+        listener.close()
+
+
+def test_a_network_of_the_same_name_in_another_namespace_has_its_own_files():
+    code = textwrap.dedent("""
+        import ctypes, subprocess, sys, isolate
+        assert ctypes.CDLL(None).unshare(0x40000000) == 0
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        with isolate.Network("twin", subnet="10.89.25.0/24") as net:
+            with isolate.Container(network=net, hostname="elsewhere"):
+                pass
+        print(net.hosts_file)
+    """)
+    with isolate.Network("twin", subnet="10.89.24.0/24") as net, \
+            isolate.Container(network=net, hostname="here") as c:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() != net.hosts_file
+        hosts = c.run(["cat", "/etc/hosts"], capture_output=True, text=True).stdout
+        assert "here" in hosts and "elsewhere" not in hosts
+        assert os.path.exists(net.hosts_file)

@@ -188,10 +188,19 @@ def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False
     return index
 
 
-def link_set(nl: Socket, index: int, *, up: bool | None = None, alias: str | None = None) -> None:
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
+
+
+def link_set(nl: Socket, index: int, *, up: bool | None = None, alias: str | None = None,
+             no_ipv6_ll: bool = False) -> None:
+    """Set a link's alias, or turn off its IPv6 address generation (no
+    link-local address: set before it comes up), or bring it up or down."""
     body = ifinfo(index, IFF_UP if up else 0, IFF_UP if up is not None else 0)
     if alias is not None:
         body += attr(IFLA_IFALIAS, alias.encode())
+    if no_ipv6_ll:
+        body += attr(IFLA_AF_SPEC, [attr(socket.AF_INET6, [
+            attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))])])
     nl.request(RTM_NEWLINK, NLM_F_ACK, body, f"set link {index}")
 
 

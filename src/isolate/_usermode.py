@@ -56,6 +56,7 @@ class UserMode:
         self.address: str | None = None
         self.address6: str | None = None
         self._proc: subprocess.Popen | None = None
+        self._log: Any = None
         self._exit_w = -1
 
     def start(self, pid: int) -> None:
@@ -69,12 +70,17 @@ class UserMode:
         if self.ports:
             import tempfile
             api = os.path.join(tempfile.mkdtemp(prefix="isolate-slirp-"), "api.sock")
+        # its own mount namespace with nothing but what it needs, and a
+        # seccomp filter of its own: libslirp parses what the container sends
         args = ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                "--enable-sandbox", "--enable-seccomp",
                 "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
                 *(["--api-socket", api] if api else []), str(pid), "eth0"]
+        import tempfile
+        self._log = tempfile.TemporaryFile()        # never a pipe nobody reads
         try:
             self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
                 pass_fds=(ready_w, exit_r), start_new_session=True)
         finally:
             os.close(ready_w)
@@ -127,16 +133,18 @@ class UserMode:
             os.close(self._exit_w)
             self._exit_w = -1
         proc, self._proc = self._proc, None
-        if proc is None:
-            return ""
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        err = ""
+        if self._log is not None:
+            self._log.seek(0)
+            err = self._log.read(4096).decode(errors="replace").strip()
+            self._log.close()
+            self._log = None
         return err
 
     def release(self, remove_veth: bool = True) -> None:

@@ -57,7 +57,7 @@ __all__ = ["Network", "NetworkError", "networks", "get_network"]
 DEFAULT = "bridge"
 #: where ranges are taken from when none is given: /24s of 10.88.0.0/16
 AUTO_RANGE = ipaddress.ip_network("10.88.0.0/16")
-STATE = "/run/isolate/networks"
+STATE = "/run/isolate/networks"     # then the namespace's cookie, then the bridge
 ALIAS = "isolate-network"
 BRIDGE_PREFIX = "ib-"
 VETH_PREFIX = "iv"
@@ -92,8 +92,23 @@ def _write_sysctl(key: str, value: str) -> None:
         f.write(value)
 
 
+SO_NETNS_COOKIE = 71
+
+
+def _netns_dir() -> str:
+    """The files of this thread's network namespace's networks: under its
+    cookie (unique while the machine runs; Linux 5.14), else its inode. A
+    network of the same name in another namespace has files of its own."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            cookie = struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+        return f"{STATE}/{cookie}"
+    except OSError:
+        return f"{STATE}/ino-{os.stat('/proc/thread-self/ns/net').st_ino}"
+
+
 def _state_dir(name: str) -> str:
-    return f"{STATE}/{_bridge_name(name)}"
+    return f"{_netns_dir()}/{_bridge_name(name)}"
 
 
 @contextlib.contextmanager
@@ -240,6 +255,14 @@ class Network:
         index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias())
         try:
             self.index = index
+            # it takes no router advertisements (its containers could send
+            # them, CVE-2020-13401), and without IPv6 it has no IPv6 at all
+            with contextlib.suppress(FileNotFoundError):        # a kernel without IPv6
+                _write_sysctl(f"net.ipv6.conf.{self.bridge}.accept_ra", "0")
+                _write_sysctl(f"net.ipv6.conf.{self.bridge}.autoconf", "0")
+            if self.subnet6 is None:
+                with contextlib.suppress(nl.NetlinkError):
+                    nl.link_set(sock, index, no_ipv6_ll=True)
             if self.gateway is not None:
                 nl.addr_add(sock, index, str(self.gateway), self.subnet.prefixlen)
             if self.gateway6 is not None:
@@ -276,10 +299,12 @@ class Network:
         # packet (CAP_NET_RAW) reaches the host's loopback services
         # (CVE-2020-8558). Dropped first, before any DNAT.
         t.chain("prerouting", "prerouting", -300)
-        t.rule("prerouting", iif, E.cmp(br), E.meta(nl.NFT_META_NFPROTO),
-               E.cmp(bytes([nl.NFPROTO_IPV4])), E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
-               E.bitwise(bytes([255, 0, 0, 0])), E.cmp(bytes([127, 0, 0, 0])),
-               E.verdict(nl.NF_DROP))
+        for offset in (16, 12):      # to 127.0.0.0/8, and from it (a forged source)
+            t.rule("prerouting", iif, E.cmp(br), E.meta(nl.NFT_META_NFPROTO),
+                   E.cmp(bytes([nl.NFPROTO_IPV4])),
+                   E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, offset, 4),
+                   E.bitwise(bytes([255, 0, 0, 0])), E.cmp(bytes([127, 0, 0, 0])),
+                   E.verdict(nl.NF_DROP))
         t.chain("forward", "forward", 0)
         if self.internal:
             t.rule("forward", iif, E.cmp(br), oif, E.cmp(br, nl.NFT_CMP_NEQ), E.verdict(nl.NF_DROP))
@@ -526,12 +551,17 @@ def _resolv_conf() -> str:
 
 
 def _remove_files(bridge: str) -> None:
-    d = f"{STATE}/{bridge}"
+    """A network's files; and its namespace's directory once it holds no
+    other network's. (Called under the lock of all networks, STATE/.lock.)"""
+    top = _netns_dir()
+    d = f"{top}/{bridge}"
     for name in ("hosts", "resolv.conf", ".lock"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{d}/{name}")
     with contextlib.suppress(OSError):
         os.rmdir(d)
+    with contextlib.suppress(OSError):
+        os.rmdir(top)
 
 
 def _alive(n: int, live: set[int]) -> bool:
@@ -653,6 +683,8 @@ def parse_ports(ports: Any) -> tuple[Port, ...]:
                 raise ValueError(f"ports: {spec!r}: {host_ip!r} is not an IPv4 address") from None
         else:
             raise ValueError(f"ports: {spec!r}: give HOST_PORT:CONTAINER_PORT")
+        if host_ip == "0.0.0.0":
+            host_ip = ""        # every address, as docker -p 0.0.0.0:H:C
         nums = []
         for n in (hp, cp):
             if not n.isdigit() or not 1 <= int(n) <= 65535:
@@ -790,20 +822,26 @@ class Lease:
         t = nl.Table(f"isolate-{veth_name(self.address)}", "ip", owner=True)
         t.chain("prerouting", "prerouting", -100, "nat")
         t.chain("output", "output", -100, "nat")
+        daddr = E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
+        not_loopback = [daddr, E.bitwise(bytes([255, 0, 0, 0])),
+                        E.cmp(bytes([127, 0, 0, 0]), nl.NFT_CMP_NEQ)]
         for p in self.ports:
             match = [E.fib_daddr_type(), E.cmp(struct.pack("=I", nl.RTN_LOCAL))]
             if p.host_ip:
-                match = [E.payload(nl.NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
-                         E.cmp(socket.inet_aton(p.host_ip))]
+                match = [daddr, E.cmp(socket.inet_aton(p.host_ip))]
             proto = socket.IPPROTO_TCP if p.proto == "tcp" else socket.IPPROTO_UDP
-            rule = [*match, E.meta(nl.NFT_META_L4PROTO), E.cmp(bytes([proto])),
+            rule = [E.meta(nl.NFT_META_L4PROTO), E.cmp(bytes([proto])),
                     E.payload(nl.NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
                     E.cmp(struct.pack("!H", p.host_port)),
                     E.immediate(self.address.packed, nl.NFT_REG_1),
                     E.immediate(struct.pack("!H", p.port), nl.NFT_REG_2),
                     E.dnat(socket.AF_INET, nl.NFT_REG_1, nl.NFT_REG_2)]
-            t.rule("prerouting", *rule)
-            t.rule("output", *rule)
+            # From outside, never to 127.0.0.0/8: such a packet only comes from
+            # a neighbour that forged it, and the host's loopback is its own
+            # (CVE-2020-8558); a port on a loopback address is for the host only.
+            if not ipaddress.IPv4Address(p.host_ip or "0.0.0.0").is_loopback:
+                t.rule("prerouting", *match, *not_loopback, *rule)
+            t.rule("output", *match, *rule)
         return t
 
     def release(self, remove_veth: bool = True) -> None:
