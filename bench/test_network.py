@@ -164,8 +164,13 @@ def _stream(start_receiver, run_sender) -> float:
         receiver.stdout.close()
 
 
+@pytest.fixture(scope="module")
+def stream_bytes(quick) -> int:
+    return 64 << 20 if quick else STREAM
+
+
 @pytest.mark.benchmark(group="network-stream")
-def test_stream_isolate_network(benchmark, rounds, net):
+def test_stream_isolate_network(benchmark, rounds, net, stream_bytes):
     py = [sys.executable, "-I", "-c"]
     rates = []
     with isolate.Container(network=net, hostname="rx") as rx, \
@@ -173,13 +178,13 @@ def test_stream_isolate_network(benchmark, rounds, net):
         def once():
             rates.append(_stream(
                 lambda: rx.spawn([*py, RECEIVER], stdout=subprocess.PIPE, text=True),
-                lambda: tx.run([*py, SENDER, "rx", str(STREAM)], check=True)))
+                lambda: tx.run([*py, SENDER, "rx", str(stream_bytes)], check=True)))
         benchmark.pedantic(once, rounds=max(rounds // 60, 3), iterations=1, warmup_rounds=1)
     benchmark.extra_info["mb_per_s"] = statistics.median(rates)
 
 
 @pytest.mark.benchmark(group="network-stream")
-def test_stream_plain_veth(benchmark, rounds):
+def test_stream_plain_veth(benchmark, rounds, stream_bytes):
     """Two network namespaces (each held by a sleeping process), one veth
     pair between them."""
     py = [sys.executable, "-I", "-c"]
@@ -202,7 +207,7 @@ def test_stream_plain_veth(benchmark, rounds):
                 lambda: subprocess.Popen(["nsenter", "-t", b, "-n", *py, RECEIVER],
                                          stdout=subprocess.PIPE, text=True),
                 lambda: subprocess.run(["nsenter", "-t", a, "-n", *py, SENDER, "10.201.0.2",
-                                        str(STREAM)], check=True)))
+                                        str(stream_bytes)], check=True)))
         benchmark.pedantic(once, rounds=max(rounds // 60, 3), iterations=1, warmup_rounds=1)
     finally:
         for h in holders:
