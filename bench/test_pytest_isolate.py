@@ -64,16 +64,22 @@ def test_pytest_isolate_on_a_real_suite(benchmark, tmp_path, request):
     venv = tmp_path / "venv"
     python = str(venv / "bin" / "python")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    r = subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(tmp_path), "attrs"], capture_output=True, text=True)
+    # the package index is reached from the host's network namespace (the
+    # benchmark session has one of its own, with no way out: conftest)
+    host_net = ["nsenter", f"--net={os.environ['ISOLATE_HOST_NETNS']}"] \
+        if os.environ.get("ISOLATE_HOST_NETNS") else []
+    r = subprocess.run([*host_net, python, "-m", "pip", "download", "-q", "--no-deps",
+                        "--no-binary", ":all:", "-d", str(tmp_path), "attrs"],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"attrs' sdist cannot be downloaded here: {r.stderr[-300:]}")
     sdist = glob.glob(str(tmp_path / "attrs-*.tar.gz"))[0]
     with tarfile.open(sdist) as t:
         t.extractall(tmp_path, filter="data")
     project = sdist[: -len(".tar.gz")]
-    subprocess.run([python, "-m", "pip", "install", "-q", project, "hypothesis", "pympler",
-                    "cloudpickle", "pytest-xdist", "psutil"], check=True, capture_output=True)
+    subprocess.run([*host_net, python, "-m", "pip", "install", "-q", project, "hypothesis",
+                    "pympler", "cloudpickle", "pytest-xdist", "psutil"], check=True,
+                   capture_output=True)
     which = ["tests/test_funcs.py"] if quick else []
     runs = {"plain": [], "--isolate": ["--isolate"], "--isolate -n 2": ["--isolate", "-n", "2"],
             "--isolate --isolate-scope module": ["--isolate", "--isolate-scope", "module"]}

@@ -38,6 +38,9 @@ def _own_network_namespace() -> None:
     if os.geteuid() != 0 or os.environ.get("ISOLATE_TEST_NETNS") == str(os.getpid()):
         return
     libc = ctypes.CDLL(None, use_errno=True)
+    # the host's, kept open: what must reach out (a package index) enters it
+    host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    os.environ["ISOLATE_HOST_NETNS"] = f"/proc/{os.getpid()}/fd/{host}"
     if libc.unshare(0x40000000) != 0:       # CLONE_NEWNET
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) for the test session")
     os.environ["ISOLATE_TEST_NETNS"] = str(os.getpid())

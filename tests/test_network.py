@@ -255,7 +255,7 @@ def test_bad_networks_are_refused_leaving_nothing():
         isolate.Network(subnet=24)
     with pytest.raises(ValueError, match="gateway"):
         isolate.Network(subnet="10.89.9.0/24", gateway="10.89.10.1")
-    for name in ("", "-x", "a/b", "none", "host", "x" * 65, "a b"):
+    for name in ("", "-x", "a/b", "none", "host", "slirp4netns", "x" * 65, "a b"):
         with pytest.raises(ValueError, match="network name"):
             isolate.Network(name)
     with isolate.Network("taken", subnet="10.89.9.0/24") as net:

@@ -310,6 +310,10 @@ try:
     isolate.Container(network="somenet")
 except isolate.NetworkError as e:
     out["named"] = str(e)
+try:
+    isolate.Pool(network="bridge")
+except isolate.NetworkError as e:
+    out["pool"] = str(e)
 print(json.dumps(out))
 """
 
@@ -334,6 +338,7 @@ def test_an_unprivileged_caller_gets_a_user_mode_network(world_readable):
     assert out["ip"] == "10.0.2.100"
     assert out["fetched"] == "served\n"
     assert "needs root" in out["named"] and "slirp4netns" in out["named"]
+    assert "a Pool cannot use network='slirp4netns'" in out["pool"]
     deadline = time.monotonic() + 5     # and the stack is gone with its container
     while subprocess.run(["pgrep", "-x", tool], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, f"{tool} outlived its container"

@@ -147,5 +147,5 @@ class UserMode:
             self._log = None
         return err
 
-    def release(self, remove_veth: bool = True) -> None:
+    def release(self) -> None:
         self._stop()

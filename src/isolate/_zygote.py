@@ -180,7 +180,7 @@ def main() -> None:
         (and its lease: the kernel removes its veth with its namespace)."""
         lease = leases.pop(token, None)
         if lease is not None:
-            lease.release(remove_veth=False)
+            lease.release()
         cg = cgroups.pop(token, None)
         if cg is None:
             return 0
@@ -227,7 +227,7 @@ def main() -> None:
         if network is not None and failed is None:
             from .network import Lease
             try:
-                leases[token] = Lease(network, cfg.hostname or name, ())
+                leases[token] = Lease(network, cfg.hostname or name, (), thread=False)
             except Exception as e:
                 failed = e
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())

@@ -457,9 +457,10 @@ class Network:
 def _check_name(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"a network's name is a str, not {name!r}")
-    if name in ("none", "host") or not _NAME.fullmatch(name):
+    if name in ("none", "host", "slirp4netns", "pasta") or not _NAME.fullmatch(name):
         raise ValueError(f"network name {name!r}: 1 to 64 letters, digits, '_', '.' or '-', "
-                         "not first '_', '.' or '-', and not 'none' or 'host'")
+                         "not first '_', '.' or '-', and not 'none', 'host', 'slirp4netns' "
+                         "or 'pasta'")
 
 
 def _parse_subnet(subnet: Any) -> ipaddress.IPv4Network:
@@ -721,9 +722,14 @@ class Lease:
     owned nf_tables table) and its line in the network's hosts file."""
 
     def __init__(self, net: Network, hostname: str, ports: tuple[Port, ...],
-                 mtu: int = 0) -> None:
+                 mtu: int = 0, thread: bool = True) -> None:
+        """thread=False: no work is left to a thread of this process (a
+        pool's zygote, which must stay single-threaded to fork): the hosts
+        file is tidied at once, and veths are left to the kernel, which
+        removes them with their containers' network namespaces."""
         from . import _isolate as _c
         self._c = _c
+        self._thread = thread
         self.net = net
         self.hostname = hostname
         self.ports = ports
@@ -814,7 +820,11 @@ class Lease:
         assert self.address is not None
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
-        _remover().put((self.net, None))    # its line, tidied of "starting", off our path
+        if self._thread:
+            _remover().put((self.net, None))    # its line, tidied of "starting", off our path
+        else:
+            with contextlib.suppress(OSError):
+                update_hosts(self.net)
 
     def _port_table(self) -> nl.Table:
         E = nl.Expr
@@ -844,13 +854,12 @@ class Lease:
             t.rule("output", *match, *rule)
         return t
 
-    def release(self, remove_veth: bool = True) -> None:
+    def release(self) -> None:
         """The container has ended (or never started): its veth, ports and
-        hosts line go. Idempotent. remove_veth=False leaves the veth to the
-        kernel, which removes it with the container's network namespace (a
-        pool's zygote, which keeps no thread)."""
+        hosts line go. Idempotent."""
         if self._done:
             return
+        remove_veth = self._thread
         self._done = True
         if self._table is not None:
             self._table.close()

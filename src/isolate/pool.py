@@ -370,6 +370,13 @@ class Pool(concurrent.futures.Executor):
         # (workers' containers map the caller's own ids: the zygote cannot run
         # newuidmap between its fork and the worker's setup)
         self._cfg = make_config(_subid_maps=False, **container_options)   # bad options fail here
+        from ._config import USERMODE
+        if self._cfg.network in USERMODE:
+            from .errors import NetworkError
+            raise NetworkError(f"a Pool cannot use network={self._cfg.network!r} yet (a caller "
+                               "without root): its zygote forks containers that slirp4netns "
+                               "cannot be attached to in time; use Container or isolate.run",
+                               network=self._cfg.network)
         if self._cfg.ports:
             raise ValueError("a Pool's containers cannot publish ports: they would share each "
                              "host port; publish from a Container")
