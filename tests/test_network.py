@@ -27,9 +27,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bridges need root")
 #: a server for TCP and UDP, run on the host's root (its python3) in a container
 SERVER = textwrap.dedent("""
     import socket, threading
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", 5353))          # bound before "ready"
     def udp():
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("0.0.0.0", 5353))
         while True:
             data, peer = u.recvfrom(100)
             u.sendto(b"udp:" + data, peer)
@@ -211,12 +211,13 @@ def test_udp_port_published(rootfs):
     with isolate.Network(subnet="10.89.7.0/24") as net, \
             isolate.Container(network=net, ports=["127.0.0.1:15353:5353/udp"]) as c:
         server = _serve(c)
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.settimeout(2)
-        u.sendto(b"hi", ("127.0.0.1", 15353))
-        assert u.recvfrom(100)[0] == b"udp:hi"
-        u.close()
-        _stop(server)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.settimeout(2)
+                u.sendto(b"hi", ("127.0.0.1", 15353))
+                assert u.recvfrom(100)[0] == b"udp:hi"
+        finally:
+            _stop(server)
 
 
 def test_a_port_in_use_and_bad_ports_are_refused_leaving_nothing(rootfs):
