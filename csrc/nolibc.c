@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/syscall.h>
 
+#include "isolate.h"
+
 #if !defined(__x86_64__)
 #error "nolibc.c supports x86-64; other architectures build isolate-init with libc"
 #endif
@@ -13,15 +15,7 @@ int main(int argc, char **argv, char **envp);
 
 long iso_sys6(long n, long a, long b, long c, long d, long e, long f)
 {
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
+    return iso_raw_syscall(n, a, b, c, d, e, f);
 }
 
 /* clone(flags) onto stack_top (16-byte aligned): the child calls fn(arg)

@@ -428,9 +428,19 @@ def test_the_cli_makes_lists_uses_and_removes_networks(rootfs):
     assert isolate.networks() == []
 
 
+#: the Internet checksum (RFC 1071), for the packets the scripts below forge
+CHECKSUM = r"""
+import struct
+def checksum(b):
+    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while n >> 16:
+        n = (n & 0xFFFF) + (n >> 16)
+    return ~n & 0xFFFF
+"""
+
 #: a container's root, with CAP_NET_RAW (as Docker's default): a UDP packet
 #: to 127.0.0.1 sent out of eth0 to the bridge's MAC address, as a raw frame
-LOOPBACK_ATTACK = r"""
+LOOPBACK_ATTACK = CHECKSUM + r"""
 import socket, struct, sys
 bridge_mac, src_ip, port = bytes.fromhex(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -438,10 +448,6 @@ s.bind(("eth0", 0))
 src_mac = s.getsockname()[4]
 payload = b"escaped"
 udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-def checksum(b):
-    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    n = (n >> 16) + (n & 0xFFFF)
-    return ~(n + (n >> 16)) & 0xFFFF
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                  socket.inet_aton(src_ip), socket.inet_aton("127.0.0.1"))
 ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
@@ -517,7 +523,7 @@ def test_an_ipv6_network_gives_addresses_names_and_routes_of_both_families():
 
 #: an IPv6 router advertisement for 2001:db8:666::/64, as a raw frame out of
 #: eth0 from a forged link-local address (CAP_NET_RAW, as Docker's default)
-ROUTER_ADVERT = r"""
+ROUTER_ADVERT = CHECKSUM + r"""
 import socket, struct
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
@@ -527,11 +533,6 @@ dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
 ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + struct.pack("!BB6s", 1, 1, mac)
 ra += struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0,
                   socket.inet_pton(socket.AF_INET6, "2001:db8:666::"))
-def checksum(b):
-    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while n >> 16:
-        n = (n & 0xFFFF) + (n >> 16)
-    return ~n & 0xFFFF
 pseudo = src + dst + struct.pack("!I3xB", len(ra), 58)
 ra = ra[:2] + struct.pack("!H", checksum(pseudo + ra)) + ra[4:]
 ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(ra), 58, 255, src, dst)
@@ -560,17 +561,13 @@ def test_a_containers_router_advertisement_moves_no_route(ipv6):
 
 #: a UDP packet from a neighbour on another link of the host, to 127.0.0.1,
 #: sent to the host's MAC address as a raw frame: argv ifname mac src dst port text
-FORGED_UDP = r"""
+FORGED_UDP = CHECKSUM + r"""
 import socket, struct, sys
 ifname, mac, src, dst, port = sys.argv[1], bytes.fromhex(sys.argv[2]), *sys.argv[3:5], int(sys.argv[5])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((ifname, 0))
 payload = sys.argv[6].encode()
 udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-def checksum(b):
-    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    n = (n >> 16) + (n & 0xFFFF)
-    return ~(n + (n >> 16)) & 0xFFFF
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                  socket.inet_aton(src), socket.inet_aton(dst))
 ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
@@ -625,17 +622,13 @@ def test_ports_on_the_loopback_are_not_reached_from_a_neighbour():
 
 
 #: a UDP packet from a forged 127.0.0.2, out of eth0 to the gateway
-FORGED_SOURCE = r"""
+FORGED_SOURCE = CHECKSUM + r"""
 import socket, struct, sys
 gateway_mac, gateway, port = bytes.fromhex(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
 payload = b"forged"
 udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-def checksum(b):
-    n = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    n = (n >> 16) + (n & 0xFFFF)
-    return ~(n + (n >> 16)) & 0xFFFF
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                  socket.inet_aton("127.0.0.2"), socket.inet_aton(gateway))
 ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
