@@ -575,7 +575,8 @@ def _alive(n: int, live: set[int]) -> bool:
         return False
 
 
-def update_hosts(net: Network, add: Endpoint | None = None, remove: int | None = None) -> None:
+def update_hosts(net: Network, add: Endpoint | None = None,
+                 remove: tuple[int, str] | None = None) -> None:
     """Rewrite the network's /etc/hosts, in place (containers have it bound):
     its lines for containers whose veth is still there (or that a live
     process is starting, marked "# starting PID"), with add and without
@@ -599,7 +600,8 @@ def update_hosts(net: Network, add: Endpoint | None = None, remove: int | None =
                     n = int.from_bytes(socket.inet_aton(parts[0]), "big")
                 except OSError:
                     continue            # an IPv6 line (made again below), or not ours
-                if n & mask != base or n == remove or n in ending or "." not in parts[0]:
+                if n & mask != base or n in ending or "." not in parts[0] \
+                        or (n, parts[1]) == remove:     # its address and name: not a successor's
                     continue
                 mark = parts[2] if len(parts) > 2 else ""
                 if _alive(n, live):
@@ -802,7 +804,7 @@ class Lease:
             self._table = self._port_table()
             self._table.commit()
         update_hosts(net, Endpoint(self.address, self.hostname, self.address6),
-                     None if previous is None else int(previous))
+                     None if previous is None else (int(previous), self.hostname))
 
     def netif(self) -> Any:
         net, a = self.net, self.address
@@ -879,7 +881,7 @@ class Lease:
         if remove_veth:
             _remover().put((self.net, n))
         with contextlib.suppress(OSError):     # else a stale line goes with the next write
-            update_hosts(self.net, remove=n)
+            update_hosts(self.net, remove=(n, self.hostname))
 
 
 _removals: Any = None
