@@ -286,7 +286,8 @@ def pytest_terminal_summary(terminalreporter, config):
             if limit is not None:
                 extra.append((f"paired: {na} / {nb} (medians {ma:.3f} / {mb:.3f} ms)",
                               p["ratio"], limit, "max"))
-            if (na, nb) == ("network_bridge", "network_none"):
+            if (na, nb) in (("network_bridge", "network_none"),
+                            ("network_bridge_paced", "network_none_paced")):
                 extra.append((f"paired: {na} - {nb}, ms (medians {ma:.3f} / {mb:.3f} ms)",
                               ma - mb, 1.0, "max"))
         if "mb_per_s" in b.extra_info:

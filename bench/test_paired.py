@@ -12,7 +12,9 @@ import isolate
 from isolate import Container
 
 
-def _paired(benchmark, rounds, a, b, label_a, label_b):
+def _paired(benchmark, rounds, a, b, label_a, label_b, pause: float = 0.0):
+    """pause: seconds after each side, untimed (what a side leaves to threads
+    and the kernel then falls on neither)."""
     times: dict[str, list[float]] = {label_a: [], label_b: []}
 
     def one_round():
@@ -20,6 +22,8 @@ def _paired(benchmark, rounds, a, b, label_a, label_b):
             t = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - t)
+            if pause:
+                time.sleep(pause)
 
     for _ in range(min(20, rounds)):
         one_round()

@@ -1505,7 +1505,8 @@ void iso_dumpable_release(void)
 int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out, int *ctl_out,
                         iso_msg_t *first, iso_error_t *err)
 {
-    if (c->net_beside && (!ISO_NET_BESIDE || (c->clone_flags & CLONE_NEWNET))) {
+    if ((c->net_beside && (!ISO_NET_BESIDE || (c->clone_flags & CLONE_NEWNET))) ||
+        (c->netns_fd >= 0 && !c->net_beside)) {
         errno = EINVAL;
         return fail(err, ISO_STEP_CLONE, "net_beside");
     }
@@ -1557,7 +1558,11 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     sigset_t old;
     iso_dumpable_hold();
     block_all(&old);
-    if (c->net_beside) {
+    if (c->net_beside && c->netns_fd >= 0) {
+        net.state = NET_READY;      /* made ahead: joined as it is */
+        net.pidfd = c->netns_fd;
+        s.net = &net;
+    } else if (c->net_beside) {
         helper = clone_vm(net_helper, &net, stack + STACK_SIZE, STACK_SIZE, 0, &net.pidfd,
                           -1, 0);
         if (helper < 0) {
@@ -1583,6 +1588,16 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         if (err->step == 0)
             fail(err, ISO_STEP_CLONE, "after clone");
         goto failed;
+    }
+    if (c->netif != NULL && c->netns_fd >= 0) {
+        /* made ahead, its bridge end down: up now, while the child mounts */
+        long nl = iso_netif_socket();
+        long r = nl < 0 ? nl : iso_netif_up((int)nl, c->netif);
+        if (nl >= 0)
+            close((int)nl);
+        if (r < 0)
+            net_helper_fail(&net.conf_err, ISO_STEP_NETIF, r, c->netif->host, "up");
+        futex_set(&net.configured, r < 0 ? NET_FAILED : NET_READY);
     }
     if (c->netif != NULL && !c->net_beside) {
         long nl = iso_netif_socket();

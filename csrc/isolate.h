@@ -219,6 +219,7 @@ typedef struct iso_netif {
     int has6;
     uint8_t addr6[16], gateway6[16];
     int prefix6;
+    int down;                   /* attach leaves host down (see iso_netns_make) */
 } iso_netif_t;
 
 /* With raw system calls only (see iso_raw_syscall), for the helper that
@@ -233,6 +234,16 @@ long iso_netif_socket(void);
 long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid);
 long iso_netif_attach(int nl, const iso_netif_t *n);
 long iso_netif_configure(const iso_netif_t *n, const char **what);
+/* host, left down by attach, gets alias and comes up (on nl, as make). */
+long iso_netif_up(int nl, const iso_netif_t *n);
+/* A network namespace made ahead of a container by a thread of the caller's
+ * (not after clone: libc), which enters it and comes back: lo up, and n
+ * made, attached and configured in it. Returns an fd of the namespace
+ * (O_CLOEXEC; the pair goes with the namespace), or -errno with *what
+ * naming the part that failed. With n->down, the bridge's end stays down
+ * until iso_netif_up: nothing on the bridge reaches the namespace (nor
+ * fills its neighbour table) before a container has it. */
+long iso_netns_make(const iso_netif_t *n, const char **what);
 
 typedef struct iso_container {
     unsigned long clone_flags;  /* CLONE_NEW* */
@@ -262,6 +273,12 @@ typedef struct iso_container {
      * (after after_clone), the child waiting, and configured by the child
      * after its plan. */
     const iso_netif_t *netif;
+    /* If >= 0 (with net_beside), a network namespace made ahead of time
+     * (iso_netns_make): the child joins it at its ISO_OP_JOIN_NET step, and
+     * no helper is cloned. With netif, its interface, whose bridge end the
+     * caller brings up (iso_netif_up) while the child walks its plan; the
+     * child waits for that before it execs. */
+    int netns_fd;
 } iso_container_t;
 
 /* Whether net_beside is supported (the helper needs raw system calls). */

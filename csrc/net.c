@@ -6,15 +6,19 @@
  * inside the container's namespace (that helper, or the child). Both make
  * raw system calls only and touch no memory but their own stack and the
  * iso_netif_t they are given, since the helper shares the caller's memory,
- * thread-local errno included. What the interface is (names, addresses,
- * routes) Python decides; here the messages are built and sent in order.
+ * thread-local errno included. iso_netns_make, which makes a namespace with
+ * its interface ahead of a container, runs in a thread of the caller's and
+ * may use libc. What the interface is (names, addresses, routes) Python
+ * decides; here the messages are built and sent in order.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -181,13 +185,37 @@ long iso_netif_attach(int nl, const iso_netif_t *n)
         attr_put(&m, IFLA_MASTER, &master, sizeof master);
         r = nl_call(nl, &m);
     }
-    if (r < 0)
+    if (r < 0 || n->down)
         return r;
     ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
     ifi->ifi_family = AF_UNSPEC;
     ifi->ifi_flags = IFF_UP;
     ifi->ifi_change = IFF_UP;
     attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
+    return nl_call(nl, &m);
+}
+
+long iso_netif_up(int nl, const iso_netif_t *n)
+{
+    struct nlbuf m;
+    struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+    attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
+    if (n->alias[0] != '\0')
+        attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
+    return nl_call(nl, &m);
+}
+
+static long link_up(int nl, int index)
+{
+    struct nlbuf m;
+    struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = index;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
     return nl_call(nl, &m);
 }
 
@@ -304,12 +332,7 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
     }
     if (r == 0) {
         *what = "up";
-        struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
-        ifi->ifi_family = AF_UNSPEC;
-        ifi->ifi_index = index;
-        ifi->ifi_flags = IFF_UP;
-        ifi->ifi_change = IFF_UP;
-        r = nl_call((int)nl, &m);
+        r = link_up((int)nl, index);
     }
     if (r == 0 && nonzero(n->gateway, 4)) {
         *what = "default route";
@@ -326,4 +349,51 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
 long iso_netif_socket(void)
 {
     return nl_socket();
+}
+
+long iso_netns_make(const iso_netif_t *n, const char **what)
+{
+    *what = "network namespace";
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0)
+        return -errno;
+    long nl = nl_socket();          /* the caller's namespace's, where the bridge is */
+    if (nl < 0) {
+        close(self);
+        return nl;
+    }
+    long r = unshare(CLONE_NEWNET) < 0 ? -errno : 0;
+    int entered = r == 0;
+    if (r == 0) {
+        *what = "lo";
+        long inner = nl_socket();
+        r = inner < 0 ? inner : link_up((int)inner, 1);     /* lo is 1 in a new namespace */
+        if (inner >= 0)
+            close((int)inner);
+    }
+    if (r == 0) {
+        *what = "veth";
+        r = iso_netif_make((int)nl, n, (pid_t)syscall(SYS_gettid));
+    }
+    if (r == 0) {
+        *what = "bridge port";
+        r = iso_netif_attach((int)nl, n);
+    }
+    if (r == 0)
+        r = iso_netif_configure(n, what);
+    long fd = -1;
+    if (r == 0 && (fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
+        r = -errno;
+    /* back to the thread's own namespace; without a reference left, a
+     * namespace that failed halfway goes, with its veth pair */
+    if (entered && setns(self, CLONE_NEWNET) < 0) {
+        *what = "return to the thread's network namespace";
+        r = -errno;
+        if (fd >= 0)
+            close((int)fd);
+        fd = -1;
+    }
+    close(self);
+    close((int)nl);
+    return r < 0 ? r : fd;
 }

@@ -79,6 +79,7 @@ cdef extern from "isolate.h" nogil:
         uint8_t addr6[16]
         uint8_t gateway6[16]
         int prefix6
+        int down
 
     ctypedef struct iso_container_t:
         unsigned long clone_flags
@@ -92,6 +93,7 @@ cdef extern from "isolate.h" nogil:
         int cgroup_fd
         int net_beside
         const iso_netif_t *netif
+        int netns_fd
 
     enum:
         ISO_MSG_READY
@@ -116,6 +118,7 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_SETNS
         ISO_NET_BESIDE
 
+    long iso_netns_make(const iso_netif_t *n, const char **what)
     int iso_container_start(const iso_container_t *c, pid_t *pid, int *pidfd, int *ctl,
                             iso_msg_t *first_msg, iso_error_t *err)
     int iso_enter(const iso_exec_t *x, const int *keep, size_t nkeep, iso_error_t *err)
@@ -270,13 +273,15 @@ cdef class NetIf:
     ifindex is master, with alias), name, the container's end, with addr/
     prefix and a default route through gateway (b"" for none); addr6,
     prefix6 and gateway6 likewise, or addr6=b"" for no IPv6. Addresses are
-    packed (4 or 16 bytes)."""
+    packed (4 or 16 bytes). down: made, the bridge's end stays down (a
+    namespace made ahead, see make_netns)."""
     cdef iso_netif_t n
 
     def __cinit__(self, bytes host, bytes name, bytes alias, int master, int mtu,
                   bytes addr, int prefix, bytes gateway=b"", bytes addr6=b"", int prefix6=0,
-                  bytes gateway6=b""):
+                  bytes gateway6=b"", bint down=False):
         memset(&self.n, 0, sizeof(self.n))
+        self.n.down = down
         _copy_name(self.n.host, 16, host, "interface name")
         _copy_name(self.n.name, 16, name, "interface name")
         _copy_name(self.n.alias, 128, alias, "interface alias")
@@ -407,7 +412,7 @@ cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run,
                     after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None,
-                    bint net_beside=False, NetIf netif=None):
+                    bint net_beside=False, NetIf netif=None, int netns=-1):
     """Clone a container, walk its plan (after pre's steps and before post's)
     and exec its init with spec's stdio, fds, ids and directory; with run,
     spec's command first, as PID 2 (spec without a file: the command comes
@@ -425,6 +430,10 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     the plan, which joins it at its OP_JOIN_NET step (clone_flags then
     without CLONE_NEWNET). netif: the container's interface on a bridge,
     made in the caller's network namespace and moved into the container's.
+    netns (with net_beside): an fd of a network namespace made ahead of
+    time (make_netns), which the child joins in place of one made beside it;
+    with netif, its interface (made down), whose bridge end comes up, with
+    netif's alias, while the child walks its plan.
     """
     cdef iso_container_t c
     cdef iso_error_t err
@@ -447,6 +456,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     c.cgroup_fd = cgroup_fd
     c.net_beside = net_beside
     c.netif = &netif.n if netif is not None else NULL
+    c.netns_fd = netns
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone
@@ -460,6 +470,22 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
             raise box[1]
         _raise(&err)
     return pid, pidfd, ctl, msg.status
+
+
+def make_netns(NetIf netif not None):
+    """A network namespace made ahead of a container, by the calling thread
+    (which enters it and comes back): lo up, and netif made, attached and
+    configured in it. Returns an fd of it (close-on-exec); the veth pair
+    goes with the namespace once nothing holds it."""
+    cdef const char *what = NULL
+    cdef long r
+    with nogil:
+        r = iso_netns_make(&netif.n, &what)
+    if r < 0:
+        from isolate.errors import child_error
+        part = what.decode() if what != NULL else ""
+        raise child_error("network interface", -r, f"{netif.n.host.decode()}: {part}")
+    return r
 
 
 def exec_in(int pidfd, unsigned long nsflags, ExecSpec spec, Plan pre=None):

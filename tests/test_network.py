@@ -325,13 +325,17 @@ def test_isolate_run_and_the_default_bridge():
 
 
 OWNER = textwrap.dedent("""
-    import sys, isolate
+    import sys, time, isolate
+    from isolate import network
     net = isolate.get_network(sys.argv[1])
     c = isolate.Container(sys.argv[2], network=net, hostname="owned", ports={18095: 80},
                           memory="64M")
     c.start()
     p = c.spawn(["sh", "-c", sys.argv[3]])
-    print(c.ip, flush=True)
+    isolate.run(["true"], rootfs=sys.argv[2], network=net)    # then a spare is made
+    while not network._spares:
+        time.sleep(0.01)
+    print(c.ip, *(a for a, _, _ in network._spares.values()), flush=True)
     sys.stdin.read()
 """)
 
@@ -342,9 +346,10 @@ def test_an_owner_sigkilled_leaves_no_veth_rule_lease_or_namespace(rootfs):
         owner = subprocess.Popen([sys.executable, "-c", OWNER, "killed", rootfs, HTTPD],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            ip = owner.stdout.readline().strip()
+            ip, spare = owner.stdout.readline().split()
             assert ip == "10.89.13.2"
             assert f"iv{int(ipaddress.ip_address(ip)):08x}" in _links()
+            assert f"iv{int(ipaddress.ip_address(spare)):08x}" in _links()    # its spare's
             assert any(t.startswith("isolate-iv") for t in _tables())
             assert _fetch("http://127.0.0.1:18095/") == "served by owned\n"
         finally:
@@ -673,3 +678,85 @@ def test_a_network_of_the_same_name_in_another_namespace_has_its_own_files():
         hosts = c.run(["cat", "/etc/hosts"], capture_output=True, text=True).stdout
         assert "here" in hosts and "elsewhere" not in hosts
         assert os.path.exists(net.hosts_file)
+
+
+def _spare_of(net: isolate.Network, timeout: float = 10.0) -> str:
+    """The address of this process's spare of net, once made."""
+    from isolate import network
+    deadline = time.monotonic() + timeout
+    while (net.bridge, net.index) not in network._spares:
+        assert time.monotonic() < deadline, "no spare was made"
+        time.sleep(0.005)
+    return str(network._spares[(net.bridge, net.index)][0])
+
+
+def test_each_container_gets_a_namespace_of_its_own_also_one_made_ahead():
+    """A process that starts containers on a network keeps a spare: a network
+    namespace made ahead, with its interface, which the next container joins.
+    Each container still has a namespace of its own, its address, its name
+    and an interface that is up."""
+    script = ("readlink /proc/self/ns/net; cat /sys/class/net/eth0/operstate;"
+              " ip -4 -o addr show eth0; ip route; cat /etc/hosts")
+    with isolate.Network(subnet="10.89.14.0/24") as net:
+        seen = {os.readlink("/proc/self/ns/net")}
+        for i in range(4):
+            spare = _spare_of(net) if i else None
+            r = isolate.run(["sh", "-c", script], network=net, hostname=f"h{i}",
+                            capture_output=True, text=True, check=True)
+            lines = r.stdout.splitlines()
+            assert lines[0] not in seen, "a namespace was used twice"
+            seen.add(lines[0])
+            assert lines[1] == "up"
+            address = lines[2].split()[3].split("/")[0]
+            if spare is not None:
+                assert address == spare         # it joined the spare
+            assert "default via 10.89.14.1 dev eth0" in r.stdout
+            assert f"{address}\th{i}" in r.stdout
+            # its veth on the bridge bears its name, not the spare's
+            names = [e.hostname for e in net.containers()]
+            assert "isolate-spare" not in names
+
+
+#: a neighbour with CAP_NET_RAW (as Docker's default): ARP requests for
+#: TARGET that claim the gateway's address is at its own MAC, which would
+#: poison the neighbour table of whatever answers at TARGET
+ARP_POISON = r"""
+import socket, struct, sys
+target, claim = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+me = s.getsockname()[4]
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + me + socket.inet_aton(claim) \
+    + b"\0" * 6 + socket.inet_aton(target)
+for _ in range(5):
+    s.send(b"\xff" * 6 + me + b"\x08\x06" + arp)
+c = socket.socket()
+c.settimeout(1)
+try:
+    c.connect((target, 9))
+    print("connected")
+except ConnectionRefusedError:
+    print("answered")           # something there sent a reset
+except OSError:
+    print("silent")
+print(me.hex(":"))
+"""
+
+
+def test_a_neighbour_cannot_reach_or_poison_a_spare_before_its_container():
+    """A spare waits on the bridge with its address, but its bridge end stays
+    down until a container has it: a hostile neighbour can neither reach it
+    nor plant neighbour entries (the gateway at its own MAC) for the next
+    container to use."""
+    with isolate.Network(subnet="10.89.15.0/24") as net, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        isolate.run(["true"], network=net)      # ended: a spare is made
+        spare = _spare_of(net)
+        r = attacker.run([sys.executable, "-I", "-c", ARP_POISON, spare, "10.89.15.1"],
+                         capture_output=True, text=True, check=True)
+        reached, mac = r.stdout.split()
+        assert reached == "silent"
+        victim = isolate.run(["sh", "-c", "ip -4 -o addr show eth0; ip neigh"],
+                             network=net, capture_output=True, text=True, check=True)
+        assert f"inet {spare}/24" in victim.stdout          # the spare's namespace
+        assert mac not in victim.stdout.lower()

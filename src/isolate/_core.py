@@ -140,17 +140,21 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
             after_clone = functools.partial(_attach_usermode, cfg, usermode, after_clone)
         elif cfg.network not in ("none", "host"):
             from .network import Lease, attached_network
-            lease = Lease(attached_network(cfg.network), cfg.hostname or container_id, cfg.ports)
+            lease = Lease(attached_network(cfg.network), cfg.hostname or container_id, cfg.ports,
+                          spare=_plan.net_beside(cfg))
         if cgroups is not None:
             cgroup_fd = cgroups.open()          # v2: cloned straight into it
         pre, plan, post = _steps(cfg, container_id, cgroups, cgroup_fd < 0)
         for attempt in range(16):
             try:
+                # on a network: its interface, and the namespace made ahead
+                # for it (a spare) if there was one
+                netns = lease.netns if lease is not None and cfg.network not in USERMODE else -1
                 pid, pidfd, ctl, _ = _c.start_container(
                     plan, _clone_flags(cfg, cgroups), spec, run, after_clone, cgroup_fd,
                     pre, post, _plan.net_beside(cfg),
                     lease.netif() if lease is not None and cfg.network not in USERMODE
-                    else None)
+                    else None, netns)
                 break
             except OSError as e:
                 # its address was taken meanwhile by another process's container

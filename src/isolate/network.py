@@ -59,6 +59,10 @@ DEFAULT = "bridge"
 AUTO_RANGE = ipaddress.ip_network("10.88.0.0/16")
 STATE = "/run/isolate/networks"     # then the namespace's cookie, then the bridge
 ALIAS = "isolate-network"
+#: the alias of a spare's veth: a namespace made ahead, no container's yet
+SPARE_ALIAS = "isolate-spare"
+#: how long spares are kept when no container is started on their network, s
+SPARE_IDLE = 2.0
 BRIDGE_PREFIX = "ib-"
 VETH_PREFIX = "iv"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -329,8 +333,16 @@ class Network:
                    E.masquerade())
         return t
 
+    def _dir(self) -> str:
+        """Its files' directory: of the network namespace it is first used in
+        (kept: finding the namespace costs a socket)."""
+        d = self.__dict__.get("_files")
+        if d is None:
+            d = self._files = _state_dir(self.name)
+        return d
+
     def _write_files(self) -> None:
-        d = _state_dir(self.name)
+        d = self._dir()
         os.makedirs(d, mode=0o755, exist_ok=True)
         with open(f"{d}/resolv.conf", "w") as f:
             f.write(_resolv_conf())
@@ -380,7 +392,7 @@ class Network:
                 address = ipaddress.IPv4Address(int(name[len(VETH_PREFIX):], 16))
             except ValueError:
                 continue
-            if int(address) not in ending:
+            if int(address) not in ending and link["alias"] != SPARE_ALIAS:
                 out.append(Endpoint(address, link["alias"], self.address6(address)))
         return sorted(out, key=lambda e: e.address)
 
@@ -392,11 +404,11 @@ class Network:
 
     @property
     def hosts_file(self) -> str:
-        return f"{_state_dir(self.name)}/hosts"
+        return f"{self._dir()}/hosts"
 
     @property
     def resolv_conf(self) -> str:
-        return f"{_state_dir(self.name)}/resolv.conf"
+        return f"{self._dir()}/resolv.conf"
 
     def __repr__(self) -> str:
         extra = " internal" if self.internal else ""
@@ -432,6 +444,13 @@ class Network:
                 if link is None or not link["alias"].startswith(ALIAS + " "):
                     self._removed = True
                     return
+                # spares (this process's, and any other's) are no containers
+                with _pending_lock:
+                    _closed.add((self.bridge, link["index"]))
+                drop_spares(self.bridge)
+                for port in nl.links(sock, master=link["index"]):
+                    if port["alias"] == SPARE_ALIAS:
+                        nl.link_del(sock, port["name"] or "")
                 wait_for_removals(self.bridge)
                 # containers that ended a moment ago (of another process, a
                 # pool's zygote) leave their veth to the kernel, which removes
@@ -582,7 +601,7 @@ def update_hosts(net: Network, add: Endpoint | None = None,
     process is starting, marked "# starting PID"), with add and without
     remove. One lock, one read, one write, and no netlink dump: a start
     pays for it."""
-    d = _state_dir(net.name)
+    d = net._dir()
     base, mask = int(net.subnet.network_address), int(net.subnet.netmask)
     with _locked(f"{d}/.lock", made=True):
         fd = os.open(f"{d}/hosts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -718,17 +737,186 @@ def attached_network(name: str) -> Network:
     return net
 
 
+def _reserve(net: Network, tried: set[int],
+             previous: ipaddress.IPv4Address | None = None) -> ipaddress.IPv4Address:
+    """The lowest free address of net, not in tried (to which it is added),
+    marked as being started (_pending) until its veth is there. When all are
+    taken, but containers of this process have ended and their veths are
+    being removed, it waits for those. previous is no longer being started."""
+    with _pending_lock:
+        if previous is not None:
+            _pending.get(net.bridge, set()).discard(int(previous))
+        busy = _pending.setdefault(net.bridge, set())
+        while True:
+            ending = _ending.get(net.bridge, set())
+            for address in net.subnet.hosts():
+                n = int(address)
+                if address == net.gateway or n in busy or n in tried or n in ending:
+                    continue
+                try:
+                    socket.if_nametoindex(veth_name(address))
+                    continue
+                except OSError:
+                    pass
+                busy.add(n)
+                tried.add(n)
+                return address
+            tried.intersection_update(busy)
+            if ending and _pending_lock.wait(5):
+                continue
+            raise NetworkError(f"network {net.name!r} has no free address left in "
+                               f"{net.subnet}", network=net.name)
+
+
+# ------------------------------------------------------------------ spares
+#
+# What a start on a network costs most is the kernel's: a network namespace
+# and a veth pair in it, made, attached and configured (about 1 ms on 2
+# cores). A process that starts containers on a network keeps one spare per
+# network: a namespace made ahead by a thread of its own, with its interface
+# configured for an address it holds, which the next container joins as it
+# is. The spare's veth has the alias SPARE_ALIAS (no container's: listings
+# and Network.close pass over it). It is made again after each start, and
+# dropped once no container was started on its network for SPARE_IDLE
+# seconds. It is held only by an fd of this process, so that it goes with
+# the process, veth and address included, however the process ends; a fork
+# drops its copies.
+
+_spares: dict[tuple[str, int], tuple[ipaddress.IPv4Address, int, int]] = {}
+_spare_maker: Any = None        # the queue of the thread that makes them
+_spare_making = threading.Lock()    # held by that thread while it makes one
+_closed: set[tuple[str, int]] = set()   # networks closed by this process: no spares
+
+
+def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int] | None:
+    """A spare of net's, made ahead for the next container: (its address, an
+    fd of its namespace), now the caller's; or None."""
+    with _pending_lock:
+        made = _spares.pop((net.bridge, net.index), None)
+    if made is None:
+        return None
+    address, fd, index = made
+    try:        # its veth may have gone meanwhile (the network was closed)
+        if socket.if_nametoindex(veth_name(address)) == index:
+            return address, fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def drop_spares(bridge: str | None = None) -> None:
+    """Drop this process's spares (of one bridge, or all), one being made
+    included: their namespaces and veths go. Before a leak check, or a
+    measure that wants none."""
+    with _spare_making, _pending_lock:
+        gone = [k for k in _spares if bridge is None or k[0] == bridge]
+        fds = [_spares.pop(k)[1] for k in gone]
+    for fd in fds:
+        os.close(fd)
+
+
+def _forget_spares() -> None:
+    """In a fork's child: the parent's spares are the parent's."""
+    global _spare_maker
+    for _, fd, _ in _spares.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _spares.clear()
+    _spare_maker = None
+
+
+os.register_at_fork(after_in_child=_forget_spares)
+
+
+def _want_spare(net: Network) -> None:
+    """Have a spare of net made, unless there is one."""
+    global _spare_maker
+    import queue
+    with _pending_lock:
+        if (net.bridge, net.index) in _spares:
+            return
+        if _spare_maker is None:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=_make_spares, args=(q,), daemon=True,
+                             name="isolate-spare-maker").start()
+            _spare_maker = q
+        _spare_maker.put(net)
+
+
+def _make_spares(q: Any) -> None:
+    """The thread: a spare for each network asked for; all dropped when
+    none was asked for during SPARE_IDLE."""
+    import queue
+    from . import _isolate as _c
+    _background()
+    while True:
+        try:
+            net = q.get(timeout=SPARE_IDLE)
+        except queue.Empty:
+            drop_spares()
+            continue
+        key = (net.bridge, net.index)
+        with _spare_making:
+            _make_spare(q, net, key, _c)
+
+
+def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
+    """One spare of net's, kept under key, unless there is one or net is gone."""
+    with _pending_lock:
+        if key in _spares or key in _closed:
+            return
+    try:
+        if socket.if_nametoindex(net.bridge) != net.index:
+            return              # removed (and perhaps made again) meanwhile
+    except OSError:
+        return
+    tried: set[int] = set()
+    for _ in range(16):
+        try:
+            address = _reserve(net, tried)
+        except NetworkError:
+            return              # none free: the containers get what there is
+        a6 = net.address6(address)
+        netif = _c.NetIf(veth_name(address).encode(), b"eth0", SPARE_ALIAS.encode(),
+                         net.index, 0, address.packed, net.subnet.prefixlen,
+                         net.gateway.packed if net.gateway is not None else b"",
+                         a6.packed if a6 is not None else b"", 64 if a6 is not None else 0,
+                         net.gateway6.packed if net.gateway6 is not None else b"", down=True)
+        fd = -1
+        try:
+            fd = _c.make_netns(netif)
+            index = socket.if_nametoindex(veth_name(address))
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            with _pending_lock:
+                _pending.get(net.bridge, set()).discard(int(address))
+            if e.errno == errno.EEXIST:     # taken by another process meanwhile
+                continue
+            return
+        with _pending_lock:
+            _pending.get(net.bridge, set()).discard(int(address))
+            if _spare_maker is q and key not in _spares and key not in _closed:
+                _spares[key] = (address, fd, index)
+                return
+        os.close(fd)
+        return
+
+
 class Lease:
     """What a container on a network holds while it runs: its address (the
     veth, made at its start), its published ports (bound sockets and an
     owned nf_tables table) and its line in the network's hosts file."""
 
     def __init__(self, net: Network, hostname: str, ports: tuple[Port, ...],
-                 mtu: int = 0, thread: bool = True) -> None:
+                 mtu: int = 0, thread: bool = True, spare: bool = False) -> None:
         """thread=False: no work is left to a thread of this process (a
         pool's zygote, which must stay single-threaded to fork): the hosts
         file is tidied at once, and veths are left to the kernel, which
-        removes them with their containers' network namespaces."""
+        removes them with their containers' network namespaces. spare: the
+        container can join a network namespace made ahead of it (see
+        take_spare); then .netns is its fd, else -1."""
         from . import _isolate as _c
         self._c = _c
         self._thread = thread
@@ -737,6 +925,8 @@ class Lease:
         self.ports = ports
         self.mtu = mtu
         self.address: ipaddress.IPv4Address | None = None
+        self.netns = -1
+        self._spares = spare and thread and mtu == 0
         self._tried: set[int] = set()
         self._held: list[socket.socket] = []
         self._table: nl.Table | None = None
@@ -746,7 +936,13 @@ class Lease:
                                network=net.name)
         try:
             self._reserve_ports()
-            self.pick()
+            made = take_spare(net) if self._spares else None
+            if made is None:
+                self.pick()
+            else:
+                self.address, self.netns = made
+                self._tried.add(int(made[0]))
+                self._publish(None)
         except BaseException:
             self.release()
             raise
@@ -768,35 +964,15 @@ class Lease:
         """The lowest free address (one not tried before): the container's.
         When all are taken, but containers of this process have ended and
         their veths are being removed, it waits for those."""
-        net = self.net
         previous = self.address
-        with _pending_lock:
-            if self.address is not None:
-                _pending.get(net.bridge, set()).discard(int(self.address))
-            busy = _pending.setdefault(net.bridge, set())
-            while True:
-                ending = _ending.get(net.bridge, set())
-                for address in net.subnet.hosts():
-                    n = int(address)
-                    if address == net.gateway or n in busy or n in self._tried or n in ending:
-                        continue
-                    try:
-                        socket.if_nametoindex(veth_name(address))
-                        continue
-                    except OSError:
-                        pass
-                    busy.add(n)
-                    self._tried.add(n)
-                    self.address = address
-                    break
-                else:
-                    self._tried.intersection_update(busy)
-                    if ending and _pending_lock.wait(5):
-                        continue
-                    self.address = None
-                    raise NetworkError(f"network {net.name!r} has no free address left in "
-                                       f"{net.subnet}", network=net.name)
-                break
+        self.address = None
+        self.address = _reserve(self.net, self._tried, previous)
+        self._publish(previous)
+
+    def _publish(self, previous: ipaddress.IPv4Address | None) -> None:
+        """Its address taken: its ports lead to it, its hosts line is written."""
+        net = self.net
+        assert self.address is not None
         self.address6 = net.address6(self.address)
         if self.ports:      # published to this address, from before its start
             if self._table is not None:
@@ -822,8 +998,11 @@ class Lease:
         assert self.address is not None
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
+        if self.netns >= 0:     # joined: the namespace is the container's to hold
+            os.close(self.netns)
+            self.netns = -1
         if self._thread:
-            _remover().put((self.net, None))    # its line, tidied of "starting", off our path
+            _remover().put(("tidy", self.net, None))    # its line, tidied of "starting", off our path
         else:
             with contextlib.suppress(OSError):
                 update_hosts(self.net)
@@ -863,6 +1042,11 @@ class Lease:
             return
         remove_veth = self._thread
         self._done = True
+        if self._spares:
+            _want_spare(self.net)       # for the next start, made while this one ends
+        if self.netns >= 0:     # never joined: the namespace goes, with its veth
+            os.close(self.netns)
+            self.netns = -1
         if self._table is not None:
             self._table.close()
         for s in self._held:
@@ -875,13 +1059,15 @@ class Lease:
             _pending.get(self.net.bridge, set()).discard(n)
             if remove_veth:
                 _ending.setdefault(self.net.bridge, set()).add(n)
+        # its line first, while its veth still holds the address (no other
+        # container can have it): once closed, its name resolves no more
+        with contextlib.suppress(OSError):     # else a stale line goes with the next write
+            update_hosts(self.net, remove=(n, self.hostname))
         # Removing a veth waits for the kernel to let go of it (tens of ms):
         # done by a thread, off the caller's path. (The kernel removes it
         # anyway with the container's network namespace, as lazily.)
         if remove_veth:
-            _remover().put((self.net, n))
-        with contextlib.suppress(OSError):     # else a stale line goes with the next write
-            update_hosts(self.net, remove=(n, self.hostname))
+            _remover().put(("end", self.net, n))
 
 
 _removals: Any = None
@@ -901,25 +1087,36 @@ def _remover() -> Any:
         return _removals[0]
 
 
+def _background() -> None:
+    """This thread's work yields to everything else (nice 19): containers
+    starting and running come first."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 def _remove_veths(q: Any) -> None:
-    """The thread: veths to remove (address n), or hosts files to tidy (None)."""
+    """The thread: ("end", net, n): the veth of the container at address n
+    goes; ("tidy", net, None): the hosts file is tidied of lines whose veth
+    is gone and of "starting" marks."""
+    _background()
     while True:
-        net, n = q.get()
-        if n is not None:
+        kind, net, arg = q.get()
+        if kind == "tidy":
+            with contextlib.suppress(OSError):
+                update_hosts(net)
+            continue
+        n = arg
+        try:
+            sock = _route()
             try:
-                sock = _route()
-                try:
-                    nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
-                finally:
-                    sock.close()
-            except OSError:
-                pass            # gone with the container's namespace meanwhile
-        with contextlib.suppress(OSError):
-            update_hosts(net)       # a removed veth's line goes, "starting" marks too
-        if n is not None:
-            with _pending_lock:
-                _ending.get(net.bridge, set()).discard(n)
-                _pending_lock.notify_all()
+                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
+            finally:
+                sock.close()
+        except OSError:
+            pass            # gone with the container's namespace meanwhile
+        with _pending_lock:
+            _ending.get(net.bridge, set()).discard(n)
+            _pending_lock.notify_all()
 
 
 def wait_for_removals(bridge: str, timeout: float = 10.0) -> None:
