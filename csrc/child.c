@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sched.h>
@@ -389,6 +390,7 @@ struct net_beside {
     iso_error_t err;        /* NET_FAILED: what failed */
     int configured;         /* netif: NET_WORKING, NET_READY or NET_FAILED (futex) */
     iso_error_t conf_err;   /* configured == NET_FAILED: what failed */
+    int child_ctl;          /* the child's control socket (its own, as it waits) */
 };
 
 static void futex_set(int *word, int value)
@@ -401,6 +403,22 @@ static void futex_wait_while(int *word, int value)
 {
     while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == value)
         RAW(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, 0);
+}
+
+/* The child waits as futex_wait_while, but ends once the caller has: what
+ * it waits for (the helper's work, which ends with the caller, or the
+ * caller's own) would never come. The caller's end of the control socket
+ * (ctl's peer) closes with it; nothing else holds it (the helper closes its
+ * copy). */
+static void child_wait_while(int *word, int value, int ctl)
+{
+    struct timespec tick = {0, 100 * 1000 * 1000}, now = {0, 0};
+    while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == value) {
+        RAW(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, &tick);
+        struct pollfd p = {ctl, POLLRDHUP, 0};
+        if (RAW(SYS_ppoll, &p, 1, &now, NULL) == 1 && (p.revents & (POLLHUP | POLLRDHUP)))
+            _exit(127);
+    }
 }
 
 static void net_wake(struct net_beside *b)
@@ -449,7 +467,7 @@ static int net_wait_configured(struct net_beside *b, iso_error_t *e)
 {
     if (b == NULL || b->netif == NULL)
         return 0;
-    futex_wait_while(&b->configured, NET_WORKING);
+    child_wait_while(&b->configured, NET_WORKING, b->child_ctl);
     if (__atomic_load_n(&b->configured, __ATOMIC_SEQ_CST) == NET_READY)
         return 0;
     *e = b->conf_err;
@@ -463,6 +481,10 @@ static int net_helper(void *arg)
     RAW(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
     if (RAW(SYS_getppid, 0, 0, 0, 0) != b->parent)
         return 0;
+    /* a copy of the caller's fds, the control socket's two ends among them:
+     * held here, they would keep a child that died, or a caller that did,
+     * from being seen as gone */
+    RAW(SYS_close_range, 3, ~0U, 0, 0);
     int done = NET_FAILED;
     /* a socket of the caller's network namespace, where the bridge is */
     long nl = b->netif != NULL ? iso_netif_socket() : -1;
@@ -506,7 +528,7 @@ static int join_net(struct net_beside *b, iso_error_t *e)
         errno = EINVAL;
         return fail(e, ISO_STEP_SETNS, "net (no namespace made beside)");
     }
-    net_wait_while(b, NET_WORKING);
+    child_wait_while(&b->state, NET_WORKING, b->child_ctl);
     int state = __atomic_load_n(&b->state, __ATOMIC_SEQ_CST);
     if (state == NET_FAILED) {
         *e = b->err;
@@ -1412,6 +1434,8 @@ static int container_child(void *arg)
     msg.kind = ISO_MSG_ERROR;
 
     reset_signals_in_child();
+    if (s->net != NULL)
+        s->net->child_ctl = ctl;
     if (c->cgroup_fd >= 0 && into_cgroup_fallback()) {
         int fd = openat(c->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, "0", 1) != 1) {

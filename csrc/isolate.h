@@ -220,6 +220,7 @@ typedef struct iso_netif {
     uint8_t addr6[16], gateway6[16];
     int prefix6;
     int down;                   /* attach leaves host down (see iso_netns_make) */
+    int index;                  /* host's ifindex, for iso_netif_up (0: by name) */
 } iso_netif_t;
 
 /* With raw system calls only (see iso_raw_syscall), for the helper that
@@ -234,7 +235,9 @@ long iso_netif_socket(void);
 long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid);
 long iso_netif_attach(int nl, const iso_netif_t *n);
 long iso_netif_configure(const iso_netif_t *n, const char **what);
-/* host, left down by attach, gets alias and comes up (on nl, as make). */
+/* host, left down by attach, gets alias and comes up (on nl, as make): by
+ * index where given, so that another interface of its name (it was removed
+ * meanwhile) is never touched. */
 long iso_netif_up(int nl, const iso_netif_t *n);
 /* A network namespace made ahead of a container by a thread of the caller's
  * (not after clone: libc), which enters it and comes back: lo up, and n

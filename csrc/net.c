@@ -202,7 +202,9 @@ long iso_netif_up(int nl, const iso_netif_t *n)
     ifi->ifi_family = AF_UNSPEC;
     ifi->ifi_flags = IFF_UP;
     ifi->ifi_change = IFF_UP;
-    attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
+    ifi->ifi_index = n->index;
+    if (n->index == 0)
+        attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
     if (n->alias[0] != '\0')
         attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
     return nl_call(nl, &m);

@@ -80,6 +80,7 @@ cdef extern from "isolate.h" nogil:
         uint8_t gateway6[16]
         int prefix6
         int down
+        int index
 
     ctypedef struct iso_container_t:
         unsigned long clone_flags
@@ -274,14 +275,16 @@ cdef class NetIf:
     prefix and a default route through gateway (b"" for none); addr6,
     prefix6 and gateway6 likewise, or addr6=b"" for no IPv6. Addresses are
     packed (4 or 16 bytes). down: made, the bridge's end stays down (a
-    namespace made ahead, see make_netns)."""
+    namespace made ahead, see make_netns); index: the bridge end's ifindex,
+    by which start_container brings such an end up."""
     cdef iso_netif_t n
 
     def __cinit__(self, bytes host, bytes name, bytes alias, int master, int mtu,
                   bytes addr, int prefix, bytes gateway=b"", bytes addr6=b"", int prefix6=0,
-                  bytes gateway6=b"", bint down=False):
+                  bytes gateway6=b"", bint down=False, int index=0):
         memset(&self.n, 0, sizeof(self.n))
         self.n.down = down
+        self.n.index = index
         _copy_name(self.n.host, 16, host, "interface name")
         _copy_name(self.n.name, 16, name, "interface name")
         _copy_name(self.n.alias, 128, alias, "interface alias")
@@ -482,8 +485,12 @@ def make_netns(NetIf netif not None):
     with nogil:
         r = iso_netns_make(&netif.n, &what)
     if r < 0:
-        from isolate.errors import child_error
         part = what.decode() if what != NULL else ""
+        if part.startswith("return"):
+            # the thread is left in the new namespace: no use of it is safe
+            import os
+            raise SystemError(f"{os.strerror(-r)}: {part}")
+        from isolate.errors import child_error
         raise child_error("network interface", -r, f"{netif.n.host.decode()}: {part}")
     return r
 

@@ -760,3 +760,69 @@ def test_a_neighbour_cannot_reach_or_poison_a_spare_before_its_container():
                              network=net, capture_output=True, text=True, check=True)
         assert f"inet {spare}/24" in victim.stdout          # the spare's namespace
         assert mac not in victim.stdout.lower()
+
+
+def test_a_container_that_died_long_ago_leaves_its_successors_address_alone():
+    """A container's init killed from outside takes its namespace, and its
+    veth, with it; its address is free again while the caller still holds
+    the container. Closing it then must not remove the veth or the hosts
+    line of a successor that took the address (by name, they are the same)."""
+    with isolate.Network(subnet="10.89.16.0/24") as net:
+        first = isolate.Container(network=net, hostname="first")
+        first.start()
+        try:
+            address, veth = first.ip, f"iv{int(ipaddress.ip_address(first.ip)):08x}"
+            os.kill(first.pid, 9)
+            _eventually(lambda: veth in _links(), False)
+            with isolate.Container(network=net, hostname="second") as second:
+                assert second.ip == address
+                first.close()
+                time.sleep(0.2)         # the veth's removal is a thread's
+                assert veth in _links()
+                r = second.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; cat /etc/hosts"],
+                               capture_output=True, text=True, check=True)
+                assert r.stdout.splitlines()[0] == "up"
+                assert f"{address}\tsecond" in r.stdout
+        finally:
+            first.close()
+
+
+def test_a_fork_keeps_no_copy_of_the_parents_spare():
+    """A fork's child closes its copies of the parent's spares (else it would
+    hold their namespaces, veths and addresses while it lives), and starts
+    containers of its own; the parent's spare is still the parent's."""
+    with isolate.Network(subnet="10.89.17.0/24") as net:
+        isolate.run(["true"], network=net)
+        spare = _spare_of(net)
+        from isolate import network
+        theirs = set(network._spare_fds)
+        assert theirs
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:        # the child: report what it holds, then start one
+            status = 1
+            try:
+                ns = []
+                for fd in os.listdir("/proc/self/fd"):
+                    try:
+                        if int(fd) in theirs and \
+                                os.readlink(f"/proc/self/fd/{fd}").startswith("net:"):
+                            ns.append(fd)
+                    except OSError:
+                        pass        # closed: the spare's, or the fd listdir used
+                ip = isolate.run(["sh", "-c", "ip -4 -o addr show eth0"], network=net,
+                                 capture_output=True, text=True, check=True).stdout.split()[3]
+                os.write(w, f"{len(ns)} {ip}".encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(w)
+        with os.fdopen(r) as f:
+            report = f.read()
+        assert os.waitpid(pid, 0)[1] == 0
+        held, ip = report.split()
+        assert held == "0"
+        assert ip.split("/")[0] != spare        # the parent's spare was not joined
+        out = isolate.run(["sh", "-c", "ip -4 -o addr show eth0"], network=net,
+                          capture_output=True, text=True, check=True).stdout
+        assert f"inet {spare}/" in out

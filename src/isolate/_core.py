@@ -157,10 +157,12 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
                     else None, netns)
                 break
             except OSError as e:
-                # its address was taken meanwhile by another process's container
+                # its address was taken meanwhile by another process's container,
+                # or the spare it joined had lost its veth (its network closed
+                # by another): made anew
                 if lease is None or cfg.network in USERMODE \
                         or getattr(e, "step", "") != "network interface" \
-                        or e.errno != errno.EEXIST or attempt == 15:
+                        or (e.errno != errno.EEXIST and lease.netns < 0) or attempt == 15:
                     raise
                 lease.pick()
         if lease is not None and cfg.network not in USERMODE:

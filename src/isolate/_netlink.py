@@ -204,10 +204,12 @@ def link_set(nl: Socket, index: int, *, up: bool | None = None, alias: str | Non
     nl.request(RTM_NEWLINK, NLM_F_ACK, body, f"set link {index}")
 
 
-def link_del(nl: Socket, name: str) -> bool:
-    """Remove the link named name: whether it was there."""
+def link_del(nl: Socket, name: str, index: int = 0) -> bool:
+    """Remove the link named name (or of ifindex index, where given: never
+    another link that took the name): whether it was there."""
+    body = ifinfo(index) if index else ifinfo() + attr(IFLA_IFNAME, name)
     try:
-        nl.request(RTM_DELLINK, NLM_F_ACK, ifinfo() + attr(IFLA_IFNAME, name), f"remove {name}")
+        nl.request(RTM_DELLINK, NLM_F_ACK, body, f"remove {name}")
     except NetlinkError as e:
         if e.errno in (errno.ENODEV, errno.ENOENT):
             return False

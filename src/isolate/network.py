@@ -444,13 +444,6 @@ class Network:
                 if link is None or not link["alias"].startswith(ALIAS + " "):
                     self._removed = True
                     return
-                # spares (this process's, and any other's) are no containers
-                with _pending_lock:
-                    _closed.add((self.bridge, link["index"]))
-                drop_spares(self.bridge)
-                for port in nl.links(sock, master=link["index"]):
-                    if port["alias"] == SPARE_ALIAS:
-                        nl.link_del(sock, port["name"] or "")
                 wait_for_removals(self.bridge)
                 # containers that ended a moment ago (of another process, a
                 # pool's zygote) leave their veth to the kernel, which removes
@@ -463,6 +456,13 @@ class Network:
                         f"network {self.name!r} is in use by {len(on)} container(s) ("
                         + ", ".join(f"{e.hostname} {e.address}" for e in on[:5])
                         + "): close them first", network=self.name)
+                # spares (this process's, and any other's) are no containers
+                with _pending_lock:
+                    _closed.add((self.bridge, link["index"]))
+                drop_spares(self.bridge)
+                for port in nl.links(sock, master=link["index"]):
+                    if port["alias"] == SPARE_ALIAS:
+                        nl.link_del(sock, port["name"] or "", port["index"])
                 nl.link_del(sock, self.bridge)
                 nl.delete_table(self._table_name())
                 _remove_files(self.bridge)
@@ -595,20 +595,29 @@ def _alive(n: int, live: set[int]) -> bool:
 
 
 def update_hosts(net: Network, add: Endpoint | None = None,
-                 remove: tuple[int, str] | None = None) -> None:
+                 remove: tuple[int, str, int] | None = None) -> None:
     """Rewrite the network's /etc/hosts, in place (containers have it bound):
     its lines for containers whose veth is still there (or that a live
     process is starting, marked "# starting PID"), with add and without
-    remove. One lock, one read, one write, and no netlink dump: a start
-    pays for it."""
+    remove: (address, hostname, ifindex of its veth, or 0), whose line stays
+    if a veth of another index has the address now (a successor's). One
+    lock, one read, one write, and no netlink dump: a start pays for it."""
     d = net._dir()
     base, mask = int(net.subnet.network_address), int(net.subnet.netmask)
     with _locked(f"{d}/.lock", made=True):
+        gone = None
+        if remove is not None:
+            gone = remove[:2]
+            if remove[2]:
+                try:
+                    if socket.if_nametoindex(f"{VETH_PREFIX}{remove[0]:08x}") != remove[2]:
+                        gone = None
+                except OSError:
+                    pass
         fd = os.open(f"{d}/hosts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             old = os.pread(fd, 1 << 20, 0).decode("utf-8", "replace")
             with _pending_lock:
-                ending = set(_ending.get(net.bridge, ()))
                 live = set(_pending.get(net.bridge, ()))
             entries: dict[int, tuple[str, str]] = {}
             for line in old.splitlines():
@@ -619,8 +628,7 @@ def update_hosts(net: Network, add: Endpoint | None = None,
                     n = int.from_bytes(socket.inet_aton(parts[0]), "big")
                 except OSError:
                     continue            # an IPv6 line (made again below), or not ours
-                if n & mask != base or n in ending or "." not in parts[0] \
-                        or (n, parts[1]) == remove:     # its address and name: not a successor's
+                if n & mask != base or "." not in parts[0] or (n, parts[1]) == gone:
                     continue
                 mark = parts[2] if len(parts) > 2 else ""
                 if _alive(n, live):
@@ -771,26 +779,35 @@ def _reserve(net: Network, tried: set[int],
 # ------------------------------------------------------------------ spares
 #
 # What a start on a network costs most is the kernel's: a network namespace
-# and a veth pair in it, made, attached and configured (about 1 ms on 2
+# and a veth pair in it, made, attached and configured (about 1.5 ms on 2
 # cores). A process that starts containers on a network keeps one spare per
 # network: a namespace made ahead by a thread of its own, with its interface
-# configured for an address it holds, which the next container joins as it
-# is. The spare's veth has the alias SPARE_ALIAS (no container's: listings
-# and Network.close pass over it). It is made again after each start, and
-# dropped once no container was started on its network for SPARE_IDLE
-# seconds. It is held only by an fd of this process, so that it goes with
-# the process, veth and address included, however the process ends; a fork
-# drops its copies.
+# configured for an address it holds and its bridge end down, which the next
+# container joins as it is (its bridge end then comes up). The spare's veth
+# has the alias SPARE_ALIAS (no container's: listings and Network.close pass
+# over it). It is made again when a container on its network ends, and
+# dropped once none has for SPARE_IDLE seconds. It is held only by an fd of
+# this process, so that it goes with the process, veth and address
+# included, however the process ends; a fork's child closes its copies.
 
 _spares: dict[tuple[str, int], tuple[ipaddress.IPv4Address, int, int]] = {}
+_spare_fds: set[int] = set()    # every spare's fd open here (kept, or being taken)
 _spare_maker: Any = None        # the queue of the thread that makes them
 _spare_making = threading.Lock()    # held by that thread while it makes one
 _closed: set[tuple[str, int]] = set()   # networks closed by this process: no spares
 
 
-def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int] | None:
+def close_spare(fd: int) -> None:
+    """A spare's fd, no longer wanted here (joined, or dropped)."""
+    with _pending_lock:
+        _spare_fds.discard(fd)
+    os.close(fd)
+
+
+def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int, int] | None:
     """A spare of net's, made ahead for the next container: (its address, an
-    fd of its namespace), now the caller's; or None."""
+    fd of its namespace, its bridge end's ifindex), now the caller's (to give
+    to close_spare); or None."""
     with _pending_lock:
         made = _spares.pop((net.bridge, net.index), None)
     if made is None:
@@ -798,10 +815,10 @@ def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int] | None:
     address, fd, index = made
     try:        # its veth may have gone meanwhile (the network was closed)
         if socket.if_nametoindex(veth_name(address)) == index:
-            return address, fd
+            return made
     except OSError:
         pass
-    os.close(fd)
+    close_spare(fd)
     return None
 
 
@@ -813,20 +830,28 @@ def drop_spares(bridge: str | None = None) -> None:
         gone = [k for k in _spares if bridge is None or k[0] == bridge]
         fds = [_spares.pop(k)[1] for k in gone]
     for fd in fds:
-        os.close(fd)
+        close_spare(fd)
 
 
-def _forget_spares() -> None:
-    """In a fork's child: the parent's spares are the parent's."""
-    global _spare_maker
-    for _, fd, _ in _spares.values():
+def _after_fork_in_child() -> None:
+    """In a fork's child: the parent's spares are the parent's, and so are
+    the addresses its threads were starting or ending; the locks, perhaps
+    held by a thread of the parent's at the fork, are new."""
+    global _spare_maker, _pending_lock, _spare_making, _removals
+    _pending_lock = threading.Condition()
+    _spare_making = threading.Lock()
+    for fd in _spare_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    _spare_fds.clear()
     _spares.clear()
+    _pending.clear()
+    _ending.clear()
     _spare_maker = None
+    _removals = None
 
 
-os.register_at_fork(after_in_child=_forget_spares)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _want_spare(net: Network) -> None:
@@ -846,19 +871,26 @@ def _want_spare(net: Network) -> None:
 
 def _make_spares(q: Any) -> None:
     """The thread: a spare for each network asked for; all dropped when
-    none was asked for during SPARE_IDLE."""
+    none was asked for during SPARE_IDLE. Should it fail, it ends (and the
+    next want starts another)."""
+    global _spare_maker
     import queue
     from . import _isolate as _c
     _background()
-    while True:
-        try:
-            net = q.get(timeout=SPARE_IDLE)
-        except queue.Empty:
-            drop_spares()
-            continue
-        key = (net.bridge, net.index)
-        with _spare_making:
-            _make_spare(q, net, key, _c)
+    try:
+        while True:
+            try:
+                net = q.get(timeout=SPARE_IDLE)
+            except queue.Empty:
+                drop_spares()
+                continue
+            with _spare_making:
+                _make_spare(q, net, (net.bridge, net.index), _c)
+    finally:
+        with _pending_lock:
+            if _spare_maker is q:
+                _spare_maker = None
+        drop_spares()
 
 
 def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
@@ -886,10 +918,12 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
         fd = -1
         try:
             fd = _c.make_netns(netif)
+            with _pending_lock:
+                _spare_fds.add(fd)
             index = socket.if_nametoindex(veth_name(address))
         except OSError as e:
             if fd >= 0:
-                os.close(fd)
+                close_spare(fd)
             with _pending_lock:
                 _pending.get(net.bridge, set()).discard(int(address))
             if e.errno == errno.EEXIST:     # taken by another process meanwhile
@@ -900,7 +934,7 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
             if _spare_maker is q and key not in _spares and key not in _closed:
                 _spares[key] = (address, fd, index)
                 return
-        os.close(fd)
+        close_spare(fd)
         return
 
 
@@ -926,6 +960,7 @@ class Lease:
         self.mtu = mtu
         self.address: ipaddress.IPv4Address | None = None
         self.netns = -1
+        self._index = 0         # its veth's bridge end's ifindex, once known
         self._spares = spare and thread and mtu == 0
         self._tried: set[int] = set()
         self._held: list[socket.socket] = []
@@ -940,8 +975,8 @@ class Lease:
             if made is None:
                 self.pick()
             else:
-                self.address, self.netns = made
-                self._tried.add(int(made[0]))
+                self.address, self.netns, self._index = made
+                self._tried.add(int(self.address))
                 self._publish(None)
         except BaseException:
             self.release()
@@ -964,6 +999,10 @@ class Lease:
         """The lowest free address (one not tried before): the container's.
         When all are taken, but containers of this process have ended and
         their veths are being removed, it waits for those."""
+        if self.netns >= 0:     # a spare that failed to come up: made anew
+            close_spare(self.netns)
+            self.netns = -1
+        self._index = 0
         previous = self.address
         self.address = None
         self.address = _reserve(self.net, self._tried, previous)
@@ -980,7 +1019,7 @@ class Lease:
             self._table = self._port_table()
             self._table.commit()
         update_hosts(net, Endpoint(self.address, self.hostname, self.address6),
-                     None if previous is None else (int(previous), self.hostname))
+                     None if previous is None else (int(previous), self.hostname, 0))
 
     def netif(self) -> Any:
         net, a = self.net, self.address
@@ -990,7 +1029,8 @@ class Lease:
                              self.mtu, a.packed, net.subnet.prefixlen,
                              net.gateway.packed if net.gateway is not None else b"",
                              self.address6.packed if self.address6 is not None else b"",
-                             64 if self.address6 is not None else 0, gw6)
+                             64 if self.address6 is not None else 0, gw6,
+                             index=self._index if self.netns >= 0 else 0)
 
     def started(self) -> None:
         """The veth is made: the address is the kernel's to hold; the ports
@@ -999,8 +1039,13 @@ class Lease:
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
         if self.netns >= 0:     # joined: the namespace is the container's to hold
-            os.close(self.netns)
+            close_spare(self.netns)
             self.netns = -1
+        elif self._thread:
+            # its veth, removed by that index (a successor's of the same name
+            # is never touched); 0 once gone already, with its namespace
+            with contextlib.suppress(OSError):
+                self._index = socket.if_nametoindex(veth_name(self.address))
         if self._thread:
             _remover().put(("tidy", self.net, None))    # its line, tidied of "starting", off our path
         else:
@@ -1042,10 +1087,8 @@ class Lease:
             return
         remove_veth = self._thread
         self._done = True
-        if self._spares:
-            _want_spare(self.net)       # for the next start, made while this one ends
         if self.netns >= 0:     # never joined: the namespace goes, with its veth
-            os.close(self.netns)
+            close_spare(self.netns)
             self.netns = -1
         if self._table is not None:
             self._table.close()
@@ -1053,21 +1096,26 @@ class Lease:
             s.close()
         self._held.clear()
         if self.address is None:
+            if self._spares:
+                _want_spare(self.net)
             return
         n = int(self.address)
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(n)
-            if remove_veth:
+            if remove_veth and self._index:
                 _ending.setdefault(self.net.bridge, set()).add(n)
-        # its line first, while its veth still holds the address (no other
-        # container can have it): once closed, its name resolves no more
+        if self._spares:
+            _want_spare(self.net)       # for the next start, made while this one ends
+        # Its line, unless a successor has its address (the container ended
+        # a while ago: its veth went with its namespace): once closed, its
+        # name resolves no more.
         with contextlib.suppress(OSError):     # else a stale line goes with the next write
-            update_hosts(self.net, remove=(n, self.hostname))
+            update_hosts(self.net, remove=(n, self.hostname, self._index))
         # Removing a veth waits for the kernel to let go of it (tens of ms):
-        # done by a thread, off the caller's path. (The kernel removes it
-        # anyway with the container's network namespace, as lazily.)
-        if remove_veth:
-            _remover().put(("end", self.net, n))
+        # done by a thread, off the caller's path, by its index. (The kernel
+        # removes it anyway with the container's network namespace, as lazily.)
+        if remove_veth and self._index:
+            _remover().put(("end", self.net, (n, self._index)))
 
 
 _removals: Any = None
@@ -1095,8 +1143,8 @@ def _background() -> None:
 
 
 def _remove_veths(q: Any) -> None:
-    """The thread: ("end", net, n): the veth of the container at address n
-    goes; ("tidy", net, None): the hosts file is tidied of lines whose veth
+    """The thread: ("end", net, (n, index)): the veth of the container at
+    address n goes (by its ifindex); ("tidy", net, None): the hosts file is tidied of lines whose veth
     is gone and of "starting" marks."""
     _background()
     while True:
@@ -1105,11 +1153,11 @@ def _remove_veths(q: Any) -> None:
             with contextlib.suppress(OSError):
                 update_hosts(net)
             continue
-        n = arg
+        n, index = arg
         try:
             sock = _route()
             try:
-                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)))
+                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)), index)
             finally:
                 sock.close()
         except OSError:
