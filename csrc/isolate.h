@@ -221,6 +221,12 @@ typedef struct iso_netif {
     int prefix6;
     int down;                   /* attach leaves host down (see iso_netns_make) */
     int index;                  /* host's ifindex, for iso_netif_up (0: by name) */
+    /* name's MAC address (zeros: the kernel's), which attach pins in the
+     * master's neighbour table for addr and addr6; and the master's, which
+     * configure pins for gateway and gateway6 (zeros: none). A neighbour
+     * cannot then take over the container's or the gateway's address by
+     * ARP or NDP. */
+    uint8_t mac[6], gateway_mac[6];
 } iso_netif_t;
 
 /* With raw system calls only (see iso_raw_syscall), for the helper that

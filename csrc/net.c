@@ -126,6 +126,14 @@ static long nl_socket(void)
                            0, 0);
 }
 
+static int nonzero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 1;
+    return 0;
+}
+
 long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid)
 {
     struct nlbuf m;
@@ -142,6 +150,8 @@ long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid)
     struct ifinfomsg peer_ifi = {.ifi_family = AF_UNSPEC};
     nl_put(&m, &peer_ifi, sizeof peer_ifi);
     attr_put(&m, IFLA_IFNAME, n->name, strlen(n->name) + 1);
+    if (nonzero(n->mac, 6))
+        attr_put(&m, IFLA_ADDRESS, n->mac, 6);
     attr_put(&m, IFLA_NET_NS_PID, &target, sizeof target);
     if (mtu)
         attr_put(&m, IFLA_MTU, &mtu, sizeof mtu);
@@ -164,6 +174,20 @@ static void put_no_ipv6_ll(struct nlbuf *m)
     nest_end(m, spec);
 }
 
+/* A permanent neighbour entry on index: addr (len bytes, of family) at mac. */
+static long pin_neighbour(int nl, int family, int index, const uint8_t *addr, size_t len,
+                          const uint8_t *mac)
+{
+    struct nlbuf m;
+    struct ndmsg *nd = nl_begin(&m, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, sizeof *nd);
+    nd->ndm_family = (unsigned char)family;
+    nd->ndm_ifindex = index;
+    nd->ndm_state = NUD_PERMANENT;
+    attr_put(&m, NDA_DST, addr, len);
+    attr_put(&m, NDA_LLADDR, mac, 6);
+    return nl_call(nl, &m);
+}
+
 long iso_netif_attach(int nl, const iso_netif_t *n)
 {
     struct nlbuf m;
@@ -184,6 +208,12 @@ long iso_netif_attach(int nl, const iso_netif_t *n)
             attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
         attr_put(&m, IFLA_MASTER, &master, sizeof master);
         r = nl_call(nl, &m);
+    }
+    if (r == 0 && nonzero(n->mac, 6) && nonzero(n->gateway, 4)) {
+        /* the host's side: the container's addresses at its MAC for good */
+        r = pin_neighbour(nl, AF_INET, n->master, n->addr, 4, n->mac);
+        if (r == 0 && n->has6)
+            r = pin_neighbour(nl, AF_INET6, n->master, n->addr6, 16, n->mac);
     }
     if (r < 0 || n->down)
         return r;
@@ -258,13 +288,6 @@ static long add_default_route(int nl, int family, int index, const uint8_t *gw, 
     return nl_call(nl, &m);
 }
 
-static int nonzero(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return 1;
-    return 0;
-}
 
 /* Write value to /proc/sys/net/ipv6/conf/<name>/<key> of the calling
  * task's network namespace: 0 or -errno (-ENOENT: a kernel without IPv6). */
@@ -335,6 +358,12 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
     if (r == 0) {
         *what = "up";
         r = link_up((int)nl, index);
+    }
+    if (r == 0 && nonzero(n->gateway, 4) && nonzero(n->gateway_mac, 6)) {
+        *what = "gateway's neighbour entry";
+        r = pin_neighbour((int)nl, AF_INET, index, n->gateway, 4, n->gateway_mac);
+        if (r == 0 && n->has6 && nonzero(n->gateway6, 16))
+            r = pin_neighbour((int)nl, AF_INET6, index, n->gateway6, 16, n->gateway_mac);
     }
     if (r == 0 && nonzero(n->gateway, 4)) {
         *what = "default route";

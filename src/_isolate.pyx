@@ -81,6 +81,8 @@ cdef extern from "isolate.h" nogil:
         int prefix6
         int down
         int index
+        uint8_t mac[6]
+        uint8_t gateway_mac[6]
 
     ctypedef struct iso_container_t:
         unsigned long clone_flags
@@ -276,15 +278,25 @@ cdef class NetIf:
     prefix6 and gateway6 likewise, or addr6=b"" for no IPv6. Addresses are
     packed (4 or 16 bytes). down: made, the bridge's end stays down (a
     namespace made ahead, see make_netns); index: the bridge end's ifindex,
-    by which start_container brings such an end up."""
+    by which start_container brings such an end up. mac: name's MAC address,
+    pinned in the bridge's neighbour table for its addresses; gateway_mac:
+    the bridge's, pinned in the container's for the gateways (6 bytes, or
+    b"" for neither)."""
     cdef iso_netif_t n
 
     def __cinit__(self, bytes host, bytes name, bytes alias, int master, int mtu,
                   bytes addr, int prefix, bytes gateway=b"", bytes addr6=b"", int prefix6=0,
-                  bytes gateway6=b"", bint down=False, int index=0):
+                  bytes gateway6=b"", bint down=False, int index=0, bytes mac=b"",
+                  bytes gateway_mac=b""):
         memset(&self.n, 0, sizeof(self.n))
         self.n.down = down
         self.n.index = index
+        if len(mac) not in (0, 6) or len(gateway_mac) not in (0, 6):
+            raise ValueError("MAC addresses are 6 bytes")
+        if mac:
+            memcpy(self.n.mac, <const char *>mac, 6)
+        if gateway_mac:
+            memcpy(self.n.gateway_mac, <const char *>gateway_mac, 6)
         _copy_name(self.n.host, 16, host, "interface name")
         _copy_name(self.n.name, 16, name, "interface name")
         _copy_name(self.n.alias, 128, alias, "interface alias")

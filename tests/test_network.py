@@ -826,3 +826,60 @@ def test_a_fork_keeps_no_copy_of_the_parents_spare():
         out = isolate.run(["sh", "-c", "ip -4 -o addr show eth0"], network=net,
                           capture_output=True, text=True, check=True).stdout
         assert f"inet {spare}/" in out
+
+
+#: a neighbour with CAP_NET_RAW: ARP requests and replies, to everyone and
+#: to TARGET's MAC, saying that CLAIM is at its own MAC
+ARP_SPOOF = r"""
+import socket, struct, sys, time
+target, target_mac, claim = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+me = s.getsockname()[4]
+for _ in range(3):
+    for op, dst in ((1, b"\xff" * 6), (2, target_mac), (2, b"\xff" * 6)):
+        arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + me + socket.inet_aton(claim) \
+            + (target_mac if op == 2 else b"\0" * 6) + socket.inet_aton(target)
+        s.send(dst + me + b"\x08\x06" + arp)
+    time.sleep(0.05)
+print(me.hex())
+"""
+
+
+def _neighbours(where: isolate.Container | None, dev: str) -> str:
+    cmd = ["ip", "neigh", "show", "dev", dev]
+    if where is None:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return where.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def test_a_neighbour_cannot_take_over_the_gateway_or_a_containers_address():
+    """ARP spoofing from a container (CAP_NET_RAW, as Docker's default): it
+    claims the gateway's address to a neighbour, and the neighbour's address
+    to the host. Each container's gateway and each container's address on
+    the host are pinned (permanent entries, the bridge's MAC set for good),
+    so neither moves to the attacker."""
+    with isolate.Network(subnet="10.89.18.0/24") as net:
+        bridge_mac = _mac(net.bridge)
+        with isolate.Container(network=net, hostname="victim") as victim, \
+                isolate.Container(network=net, hostname="attacker") as attacker:
+            victim_mac = victim.run(["cat", "/sys/class/net/eth0/address"], capture_output=True,
+                                    text=True, check=True).stdout.strip().replace(":", "")
+            assert victim_mac == "0242" + ipaddress.ip_address(victim.ip).packed.hex()
+            assert _mac(net.bridge) == bridge_mac       # the bridge kept its own
+            gateway = str(net.gateway)
+            r = attacker.run([sys.executable, "-I", "-c", ARP_SPOOF, victim.ip, victim_mac,
+                              gateway], capture_output=True, text=True, check=True)
+            attacker_mac = r.stdout.strip()
+            attacker.run([sys.executable, "-I", "-c", ARP_SPOOF, gateway, bridge_mac,
+                          victim.ip], capture_output=True, text=True, check=True)
+            time.sleep(0.2)
+            seen = _neighbours(victim, "eth0")
+            assert f"{gateway} lladdr {':'.join(bridge_mac[i:i + 2] for i in range(0, 12, 2))}" \
+                in seen and "PERMANENT" in seen, seen
+            host = _neighbours(None, net.bridge)
+            line = next(x for x in host.splitlines() if x.startswith(victim.ip + " "))
+            assert victim_mac in line.replace(":", "") and "PERMANENT" in line, host
+            for x in (seen + host).splitlines():     # only its own address is at its MAC
+                if attacker_mac in x.replace(":", ""):
+                    assert x.startswith(attacker.ip + " "), x

@@ -44,7 +44,7 @@ class NetIf:
     def __init__(self, host: bytes, name: bytes, alias: bytes, master: int, mtu: int,
                  addr: bytes, prefix: int, gateway: bytes = ..., addr6: bytes = ...,
                  prefix6: int = ..., gateway6: bytes = ..., down: bool = ...,
-                 index: int = ...) -> None: ...
+                 index: int = ..., mac: bytes = ..., gateway_mac: bytes = ...) -> None: ...
 def start_container(plan: Plan, clone_flags: int, spec: ExecSpec, run: int,
                     after_clone: Any = ..., cgroup_fd: int = ..., pre: Plan | None = ...,
                     post: Plan | None = ...,

@@ -152,7 +152,7 @@ def ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
 
 def links(nl: Socket, master: int | None = None, kind: str | None = None) -> list[dict]:
     """The links of the namespace (the ports of master only, when given):
-    dicts of index, name, alias, master, kind."""
+    dicts of index, name, alias, master, kind, address (its MAC, bytes)."""
     req = ifinfo()
     if master is not None:
         req += attr(IFLA_MASTER, master)
@@ -166,7 +166,7 @@ def links(nl: Socket, master: int | None = None, kind: str | None = None) -> lis
         link = {"index": index, "name": cstr(a.get(IFLA_IFNAME)), "flags": flags,
                 "alias": cstr(a.get(IFLA_IFALIAS)) or "",
                 "master": struct.unpack("=I", a[IFLA_MASTER])[0] if IFLA_MASTER in a else 0,
-                "kind": cstr(info.get(IFLA_INFO_KIND))}
+                "kind": cstr(info.get(IFLA_INFO_KIND)), "address": a.get(IFLA_ADDRESS, b"")}
         if master is not None and link["master"] != master:
             continue
         if kind is not None and link["kind"] != kind:
@@ -175,11 +175,14 @@ def links(nl: Socket, master: int | None = None, kind: str | None = None) -> lis
     return out
 
 
-def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False) -> int:
-    """Make a link of kind (bridge) named name: its index."""
-    nl.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-               ifinfo() + attr(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, kind)]),
-               f"make {kind} {name}")
+def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False,
+             address: bytes = b"") -> int:
+    """Make a link of kind (bridge) named name (with MAC address, if given):
+    its index."""
+    body = ifinfo() + attr(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, kind)])
+    if address:
+        body += attr(IFLA_ADDRESS, address)
+    nl.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body, f"make {kind} {name}")
     index = socket.if_nametoindex(name)
     if alias:
         link_set(nl, index, alias=alias)
@@ -192,10 +195,13 @@ IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 
 
 def link_set(nl: Socket, index: int, *, up: bool | None = None, alias: str | None = None,
-             no_ipv6_ll: bool = False) -> None:
-    """Set a link's alias, or turn off its IPv6 address generation (no
-    link-local address: set before it comes up), or bring it up or down."""
+             no_ipv6_ll: bool = False, address: bytes = b"") -> None:
+    """Set a link's alias or MAC address, or turn off its IPv6 address
+    generation (no link-local address: set before it comes up), or bring it
+    up or down."""
     body = ifinfo(index, IFF_UP if up else 0, IFF_UP if up is not None else 0)
+    if address:
+        body += attr(IFLA_ADDRESS, address)
     if alias is not None:
         body += attr(IFLA_IFALIAS, alias.encode())
     if no_ipv6_ll:

@@ -86,6 +86,14 @@ def _bridge_name(name: str) -> str:
     return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
+def container_mac(address: ipaddress.IPv4Address) -> bytes:
+    """The MAC address of the container at address (02:42 and the address,
+    as Docker's): the bridge pins it for the address, so that no neighbour
+    takes the address over by ARP or NDP; and the next holder of the address
+    has it too."""
+    return b"\x02\x42" + address.packed
+
+
 def veth_name(address: ipaddress.IPv4Address) -> str:
     """The bridge end of the veth of the container at address: its lease."""
     return f"{VETH_PREFIX}{int(address):08x}"
@@ -256,7 +264,12 @@ class Network:
     def _create(self, sock: nl.Socket) -> None:
         """The bridge, its addresses, its firewall and its files: all, or
         nothing (what was made is removed on failure)."""
-        index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias())
+        # Its MAC is set, not the kernel's random one, which a bridge trades
+        # for its lowest port's as ports come and go: containers pin it as
+        # their gateway's. Locally administered, and never 02:42:..., the
+        # containers' (see container_mac).
+        self.mac = bytes([0x0E]) + os.urandom(5)
+        index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias(), address=self.mac)
         try:
             self.index = index
             # it takes no router advertisements (its containers could send
@@ -365,6 +378,7 @@ class Network:
             self.subnet6 = ipaddress.ip_network(fields["subnet6"]) if "subnet6" in fields \
                 else None
             self.gateway6 = None if self.subnet6 is None or self.internal else self.subnet6[1]
+            self.mac = link.get("address") or b""
             self._removed = False
         except (KeyError, ValueError):
             return None
@@ -741,6 +755,13 @@ def attached_network(name: str) -> Network:
         except OSError:
             pass
     net = get_network(name)
+    if net.mac:     # set, so that it stays (a bridge made before its MAC was set)
+        with contextlib.suppress(OSError):
+            sock = _route()
+            try:
+                nl.link_set(sock, net.index, address=net.mac)
+            finally:
+                sock.close()
     _cache[name] = (net.index, net)
     return net
 
@@ -914,7 +935,9 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
                          net.index, 0, address.packed, net.subnet.prefixlen,
                          net.gateway.packed if net.gateway is not None else b"",
                          a6.packed if a6 is not None else b"", 64 if a6 is not None else 0,
-                         net.gateway6.packed if net.gateway6 is not None else b"", down=True)
+                         net.gateway6.packed if net.gateway6 is not None else b"", down=True,
+                         mac=container_mac(address),
+                         gateway_mac=net.mac if net.gateway is not None else b"")
         fd = -1
         try:
             fd = _c.make_netns(netif)
@@ -1030,7 +1053,8 @@ class Lease:
                              net.gateway.packed if net.gateway is not None else b"",
                              self.address6.packed if self.address6 is not None else b"",
                              64 if self.address6 is not None else 0, gw6,
-                             index=self._index if self.netns >= 0 else 0)
+                             index=self._index if self.netns >= 0 else 0, mac=container_mac(a),
+                             gateway_mac=net.mac if net.gateway is not None else b"")
 
     def started(self) -> None:
         """The veth is made: the address is the kernel's to hold; the ports
