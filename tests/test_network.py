@@ -883,3 +883,16 @@ def test_a_neighbour_cannot_take_over_the_gateway_or_a_containers_address():
             for x in (seen + host).splitlines():     # only its own address is at its MAC
                 if attacker_mac in x.replace(":", ""):
                     assert x.startswith(attacker.ip + " "), x
+
+
+def test_a_containers_pinned_address_goes_with_it():
+    """The bridge's permanent entry for a container's address goes with the
+    container (and a spare's with the spare): a device given the address
+    later, by another runtime, is reached."""
+    from isolate import network
+    with isolate.Network(subnet="10.89.19.0/24") as net:
+        with isolate.Container(network=net) as c:
+            assert c.ip in _neighbours(None, net.bridge)
+        isolate.run(["true"], network=net)
+        network.drop_spares()
+        _eventually(lambda: "10.89.19." in _neighbours(None, net.bridge), False)

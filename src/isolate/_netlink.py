@@ -223,6 +223,23 @@ def link_del(nl: Socket, name: str, index: int = 0) -> bool:
     return True
 
 
+RTM_DELNEIGH, NDA_DST = 29, 1
+_NDMSG = struct.Struct("=BxxxiHBB")
+
+
+def neigh_del(nl: Socket, index: int, address: str) -> bool:
+    """Remove the neighbour entry of address on link index: whether it was there."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    body = _NDMSG.pack(family, index, 0, 0, 0) + attr(NDA_DST, socket.inet_pton(family, address))
+    try:
+        nl.request(RTM_DELNEIGH, NLM_F_ACK, body, f"remove neighbour {address}")
+    except NetlinkError as e:
+        if e.errno in (errno.ENOENT, errno.ENODEV):
+            return False
+        raise
+    return True
+
+
 def addr_add(nl: Socket, index: int, address: str, prefix: int) -> None:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     packed = socket.inet_pton(family, address)

@@ -848,9 +848,17 @@ def drop_spares(bridge: str | None = None) -> None:
     included: their namespaces and veths go. Before a leak check, or a
     measure that wants none."""
     with _spare_making, _pending_lock:
-        gone = [k for k in _spares if bridge is None or k[0] == bridge]
-        fds = [_spares.pop(k)[1] for k in gone]
-    for fd in fds:
+        gone = [(k, _spares.pop(k)) for k in list(_spares) if bridge is None or k[0] == bridge]
+    for (_, index), (address, fd, _) in gone:
+        # its addresses' pins on the bridge, while its veth still holds them
+        net = next((net for _, net in _cache.values() if net.index == index), None)
+        if net is not None:
+            with contextlib.suppress(OSError):
+                sock = _route()
+                try:
+                    _unpin(sock, net, int(address))
+                finally:
+                    sock.close()
         close_spare(fd)
 
 
@@ -1181,6 +1189,9 @@ def _remove_veths(q: Any) -> None:
         try:
             sock = _route()
             try:
+                # its addresses' entries on the bridge first, while its veth
+                # still holds them (no successor's can be there yet)
+                _unpin(sock, net, n)
                 nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)), index)
             finally:
                 sock.close()
@@ -1189,6 +1200,19 @@ def _remove_veths(q: Any) -> None:
         with _pending_lock:
             _ending.get(net.bridge, set()).discard(n)
             _pending_lock.notify_all()
+
+
+def _unpin(sock: nl.Socket, net: Network, n: int) -> None:
+    """The bridge's permanent neighbour entries for address n (see
+    container_mac) go: else a device of another runtime given the address
+    later would not be reached."""
+    if net.gateway is None:
+        return
+    address = ipaddress.IPv4Address(n)
+    with contextlib.suppress(OSError):
+        nl.neigh_del(sock, net.index, str(address))
+        if net.subnet6 is not None:
+            nl.neigh_del(sock, net.index, str(net.address6(address)))
 
 
 def wait_for_removals(bridge: str, timeout: float = 10.0) -> None:
