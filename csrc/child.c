@@ -44,6 +44,9 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -390,7 +393,6 @@ struct net_beside {
     iso_error_t err;        /* NET_FAILED: what failed */
     int configured;         /* netif: NET_WORKING, NET_READY or NET_FAILED (futex) */
     iso_error_t conf_err;   /* configured == NET_FAILED: what failed */
-    int child_ctl;          /* the child's control socket (its own, as it waits) */
 };
 
 static void futex_set(int *word, int value)
@@ -403,22 +405,6 @@ static void futex_wait_while(int *word, int value)
 {
     while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == value)
         RAW(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, 0);
-}
-
-/* The child waits as futex_wait_while, but ends once the caller has: what
- * it waits for (the helper's work, which ends with the caller, or the
- * caller's own) would never come. The caller's end of the control socket
- * (ctl's peer) closes with it; nothing else holds it (the helper closes its
- * copy). */
-static void child_wait_while(int *word, int value, int ctl)
-{
-    struct timespec tick = {0, 100 * 1000 * 1000}, now = {0, 0};
-    while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == value) {
-        RAW(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, &tick);
-        struct pollfd p = {ctl, POLLRDHUP, 0};
-        if (RAW(SYS_ppoll, &p, 1, &now, NULL) == 1 && (p.revents & (POLLHUP | POLLRDHUP)))
-            _exit(127);
-    }
 }
 
 static void net_wake(struct net_beside *b)
@@ -467,7 +453,7 @@ static int net_wait_configured(struct net_beside *b, iso_error_t *e)
 {
     if (b == NULL || b->netif == NULL)
         return 0;
-    child_wait_while(&b->configured, NET_WORKING, b->child_ctl);
+    futex_wait_while(&b->configured, NET_WORKING);
     if (__atomic_load_n(&b->configured, __ATOMIC_SEQ_CST) == NET_READY)
         return 0;
     *e = b->conf_err;
@@ -528,7 +514,7 @@ static int join_net(struct net_beside *b, iso_error_t *e)
         errno = EINVAL;
         return fail(e, ISO_STEP_SETNS, "net (no namespace made beside)");
     }
-    child_wait_while(&b->state, NET_WORKING, b->child_ctl);
+    net_wait_while(b, NET_WORKING);
     int state = __atomic_load_n(&b->state, __ATOMIC_SEQ_CST);
     if (state == NET_FAILED) {
         *e = b->err;
@@ -1422,6 +1408,7 @@ struct start_ctx {
     int ctl_at;             /* where the init finds it */
     char *const *init_argv;
     struct net_beside *net; /* with net_beside */
+    int caller_pidfd;       /* the caller's own, or -1 */
 };
 
 static int container_child(void *arg)
@@ -1434,8 +1421,17 @@ static int container_child(void *arg)
     msg.kind = ISO_MSG_ERROR;
 
     reset_signals_in_child();
-    if (s->net != NULL)
-        s->net->child_ctl = ctl;
+    /* Until it execs, the child ends with the caller (whose thread waits in
+     * iso_container_start meanwhile): what it waits for (the caller's word,
+     * the helper's work, which ends with the caller) would never come, and
+     * copies of the caller's fds would keep what they hold (a spare's
+     * namespace, control sockets) open. Unless the caller ended already. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (s->caller_pidfd >= 0) {
+        struct pollfd p = {s->caller_pidfd, POLLIN, 0};
+        if (poll(&p, 1, 0) != 0)
+            _exit(127);
+    }
     if (c->cgroup_fd >= 0 && into_cgroup_fallback()) {
         int fd = openat(c->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, "0", 1) != 1) {
@@ -1486,6 +1482,9 @@ static int container_child(void *arg)
     /* In run mode the init forks the command: nothing in the container ever
      * runs beside this process, which shares the caller's memory. */
     char *envp[] = {NULL};
+    /* the init outlives the thread that started it (its control socket
+     * tells it when the caller has gone) */
+    prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     unblock_all_in_child();
     syscall(SYS_execveat, c->init_fd, "", s->init_argv, c->run ? c->x.envp : envp,
             AT_EMPTY_PATH);
@@ -1570,6 +1569,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     s.ctl = sv[1];
     s.ctl_at = at;
     s.init_argv = args.argv;
+    s.caller_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);    /* -1 before Linux 5.3 */
     struct net_beside net;
     memset(&net, 0, sizeof net);
     net.state = NET_WORKING;
@@ -1602,6 +1602,8 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     int clone_errno = errno;
     restore_mask(&old);
     close(sv[1]);
+    if (s.caller_pidfd >= 0)
+        close(s.caller_pidfd);      /* the child has its copy */
     if (pid < 0) {
         errno = clone_errno;
         fail(err, ISO_STEP_CLONE, "");

@@ -237,6 +237,8 @@ long iso_netif_up(int nl, const iso_netif_t *n)
         attr_put(&m, IFLA_IFNAME, n->host, strlen(n->host) + 1);
     if (n->alias[0] != '\0')
         attr_put(&m, IFLA_IFALIAS, n->alias, strlen(n->alias));
+    uint32_t master = (uint32_t)n->master;     /* a port of it still, whatever happened */
+    attr_put(&m, IFLA_MASTER, &master, sizeof master);
     return nl_call(nl, &m);
 }
 

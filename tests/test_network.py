@@ -898,3 +898,33 @@ def test_a_containers_pinned_address_goes_with_it():
         isolate.run(["true"], network=net)
         network.drop_spares()
         _eventually(lambda: "10.89.19." in _neighbours(None, net.bridge), False)
+
+
+LOOPER = textwrap.dedent("""
+    import sys, isolate
+    net = isolate.get_network(sys.argv[1])
+    print("go", flush=True)
+    while True:
+        isolate.run(["true"], network=net)
+""")
+
+
+def test_owners_sigkilled_mid_start_leave_nothing():
+    """Owners SIGKILLed at any moment of their starts (spares made and
+    joined, veths being made and configured): no child of a start that was
+    under way is left waiting for them, holding an address or a spare."""
+    import random
+    with isolate.Network("killedmid", subnet="10.89.20.0/24") as net:
+        before = _links()
+        for _ in range(12):
+            owners = [subprocess.Popen([sys.executable, "-c", LOOPER, "killedmid"],
+                                       stdout=subprocess.PIPE, text=True) for _ in range(2)]
+            for p in owners:
+                assert p.stdout.readline().strip() == "go"
+            time.sleep(random.uniform(0.05, 0.3))
+            for p in owners:
+                p.kill()
+                p.wait()
+                p.stdout.close()
+        _eventually(_links, before, timeout=10)
+        assert net.containers() == []
