@@ -289,3 +289,45 @@ def test_processes_get_their_own_session(box):
     sid = box.run(["sh", "-c", "cut -d' ' -f6 /proc/$$/stat; echo $$"], capture_output=True,
                   text=True).stdout.split()
     assert sid[0] == sid[1]
+
+
+CLOSE_WHILE_OTHERS_RUN = """
+import random, sys, threading, time, isolate
+live, lock = {}, threading.Lock()
+def worker(i):
+    rnd = random.Random(i)
+    for j in range(5):
+        c = isolate.Container(rootfs=sys.argv[1])
+        c.start()
+        with lock:
+            live[(i, j)] = c
+        time.sleep(rnd.random() * 0.1)
+        with lock:
+            others = list(live.values())
+        for other in others:        # perhaps being closed by its thread
+            try:
+                other.run(["true"], capture_output=True, timeout=10)
+            except Exception:
+                pass
+        with lock:
+            del live[(i, j)]
+        c.close()
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("done")
+"""
+
+
+def test_close_while_other_threads_start_commands_in_it_ends(rootfs):
+    """Threads that close their containers while other threads start
+    commands in them: the init's end waits for every process of its PID
+    namespace to be reaped, a command being started among them, whose
+    thread needs the container's lock to reap it. close() waits for the
+    init without the lock, so every thread ends."""
+    import sys
+    r = subprocess.run([sys.executable, "-c", CLOSE_WHILE_OTHERS_RUN, rootfs],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-2000:]

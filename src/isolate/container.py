@@ -392,23 +392,49 @@ class Container:
                     except (ProcessLookupError, PermissionError):
                         pass
             self._procs.clear()
-            assert self.pid is not None
-            late = None
+        # Without the lock: a command another thread was starting meanwhile is
+        # a child of ours in the namespace, which its thread reaps once it
+        # has the lock again (or is reaped here).
+        late = self._wait_init()
+        os.close(self._pidfd)
+        os.close(self._ctl)
+        self._pidfd = self._ctl = -1
+        try:
+            if self._cgroups is not None:
+                self._cgroups.remove()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+        if late is not None:
+            raise late
+
+    def _wait_init(self) -> BaseException | None:
+        """Reap the killed init: its end waits for every process of its PID
+        namespace to be reaped, those that starts under way add to _procs
+        meanwhile too. To the end, even if interrupted: the interruption is
+        returned, for close to raise once it has cleaned up."""
+        assert self.pid is not None
+        late = None
+        ended = select.poll()
+        ended.register(self._pidfd, select.POLLIN)
+        while True:
             try:
-                _, late = _reap_killed(self.pid)
-            except ChildProcessError:
-                pass
-            os.close(self._pidfd)
-            os.close(self._ctl)
-            self._pidfd = self._ctl = -1
-            try:
-                if self._cgroups is not None:
-                    self._cgroups.remove()
-            finally:
-                if self._lease is not None:
-                    self._lease.release()
-            if late is not None:
-                raise late
+                if ended.poll(10):
+                    break
+                with self._lock:
+                    procs = list(self._procs)
+                for p in procs:
+                    p.poll()
+            except BaseException as e:      # KeyboardInterrupt, or a signal handler's
+                late = late or e
+        try:
+            _, again = _reap_killed(self.pid)
+            late = late or again
+        except ChildProcessError:
+            pass
+        with self._lock:
+            self._procs.clear()
+        return late
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == "running":
