@@ -331,3 +331,17 @@ def test_close_while_other_threads_start_commands_in_it_ends(rootfs):
     r = subprocess.run([sys.executable, "-c", CLOSE_WHILE_OTHERS_RUN, rootfs],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-2000:]
+
+
+def test_a_second_close_returns_once_the_first_is_done(rootfs):
+    import threading
+    c = Container(rootfs=rootfs)
+    c.start()
+    c.spawn(["sleep", "60"])
+    init = c.pid
+    first = threading.Thread(target=c.close)
+    first.start()
+    c.close()       # while the first is under way, or after it
+    with pytest.raises(ProcessLookupError):
+        os.kill(init, 0)        # reaped: nothing of it is left
+    first.join()

@@ -312,6 +312,7 @@ class Container:
         ports: Any = None,
     ) -> None:
         self._state = "new"
+        self._ended = threading.Event()     # set once close() has done it all
         self._trusted = bool(trusted)      # call()/submit() results: see the docstring
         self._cfg = make_config(rootfs, hostname=hostname, network=network, mounts=mounts,
                                 env=env, cwd=cwd, user=user, readonly=readonly,
@@ -367,34 +368,57 @@ class Container:
         self.close()
 
     def close(self) -> None:
-        """Kill every process in the container and remove it. Idempotent."""
+        """Kill every process in the container and remove it. Idempotent; a
+        close from another thread returns once the first one is done."""
         with self._lock:
             if self._state != "running":
+                if self._state == "new":
+                    self._ended.set()
                 self._state = "closed"
-                return
-            self._state = "closed"
-            try:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            # The init's end waits for every process of its PID namespace to be
-            # reaped, ours (children of this process) too: reap them first.
-            for p in self._procs:
-                if "pid" not in self._cfg.namespaces:
-                    p._kill_all()
-                p.wait()
-            if "pid" not in self._cfg.namespaces and self._cgroups is not None:
-                self._cgroups.kill_all()            # what escaped the process groups too
+                under_way = True
+            else:
+                under_way = False
+                try:
+                    self._close_locked()
+                except BaseException:
+                    self._ended.set()
+                    raise
+        if under_way:
+            self._ended.wait()
+            return
+        try:
+            self._close_unlocked()
+        finally:
+            self._ended.set()
+
+    def _close_locked(self) -> None:
+        """close, its part under the lock: no command starts any more, and
+        every process is killed."""
+        self._state = "closed"
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # The init's end waits for every process of its PID namespace to be
+        # reaped, ours (children of this process) too: reap them first.
+        for p in self._procs:
             if "pid" not in self._cfg.namespaces:
-                for pid in list(self._calls):     # their threads reap them
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-            self._procs.clear()
-        # Without the lock: a command another thread was starting meanwhile is
-        # a child of ours in the namespace, which its thread reaps once it
-        # has the lock again (or is reaped here).
+                p._kill_all()
+            p.wait()
+        if "pid" not in self._cfg.namespaces and self._cgroups is not None:
+            self._cgroups.kill_all()            # what escaped the process groups too
+        if "pid" not in self._cfg.namespaces:
+            for pid in list(self._calls):     # their threads reap them
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self._procs.clear()
+
+    def _close_unlocked(self) -> None:
+        """close, its part without the lock: a command another thread was
+        starting meanwhile is a child of ours in the namespace, which its
+        thread reaps once it has the lock again (or _wait_init does)."""
         late = self._wait_init()
         os.close(self._pidfd)
         os.close(self._ctl)
