@@ -7,6 +7,7 @@ goes to the containers made here or to 127.0.0.1.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ipaddress
 import os
 import socket
@@ -694,27 +695,28 @@ def test_each_container_gets_a_namespace_of_its_own_also_one_made_ahead():
     """A process that starts containers on a network keeps a spare: a network
     namespace made ahead, with its interface, which the next container joins.
     Each container still has a namespace of its own, its address, its name
-    and an interface that is up."""
+    and an interface that is up. (The containers compared are all alive: a
+    namespace's inode number is reused once it is gone.)"""
     script = ("readlink /proc/self/ns/net; cat /sys/class/net/eth0/operstate;"
               " ip -4 -o addr show eth0; ip route; cat /etc/hosts")
-    with isolate.Network(subnet="10.89.14.0/24") as net:
+    with isolate.Network(subnet="10.89.14.0/24") as net, contextlib.ExitStack() as alive:
         seen = {os.readlink("/proc/self/ns/net")}
         for i in range(4):
-            spare = _spare_of(net) if i else None
-            r = isolate.run(["sh", "-c", script], network=net, hostname=f"h{i}",
-                            capture_output=True, text=True, check=True)
+            isolate.run(["true"], network=net)      # ended: a spare is made
+            spare = _spare_of(net)
+            c = alive.enter_context(isolate.Container(network=net, hostname=f"h{i}"))
+            r = c.run(["sh", "-c", script], capture_output=True, text=True, check=True)
             lines = r.stdout.splitlines()
             assert lines[0] not in seen, "a namespace was used twice"
             seen.add(lines[0])
             assert lines[1] == "up"
             address = lines[2].split()[3].split("/")[0]
-            if spare is not None:
-                assert address == spare         # it joined the spare
+            assert address == spare == c.ip         # it joined the spare
             assert "default via 10.89.14.1 dev eth0" in r.stdout
             assert f"{address}\th{i}" in r.stdout
             # its veth on the bridge bears its name, not the spare's
             names = [e.hostname for e in net.containers()]
-            assert "isolate-spare" not in names
+            assert "isolate-spare" not in names and f"h{i}" in names
 
 
 #: a neighbour with CAP_NET_RAW (as Docker's default): ARP requests for
