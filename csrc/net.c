@@ -290,7 +290,6 @@ static long add_default_route(int nl, int family, int index, const uint8_t *gw, 
     return nl_call(nl, &m);
 }
 
-
 /* Write value to /proc/sys/net/ipv6/conf/<name>/<key> of the calling
  * task's network namespace: 0 or -errno (-ENOENT: a kernel without IPv6). */
 static long ipv6_conf(const char *name, const char *key, const char *value)

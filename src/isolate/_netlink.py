@@ -210,17 +210,22 @@ def link_set(nl: Socket, index: int, *, up: bool | None = None, alias: str | Non
     nl.request(RTM_NEWLINK, NLM_F_ACK, body, f"set link {index}")
 
 
-def link_del(nl: Socket, name: str, index: int = 0) -> bool:
-    """Remove the link named name (or of ifindex index, where given: never
-    another link that took the name): whether it was there."""
-    body = ifinfo(index) if index else ifinfo() + attr(IFLA_IFNAME, name)
+def _delete(nl: Socket, kind: int, body: bytes, what: str) -> bool:
+    """Send a removal: whether what it removes was there."""
     try:
-        nl.request(RTM_DELLINK, NLM_F_ACK, body, f"remove {name}")
+        nl.request(kind, NLM_F_ACK, body, what)
     except NetlinkError as e:
         if e.errno in (errno.ENODEV, errno.ENOENT):
             return False
         raise
     return True
+
+
+def link_del(nl: Socket, name: str, index: int = 0) -> bool:
+    """Remove the link named name (or of ifindex index, where given: never
+    another link that took the name): whether it was there."""
+    body = ifinfo(index) if index else ifinfo() + attr(IFLA_IFNAME, name)
+    return _delete(nl, RTM_DELLINK, body, f"remove {name}")
 
 
 RTM_DELNEIGH, NDA_DST = 29, 1
@@ -231,13 +236,7 @@ def neigh_del(nl: Socket, index: int, address: str) -> bool:
     """Remove the neighbour entry of address on link index: whether it was there."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     body = _NDMSG.pack(family, index, 0, 0, 0) + attr(NDA_DST, socket.inet_pton(family, address))
-    try:
-        nl.request(RTM_DELNEIGH, NLM_F_ACK, body, f"remove neighbour {address}")
-    except NetlinkError as e:
-        if e.errno in (errno.ENOENT, errno.ENODEV):
-            return False
-        raise
-    return True
+    return _delete(nl, RTM_DELNEIGH, body, f"remove neighbour {address}")
 
 
 def addr_add(nl: Socket, index: int, address: str, prefix: int) -> None:

@@ -99,6 +99,29 @@ def veth_name(address: ipaddress.IPv4Address) -> str:
     return f"{VETH_PREFIX}{int(address):08x}"
 
 
+def _veth_index(n: int) -> int:
+    """The ifindex of the veth that holds address n now, or 0."""
+    try:
+        return socket.if_nametoindex(veth_name(ipaddress.IPv4Address(n)))
+    except OSError:
+        return 0
+
+
+def _netif(net: Network, address: ipaddress.IPv4Address, alias: str, mtu: int = 0,
+           **more: Any) -> Any:
+    """The NetIf (see _isolate.NetIf) of the container at address on net, its
+    veth's bridge end aliased alias."""
+    from . import _isolate as _c
+    a6 = net.address6(address)
+    return _c.NetIf(veth_name(address).encode(), b"eth0", alias.encode(), net.index, mtu,
+                    address.packed, net.subnet.prefixlen,
+                    net.gateway.packed if net.gateway is not None else b"",
+                    a6.packed if a6 is not None else b"", 64 if a6 is not None else 0,
+                    net.gateway6.packed if net.gateway6 is not None else b"",
+                    mac=container_mac(address),
+                    gateway_mac=net.mac if net.gateway is not None else b"", **more)
+
+
 def _write_sysctl(key: str, value: str) -> None:
     with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
         f.write(value)
@@ -621,13 +644,9 @@ def update_hosts(net: Network, add: Endpoint | None = None,
     with _locked(f"{d}/.lock", made=True):
         gone = None
         if remove is not None:
-            gone = remove[:2]
-            if remove[2]:
-                try:
-                    if socket.if_nametoindex(f"{VETH_PREFIX}{remove[0]:08x}") != remove[2]:
-                        gone = None
-                except OSError:
-                    pass
+            holder = _veth_index(remove[0]) if remove[2] else 0
+            if holder in (0, remove[2]):        # else a successor's veth has the address
+                gone = remove[:2]
         fd = os.open(f"{d}/hosts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             old = os.pread(fd, 1 << 20, 0).decode("utf-8", "replace")
@@ -834,11 +853,8 @@ def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int, int] | None:
     if made is None:
         return None
     address, fd, index = made
-    try:        # its veth may have gone meanwhile (the network was closed)
-        if socket.if_nametoindex(veth_name(address)) == index:
-            return made
-    except OSError:
-        pass
+    if _veth_index(int(address)) == index:     # else gone meanwhile (the network was closed)
+        return made
     close_spare(fd)
     return None
 
@@ -938,17 +954,9 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
             address = _reserve(net, tried)
         except NetworkError:
             return              # none free: the containers get what there is
-        a6 = net.address6(address)
-        netif = _c.NetIf(veth_name(address).encode(), b"eth0", SPARE_ALIAS.encode(),
-                         net.index, 0, address.packed, net.subnet.prefixlen,
-                         net.gateway.packed if net.gateway is not None else b"",
-                         a6.packed if a6 is not None else b"", 64 if a6 is not None else 0,
-                         net.gateway6.packed if net.gateway6 is not None else b"", down=True,
-                         mac=container_mac(address),
-                         gateway_mac=net.mac if net.gateway is not None else b"")
         fd = -1
         try:
-            fd = _c.make_netns(netif)
+            fd = _c.make_netns(_netif(net, address, SPARE_ALIAS, down=True))
             with _pending_lock:
                 _spare_fds.add(fd)
             index = socket.if_nametoindex(veth_name(address))
@@ -982,8 +990,6 @@ class Lease:
         removes them with their containers' network namespaces. spare: the
         container can join a network namespace made ahead of it (see
         take_spare); then .netns is its fd, else -1."""
-        from . import _isolate as _c
-        self._c = _c
         self._thread = thread
         self.net = net
         self.hostname = hostname
@@ -1053,16 +1059,9 @@ class Lease:
                      None if previous is None else (int(previous), self.hostname, 0))
 
     def netif(self) -> Any:
-        net, a = self.net, self.address
-        assert a is not None
-        gw6 = net.gateway6.packed if net.gateway6 is not None else b""
-        return self._c.NetIf(veth_name(a).encode(), b"eth0", self.hostname.encode(), net.index,
-                             self.mtu, a.packed, net.subnet.prefixlen,
-                             net.gateway.packed if net.gateway is not None else b"",
-                             self.address6.packed if self.address6 is not None else b"",
-                             64 if self.address6 is not None else 0, gw6,
-                             index=self._index if self.netns >= 0 else 0, mac=container_mac(a),
-                             gateway_mac=net.mac if net.gateway is not None else b"")
+        assert self.address is not None
+        return _netif(self.net, self.address, self.hostname, self.mtu,
+                      index=self._index if self.netns >= 0 else 0)
 
     def started(self) -> None:
         """The veth is made: the address is the kernel's to hold; the ports
@@ -1076,8 +1075,7 @@ class Lease:
         elif self._thread:
             # its veth, removed by that index (a successor's of the same name
             # is never touched); 0 once gone already, with its namespace
-            with contextlib.suppress(OSError):
-                self._index = socket.if_nametoindex(veth_name(self.address))
+            self._index = _veth_index(int(self.address))
         if self._thread:
             _remover().put(("tidy", self.net, None))    # its line, tidied of "starting", off our path
         else:
@@ -1176,8 +1174,8 @@ def _background() -> None:
 
 def _remove_veths(q: Any) -> None:
     """The thread: ("end", net, (n, index)): the veth of the container at
-    address n goes (by its ifindex); ("tidy", net, None): the hosts file is tidied of lines whose veth
-    is gone and of "starting" marks."""
+    address n goes (by its ifindex); ("tidy", net, None): the hosts file is
+    tidied of lines whose veth is gone and of "starting" marks."""
     _background()
     while True:
         kind, net, arg = q.get()
