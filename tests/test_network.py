@@ -783,6 +783,9 @@ def test_a_container_that_died_long_ago_leaves_its_successors_address_alone():
                 first.close()
                 time.sleep(0.2)         # the veth's removal is a thread's
                 assert veth in _links()
+                pinned = [x for x in _neighbours(None, net.bridge).splitlines()
+                          if x.startswith(address + " ")]
+                assert pinned and "PERMANENT" in pinned[0]      # the successor's pin stays
                 r = second.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; cat /etc/hosts"],
                                capture_output=True, text=True, check=True)
                 assert r.stdout.splitlines()[0] == "up"

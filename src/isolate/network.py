@@ -1188,8 +1188,10 @@ def _remove_veths(q: Any) -> None:
             sock = _route()
             try:
                 # its addresses' entries on the bridge first, while its veth
-                # still holds them (no successor's can be there yet)
-                _unpin(sock, net, n)
+                # still holds them (no successor's can be there yet); gone
+                # already (with its namespace), the entries may be a successor's
+                if _veth_index(n) == index:
+                    _unpin(sock, net, n)
                 nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)), index)
             finally:
                 sock.close()
