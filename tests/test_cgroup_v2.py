@@ -18,7 +18,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_limits_pass_under_cgroup_v2_in_a_guest():
     r = subprocess.run([sys.executable, "tests/vm/cgroup2.py", "-q", "-rs", "-k", "not v1_only",
                         "tests/test_limits.py", "tests/test_cli.py::test_limits"],
-                       cwd=PROJECT, capture_output=True, text=True, timeout=900)
+                       cwd=PROJECT, capture_output=True, text=True, timeout=1500)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-8000:]
     assert "cgroup controllers: cpuset cpu io memory" in out      # the guest had v2's

@@ -15,15 +15,20 @@ from __future__ import annotations
 import glob
 import io
 import os
+import queue
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = ("9p", "9pnet_virtio", "virtio_pci", "loop")
 EXIT_MARK = "isolate-vm-exit="
+STALL = 240         # seconds without a line from the guest: it is stopped
+ATTEMPTS = 2        # boots, when one stalls
 
 INIT = """#!/bin/busybox sh
 B=/bin/busybox
@@ -53,7 +58,7 @@ ip link set lo up 2>/dev/null
 echo "guest: $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 cd {project}
 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \\
-    {python} -m pytest -p no:cacheprovider --color=no {args}
+    {python} -m pytest -p no:cacheprovider --color=no -o faulthandler_timeout=120 {args}
 echo {mark}$?
 busybox poweroff -f
 """
@@ -138,21 +143,44 @@ def main(argv: list[str]) -> int:
                "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
                "-virtfs", f"local,path={PROJECT},mount_tag=project,security_model=none",
                "-virtfs", f"local,path={ctl},mount_tag=ctl,security_model=none"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace")
-        code = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            line = line.strip()
-            if line.startswith(EXIT_MARK):
-                code = int(line[len(EXIT_MARK):])
-        proc.wait()
+        for attempt in range(ATTEMPTS):
+            code, stalled = boot(cmd)
+            if not stalled:
+                break
+            print(f"\nthe guest printed nothing for {STALL} s (its emulated CPUs starved on a "
+                  f"busy host, or a test hung: see any traceback above); "
+                  + ("booting it again" if attempt + 1 < ATTEMPTS else "giving up"))
     if code is None:
-        print(f"the guest ended without a pytest exit code (qemu: {proc.returncode})")
+        print("the guest ended without a pytest exit code")
         return 1
     return code
+
+
+def boot(cmd: list[str]) -> tuple[int | None, bool]:
+    """Run the guest, printing its console: (pytest's exit code, or None;
+    whether it was stopped for printing nothing for STALL seconds)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    chunks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            chunks.put(chunk)
+        chunks.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    console = b""
+    try:
+        while (chunk := chunks.get(timeout=STALL)) is not None:
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+            console = console[-4096:] + chunk
+    except queue.Empty:
+        proc.kill()
+        proc.wait()
+        return None, True
+    proc.wait()
+    marks = re.findall(rb"^" + EXIT_MARK.encode() + rb"(\d+)", console, re.M)
+    return (int(marks[-1]) if marks else None), False
 
 
 def _quote(arg: str) -> str:
