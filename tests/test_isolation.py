@@ -86,8 +86,9 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
     assert names == ["lo"]
     assert flags & 0x1          # IFF_UP
     # and it carries traffic
-    out = sh(run, "nc -l -p 8080 -w 3 > /tmp/got & sleep 0.2; echo hi | nc -w 1 127.0.0.1 8080; "
-                  "wait; cat /tmp/got", rootfs=rootfs)
+    out = sh(run, "nc -l -p 8080 -w 3 > /tmp/got & "
+                  "for i in $(seq 100); do echo hi | nc -w 1 127.0.0.1 8080 2>/dev/null && break; "
+                  "sleep 0.05; done; wait; cat /tmp/got", rootfs=rootfs)
     assert out.strip() == "hi"
 
 

@@ -248,8 +248,8 @@ def test_stats_follow_the_workload(rootfs):
     with Container(rootfs=rootfs, memory="256M", pids=100) as c:
         before = c.stats()
         p = c.spawn(["sh", "-c", "head -c 60000000 /dev/zero | tail & sleep 0.5; "
-                                 "for i in 1 2 3 4 5; do sleep 5 & done; wait"])
-        deadline = time.monotonic() + 20       # slow machines (emulated ones) take a while
+                                 "for i in 1 2 3 4 5; do sleep 120 & done; wait"])
+        deadline = time.monotonic() + 60       # slow machines (emulated ones) take a while
         while True:
             time.sleep(0.2)
             during = c.stats()
