@@ -381,7 +381,9 @@ static int lo_up(iso_error_t *e)
  * caller's errno alone. With an interface on a bridge (netif), the helper
  * makes it before the namespace is ready to join (so /sys shows it), and
  * configures it (addresses, up, routes) while the child goes on with its
- * mounts; the child waits for that before it execs (net_wait_configured). */
+ * mounts; the child waits for that before it execs (net_wait_configured).
+ * The helper ends when the caller is done with the start (net_end): until
+ * then, the namespace can be opened through it (netns_out). */
 enum { NET_WORKING, NET_READY, NET_FAILED, NET_DONE };
 
 struct net_beside {
@@ -501,7 +503,7 @@ static int net_helper(void *arg)
     return 0;
 }
 
-/* No longer needed: by the child once joined, by the caller at the end. */
+/* No longer needed: by the caller, once the start has succeeded or failed. */
 static void net_release(struct net_beside *b)
 {
     __atomic_store_n(&b->state, NET_DONE, __ATOMIC_SEQ_CST);
@@ -527,9 +529,9 @@ static int join_net(struct net_beside *b, iso_error_t *e)
     if (setns(b->pidfd, CLONE_NEWNET) < 0)
         return fail(e, ISO_STEP_SETNS, "net");
     b->joined = 1;
-    net_release(b);
     return 0;
 }
+
 
 /* The caller, once the start has succeeded or failed: the helper ends. */
 static void net_end(struct net_beside *b, pid_t helper)
@@ -564,6 +566,15 @@ static char *fmt_int(char *buf, long v)
         buf[i] = tmp[n - 1 - i];
     buf[n] = '\0';
     return buf;
+}
+
+/* The caller: an fd of the network namespace of process pid (close-on-exec),
+ * or -1. */
+static int open_netns(pid_t pid)
+{
+    char path[48], num[24];
+    stpcpy(stpcpy(stpcpy(path, "/proc/"), fmt_int(num, (long)pid)), "/ns/net");
+    return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 #define SHADOW_MAX_ENTRIES 4096
@@ -1577,7 +1588,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     net.parent = getpid();
     net.netif = c->netif;
     pid_t helper = -1;
-    int pidfd = -1;
+    int pidfd = -1, netns = -1;
     pid_t pid = -1;
     sigset_t old;
     iso_dumpable_hold();
@@ -1637,6 +1648,8 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
             fail(err, ISO_STEP_NETIF, c->netif->host);
             goto failed;
         }
+        if (c->netns_out != NULL)   /* the child waits: its namespace is there */
+            netns = open_netns(pid);
     }
     if ((c->after_clone != NULL || (c->netif != NULL && !c->net_beside)) &&
         send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
@@ -1653,8 +1666,12 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     while (n < 0 && errno == EINTR);
 
     if (n == (ssize_t)sizeof *first && first->kind == ISO_MSG_READY) {
+        if (helper > 0 && c->netif != NULL && c->netns_out != NULL)
+            netns = open_netns(helper);     /* it waits for net_end */
         if (helper > 0)
             net_end(&net, helper);
+        if (c->netns_out != NULL)
+            *c->netns_out = netns;
         iso_dumpable_release();
         stack_free(stack, 2 * STACK_SIZE);
         init_args_free(&args);
@@ -1682,6 +1699,8 @@ failed:
     init_args_free(&args);
     if (pidfd >= 0)
         close(pidfd);
+    if (netns >= 0)
+        close(netns);
     close(sv[0]);
     return -1;
 }

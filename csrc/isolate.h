@@ -288,6 +288,12 @@ typedef struct iso_container {
      * caller brings up (iso_netif_up) while the child walks its plan; the
      * child waits for that before it execs. */
     int netns_fd;
+    /* If not NULL (with netif, without netns_fd): receives an fd of the
+     * container's network namespace (close-on-exec), opened while the
+     * namespace cannot have gone yet, for the caller to hold: the container's
+     * interface stays while it does, however soon the container ends. -1
+     * where there is none. */
+    int *netns_out;
 } iso_container_t;
 
 /* Whether net_beside is supported (the helper needs raw system calls). */

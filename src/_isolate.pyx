@@ -97,6 +97,7 @@ cdef extern from "isolate.h" nogil:
         int net_beside
         const iso_netif_t *netif
         int netns_fd
+        int *netns_out
 
     enum:
         ISO_MSG_READY
@@ -427,7 +428,8 @@ cdef iso_op_t *_joined(Plan pre, Plan plan, Plan post, size_t *n) except NULL:
 
 def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run,
                     after_clone=None, int cgroup_fd=-1, Plan pre=None, Plan post=None,
-                    bint net_beside=False, NetIf netif=None, int netns=-1):
+                    bint net_beside=False, NetIf netif=None, int netns=-1,
+                    bint hold_netns=False):
     """Clone a container, walk its plan (after pre's steps and before post's)
     and exec its init with spec's stdio, fds, ids and directory; with run,
     spec's command first, as PID 2 (spec without a file: the command comes
@@ -435,9 +437,11 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     command on the control socket, with a gate fd, and execs it in its own
     place once the gate is readable (isolate-init oci).
 
-    Returns (pid, pidfd, ctl_fd, status): the init's host pid, a pidfd for it,
-    the caller's end of the control socket, and the status of the init's
-    first report (the command's pid inside, in run mode). after_clone(pid)
+    Returns (pid, pidfd, ctl_fd, status, netns_fd): the init's host pid, a
+    pidfd for it, the caller's end of the control socket, the status of the
+    init's first report (the command's pid inside, in run mode), and with
+    hold_netns (and netif, without netns) an fd of the container's network
+    namespace, opened before it could go (else -1). after_clone(pid)
     runs right after clone, the child waiting (to write its id maps); what
     it raises stops the start and is raised here. cgroup_fd (a cgroup v2
     directory) is where the child starts (CLONE_INTO_CGROUP). With
@@ -454,7 +458,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     cdef iso_error_t err
     cdef iso_msg_t msg
     cdef pid_t pid = -1
-    cdef int pidfd = -1, ctl = -1, r
+    cdef int pidfd = -1, ctl = -1, held = -1, r
     cdef iso_op_t *ops = NULL
     c.init_fd = iso_init_memfd(&err)
     if c.init_fd < 0:
@@ -472,6 +476,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
     c.net_beside = net_beside
     c.netif = &netif.n if netif is not None else NULL
     c.netns_fd = netns
+    c.netns_out = &held if hold_netns else NULL
     box = [after_clone]
     if after_clone is not None:
         c.after_clone = _after_clone
@@ -484,7 +489,7 @@ def start_container(Plan plan, unsigned long clone_flags, ExecSpec spec, int run
         if len(box) > 1:
             raise box[1]
         _raise(&err)
-    return pid, pidfd, ctl, msg.status
+    return pid, pidfd, ctl, msg.status, held
 
 
 def make_netns(NetIf netif not None):

@@ -30,7 +30,7 @@ NEWNET = _c.NAMESPACE_FLAGS["net"]
 
 def _start(steps, flags):
     spec = _inherited_spec(make_config(), (b"/bin/true",), None)
-    pid, pidfd, ctl, _ = _c.start_container(_c.Plan(steps), flags, spec, True, net_beside=True)
+    pid, pidfd, ctl, _, _ = _c.start_container(_c.Plan(steps), flags, spec, True, net_beside=True)
     status = os.waitpid(pid, 0)[1]      # (the init ends at once when ctl closes)
     os.close(pidfd)
     os.close(ctl)
@@ -41,7 +41,7 @@ def test_the_joined_namespace_is_a_new_one(capfd):
     # no mount namespace here: what the command writes to the caller's stdout tells
     spec = _inherited_spec(make_config(), (b"/bin/sh", b"-c", b"readlink /proc/self/ns/net; "
                                            b"grep -c : /proc/self/net/dev"), None)
-    pid, pidfd, ctl, _ = _c.start_container(_c.Plan([_plan.op(_c.OP_JOIN_NET)]), 0, spec, True,
+    pid, pidfd, ctl, _, _ = _c.start_container(_c.Plan([_plan.op(_c.OP_JOIN_NET)]), 0, spec, True,
                                             net_beside=True)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     os.close(pidfd)

@@ -766,30 +766,37 @@ def test_a_neighbour_cannot_reach_or_poison_a_spare_before_its_container():
                 assert line.startswith(attacker.ip + " "), victim.stdout
 
 
-def test_a_container_that_died_long_ago_leaves_its_successors_address_alone():
-    """A container's init killed from outside takes its namespace, and its
-    veth, with it; its address is free again while the caller still holds
-    the container. Closing it then must not remove the veth or the hosts
-    line of a successor that took the address (by name, they are the same)."""
+def test_a_container_killed_from_outside_keeps_its_address_until_closed():
+    """A container's init killed from outside: its address, veth and pinned
+    entry on the bridge stay its own until it is closed (the caller holds its
+    network namespace), so that no successor takes the address meanwhile,
+    and its close touches no successor's. Closed, they go, and the address
+    is the next container's, with its own hosts line."""
+    from isolate import network
     with isolate.Network(subnet="10.89.16.0/24") as net:
         first = isolate.Container(network=net, hostname="first")
         first.start()
         try:
             address, veth = first.ip, f"iv{int(ipaddress.ip_address(first.ip)):08x}"
             os.kill(first.pid, 9)
-            _eventually(lambda: veth in _links(), False)
+            time.sleep(0.3)
+            assert veth in _links()
+            assert address + " " in _neighbours(None, net.bridge)
             with isolate.Container(network=net, hostname="second") as second:
-                assert second.ip == address
-                first.close()
-                time.sleep(0.2)         # the veth's removal is a thread's
-                assert veth in _links()
+                assert second.ip != address
+            first.close()
+            network.drop_spares()
+            _eventually(lambda: veth in _links(), False)
+            _eventually(lambda: address + " " in _neighbours(None, net.bridge), False)
+            with isolate.Container(network=net, hostname="third") as third:
+                assert third.ip == address
+                r = third.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; cat /etc/hosts"],
+                              capture_output=True, text=True, check=True)
+                assert r.stdout.splitlines()[0] == "up"
+                assert f"{address}\tthird" in r.stdout and "first" not in r.stdout
                 pinned = [x for x in _neighbours(None, net.bridge).splitlines()
                           if x.startswith(address + " ")]
-                assert pinned and "PERMANENT" in pinned[0]      # the successor's pin stays
-                r = second.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; cat /etc/hosts"],
-                               capture_output=True, text=True, check=True)
-                assert r.stdout.splitlines()[0] == "up"
-                assert f"{address}\tsecond" in r.stdout
+                assert pinned and "PERMANENT" in pinned[0]
         finally:
             first.close()
 
@@ -802,7 +809,7 @@ def test_a_fork_keeps_no_copy_of_the_parents_spare():
         isolate.run(["true"], network=net)
         spare = _spare_of(net)
         from isolate import network
-        theirs = set(network._spare_fds)
+        theirs = set(network._netns_fds)
         assert theirs
         r, w = os.pipe()
         pid = os.fork()
@@ -900,9 +907,24 @@ def test_a_containers_pinned_address_goes_with_it():
     with isolate.Network(subnet="10.89.19.0/24") as net:
         with isolate.Container(network=net) as c:
             assert c.ip in _neighbours(None, net.bridge)
-        isolate.run(["true"], network=net)
+        for _ in range(3):      # commands that end before their start has returned
+            isolate.run(["true"], network=net)
         network.drop_spares()
         _eventually(lambda: "10.89.19." in _neighbours(None, net.bridge), False)
+
+
+def test_spares_asked_for_before_a_drop_are_not_made():
+    """drop_spares also undoes the spares asked for and not yet begun (a
+    container's end asks for one): none is made after it returns."""
+    from isolate import network
+    with isolate.Network(subnet="10.89.20.0/24") as net:
+        isolate.run(["true"], network=net)      # the thread that makes spares runs
+        for _ in range(5):
+            network._want_spare(net)
+            network.drop_spares()
+            time.sleep(0.3)
+            assert not network._spares
+        _eventually(lambda: "10.89.20." in _neighbours(None, net.bridge), False)
 
 
 LOOPER = textwrap.dedent("""

@@ -149,12 +149,11 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
             try:
                 # on a network: its interface, and the namespace made ahead
                 # for it (a spare) if there was one
-                netns = lease.netns if lease is not None and cfg.network not in USERMODE else -1
-                pid, pidfd, ctl, _ = _c.start_container(
+                bridged = lease is not None and cfg.network not in USERMODE
+                pid, pidfd, ctl, _, held = _c.start_container(
                     plan, _clone_flags(cfg, cgroups), spec, run, after_clone, cgroup_fd,
-                    pre, post, _plan.net_beside(cfg),
-                    lease.netif() if lease is not None and cfg.network not in USERMODE
-                    else None, netns)
+                    pre, post, _plan.net_beside(cfg), lease.netif() if bridged else None,
+                    lease.netns if bridged else -1, bridged)
                 break
             except OSError as e:
                 # its address was taken meanwhile by another process's container,
@@ -166,7 +165,7 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
                     raise
                 lease.pick()
         if lease is not None and cfg.network not in USERMODE:
-            lease.started()
+            lease.started(held)
     except BaseException:
         if lease is not None:
             lease.release()

@@ -38,6 +38,7 @@ import errno
 import fcntl
 import hashlib
 import ipaddress
+import itertools
 import os
 import re
 import socket
@@ -63,6 +64,9 @@ ALIAS = "isolate-network"
 SPARE_ALIAS = "isolate-spare"
 #: how long spares are kept when no container is started on their network, s
 SPARE_IDLE = 2.0
+#: how long an ended container's veth is left to go with its namespace before
+#: it is removed by itself, s
+VETH_GRACE = 2.0
 BRIDGE_PREFIX = "ib-"
 VETH_PREFIX = "iv"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -785,12 +789,13 @@ def attached_network(name: str) -> Network:
     return net
 
 
-def _reserve(net: Network, tried: set[int],
-             previous: ipaddress.IPv4Address | None = None) -> ipaddress.IPv4Address:
+def _reserve(net: Network, tried: set[int], previous: ipaddress.IPv4Address | None = None,
+             wait: bool = True) -> ipaddress.IPv4Address:
     """The lowest free address of net, not in tried (to which it is added),
     marked as being started (_pending) until its veth is there. When all are
     taken, but containers of this process have ended and their veths are
-    being removed, it waits for those. previous is no longer being started."""
+    being removed, it waits for those (with wait). previous is no longer
+    being started."""
     with _pending_lock:
         if previous is not None:
             _pending.get(net.bridge, set()).discard(int(previous))
@@ -810,7 +815,7 @@ def _reserve(net: Network, tried: set[int],
                 tried.add(n)
                 return address
             tried.intersection_update(busy)
-            if ending and _pending_lock.wait(5):
+            if wait and ending and _pending_lock.wait(5):
                 continue
             raise NetworkError(f"network {net.name!r} has no free address left in "
                                f"{net.subnet}", network=net.name)
@@ -831,23 +836,29 @@ def _reserve(net: Network, tried: set[int],
 # included, however the process ends; a fork's child closes its copies.
 
 _spares: dict[tuple[str, int], tuple[ipaddress.IPv4Address, int, int]] = {}
-_spare_fds: set[int] = set()    # every spare's fd open here (kept, or being taken)
+_netns_fds: set[int] = set()    # every network namespace's fd held here: spares (kept, or
+                                # being taken) and running containers' (see Lease.started)
 _spare_maker: Any = None        # the queue of the thread that makes them
 _spare_making = threading.Lock()    # held by that thread while it makes one
 _closed: set[tuple[str, int]] = set()   # networks closed by this process: no spares
+_wants = itertools.count(1)     # numbers the wants, in order
+_dropped: dict[str | None, int] = {}    # bridge (None: all) -> the last want drop_spares undid
 
 
-def close_spare(fd: int) -> None:
-    """A spare's fd, no longer wanted here (joined, or dropped)."""
+def close_netns(fd: int) -> None:
+    """A network namespace's fd held here (a spare's, or a container's), no
+    longer wanted. A fork's child, which closed its copies, closes nothing."""
     with _pending_lock:
-        _spare_fds.discard(fd)
+        if fd not in _netns_fds:
+            return
+        _netns_fds.discard(fd)
     os.close(fd)
 
 
 def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int, int] | None:
     """A spare of net's, made ahead for the next container: (its address, an
     fd of its namespace, its bridge end's ifindex), now the caller's (to give
-    to close_spare); or None."""
+    to close_netns, or to keep); or None."""
     with _pending_lock:
         made = _spares.pop((net.bridge, net.index), None)
     if made is None:
@@ -855,27 +866,32 @@ def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int, int] | None:
     address, fd, index = made
     if _veth_index(int(address)) == index:     # else gone meanwhile (the network was closed)
         return made
-    close_spare(fd)
+    close_netns(fd)
     return None
 
 
-def drop_spares(bridge: str | None = None) -> None:
+def drop_spares(bridge: str | None = None, *, wanted: bool = True) -> int:
     """Drop this process's spares (of one bridge, or all), one being made
-    included: their namespaces and veths go. Before a leak check, or a
-    measure that wants none."""
+    included: their namespaces and veths go (by the thread that removes
+    ended containers' veths; their addresses are free once they have gone),
+    and (wanted) those asked for but not begun are not made. Before a leak
+    check, or a measure that wants none, or when a container needs the
+    address a spare holds. Returns how many were dropped."""
     with _spare_making, _pending_lock:
         gone = [(k, _spares.pop(k)) for k in list(_spares) if bridge is None or k[0] == bridge]
-    for (_, index), (address, fd, _) in gone:
-        # its addresses' pins on the bridge, while its veth still holds them
-        net = next((net for _, net in _cache.values() if net.index == index), None)
-        if net is not None:
-            with contextlib.suppress(OSError):
-                sock = _route()
-                try:
-                    _unpin(sock, net, int(address))
-                finally:
-                    sock.close()
-        close_spare(fd)
+        if wanted:
+            _dropped[bridge] = next(_wants)
+        ends = []
+        for (_, bridge_index), (address, fd, index) in gone:
+            net = next((net for _, net in _cache.values() if net.index == bridge_index), None)
+            if net is None:
+                close_netns(fd)     # (not held: its network has gone)
+            else:
+                _ending.setdefault(net.bridge, set()).add(int(address))
+                ends.append((net, (int(address), index, fd)))
+    for net, end in ends:
+        _remover().put(("end", net, end))
+    return len(gone)
 
 
 def _after_fork_in_child() -> None:
@@ -885,10 +901,10 @@ def _after_fork_in_child() -> None:
     global _spare_maker, _pending_lock, _spare_making, _removals
     _pending_lock = threading.Condition()
     _spare_making = threading.Lock()
-    for fd in _spare_fds:
+    for fd in _netns_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-    _spare_fds.clear()
+    _netns_fds.clear()
     _spares.clear()
     _pending.clear()
     _ending.clear()
@@ -911,7 +927,7 @@ def _want_spare(net: Network) -> None:
             threading.Thread(target=_make_spares, args=(q,), daemon=True,
                              name="isolate-spare-maker").start()
             _spare_maker = q
-        _spare_maker.put(net)
+        _spare_maker.put((net, next(_wants)))
 
 
 def _make_spares(q: Any) -> None:
@@ -925,17 +941,20 @@ def _make_spares(q: Any) -> None:
     try:
         while True:
             try:
-                net = q.get(timeout=SPARE_IDLE)
+                net, want = q.get(timeout=SPARE_IDLE)
             except queue.Empty:
-                drop_spares()
+                drop_spares(wanted=False)
                 continue
             with _spare_making:
+                with _pending_lock:
+                    if want <= max(_dropped.get(None, 0), _dropped.get(net.bridge, 0)):
+                        continue        # asked for before a drop_spares
                 _make_spare(q, net, (net.bridge, net.index), _c)
     finally:
         with _pending_lock:
             if _spare_maker is q:
                 _spare_maker = None
-        drop_spares()
+        drop_spares(wanted=False)
 
 
 def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
@@ -951,18 +970,18 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
     tried: set[int] = set()
     for _ in range(16):
         try:
-            address = _reserve(net, tried)
+            address = _reserve(net, tried, wait=False)
         except NetworkError:
             return              # none free: the containers get what there is
         fd = -1
         try:
             fd = _c.make_netns(_netif(net, address, SPARE_ALIAS, down=True))
             with _pending_lock:
-                _spare_fds.add(fd)
+                _netns_fds.add(fd)
             index = socket.if_nametoindex(veth_name(address))
         except OSError as e:
             if fd >= 0:
-                close_spare(fd)
+                close_netns(fd)
             with _pending_lock:
                 _pending.get(net.bridge, set()).discard(int(address))
             if e.errno == errno.EEXIST:     # taken by another process meanwhile
@@ -973,7 +992,7 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
             if _spare_maker is q and key not in _spares and key not in _closed:
                 _spares[key] = (address, fd, index)
                 return
-        close_spare(fd)
+        close_netns(fd)
         return
 
 
@@ -997,6 +1016,7 @@ class Lease:
         self.mtu = mtu
         self.address: ipaddress.IPv4Address | None = None
         self.netns = -1
+        self._ns = -1           # its namespace, held until its veth is removed
         self._index = 0         # its veth's bridge end's ifindex, once known
         self._spares = spare and thread and mtu == 0
         self._tried: set[int] = set()
@@ -1010,8 +1030,19 @@ class Lease:
             self._reserve_ports()
             made = take_spare(net) if self._spares else None
             if made is None:
-                self.pick()
-            else:
+                try:
+                    self.pick()
+                except NetworkError:
+                    # the last free address may be a spare's: this container
+                    # takes it (once made, if it is being made), or it goes
+                    if self._spares:
+                        with _spare_making:
+                            made = take_spare(net)
+                    if made is None:
+                        if not drop_spares(net.bridge, wanted=False):
+                            raise
+                        self.pick()
+            if made is not None:
                 self.address, self.netns, self._index = made
                 self._tried.add(int(self.address))
                 self._publish(None)
@@ -1037,7 +1068,7 @@ class Lease:
         When all are taken, but containers of this process have ended and
         their veths are being removed, it waits for those."""
         if self.netns >= 0:     # a spare that failed to come up: made anew
-            close_spare(self.netns)
+            close_netns(self.netns)
             self.netns = -1
         self._index = 0
         previous = self.address
@@ -1063,16 +1094,23 @@ class Lease:
         return _netif(self.net, self.address, self.hostname, self.mtu,
                       index=self._index if self.netns >= 0 else 0)
 
-    def started(self) -> None:
+    def started(self, netns: int = -1) -> None:
         """The veth is made: the address is the kernel's to hold; the ports
-        lead to it."""
+        lead to it. The container's namespace (the spare it joined, or the
+        fd netns, from its start) is held here until its veth is removed: so
+        that the veth, and the address, stay the container's until its
+        entries on the bridge are gone, however soon it ends."""
         assert self.address is not None
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(int(self.address))
-        if self.netns >= 0:     # joined: the namespace is the container's to hold
-            close_spare(self.netns)
-            self.netns = -1
-        elif self._thread:
+            if netns >= 0:
+                _netns_fds.add(netns)
+        if self.netns >= 0:     # joined
+            self._ns, self.netns = self.netns, -1
+        elif not self._thread:
+            close_netns(netns)
+        else:
+            self._ns = netns
             # its veth, removed by that index (a successor's of the same name
             # is never touched); 0 once gone already, with its namespace
             self._index = _veth_index(int(self.address))
@@ -1117,9 +1155,8 @@ class Lease:
             return
         remove_veth = self._thread
         self._done = True
-        if self.netns >= 0:     # never joined: the namespace goes, with its veth
-            close_spare(self.netns)
-            self.netns = -1
+        if self.netns >= 0:     # a spare never joined: removed as a container's
+            self._ns, self.netns = self.netns, -1
         if self._table is not None:
             self._table.close()
         for s in self._held:
@@ -1129,6 +1166,9 @@ class Lease:
             if self._spares:
                 _want_spare(self.net)
             return
+        if not (remove_veth and self._index) and self._ns >= 0:
+            close_netns(self._ns)
+            self._ns = -1
         n = int(self.address)
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(n)
@@ -1145,7 +1185,8 @@ class Lease:
         # done by a thread, off the caller's path, by its index. (The kernel
         # removes it anyway with the container's network namespace, as lazily.)
         if remove_veth and self._index:
-            _remover().put(("end", self.net, (n, self._index)))
+            _remover().put(("end", self.net, (n, self._index, self._ns)))
+            self._ns = -1
 
 
 _removals: Any = None
@@ -1173,33 +1214,68 @@ def _background() -> None:
 
 
 def _remove_veths(q: Any) -> None:
-    """The thread: ("end", net, (n, index)): the veth of the container at
-    address n goes (by its ifindex); ("tidy", net, None): the hosts file is
-    tidied of lines whose veth is gone and of "starting" marks."""
+    """The thread: ("end", net, (n, index, ns)): the veth of the container
+    at address n (of ifindex index) goes, and its namespace's fd ns (or -1)
+    is closed; ("tidy", net, None): the hosts file is tidied of lines whose
+    veth is gone and of "starting" marks. What has been asked meanwhile is
+    done together."""
+    import queue
     _background()
     while True:
-        kind, net, arg = q.get()
-        if kind == "tidy":
-            with contextlib.suppress(OSError):
-                update_hosts(net)
-            continue
-        n, index = arg
-        try:
-            sock = _route()
-            try:
-                # its addresses' entries on the bridge first, while its veth
-                # still holds them (no successor's can be there yet); gone
-                # already (with its namespace), the entries may be a successor's
-                if _veth_index(n) == index:
-                    _unpin(sock, net, n)
-                nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)), index)
-            finally:
-                sock.close()
-        except OSError:
-            pass            # gone with the container's namespace meanwhile
-        with _pending_lock:
-            _ending.get(net.bridge, set()).discard(n)
-            _pending_lock.notify_all()
+        items = [q.get()]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.append(q.get_nowait())
+        for kind, net, arg in items:
+            if kind == "tidy":
+                with contextlib.suppress(OSError):
+                    update_hosts(net)
+        ends = [(net, *arg) for kind, net, arg in items if kind == "end"]
+        if ends:
+            _end_veths(ends)
+
+
+def _end_veths(ends: list[tuple[Network, int, int, int]]) -> None:
+    """Containers' veths, (net, n, index, ns) each, gone: the entries on the
+    bridge for address n first, while its veth still holds it (no successor's
+    can be there yet: its namespace ns is held; without it, the veth may have
+    gone already, and the entries be a successor's); then the namespace is
+    let go, and the veth with it (the kernel removes many namespaces at once
+    in the time one veth removed alone takes: tens of ms); one still there
+    after VETH_GRACE seconds is removed by its index. Each address is free
+    again once its veth has gone."""
+    waiting = []
+    try:
+        sock = _route()
+    except OSError:
+        sock = None
+    try:
+        for net, n, index, ns in ends:
+            if sock is not None and _veth_index(n) == index:
+                _unpin(sock, net, n)
+            if ns >= 0:
+                close_netns(ns)
+            waiting.append((net, n, index))
+        deadline = time.monotonic() + VETH_GRACE
+        while waiting:
+            gone = [w for w in waiting if _veth_index(w[1]) != w[2]]
+            if time.monotonic() > deadline:
+                gone = waiting
+                for net, n, index in waiting:
+                    with contextlib.suppress(OSError):
+                        if sock is not None:
+                            nl.link_del(sock, veth_name(ipaddress.IPv4Address(n)), index)
+            if gone:
+                waiting = [w for w in waiting if w not in gone]
+                with _pending_lock:
+                    for net, n, _ in gone:
+                        _ending.get(net.bridge, set()).discard(n)
+                    _pending_lock.notify_all()
+            if waiting:
+                time.sleep(0.005)
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def _unpin(sock: nl.Socket, net: Network, n: int) -> None:
