@@ -18,9 +18,9 @@ isolate container publishes its port 80 on host port 18500+i and is ready
 when the host fetches its page from 127.0.0.1 there; crun and runc, which
 publish nothing themselves (an engine does that), join the same bridge
 through a network namespace and veth the benchmark makes (`ip netns`), and
-are fetched at their address. QEMU guests are left out of this variant: the
-Debian kernel's network drivers are modules, which the busybox initramfs
-does not carry.
+are fetched at their address, and so are QEMU guests, whose virtio NIC is
+a tap device on the bridge (the initramfs carries the kernel's virtio_net
+module and what it needs).
 """
 from __future__ import annotations
 
@@ -247,32 +247,64 @@ exec sleep 100000
 """
 
 
+VM_NET_INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules); do insmod /lib/$m.ko; done
+arg() {{ sed -n "s/.*boot15\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }}
+ip link set lo up
+ip addr add $(arg ip) dev eth0
+ip link set eth0 up
+ip route add default via $(arg gw)
+mkdir -p /tmp/www && echo ready > /tmp/www/index.html
+httpd -p 80 -h /tmp/www
+echo {MARKER}
+exec sleep 100000
+"""
+
+
 class VM:
     name = "qemu-vm (TCG)"
+    init = VM_INIT
+    modules: tuple[str, ...] = ()
 
     def __init__(self, rootfs: str, workdir: str):
         self.qemu = shutil.which("qemu-system-x86_64")
-        kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+        kernels = [k for k in sorted(glob.glob("/boot/vmlinuz-*"))
+                   if os.path.exists(f"/lib/modules/{k.split('vmlinuz-', 1)[1]}/modules.dep")]
         if self.qemu is None or not kernels:
             raise LookupError("qemu-system-x86_64 or a kernel is missing "
                               "(apt-get install qemu-system-x86 linux-image-amd64)")
         self.kernel = kernels[-1]
+        moddir = f"/lib/modules/{self.kernel.split('vmlinuz-', 1)[1]}"
         sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "vm"))
-        from cgroup2 import cpio     # the same newc writer the v2 test guest uses
+        from cgroup2 import cpio, module_order  # the v2 test guest's newc writer
         with open(shutil.which("busybox") or "/bin/busybox", "rb") as f:
             bb = f.read()
-        entries = [(d, 0o40755, b"") for d in ("bin", "dev", "proc", "sys", "tmp")]
-        entries += [("bin/busybox", 0o100755, bb), ("init", 0o100755, VM_INIT.encode())]
-        self.initrd = os.path.join(workdir, "boot15-initrd")
+        entries = [(d, 0o40755, b"") for d in ("bin", "dev", "proc", "sys", "tmp", "lib")]
+        entries += [("bin/busybox", 0o100755, bb), ("init", 0o100755, self.init.encode())]
+        names = []
+        for path in module_order(moddir, self.modules):
+            name = os.path.basename(path)[:-3]
+            with open(f"{moddir}/{path}", "rb") as f:
+                entries.append((f"lib/{name}.ko", 0o100644, f.read()))
+            names.append(name)
+        entries.append(("modules", 0o100644, " ".join(names).encode()))
+        self.initrd = os.path.join(workdir, f"boot15-initrd-{type(self).__name__}")
         with open(self.initrd, "wb") as f:
             f.write(cpio(entries))
         self.procs: list[subprocess.Popen] = []
+
+    def qemu_args(self, i: int) -> list[str]:
+        return ["-append", "console=ttyS0 quiet panic=-1"]
 
     def start(self, i: int) -> None:
         p = subprocess.Popen([self.qemu, "-accel", "tcg,tb-size=32", "-m", "128", "-smp", "1",
                               "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
                               "-kernel", self.kernel, "-initrd", self.initrd,
-                              "-append", "console=ttyS0 quiet panic=-1"],
+                              *self.qemu_args(i)],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
         self.procs.append(p)
@@ -299,6 +331,45 @@ class VM:
                 p.stdout.close()
 
 
+class VMNet(VM):
+    """QEMU guests on the network's bridge: each one's virtio NIC is a tap
+    device the benchmark makes and attaches to the bridge, its address comes
+    on its kernel command line, and it serves HTTP with busybox httpd; it is
+    fetched at its address, as crun and runc are. The Debian kernel's network
+    drivers are modules: the initramfs carries them."""
+    name = "qemu-vm (TCG, network, by address)"
+    init = VM_NET_INIT
+    modules = ("virtio_pci", "virtio_net")
+
+    def __init__(self, rootfs: str, workdir: str, net: Any):
+        super().__init__(rootfs, workdir)
+        self.net = net
+        self.taps: list[str] = []
+
+    def address(self, i: int) -> Any:
+        return self.net.subnet[200 + i]
+
+    def qemu_args(self, i: int) -> list[str]:
+        tap = f"b15v{os.getpid() % 10000}x{i}"
+        subprocess.run(["sh", "-c", f"ip tuntap add dev {tap} mode tap && "
+                                    f"ip link set {tap} master {self.net.bridge} up"], check=True)
+        self.taps.append(tap)
+        return ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:89:{i // 256:02x}:{i % 256:02x}",
+                "-append", f"console=ttyS0 quiet panic=-1 "
+                           f"boot15.ip={self.address(i)}/{self.net.subnet.prefixlen} "
+                           f"boot15.gw={self.net.gateway}"]
+
+    def start(self, i: int) -> None:
+        super().start(i)
+        _poll(lambda: _serves(f"http://{self.address(i)}/"))
+
+    def stop(self) -> None:
+        super().stop()
+        for tap in self.taps:
+            subprocess.run(["ip", "link", "del", tap], stderr=subprocess.DEVNULL)
+
+
 def run(kinds: list[str], n: int, rootfs: str) -> list[dict[str, Any]]:
     """Per kind: the seconds until each instance answered, and MiB added."""
     results = []
@@ -315,7 +386,8 @@ def run(kinds: list[str], n: int, rootfs: str) -> list[dict[str, Any]]:
                          "vm": lambda: VM(rootfs, work),
                          "isolate-net": lambda: IsolateNet(rootfs, work, net),
                          "crun-net": lambda: OCINet("crun", rootfs, work, net),
-                         "runc-net": lambda: OCINet("runc", rootfs, work, net)}[kind]()
+                         "runc-net": lambda: OCINet("runc", rootfs, work, net),
+                         "vm-net": lambda: VMNet(rootfs, work, net)}[kind]()
             except LookupError as e:
                 results.append({"kind": kind, "skipped": str(e)})
                 continue
@@ -363,10 +435,10 @@ def main() -> int:
     ap.add_argument("--kinds", default="isolate,crun,runc,vm")
     ap.add_argument("--rootfs", default=None, help="a busybox root (default: made here)")
     ap.add_argument("--network", action="store_true",
-                    help="the network variant: kinds isolate-net,crun-net,runc-net")
+                    help="the network variant: kinds isolate-net,crun-net,runc-net,vm-net")
     args = ap.parse_args()
     if args.network and args.kinds == ap.get_default("kinds"):
-        args.kinds = "isolate-net,crun-net,runc-net"
+        args.kinds = "isolate-net,crun-net,runc-net,vm-net"
     rootfs = args.rootfs
     with tempfile.TemporaryDirectory(prefix="boot15-root-") as d:
         if rootfs is None:
