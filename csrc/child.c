@@ -533,6 +533,21 @@ static int join_net(struct net_beside *b, iso_error_t *e)
 }
 
 
+/* The caller, for a start that failed with its interface made (by the
+ * helper, b; or by the caller): the interface's pinned entries on the bridge
+ * go while the namespace that holds it (the helper's, or the child's) is
+ * still there, so that they cannot be a successor's. */
+static void unpin_failed(const iso_netif_t *n, struct net_beside *b)
+{
+    if (b != NULL)          /* attached by the helper: once it is done */
+        futex_wait_while(&b->configured, NET_WORKING);
+    long nl = iso_netif_socket();
+    if (nl >= 0) {
+        iso_netif_unpin((int)nl, n);
+        close((int)nl);
+    }
+}
+
 /* The caller, once the start has succeeded or failed: the helper ends. */
 static void net_end(struct net_beside *b, pid_t helper)
 {
@@ -1588,7 +1603,7 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     net.parent = getpid();
     net.netif = c->netif;
     pid_t helper = -1;
-    int pidfd = -1, netns = -1;
+    int pidfd = -1, netns = -1, made = 0;
     pid_t pid = -1;
     sigset_t old;
     iso_dumpable_hold();
@@ -1639,8 +1654,10 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
     if (c->netif != NULL && !c->net_beside) {
         long nl = iso_netif_socket();
         long r = nl < 0 ? nl : iso_netif_make((int)nl, c->netif, pid);
-        if (r == 0)
+        if (r == 0) {
+            made = 1;
             r = iso_netif_attach((int)nl, c->netif);
+        }
         if (nl >= 0)
             close((int)nl);
         if (r < 0) {
@@ -1687,6 +1704,9 @@ int iso_container_start(const iso_container_t *c, pid_t *pid_out, int *pidfd_out
         fail(err, ISO_STEP_INIT, "");
     }
 failed:
+    if (c->netif != NULL && c->netns_fd < 0 &&
+        (made || (helper > 0 && __atomic_load_n(&net.state, __ATOMIC_SEQ_CST) == NET_READY)))
+        unpin_failed(c->netif, helper > 0 ? &net : NULL);
     if (pid > 0) {
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)

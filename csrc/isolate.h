@@ -240,6 +240,10 @@ typedef struct iso_netif {
 long iso_netif_socket(void);
 long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid);
 long iso_netif_attach(int nl, const iso_netif_t *n);
+/* The host's pinned neighbour entries for n's addresses on its bridge
+ * (iso_netif_attach's) go: for an interface of the caller's that failed,
+ * while it is still there (so that the entries cannot be a successor's). */
+long iso_netif_unpin(int nl, const iso_netif_t *n);
 long iso_netif_configure(const iso_netif_t *n, const char **what);
 /* host, left down by attach, gets alias and comes up (on nl, as make): by
  * index where given, so that another interface of its name (it was removed

@@ -188,6 +188,30 @@ static long pin_neighbour(int nl, int family, int index, const uint8_t *addr, si
     return nl_call(nl, &m);
 }
 
+static long unpin_neighbour(int nl, int family, int index, const uint8_t *addr, size_t len)
+{
+    struct nlbuf m;
+    struct ndmsg *nd = nl_begin(&m, RTM_DELNEIGH, 0, sizeof *nd);
+    nd->ndm_family = (unsigned char)family;
+    nd->ndm_ifindex = index;
+    attr_put(&m, NDA_DST, addr, len);
+    long r = nl_call(nl, &m);
+    return r == -ENOENT ? 0 : r;
+}
+
+long iso_netif_unpin(int nl, const iso_netif_t *n)
+{
+    if (!nonzero(n->mac, 6) || !nonzero(n->gateway, 4))
+        return 0;
+    long r = unpin_neighbour(nl, AF_INET, n->master, n->addr, 4);
+    if (n->has6) {
+        long r6 = unpin_neighbour(nl, AF_INET6, n->master, n->addr6, 16);
+        if (r == 0)
+            r = r6;
+    }
+    return r;
+}
+
 long iso_netif_attach(int nl, const iso_netif_t *n)
 {
     struct nlbuf m;

@@ -913,6 +913,32 @@ def test_a_containers_pinned_address_goes_with_it():
         _eventually(lambda: "10.89.19." in _neighbours(None, net.bridge), False)
 
 
+def test_another_process_using_the_network_leaves_the_pins_alone():
+    """A process's first use of a network checks the bridge's MAC: setting it
+    again, unchanged, would have the kernel flush every neighbour entry on
+    the bridge, the running containers' pins with them."""
+    with isolate.Network(subnet="10.89.21.0/24") as net:
+        with isolate.Container(network=net) as c:
+            subprocess.run([sys.executable, "-c", "import sys, isolate\n"
+                            "isolate.run(['true'], network=sys.argv[1])", net.name], check=True)
+            line = [x for x in _neighbours(None, net.bridge).splitlines()
+                    if x.startswith(c.ip + " ")]
+            assert line and "PERMANENT" in line[0], _neighbours(None, net.bridge)
+
+
+def test_a_start_that_fails_leaves_no_pin():
+    """A start that fails after its interface was attached (a command that
+    does not exist) takes the interface's pinned entries on the bridge with
+    it, cold or from a spare."""
+    from isolate import network
+    with isolate.Network(subnet="10.89.22.0/24") as net:
+        for _ in range(3):
+            with pytest.raises(FileNotFoundError):
+                isolate.run(["/nonexistent"], network=net)
+        network.drop_spares()
+        _eventually(lambda: "10.89.22." in _neighbours(None, net.bridge), False)
+
+
 def test_spares_asked_for_before_a_drop_are_not_made():
     """drop_spares also undoes the spares asked for and not yet begun (a
     container's end asks for one): none is made after it returns."""

@@ -241,6 +241,7 @@ class Network:
         self.name = name
         self.bridge = _bridge_name(name)
         self._removed = False
+        self.mac, self.mac_set = b"", False
         with _locked(f"{STATE}/.lock"):
             self._make(net, gw, internal, ipv6)
 
@@ -286,6 +287,8 @@ class Network:
                  f"gateway={self.gateway or ''}", f"internal={int(self.internal)}"]
         if self.subnet6 is not None:
             parts.append(f"subnet6={self.subnet6}")
+        if self.mac_set:
+            parts.append("mac=set")
         return " ".join(parts)
 
     def _create(self, sock: nl.Socket) -> None:
@@ -296,6 +299,7 @@ class Network:
         # their gateway's. Locally administered, and never 02:42:..., the
         # containers' (see container_mac).
         self.mac = bytes([0x0E]) + os.urandom(5)
+        self.mac_set = True
         index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias(), address=self.mac)
         try:
             self.index = index
@@ -406,6 +410,7 @@ class Network:
                 else None
             self.gateway6 = None if self.subnet6 is None or self.internal else self.subnet6[1]
             self.mac = link.get("address") or b""
+            self.mac_set = fields.get("mac") == "set"
             self._removed = False
         except (KeyError, ValueError):
             return None
@@ -778,11 +783,15 @@ def attached_network(name: str) -> Network:
         except OSError:
             pass
     net = get_network(name)
-    if net.mac:     # set, so that it stays (a bridge made before its MAC was set)
+    if net.mac and not net.mac_set:
+        # set, so that it stays (a bridge made before its MAC was set), and
+        # marked so: set again, unchanged, the kernel would flush the
+        # bridge's neighbour entries, the running containers' pins among them
+        net.mac_set = True
         with contextlib.suppress(OSError):
             sock = _route()
             try:
-                nl.link_set(sock, net.index, address=net.mac)
+                nl.link_set(sock, net.index, address=net.mac, alias=net._alias())
             finally:
                 sock.close()
     _cache[name] = (net.index, net)
@@ -852,7 +861,8 @@ def close_netns(fd: int) -> None:
         if fd not in _netns_fds:
             return
         _netns_fds.discard(fd)
-    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def take_spare(net: Network) -> tuple[ipaddress.IPv4Address, int, int] | None:
@@ -1068,13 +1078,22 @@ class Lease:
         When all are taken, but containers of this process have ended and
         their veths are being removed, it waits for those."""
         if self.netns >= 0:     # a spare that failed to come up: made anew
-            close_netns(self.netns)
-            self.netns = -1
+            self._drop_spare()
         self._index = 0
         previous = self.address
         self.address = None
         self.address = _reserve(self.net, self._tried, previous)
         self._publish(previous)
+
+    def _drop_spare(self) -> None:
+        """The spare taken is not joined after all: it goes as an ended
+        container's does (its pins while its namespace is still held)."""
+        assert self.address is not None
+        n = int(self.address)
+        with _pending_lock:
+            _ending.setdefault(self.net.bridge, set()).add(n)
+        _remover().put(("end", self.net, (n, self._index, self.netns)))
+        self.netns = -1
 
     def _publish(self, previous: ipaddress.IPv4Address | None) -> None:
         """Its address taken: its ports lead to it, its hosts line is written."""
@@ -1228,11 +1247,19 @@ def _remove_veths(q: Any) -> None:
                 items.append(q.get_nowait())
         for kind, net, arg in items:
             if kind == "tidy":
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(Exception):
                     update_hosts(net)
         ends = [(net, *arg) for kind, net, arg in items if kind == "end"]
-        if ends:
-            _end_veths(ends)
+        try:
+            if ends:
+                _end_veths(ends)
+        except Exception:       # never the thread's end: later ends would wait for good
+            with _pending_lock:
+                for net, n, _, ns in ends:
+                    _ending.get(net.bridge, set()).discard(n)
+                _pending_lock.notify_all()
+            for _, _, _, ns in ends:
+                close_netns(ns)
 
 
 def _end_veths(ends: list[tuple[Network, int, int, int]]) -> None:
