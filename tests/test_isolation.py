@@ -86,7 +86,9 @@ def test_network_none_has_only_lo_and_it_is_up(run, rootfs):
     assert names == ["lo"]
     assert flags & 0x1          # IFF_UP
     # and it carries traffic
-    out = sh(run, "nc -l -p 8080 -w 3 > /tmp/got & "
+    # (the listener reads the connection to its end: a plain `nc -l` in the
+    # background, its stdin /dev/null, may end before it has read it)
+    out = sh(run, "nc -l -p 8080 -e sh -c 'cat > /tmp/got' & "
                   "for i in $(seq 100); do echo hi | nc -w 1 127.0.0.1 8080 2>/dev/null && break; "
                   "sleep 0.05; done; wait; cat /tmp/got", rootfs=rootfs)
     assert out.strip() == "hi"
