@@ -628,3 +628,49 @@ def test_masks_resolve_inside_the_root(runtime, tmp_path, fresh_rootfs):
     r = _run(runc, "run", "--bundle", bundle, "c1")
     assert r.stdout.split() == ["1", "end"]     # a mount over /srv/secret, which reads empty
     _gone(root, parent, "c1")
+
+
+def test_the_runtimes_json_is_the_json_packages():
+    """isolate-runc reads and writes JSON without the json package (whose
+    import costs milliseconds of every call an engine makes): the same text
+    out, the same values in, and ValueError for what json refuses."""
+    from isolate import _fastjson
+    values = [{"ociVersion": "1.0.2", "id": "c1", "pid": 42, "annotations": {}, "list": [],
+               "nested": [1, -2.5, 1e300, None, True, False, {"é\"\n\u2603\x00": "\U0001f600"}]},
+              [], {}, "", 0, -1, 3.25, None, [[[]]], [{"a": [{}]}]]
+    for v in values:
+        for indent in (None, 2, "\t"):
+            assert _fastjson.dumps(v, indent=indent) == json.dumps(v, indent=indent)
+        assert _fastjson.loads(json.dumps(v)) == v
+        assert _fastjson.loads(" \n" + json.dumps(v, indent=2) + "\n") == v
+    assert _fastjson.loads(b'{"a": 1}') == {"a": 1}
+    for bad in ("", " ", "{", "[1,]", "1 2", "nul", '{"a" 1}', "'a'"):
+        with pytest.raises(ValueError):
+            _fastjson.loads(bad)
+    with pytest.raises(TypeError):
+        _fastjson.dumps({1: 2})
+    with pytest.raises(TypeError):
+        _fastjson.dumps(object())
+
+
+def test_the_runtimes_hot_commands_import_little(runtime):
+    """state, start, kill and delete run on every container's path, three or
+    four times: they import neither json, re, enum, functools, typing nor
+    subprocess (milliseconds each), nor the parts of isolate that make
+    containers."""
+    runc, root, parent = runtime
+    code = ("import sys\nsys.path.insert(0, sys.argv[2])\nbefore = set(sys.modules)\n"
+            "from isolate import runc\n"
+            "for argv in (['state', 'x'], ['start', 'x'], ['kill', 'x', 'KILL'], ['delete', 'x']):\n"
+            "    try:\n        runc.main(['--root', sys.argv[1]] + argv)\n"
+            "    except SystemExit:\n        pass\n"
+            "import isolate._cgroups\n"      # what delete of a container adds
+            "heavy = ('json', 're', 'enum', 'functools', 'typing', 'subprocess',\n"
+            "         'isolate._core', 'isolate._oci')\n"
+            "print(sorted(m for m in heavy if m in set(sys.modules) - before))")
+    import isolate
+    where = os.path.dirname(os.path.dirname(isolate.__file__))
+    # -S: without site, whose .pth files may import any of these themselves
+    r = subprocess.run([sys.executable, "-S", "-c", code, root, where], capture_output=True,
+                       text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -43,16 +43,17 @@ in them (containers without a PID namespace); and cgroup v2 has no agent at all.
 """
 from __future__ import annotations
 
+import _thread
 import errno
 import os
-import subprocess
 import sys
-import threading
 import time
-import warnings
-from typing import Any
 
 from .errors import ContainerError
+
+TYPE_CHECKING = False       # typing and subprocess cost milliseconds: isolate-runc's
+if TYPE_CHECKING:           # delete imports this module, on every container's path
+    from typing import Any
 
 ROOT = "/sys/fs/cgroup"
 PERIOD_US = 100_000
@@ -275,7 +276,7 @@ while dirs and time.monotonic() < end:
             time.sleep(0.005)
 """
 
-_reaper_lock = threading.Lock()
+_reaper_lock = _thread.allocate_lock()
 _reaper_pid = 0                 # the process the bases below are watched for
 _reaper_bases: set[str] = set()
 
@@ -287,7 +288,7 @@ def _watch(needed: list[str]) -> None:
     global _reaper_lock, _reaper_pid
     pid = os.getpid()
     if _reaper_pid != pid:              # a fork: its parent's reaper does not watch it
-        _reaper_lock = threading.Lock()
+        _reaper_lock = _thread.allocate_lock()
         _reaper_pid = pid
         _reaper_bases.clear()
     if _reaper_bases.issuperset(needed):
@@ -300,12 +301,14 @@ def _watch(needed: list[str]) -> None:
         try:
             _spawn_reaper(pid, new)
         except OSError as e:
+            import warnings
             warnings.warn(f"isolate: no reaper for the cgroups of this process ({e}): if it "
                           "is killed, they stay until a later start sweeps them",
                           RuntimeWarning, stacklevel=4)
 
 
 def _spawn_reaper(owner: int, where: list[str]) -> None:
+    import subprocess
     pidfd = os.pidfd_open(owner)
     try:
         if not sys.executable:

@@ -27,23 +27,23 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
-import json
 import os
-import re
-import signal
 import sys
 import time
 
+from ._fastjson import dumps, loads
 from ._fs import start_time
 
 TYPE_CHECKING = False       # typing costs milliseconds, on every command
 if TYPE_CHECKING:
+    import signal
     from typing import Any, NoReturn
+else:
+    import _signal as signal    # signal's own module imports enum: milliseconds again
 
 VERSION = "0.1.0"
 SPEC_VERSION = "1.0.2"
-_ID = re.compile(r"[\w+\-.]+", re.ASCII)
+_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
 class Fatal(Exception):
@@ -75,7 +75,7 @@ def _log(level: str, message: str) -> None:
         return
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
     if OPTS.log_format == "json":
-        line = json.dumps({"level": level, "msg": message, "time": now}) + "\n"
+        line = dumps({"level": level, "msg": message, "time": now}) + "\n"
     else:
         line = f'time="{now}" level={level} msg="{message}"\n'
     try:
@@ -141,7 +141,7 @@ def _one_id(rest: list[str], name: str, more: bool = False) -> str:
     if len(rest) > 1 and not more:
         raise Fatal(f"{name}: takes one container id, got {len(rest)} arguments")
     cid = rest[0]
-    if not _ID.fullmatch(cid) or cid in (".", ".."):
+    if not cid or not _ID.issuperset(cid) or cid in (".", ".."):
         raise Fatal(f"invalid id format: {cid}")
     return cid
 
@@ -180,14 +180,14 @@ class Locked:
     def state(self) -> dict[str, Any]:
         try:
             with open(os.path.join(self.path, "state.json")) as f:
-                return json.load(f)
+                return loads(f.read())
         except FileNotFoundError:
             raise Fatal("container does not exist") from None
         except (OSError, ValueError) as e:
             raise Fatal(f"container {self.cid}: its state is unreadable: {e}") from None
 
     def save(self, state: dict[str, Any]) -> None:
-        _write_atomic(os.path.join(self.path, "state.json"), json.dumps(state).encode(), 0o600)
+        _write_atomic(os.path.join(self.path, "state.json"), dumps(state).encode(), 0o600)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -267,7 +267,7 @@ def _oci_state(lock: Locked, state: dict[str, Any], status: str | None = None) -
 def _run_hooks(name: str, hooks: list[dict[str, Any]], oci_state: dict[str, Any]) -> None:
     """Each hook with the state on stdin, in order; a failure raises Fatal."""
     import subprocess
-    data = json.dumps(oci_state).encode()
+    data = dumps(oci_state).encode()
     for h in hooks:
         args = h.get("args") or [h["path"]]
         env = dict(e.split("=", 1) for e in (h.get("env") or []) if "=" in e)
@@ -333,7 +333,7 @@ def _create(cid: str, bundle: str, pid_file: str | None, console: str | None,
     try:
         # what exec reads: the config the container is made from, not the
         # bundle's file, which the container itself may write (a root in it)
-        _write_atomic(os.path.join(lock.path, "config.json"), json.dumps(b.spec).encode(), 0o600)
+        _write_atomic(os.path.join(lock.path, "config.json"), dumps(b.spec).encode(), 0o600)
         # from here on, what a create killed midway leaves, delete --force removes
         lock.save(state)
         from ._cgroups import Cgroups
@@ -563,7 +563,7 @@ def cmd_run(argv: list[str]) -> int:
     # the foreground: this process is the init's parent; wait, and delete
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(s, functools.partial(_forward_handler, pid))
+        signal.signal(s, lambda n, frame: _forward_handler(pid, n, frame))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -595,13 +595,10 @@ def cmd_state(argv: list[str]) -> int:
     lock = Locked(cid)
     try:
         state = lock.state()
-        print(json.dumps(_oci_state(lock, state), indent=2))
+        print(dumps(_oci_state(lock, state), indent=2))
     finally:
         lock.close()
     return 0
-
-
-_SIGNALS = {s.name.removeprefix("SIG"): int(s) for s in signal.Signals}
 
 
 def _signal(text: str) -> int:
@@ -610,8 +607,10 @@ def _signal(text: str) -> int:
         n = int(t)
         if 0 < n < 65:
             return n
-    elif t in _SIGNALS:
-        return _SIGNALS[t]
+    else:
+        number = getattr(signal, f"SIG{t}", None) if t.isalnum() else None
+        if isinstance(number, int) and 0 < number < 65:
+            return int(number)
     raise Fatal(f"unknown signal {text!r}")
 
 
@@ -725,7 +724,7 @@ def cmd_list(argv: list[str]) -> int:
     except FileNotFoundError:
         names = []
     for cid in names:
-        if not _ID.fullmatch(cid):
+        if not cid or not _ID.issuperset(cid):
             continue
         try:
             lock = Locked(cid)
@@ -741,7 +740,7 @@ def cmd_list(argv: list[str]) -> int:
         for r in rows:
             print(r["id"])
     elif fmt == "json":
-        print(json.dumps(rows or None))
+        print(dumps(rows or None))
     elif fmt == "table":
         print(f"{'ID':<12} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<30} OWNER")
         for r in rows:
@@ -766,7 +765,7 @@ def cmd_ps(argv: list[str]) -> int:
         lock.close()
     fmt = o["format"] or o["f"] or "table"
     if fmt == "json":
-        print(json.dumps(pids))
+        print(dumps(pids))
         return 0
     if fmt != "table":
         raise Fatal(f"invalid format option: {fmt}")
@@ -830,6 +829,7 @@ def cmd_events(argv: list[str]) -> int:
     cid = _one_id(rest, "events")
     interval = 5.0
     if o["interval"]:
+        import re
         m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", o["interval"])
         if not m:
             raise Fatal(f"events: invalid interval {o['interval']!r}")
@@ -845,14 +845,14 @@ def cmd_events(argv: list[str]) -> int:
     if cg is None:
         raise Fatal("events: the container has no cgroup")
     if o["stats"]:
-        print(json.dumps(_stats(cid, cg)))
+        print(dumps(_stats(cid, cg)))
         return 0
     ooms = cg.oom_kills()
     while _alive(state):
-        print(json.dumps(_stats(cid, cg)), flush=True)
+        print(dumps(_stats(cid, cg)), flush=True)
         now = cg.oom_kills()
         if now > ooms:
-            print(json.dumps({"type": "oom", "id": cid}), flush=True)
+            print(dumps({"type": "oom", "id": cid}), flush=True)
             ooms = now
         time.sleep(interval)
     return 0
@@ -875,10 +875,10 @@ def cmd_update(argv: list[str]) -> int:
     if source:
         try:
             if source == "-":
-                res = json.load(sys.stdin)
+                res = loads(sys.stdin.read())
             else:
                 with open(source) as f:
-                    res = json.load(f)
+                    res = loads(f.read())
         except (OSError, ValueError) as e:
             raise Fatal(f"update: --resources {source}: {e}") from None
         if not isinstance(res, dict):
@@ -940,7 +940,7 @@ def cmd_exec(argv: list[str]) -> int:
     if process_file:
         try:
             with open(process_file) as f:
-                process = json.load(f)
+                process = loads(f.read())
         except (OSError, ValueError) as e:
             raise Fatal(f"exec: --process {process_file}: {e}") from None
     elif len(rest) < 2:
@@ -953,7 +953,7 @@ def cmd_exec(argv: list[str]) -> int:
             raise Fatal(f"cannot exec in a {status} container")
         try:        # the config the container was made from (see _create)
             with open(os.path.join(lock.path, "config.json")) as f:
-                spec = json.load(f)
+                spec = loads(f.read())
         except (OSError, ValueError) as e:
             raise Fatal(f"exec: container {cid}: its config is unreadable: {e}") from None
         if process is None:
@@ -1100,6 +1100,7 @@ def cmd_spec(argv: list[str]) -> int:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise Fatal("File config.json already exists")
+    import json
     from ._oci import default_spec
     with open(path, "w") as f:
         json.dump(default_spec(o["rootless"]), f, indent="\t")
@@ -1109,7 +1110,7 @@ def cmd_spec(argv: list[str]) -> int:
 def cmd_features(argv: list[str]) -> int:
     from ._oci import BUILTIN_MOUNTS, NAMESPACES
     from ._security import CAPABILITIES
-    print(json.dumps({
+    print(dumps({
         "ociVersionMin": "1.0.0", "ociVersionMax": SPEC_VERSION,
         "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "noexec", "nodev"],
