@@ -644,6 +644,16 @@ def test_the_runtimes_json_is_the_json_packages():
         assert _fastjson.loads(json.dumps(v)) == v
         assert _fastjson.loads(" \n" + json.dumps(v, indent=2) + "\n") == v
     assert _fastjson.loads(b'{"a": 1}') == {"a": 1}
+    deep: list = []
+    for _ in range(1200):       # deeper than Python's stack: as json does
+        deep = [deep]
+    try:
+        expected = json.dumps(deep)     # from Python 3.12 on, its C encoder goes deeper
+    except RecursionError:
+        with pytest.raises(RecursionError):
+            _fastjson.dumps(deep)
+    else:
+        assert _fastjson.dumps(deep) == expected
     for bad in ("", " ", "{", "[1,]", "1 2", "nul", '{"a" 1}', "'a'"):
         with pytest.raises(ValueError):
             _fastjson.loads(bad)

@@ -36,9 +36,7 @@ _scan = _json.make_scanner(_Decoding()) if _json is not None else None  # type: 
 
 def loads(text: str | bytes) -> Any:
     """json.loads(text): ValueError (json.JSONDecodeError) on bad input."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    if _scan is None:    # pragma: no cover
+    if isinstance(text, bytes) or _scan is None:    # (its encodings are json's to detect)
         import json
         return json.loads(text)
     n = len(text)
@@ -65,7 +63,11 @@ def dumps(value: Any, indent: int | str | None = None) -> str:
         import json
         return json.dumps(value, indent=indent)
     out: list[str] = []
-    _encode(value, out, " " * indent if isinstance(indent, int) else indent, 0)
+    try:
+        _encode(value, out, " " * indent if isinstance(indent, int) else indent, 0)
+    except RecursionError:      # nested deeper than Python's stack: json's C encoder goes on
+        import json
+        return json.dumps(value, indent=indent)
     return "".join(out)
 
 

@@ -603,12 +603,14 @@ def cmd_state(argv: list[str]) -> int:
 
 def _signal(text: str) -> int:
     t = text.upper().removeprefix("SIG")
-    if t.isdigit():
+    if t.isascii() and t.isdigit():
         n = int(t)
         if 0 < n < 65:
             return n
     else:
-        number = getattr(signal, f"SIG{t}", None) if t.isalnum() else None
+        # (not the aliases IOT, CLD and POLL, which runc refuses too)
+        number = getattr(signal, f"SIG{t}", None) \
+            if t.isalnum() and t not in ("IOT", "CLD", "POLL") else None
         if isinstance(number, int) and 0 < number < 65:
             return int(number)
     raise Fatal(f"unknown signal {text!r}")
