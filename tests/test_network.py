@@ -788,6 +788,7 @@ def test_a_container_killed_from_outside_keeps_its_address_until_closed():
             network.drop_spares()
             _eventually(lambda: veth in _links(), False)
             _eventually(lambda: address + " " in _neighbours(None, net.bridge), False)
+            network.wait_for_removals(net.bridge)   # the remover has seen them go
             with isolate.Container(network=net, hostname="third") as third:
                 assert third.ip == address
                 r = third.run(["sh", "-c", "cat /sys/class/net/eth0/operstate; cat /etc/hosts"],
