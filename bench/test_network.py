@@ -196,7 +196,7 @@ def test_stream_isolate_network(benchmark, rounds, net, stream_bytes):
             rates.append(_stream(
                 lambda: rx.spawn([*py, RECEIVER], stdout=subprocess.PIPE, text=True),
                 lambda: tx.run([*py, SENDER, "rx", str(stream_bytes)], check=True)))
-        benchmark.pedantic(once, rounds=max(rounds // 60, 3), iterations=1, warmup_rounds=1)
+        benchmark.pedantic(once, rounds=max(rounds // 20, 3), iterations=1, warmup_rounds=1)
     benchmark.extra_info["mb_per_s"] = statistics.median(rates)
 
 
@@ -225,7 +225,7 @@ def test_stream_plain_veth(benchmark, rounds, stream_bytes):
                                          stdout=subprocess.PIPE, text=True),
                 lambda: subprocess.run(["nsenter", "-t", a, "-n", *py, SENDER, "10.201.0.2",
                                         str(stream_bytes)], check=True)))
-        benchmark.pedantic(once, rounds=max(rounds // 60, 3), iterations=1, warmup_rounds=1)
+        benchmark.pedantic(once, rounds=max(rounds // 20, 3), iterations=1, warmup_rounds=1)
     finally:
         for h in holders:
             h.kill()
