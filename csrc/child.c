@@ -499,7 +499,7 @@ static int net_helper(void *arg)
         net_helper_configure(b, nl);      /* while the child mounts */
     if (nl >= 0)
         RAW(SYS_close, nl, 0, 0, 0);
-    net_wait_while(b, NET_READY);     /* the namespace lives with us until joined */
+    net_wait_while(b, NET_READY);     /* the namespace lives with us until net_end */
     return 0;
 }
 

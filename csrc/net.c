@@ -427,9 +427,11 @@ long iso_netns_make(const iso_netif_t *n, const char **what)
         if (inner >= 0)
             close((int)inner);
     }
+    int made = 0;
     if (r == 0) {
         *what = "veth";
         r = iso_netif_make((int)nl, n, (pid_t)syscall(SYS_gettid));
+        made = r == 0;
     }
     if (r == 0) {
         *what = "bridge port";
@@ -440,6 +442,8 @@ long iso_netns_make(const iso_netif_t *n, const char **what)
     long fd = -1;
     if (r == 0 && (fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
         r = -errno;
+    if (r < 0 && made)      /* attach's pins, while the veth is still there (ours) */
+        iso_netif_unpin((int)nl, n);
     /* back to the thread's own namespace; without a reference left, a
      * namespace that failed halfway goes, with its veth pair */
     if (entered && setns(self, CLONE_NEWNET) < 0) {

@@ -891,17 +891,22 @@ def drop_spares(bridge: str | None = None, *, wanted: bool = True) -> int:
         gone = [(k, _spares.pop(k)) for k in list(_spares) if bridge is None or k[0] == bridge]
         if wanted:
             _dropped[bridge] = next(_wants)
-        ends = []
-        for (_, bridge_index), (address, fd, index) in gone:
-            net = next((net for _, net in _cache.values() if net.index == bridge_index), None)
-            if net is None:
-                close_netns(fd)     # (not held: its network has gone)
-            else:
-                _ending.setdefault(net.bridge, set()).add(int(address))
-                ends.append((net, (int(address), index, fd)))
-    for net, end in ends:
-        _remover().put(("end", net, end))
+    for (_, bridge_index), (address, fd, index) in gone:
+        net = next((net for _, net in _cache.values() if net.index == bridge_index), None)
+        if net is None:
+            close_netns(fd)     # (not held: its network has gone)
+        else:
+            _end_later(net, int(address), index, fd)
     return len(gone)
+
+
+def _end_later(net: Network, n: int, index: int, ns: int) -> None:
+    """The veth of address n on net (ifindex index) goes, and with it the
+    namespace whose fd ns is held here, by the thread that removes them (see
+    _end_veths); the address waits for that (see _reserve)."""
+    with _pending_lock:
+        _ending.setdefault(net.bridge, set()).add(n)
+    _remover().put(("end", net, (n, index, ns)))
 
 
 def _after_fork_in_child() -> None:
@@ -1002,7 +1007,7 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
             if _spare_maker is q and key not in _spares and key not in _closed:
                 _spares[key] = (address, fd, index)
                 return
-        close_netns(fd)
+        _end_later(net, int(address), index, fd)     # not wanted after all
         return
 
 
@@ -1089,10 +1094,7 @@ class Lease:
         """The spare taken is not joined after all: it goes as an ended
         container's does (its pins while its namespace is still held)."""
         assert self.address is not None
-        n = int(self.address)
-        with _pending_lock:
-            _ending.setdefault(self.net.bridge, set()).add(n)
-        _remover().put(("end", self.net, (n, self._index, self.netns)))
+        _end_later(self.net, int(self.address), self._index, self.netns)
         self.netns = -1
 
     def _publish(self, previous: ipaddress.IPv4Address | None) -> None:

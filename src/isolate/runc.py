@@ -46,6 +46,11 @@ SPEC_VERSION = "1.0.2"
 _ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
+def _valid_id(cid: str) -> bool:
+    """A container id as runc takes it: letters, digits, _ + - and ., not . or .."""
+    return bool(cid) and _ID.issuperset(cid) and cid not in (".", "..")
+
+
 class Fatal(Exception):
     """An error that ends the command: exit code 1 and its message."""
 
@@ -141,7 +146,7 @@ def _one_id(rest: list[str], name: str, more: bool = False) -> str:
     if len(rest) > 1 and not more:
         raise Fatal(f"{name}: takes one container id, got {len(rest)} arguments")
     cid = rest[0]
-    if not cid or not _ID.issuperset(cid) or cid in (".", ".."):
+    if not _valid_id(cid):
         raise Fatal(f"invalid id format: {cid}")
     return cid
 
@@ -726,7 +731,7 @@ def cmd_list(argv: list[str]) -> int:
     except FileNotFoundError:
         names = []
     for cid in names:
-        if not cid or not _ID.issuperset(cid):
+        if not _valid_id(cid):
             continue
         try:
             lock = Locked(cid)
