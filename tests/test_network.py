@@ -914,6 +914,18 @@ def test_a_containers_pinned_address_goes_with_it():
         _eventually(lambda: "10.89.19." in _neighbours(None, net.bridge), False)
 
 
+def test_a_pools_containers_take_their_pins_with_them():
+    """The containers of a pool on a network (made by its zygote) remove
+    their pinned entries on the bridge as they end, as a Container's do."""
+    with isolate.Network(subnet="10.89.26.0/24") as net:
+        with isolate.Pool(size=2, network=net) as pool:
+            for _ in range(6):
+                assert pool.call(_eth0).startswith("10.89.26.")
+            # the ended ones' pins are gone; the two ready ones keep theirs
+            _eventually(lambda: _neighbours(None, net.bridge).count("PERMANENT"), 2)
+        _eventually(lambda: "10.89.26." in _neighbours(None, net.bridge), False)
+
+
 def test_another_process_using_the_network_leaves_the_pins_alone():
     """A process's first use of a network checks the bridge's MAC: setting it
     again, unchanged, would have the kernel flush every neighbour entry on

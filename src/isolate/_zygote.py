@@ -311,9 +311,20 @@ def _fork(plan: Any, flags: int, first: Any, last: Any, python_hooks: bool, adop
             lease.pick()
             continue
         if pid and lease is not None:
-            lease.started()
+            lease.started(_netns(pid))
         return pid, err
     raise AssertionError("unreachable")
+
+
+def _netns(pid: int) -> int:
+    """An fd of the network namespace of the container whose init is pid, or
+    -1: held by its lease until its pins on the bridge are gone. (Its init
+    is our child, not yet reaped: the pid is its, and the namespace, while
+    it runs; it runs until its worker ends, which waits for a call.)"""
+    try:
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 if __name__ == "__main__":

@@ -1020,8 +1020,9 @@ class Lease:
                  mtu: int = 0, thread: bool = True, spare: bool = False) -> None:
         """thread=False: no work is left to a thread of this process (a
         pool's zygote, which must stay single-threaded to fork): the hosts
-        file is tidied at once, and veths are left to the kernel, which
-        removes them with their containers' network namespaces. spare: the
+        file is tidied and the pins are removed at once, and veths are left
+        to the kernel, which removes them with their containers' network
+        namespaces. spare: the
         container can join a network namespace made ahead of it (see
         take_spare); then .netns is its fd, else -1."""
         self._thread = thread
@@ -1128,8 +1129,6 @@ class Lease:
                 _netns_fds.add(netns)
         if self.netns >= 0:     # joined
             self._ns, self.netns = self.netns, -1
-        elif not self._thread:
-            close_netns(netns)
         else:
             self._ns = netns
             # its veth, removed by that index (a successor's of the same name
@@ -1187,10 +1186,12 @@ class Lease:
             if self._spares:
                 _want_spare(self.net)
             return
+        n = int(self.address)
         if not (remove_veth and self._index) and self._ns >= 0:
+            if not remove_veth and self._index:
+                _unpin_now(self.net, n, self._index)
             close_netns(self._ns)
             self._ns = -1
-        n = int(self.address)
         with _pending_lock:
             _pending.get(self.net.bridge, set()).discard(n)
             if remove_veth and self._index:
@@ -1318,6 +1319,22 @@ def _unpin(sock: nl.Socket, net: Network, n: int) -> None:
         nl.neigh_del(sock, net.index, str(address))
         if net.subnet6 is not None:
             nl.neigh_del(sock, net.index, str(net.address6(address)))
+
+
+def _unpin_now(net: Network, n: int, index: int) -> None:
+    """Address n's entries on the bridge gone, by the caller (no thread: a
+    pool's zygote), while its veth, of ifindex index, still holds it: its
+    namespace is held until this is done."""
+    if _veth_index(n) != index:
+        return
+    try:
+        sock = _route()
+    except OSError:
+        return
+    try:
+        _unpin(sock, net, n)
+    finally:
+        sock.close()
 
 
 def wait_for_removals(bridge: str, timeout: float = 10.0) -> None:
