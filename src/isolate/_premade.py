@@ -25,6 +25,9 @@ from ._config import Config
 from .container import Process
 
 
+#: the most threads that make a pool's containers for commands at once
+_MAKERS = 4
+
 
 class Premade:
     """(init pid, control socket, cgroups) of containers waiting for a command."""
@@ -40,9 +43,14 @@ class Premade:
         self._cond = threading.Condition()
         self._closed = False
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._fill, daemon=True,
-                                        name="isolate-pool-commands")
-        self._thread.start()
+        self._making = 0        # being made now, by the threads below
+        # more than one maker: a container's making is mostly the kernel's
+        # (and the C start's, without the GIL), so that several cores share it
+        self._threads = [threading.Thread(target=self._fill, daemon=True,
+                                          name="isolate-pool-commands")
+                         for _ in range(min(size, os.cpu_count() or 1, _MAKERS))]
+        for thread in self._threads:
+            thread.start()
         # containers whose command has ended: their init reaped here, off the
         # caller's path (its exit takes the namespaces down)
         self._ended: queue.SimpleQueue[tuple[int, int, Any] | None] = queue.SimpleQueue()
@@ -77,19 +85,22 @@ class Premade:
     def _fill(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (len(self._ready) >= self._size
+                while not self._closed and (len(self._ready) + self._making >= self._size
                                             or self._failure is not None):
                     self._cond.wait()
                 if self._closed:
                     return
+                self._making += 1
             try:
                 made = self._make()
             except BaseException as e:      # given to the next take()
                 with self._cond:
+                    self._making -= 1
                     self._failure = e
                     self._cond.notify_all()
                 continue
             with self._cond:
+                self._making -= 1
                 if self._closed:
                     _end(made)
                     return
@@ -114,7 +125,8 @@ class Premade:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         while self._ready:
             _end(self._ready.popleft())
         self._ended.put(None)
