@@ -57,6 +57,12 @@ def system_exit_3():
     raise SystemExit(3)
 
 
+def exits_4_by_the_builtin():
+    """exit() and quit() are site's: there in a pool's workers too."""
+    quit if callable(quit) else None  # noqa: B018
+    exit(4)
+
+
 def segfaults():
     import ctypes
     ctypes.string_at(0)
@@ -112,7 +118,7 @@ def signal_handler_runs():
 
 
 BEHAVIOURS = [returns, raises, is_init, kills_itself, terminates_itself, aborts, exits_3,
-              system_exit_3, segfaults, orphans_are_reaped, prints, sleeps, signal_handler_runs]
+              system_exit_3, exits_4_by_the_builtin, segfaults, orphans_are_reaped, prints, sleeps, signal_handler_runs]
 
 
 @pytest.fixture()
