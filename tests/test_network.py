@@ -900,6 +900,172 @@ def test_a_neighbour_cannot_take_over_the_gateway_or_a_containers_address():
                     assert x.startswith(attacker.ip + " "), x
 
 
+#: a container that listens for UDP datagrams on port 9999 for a few
+#: seconds, and prints each one's text and source address
+LISTEN_UDP = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9999))
+s.settimeout(2)
+print("ready", flush=True)
+try:
+    while True:
+        data, addr = s.recvfrom(100)
+        print(data.decode(), addr[0], flush=True)
+except socket.timeout:
+    pass
+"""
+
+#: a neighbour with CAP_NET_RAW: UDP datagrams to VICTIM (at its MAC) that
+#: claim to come from OTHER: from OTHER's address at the sender's own MAC,
+#: and at OTHER's MAC (which would also teach the bridge that OTHER is
+#: behind the sender's port); and one from its own address, which arrives
+FORGE_UDP = r"""
+import socket, struct, sys
+victim, victim_mac, other, other_mac, mine = sys.argv[1:]
+victim_mac, other_mac = bytes.fromhex(victim_mac), bytes.fromhex(other_mac)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+me = s.getsockname()[4]
+
+def checksum(b):
+    n = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    n = (n >> 16) + (n & 0xFFFF)
+    return ~(n + (n >> 16)) & 0xFFFF
+
+def frame(src_mac, src_ip, text):
+    udp = struct.pack("!HHHH", 4000, 9999, 8 + len(text), 0) + text
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src_ip), socket.inet_aton(victim))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return victim_mac + src_mac + b"\x08\x00" + ip + udp
+
+for _ in range(3):
+    s.send(frame(me, other, b"forged-address"))
+    s.send(frame(other_mac, other, b"forged-mac"))
+    s.send(frame(me, mine, b"genuine"))
+"""
+
+#: a neighbour with CAP_NET_RAW: IPv6 neighbour advertisements to VICTIM
+#: saying that CLAIM is at the sender's own MAC (solicited, override)
+FORGE_NA = r"""
+import socket, struct, sys
+victim, victim_mac, claim, source = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+me = s.getsockname()[4]
+src, dst, target = (socket.inet_pton(socket.AF_INET6, a) for a in (source, victim, claim))
+
+def checksum(b):
+    n = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while n >> 16:
+        n = (n >> 16) + (n & 0xFFFF)
+    return ~n & 0xFFFF
+
+icmp = struct.pack("!BBHI", 136, 0, 0, 0x60000000) + target + bytes([2, 1]) + me
+pseudo = src + dst + struct.pack("!I3xB", len(icmp), 58)
+icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
+ip = struct.pack("!IHBB", 0x60000000, len(icmp), 58, 255) + src + dst
+for _ in range(3):
+    s.send(victim_mac + me + b"\x86\xdd" + ip + icmp)
+print(me.hex())
+"""
+
+
+def _mac_of(c: isolate.Container) -> str:
+    return c.run(["cat", "/sys/class/net/eth0/address"], capture_output=True, text=True,
+                 check=True).stdout.strip().replace(":", "")
+
+
+#: a datagram to ADDRESS (which has it resolved), then the MAC it was sent to
+RESOLVE = r"""
+import socket, subprocess, sys, time
+address = sys.argv[1]
+family = socket.AF_INET6 if ":" in address else socket.AF_INET
+socket.socket(family, socket.SOCK_DGRAM).sendto(b"x", (address, 9))
+for _ in range(100):
+    out = subprocess.run(["ip", "neigh", "show", address], capture_output=True, text=True).stdout
+    if "lladdr" in out:
+        break
+    time.sleep(0.02)
+print(out.split("lladdr")[1].split()[0].replace(":", "") if "lladdr" in out else out)
+"""
+
+
+def _resolved(c: isolate.Container, address: str) -> str:
+    """The MAC at which container c reaches address."""
+    return c.run([sys.executable, "-I", "-c", RESOLVE, address], capture_output=True, text=True,
+                 check=True).stdout.strip()
+
+
+def test_a_container_cannot_forge_its_neighbours_address_or_mac():
+    """A container (CAP_NET_RAW, as Docker's default) sends datagrams to a
+    neighbour as if from another neighbour: from its address, and from its
+    address and MAC. Neither arrives (each port of the bridge takes frames
+    only from its own container's MAC and addresses), and the bridge does
+    not learn the other's MAC on the attacker's port; its genuine datagram
+    arrives."""
+    with isolate.Network(subnet="10.89.27.0/24") as net, \
+            isolate.Container(network=net, hostname="victim") as victim, \
+            isolate.Container(network=net, hostname="other") as other, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        listener = victim.spawn([sys.executable, "-I", "-c", LISTEN_UDP], stdout=subprocess.PIPE,
+                                text=True)
+        assert listener.stdout.readline().strip() == "ready"
+        attacker.run([sys.executable, "-I", "-c", FORGE_UDP, victim.ip, _mac_of(victim),
+                      other.ip, _mac_of(other), attacker.ip], check=True)
+        got = listener.stdout.read()
+        listener.stdout.close()
+        listener.wait()
+        assert f"genuine {attacker.ip}" in got, got       # the way is open: not a vacuous test
+        assert "forged" not in got, got
+        # the other is still reached, behind its own port
+        assert _resolved(victim, other.ip) == _mac_of(other)
+        assert _resolved(other, victim.ip) == _mac_of(victim)
+
+
+def test_a_container_cannot_take_its_neighbours_address_over_by_arp():
+    """ARP from a container that claims another container's address, to a
+    third: the third's neighbour table keeps the other at its own MAC, and
+    it still reaches it."""
+    with isolate.Network(subnet="10.89.28.0/24") as net, \
+            isolate.Container(network=net, hostname="victim") as victim, \
+            isolate.Container(network=net, hostname="other") as other, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        other_mac = _mac_of(other)
+        assert _resolved(victim, other.ip) == other_mac
+        r = attacker.run([sys.executable, "-I", "-c", ARP_SPOOF, victim.ip, _mac_of(victim),
+                          other.ip], capture_output=True, text=True, check=True)
+        attacker_mac = r.stdout.strip()
+        time.sleep(0.2)
+        seen = _neighbours(victim, "eth0")
+        assert not any(attacker_mac in x.replace(":", "") and not x.startswith(attacker.ip + " ")
+                       for x in seen.splitlines()), seen
+        assert _resolved(victim, other.ip) == other_mac
+
+
+def test_a_container_cannot_take_its_neighbours_ipv6_address_over():
+    """IPv6 neighbour advertisements from a container that claim another
+    container's address, to a third, sent from the attacker's own address
+    and from the other's: the third keeps the other at its own MAC."""
+    with isolate.Network(subnet="10.89.29.0/24", ipv6=True) as net, \
+            isolate.Container(network=net, hostname="victim") as victim, \
+            isolate.Container(network=net, hostname="other") as other, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        other_mac = _mac_of(other)
+        assert _resolved(victim, other.ip6) == other_mac
+        for source in (attacker.ip6, other.ip6):
+            r = attacker.run([sys.executable, "-I", "-c", FORGE_NA, victim.ip6, _mac_of(victim),
+                              other.ip6, source], capture_output=True, text=True, check=True)
+        attacker_mac = r.stdout.strip()
+        time.sleep(0.2)
+        seen = victim.run(["ip", "-6", "neigh", "show", "dev", "eth0"], capture_output=True,
+                          text=True, check=True).stdout
+        assert not any(attacker_mac in x.replace(":", "") and not x.startswith(attacker.ip6 + " ")
+                       for x in seen.splitlines()), seen
+        assert _resolved(victim, other.ip6) == other_mac
+
+
 def test_a_containers_pinned_address_goes_with_it():
     """The bridge's permanent entry for a container's address goes with the
     container (and a spare's with the spare): a device given the address

@@ -259,6 +259,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 3, 6
+NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM = 9, 12
 NFTA_TABLE_NAME, NFTA_TABLE_FLAGS = 1, 2
 NFT_TABLE_F_OWNER = 2
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY = 1, 3, 4, 5
@@ -266,20 +267,27 @@ NFTA_CHAIN_TYPE = 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
 NFTA_LIST_ELEM = 1
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_KEY_LEN, NFTA_SET_ID = 1, 2, 5, 10
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_SET_ELEM_KEY = 1
+NFTA_LOOKUP_SET, NFTA_LOOKUP_SREG, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_FLAGS = 1, 2, 4, 5
+NFT_LOOKUP_F_INV = 1
 NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
 NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE = 1
-NF_ACCEPT, NF_DROP = 1, 0
+NF_ACCEPT, NF_DROP, NFT_RETURN = 1, 0, -5
 NFT_REG_1, NFT_REG_2 = 1, 2
+NFT_REG32_00, NFT_REG32_04 = 8, 12      # 4-byte registers: a concatenation's parts
 NFT_CMP_EQ, NFT_CMP_NEQ = 0, 1
-NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER = 1, 2
+NFT_PAYLOAD_LL_HEADER, NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER = 0, 1, 2
+NFT_META_PROTOCOL = 1
 NFT_META_L4PROTO, NFT_META_IIFNAME, NFT_META_OIFNAME, NFT_META_NFPROTO = 16, 6, 7, 15
 NFT_NAT_DNAT = 1
 NFT_FIB_RESULT_ADDRTYPE, NFTA_FIB_F_DADDR = 3, 2
 RTN_LOCAL = 2
 NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
-FAMILIES = {"inet": 1, "ip": 2, "ip6": 10}
+FAMILIES = {"inet": 1, "ip": 2, "bridge": 7, "ip6": 10}
 
 
 def _nft(kind: int, family: int, *parts: bytes) -> tuple[int, int, bytes]:
@@ -328,7 +336,8 @@ class Expr:
     @staticmethod
     def verdict(code: int) -> bytes:
         return _expr("immediate", attr(1, _be(0)),
-                     attr(2, [attr(NFTA_DATA_VERDICT, [attr(NFTA_VERDICT_CODE, _be(code))])]))
+                     attr(2, [attr(NFTA_DATA_VERDICT, [attr(NFTA_VERDICT_CODE,
+                                                             struct.pack("!i", code))])]))
 
     @staticmethod
     def fib_daddr_type(reg: int = NFT_REG_1) -> bytes:
@@ -343,6 +352,14 @@ class Expr:
     @staticmethod
     def masquerade() -> bytes:
         return _expr("masq")
+
+    @staticmethod
+    def lookup(set_name: str, set_id: int, reg: int, invert: bool = False) -> bytes:
+        """Whether the key in reg (and the registers after it, for a
+        concatenation) is in the set; invert: whether it is not."""
+        return _expr("lookup", attr(NFTA_LOOKUP_SET, set_name), attr(NFTA_LOOKUP_SET_ID, _be(set_id)),
+                     attr(NFTA_LOOKUP_SREG, _be(reg)),
+                     attr(NFTA_LOOKUP_FLAGS, _be(NFT_LOOKUP_F_INV if invert else 0)))
 
 
 def ifname(name: str, prefix: bool = False) -> bytes:
@@ -374,20 +391,25 @@ class Table:
                                    attr(NFTA_HOOK_PRIORITY, struct.pack("!i", priority))]),
             attr(NFTA_CHAIN_POLICY, _be(NF_ACCEPT)), attr(NFTA_CHAIN_TYPE, kind)))
 
+    def set(self, name: str, key_len: int, set_id: int) -> None:
+        """A set of keys of key_len bytes (a hash set; a rule of the same
+        table refers to it by name and set_id)."""
+        self.messages.append(_nft(NFT_MSG_NEWSET, self.family, attr(NFTA_SET_TABLE, self.name),
+                                  attr(NFTA_SET_NAME, name), attr(NFTA_SET_KEY_LEN, _be(key_len)),
+                                  attr(NFTA_SET_ID, _be(set_id))))
+
     def rule(self, chain: str, *exprs: bytes) -> None:
-        self.messages.append(_nft(NFT_MSG_NEWRULE, self.family, attr(NFTA_RULE_TABLE, self.name),
-                                  attr(NFTA_RULE_CHAIN, chain),
-                                  attr(NFTA_RULE_EXPRESSIONS, list(exprs))))
+        """A rule, after the chain's others."""
+        kind, flags, body = _nft(NFT_MSG_NEWRULE, self.family, attr(NFTA_RULE_TABLE, self.name),
+                                 attr(NFTA_RULE_CHAIN, chain),
+                                 attr(NFTA_RULE_EXPRESSIONS, list(exprs)))
+        self.messages.append((kind, flags | NLM_F_APPEND, body))
 
     def commit(self) -> None:
         """Make it all, or nothing (one nf_tables transaction)."""
         nl = Socket(NETLINK_NETFILTER)
         try:
-            begin = (NFNL_MSG_BATCH_BEGIN, 0, _NFGEN.pack(socket.AF_UNSPEC, 0,
-                                                           socket.htons(NFNL_SUBSYS_NFTABLES)))
-            end = (NFNL_MSG_BATCH_END, 0, _NFGEN.pack(socket.AF_UNSPEC, 0,
-                                                       socket.htons(NFNL_SUBSYS_NFTABLES)))
-            nl.batch([begin, *self.messages, end], f"nftables table {self.name}")
+            _nft_batch(nl, self.messages, f"nftables table {self.name}")
         except BaseException:
             nl.close()
             raise
@@ -401,6 +423,29 @@ class Table:
         if self.nl is not None:
             self.nl.close()
             self.nl = None
+
+
+def _nft_batch(nl: Socket, messages: list[tuple[int, int, bytes]], what: str) -> None:
+    """messages in one nf_tables transaction: all take effect, or none."""
+    begin = (NFNL_MSG_BATCH_BEGIN, 0, _NFGEN.pack(0, 0, socket.htons(NFNL_SUBSYS_NFTABLES)))
+    end = (NFNL_MSG_BATCH_END, 0, _NFGEN.pack(0, 0, socket.htons(NFNL_SUBSYS_NFTABLES)))
+    nl.batch([begin, *messages, end], what)
+
+
+def set_add(table: str, family: str, keys: dict[str, list[bytes]]) -> None:
+    """Keys added to sets of a table ({set name: keys}), in one transaction;
+    keys already there stay, without error."""
+    messages = [_nft(NFT_MSG_NEWSETELEM, FAMILIES[family], attr(NFTA_SET_ELEM_LIST_TABLE, table),
+                     attr(NFTA_SET_ELEM_LIST_SET, name),
+                     attr(NFTA_SET_ELEM_LIST_ELEMENTS, [
+                         attr(NFTA_LIST_ELEM, [attr(NFTA_SET_ELEM_KEY, [_data(key)])])
+                         for key in elements]))
+                for name, elements in keys.items() if elements]
+    nl = Socket(NETLINK_NETFILTER)
+    try:
+        _nft_batch(nl, messages, f"add to the sets of nftables table {table}")
+    finally:
+        nl.close()
 
 
 def tables() -> list[tuple[int, str]]:
@@ -418,11 +463,9 @@ def tables() -> list[tuple[int, str]]:
 def delete_table(name: str, family: str = "inet") -> bool:
     nl = Socket(NETLINK_NETFILTER)
     try:
-        begin = (NFNL_MSG_BATCH_BEGIN, 0, _NFGEN.pack(0, 0, socket.htons(NFNL_SUBSYS_NFTABLES)))
-        end = (NFNL_MSG_BATCH_END, 0, _NFGEN.pack(0, 0, socket.htons(NFNL_SUBSYS_NFTABLES)))
         msg = ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
                _NFGEN.pack(FAMILIES[family], 0, 0) + attr(NFTA_TABLE_NAME, name))
-        nl.batch([begin, msg, end], f"remove nftables table {name}")
+        _nft_batch(nl, [msg], f"remove nftables table {name}")
         return True
     except NetlinkError as e:
         if e.errno == errno.ENOENT:

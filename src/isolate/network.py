@@ -90,6 +90,13 @@ def _bridge_name(name: str) -> str:
     return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
+#: the sets of a bridge's guard (Network._guard): name, key length and id;
+#: a key is a port's name (16 bytes) and its MAC (padded to 8), its IPv4
+#: address, or its IPv6 address; or its name alone (the bridge's ports)
+_GUARD_SETS = (("ports", 24, 1), ("addrs", 20, 2), ("addrs6", 32, 3), ("names", 16, 4))
+_guarded: set[tuple[str, int, int]] = set()     # (bridge, its index, address): keys added
+
+
 def container_mac(address: ipaddress.IPv4Address) -> bytes:
     """The MAC address of the container at address (02:42 and the address,
     as Docker's): the bridge pins it for the address, so that no neighbour
@@ -321,12 +328,15 @@ class Network:
                 if self.subnet6 is not None:
                     _write_sysctl("net.ipv6.conf.all.forwarding", "1")
             self._firewall().commit()
+            self._guard().commit()
             self._write_files()
             nl.link_set(sock, index, up=True)
         except BaseException:
             nl.link_del(sock, self.bridge)
             with contextlib.suppress(OSError):
                 nl.delete_table(self._table_name())
+            with contextlib.suppress(OSError):
+                nl.delete_table(self._table_name(), "bridge")
             _remove_files(self.bridge)
             raise
 
@@ -376,6 +386,90 @@ class Network:
                    E.cmp(self.subnet6.network_address.packed), oif, E.cmp(br, nl.NFT_CMP_NEQ),
                    E.masquerade())
         return t
+
+    def _guard(self) -> nl.Table:
+        """Its bridge's guard: an nf_tables table of the bridge family (named
+        as its firewall) that drops what a container's port (a veth named
+        VETH_PREFIX...) sends unless it comes from the container's own MAC
+        and addresses: in the frame, in ARP, in IPv4 and IPv6 sources, and
+        in IPv6 neighbour advertisements. So no container speaks as another,
+        or teaches its neighbours (or the bridge's forwarding table) that
+        another's address or MAC is at its port: no ARP or NDP spoofing, no
+        forged sources. A container is no router either: its router
+        advertisements and redirects go. IPv6 link-local sources are let
+        through (their neighbour entries are of link-local addresses only).
+        A port's name, its MAC (container_mac) and its addresses all follow
+        from its address: the sets hold them per address (guard_address),
+        added as addresses are first used, and stay valid for every later
+        holder of the address."""
+        E, NH, TH = nl.Expr, nl.NFT_PAYLOAD_NETWORK_HEADER, nl.NFT_PAYLOAD_TRANSPORT_HEADER
+        t = nl.Table(self._table_name(), "bridge")
+        for name, key_len, set_id in _GUARD_SETS:
+            t.set(name, key_len, set_id)
+        t.chain("prerouting", "prerouting", -300)
+        port = (E.meta(nl.NFT_META_IIFNAME), E.cmp(nl.ifname(VETH_PREFIX, prefix=True)))
+        proto = E.meta(nl.NFT_META_PROTOCOL)
+        arp, ip4, ip6 = (struct.pack("!H", p) for p in (0x0806, 0x0800, 0x86DD))
+        icmp6 = (E.meta(nl.NFT_META_L4PROTO), E.cmp(bytes([58])))
+        not_link_local = (E.bitwise(b"\xff\xc0"), E.cmp(b"\xfe\x80", nl.NFT_CMP_NEQ))
+
+        def not_in(set_name: str) -> bytes:
+            set_id = next(i for n, _, i in _GUARD_SETS if n == set_name)
+            return E.lookup(set_name, set_id, nl.NFT_REG32_00, invert=True)
+
+        def unknown(set_name: str, base: int, offset: int, length: int) -> tuple[bytes, ...]:
+            """The port's name and a field (a concatenation) not in the set."""
+            return (E.meta(nl.NFT_META_IIFNAME, nl.NFT_REG32_00),
+                    E.payload(base, offset, length, nl.NFT_REG32_04), not_in(set_name))
+
+        drop = E.verdict(nl.NF_DROP)
+        # a chain of the bridge family sees the frames of every bridge: those
+        # of another network's ports are its guard's (and a kernel may lack
+        # meta ibrname, CONFIG_NFT_BRIDGE_META)
+        t.rule("prerouting", *port, E.meta(nl.NFT_META_IIFNAME, nl.NFT_REG32_00),
+               not_in("names"), E.verdict(nl.NFT_RETURN))
+        t.rule("prerouting", *port, proto, *(E.cmp(p, nl.NFT_CMP_NEQ) for p in (arp, ip4, ip6)),
+               drop)
+        t.rule("prerouting", *port, *unknown("ports", nl.NFT_PAYLOAD_LL_HEADER, 6, 6), drop)
+        # ARP: Ethernet and IPv4 only, from its MAC and address
+        t.rule("prerouting", *port, proto, E.cmp(arp), E.payload(NH, 0, 6),
+               E.cmp(bytes.fromhex("000108000604"), nl.NFT_CMP_NEQ), drop)
+        t.rule("prerouting", *port, proto, E.cmp(arp), *unknown("ports", NH, 8, 6), drop)
+        t.rule("prerouting", *port, proto, E.cmp(arp), *unknown("addrs", NH, 14, 4), drop)
+        t.rule("prerouting", *port, proto, E.cmp(ip4), *unknown("addrs", NH, 12, 4), drop)
+        t.rule("prerouting", *port, proto, E.cmp(ip6), E.payload(NH, 8, 2), *not_link_local,
+               E.payload(NH, 8, 16), E.cmp(bytes(16), nl.NFT_CMP_NEQ),
+               *unknown("addrs6", NH, 8, 16), drop)
+        for kind in (134, 137):         # router advertisement, redirect
+            t.rule("prerouting", *port, proto, E.cmp(ip6), *icmp6, E.payload(TH, 0, 1),
+                   E.cmp(bytes([kind])), drop)
+        t.rule("prerouting", *port, proto, E.cmp(ip6), *icmp6, E.payload(TH, 0, 1),
+               E.cmp(bytes([136])), E.payload(TH, 8, 2), *not_link_local,
+               *unknown("addrs6", TH, 8, 16), drop)
+        return t
+
+    def guard_address(self, address: ipaddress.IPv4Address) -> None:
+        """The keys of the container at address in its bridge's guard (see
+        _guard): its port may send from its MAC and addresses. Added once
+        per process and address (and again by any other process: adding
+        what is there is no error)."""
+        key = (self.bridge, self.index, int(address))
+        if key in _guarded:
+            return
+        name = nl.ifname(veth_name(address))
+        keys = {"names": [name], "ports": [name + container_mac(address) + bytes(2)],
+                "addrs": [name + address.packed],
+                "addrs6": [name + self.address6(address).packed] if self.subnet6 else []}
+        try:
+            nl.set_add(self._table_name(), "bridge", keys)
+        except nl.NetlinkError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            # a bridge made before it had a guard: given one (by one process)
+            with contextlib.suppress(nl.NetlinkError):
+                self._guard().commit()
+            nl.set_add(self._table_name(), "bridge", keys)
+        _guarded.add(key)
 
     def _dir(self) -> str:
         """Its files' directory: of the network namespace it is first used in
@@ -511,6 +605,7 @@ class Network:
                         nl.link_del(sock, port["name"] or "", port["index"])
                 nl.link_del(sock, self.bridge)
                 nl.delete_table(self._table_name())
+                nl.delete_table(self._table_name(), "bridge")
                 _remove_files(self.bridge)
                 self._removed = True
             finally:
@@ -990,6 +1085,7 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
             return              # none free: the containers get what there is
         fd = -1
         try:
+            net.guard_address(address)
             fd = _c.make_netns(_netif(net, address, SPARE_ALIAS, down=True))
             with _pending_lock:
                 _netns_fds.add(fd)
@@ -1089,6 +1185,7 @@ class Lease:
         previous = self.address
         self.address = None
         self.address = _reserve(self.net, self._tried, previous)
+        self.net.guard_address(self.address)
         self._publish(previous)
 
     def _drop_spare(self) -> None:
