@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import ipaddress
 import os
 import socket
@@ -1064,6 +1065,23 @@ def test_a_container_cannot_take_its_neighbours_ipv6_address_over():
         assert not any(attacker_mac in x.replace(":", "") and not x.startswith(attacker.ip6 + " ")
                        for x in seen.splitlines()), seen
         assert _resolved(victim, other.ip6) == other_mac
+
+
+def test_a_kernel_that_cannot_guard_a_bridge_gets_no_network(monkeypatch):
+    """Without nftables for bridges (CONFIG_NF_TABLES_BRIDGE) a network
+    would let its containers speak as each other: it is refused, with the
+    reason, and nothing of it is left."""
+    from isolate import _netlink, network
+
+    class Unsupported:
+        def commit(self):
+            raise _netlink.NetlinkError(errno.EOPNOTSUPP, "nftables table x: not supported")
+
+    monkeypatch.setattr(network.Network, "_guard", lambda self: Unsupported())
+    before = (_links(), _tables())
+    with pytest.raises(isolate.errors.NetworkError, match="CONFIG_NF_TABLES_BRIDGE"):
+        isolate.Network(subnet="10.89.30.0/24")
+    assert (_links(), _tables()) == before
 
 
 def test_a_containers_pinned_address_goes_with_it():

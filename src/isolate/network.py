@@ -328,7 +328,15 @@ class Network:
                 if self.subnet6 is not None:
                     _write_sysctl("net.ipv6.conf.all.forwarding", "1")
             self._firewall().commit()
-            self._guard().commit()
+            try:
+                self._guard().commit()
+            except nl.NetlinkError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT, errno.ENOENT):
+                    raise
+                raise NetworkError(
+                    f"network {self.name!r}: this kernel cannot filter what is bridged "
+                    f"(nftables of the bridge family, CONFIG_NF_TABLES_BRIDGE: {e.strerror}), "
+                    "without which a container could speak as another", network=self.name) from None
             self._write_files()
             nl.link_set(sock, index, up=True)
         except BaseException:
