@@ -22,6 +22,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <linux/filter.h>
@@ -125,6 +126,7 @@ static const char *const step_names[ISO_STEP_COUNT] = {
     [ISO_STEP_RESOLVE] = "resolve mount target",
     [ISO_STEP_EXE] = "executable",
     [ISO_STEP_NETIF] = "network interface",
+    [ISO_STEP_PERSONALITY] = "personality",
 };
 
 const char *iso_step_name(int step)
@@ -1085,6 +1087,11 @@ static int run_op(const iso_op_t *op, struct net_beside *net, iso_error_t *e)
     case ISO_OP_HOSTNAME:
         if (sethostname(op->data, strlen(op->data)) < 0)
             return fail(e, ISO_STEP_SETHOSTNAME, op->data);
+        return 0;
+
+    case ISO_OP_PERSONALITY:
+        if (personality(op->arg) < 0)
+            return fail(e, ISO_STEP_PERSONALITY, "");
         return 0;
 
     case ISO_OP_LO_UP:

@@ -51,6 +51,7 @@ enum iso_step {
     ISO_STEP_RESOLVE,       /* a mount target, inside its root */
     ISO_STEP_EXE,           /* a fork's executable: csrc/exe.c */
     ISO_STEP_NETIF,         /* the interface on a bridge: csrc/net.c */
+    ISO_STEP_PERSONALITY,
     ISO_STEP_COUNT
 };
 
@@ -145,6 +146,7 @@ enum iso_op_kind {
     ISO_OP_JOIN_NET,
     ISO_OP_MOUNT_IN_ROOT,
     ISO_OP_SETNS,
+    ISO_OP_PERSONALITY,
 };
 
 typedef struct iso_op {

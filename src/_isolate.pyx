@@ -120,6 +120,7 @@ cdef extern from "isolate.h" nogil:
         ISO_OP_JOIN_NET
         ISO_OP_MOUNT_IN_ROOT
         ISO_OP_SETNS
+        ISO_OP_PERSONALITY
         ISO_NET_BESIDE
 
     long iso_netns_make(const iso_netif_t *n, const char **what)
@@ -191,6 +192,7 @@ OP_RO_IF_ANY = ISO_OP_RO_IF_ANY
 OP_JOIN_NET = ISO_OP_JOIN_NET
 OP_MOUNT_IN_ROOT = ISO_OP_MOUNT_IN_ROOT
 OP_SETNS = ISO_OP_SETNS
+OP_PERSONALITY = ISO_OP_PERSONALITY
 #: Whether start_container can make the network namespace beside the child.
 NET_BESIDE = bool(ISO_NET_BESIDE)
 

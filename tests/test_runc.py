@@ -519,6 +519,24 @@ def test_sysctls_are_the_containers_own(runtime, tmp_path, rootfs):
     _gone(root, parent, "c1")
 
 
+def test_a_personality_is_the_containers(runtime, tmp_path, rootfs):
+    """linux.personality: LINUX32 has the container's `uname -m` say i686 on
+    an x86-64 host (its own domain, not the runtime's); an unknown domain is
+    refused, naming the field, leaving nothing behind."""
+    runc, root, parent = runtime
+    if os.uname().machine != "x86_64":
+        pytest.skip("LINUX32's name for the machine is x86's")
+    bundle = _bundle(tmp_path, rootfs, ["uname", "-m"], parent, **{
+        "linux.personality": {"domain": "LINUX32"}})
+    assert _run(runc, "run", "--bundle", bundle, "c1").stdout.split() == ["i686"]
+    _gone(root, parent, "c1")
+    bundle = _bundle(tmp_path, rootfs, ["uname", "-m"], parent, cid="c2", **{
+        "linux.personality": {"domain": "LINUX64"}})
+    r = _run(runc, "run", "--bundle", bundle, "c2", check=False)
+    assert r.returncode == 1 and "linux.personality.domain" in r.stderr, r.stderr
+    _gone(root, parent, "c2")
+
+
 def test_masked_and_readonly_paths_apply_under_mounts(runtime, tmp_path, rootfs):
     """maskedPaths and readonlyPaths under a bind of the config's own are
     masked and read-only (they are applied after the mounts, as runc does)."""

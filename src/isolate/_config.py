@@ -96,6 +96,9 @@ class Config:
     #: (clock, seconds, nanoseconds) of a time namespace: "monotonic" or
     #: "boottime" as the container sees them, ahead of the host's
     time_offsets: tuple[tuple[str, int, int], ...] = ()
+    #: the execution domain (personality(2)) of its processes: 0x0008
+    #: (PER_LINUX32) has `uname -m` say i686; None leaves the caller's
+    personality: int | None = None
     #: the container's cgroup at /sys/fs/cgroup even without limits (its
     #: cgroups then come from the caller, see container._start)
     cgroupfs: bool = False

@@ -26,6 +26,8 @@ NAMESPACES = {"pid": "pid", "network": "net", "mount": "mount", "ipc": "ipc", "u
               "user": "user", "cgroup": "cgroup", "time": "time"}
 #: the namespaces a container may join by path instead of making its own
 JOINABLE = {"net", "ipc", "uts", "cgroup"}
+#: linux.personality's domains, as personality(2) takes them (PER_LINUX, PER_LINUX32)
+_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
 #: the mounts isolate makes itself for every container, as runc's spec lists
@@ -184,7 +186,16 @@ def load(bundle: str, spec: dict[str, Any] | None = None) -> Bundle:
                         _get(value, "nanosecs", int, where, 0)))
     if offsets and "time" not in namespaces:
         raise SpecError("linux.timeOffsets: needs a time namespace")
-    for key in ("personality", "intelRdt", "mountLabel"):
+    personality = None
+    persona = _get(linux, "personality", dict, "linux")
+    if persona is not None:
+        domain = _get(persona, "domain", str, "linux.personality")
+        if domain not in _DOMAINS:
+            raise SpecError(f"linux.personality.domain: {domain!r} is not LINUX or LINUX32")
+        personality = _DOMAINS[domain]
+        if _get(persona, "flags", list, "linux.personality"):
+            warnings.append("linux.personality.flags: not supported; ignored (as runc)")
+    for key in ("intelRdt", "mountLabel"):
         if linux.get(key) not in (None, "", {}, []):
             warnings.append(f"linux.{key}: not supported; ignored")
 
@@ -223,7 +234,8 @@ def load(bundle: str, spec: dict[str, Any] | None = None) -> Bundle:
     cfg = dataclasses.replace(
         cfg, user=User(p.uid, p.gid, p.groups), no_new_privs=p.no_new_privs,
         rootfs_inplace=True, masked_paths=masked, readonly_paths=ro_paths, sysctls=sysctls,
-        cgroupfs=cgroup_mount, joins=tuple(joins), time_offsets=tuple(offsets))
+        cgroupfs=cgroup_mount, joins=tuple(joins), time_offsets=tuple(offsets),
+        personality=personality)
     return Bundle(bundle, cfg, spec, p.args, p.env, p.cwd, p.terminal, p.umask, cgroups_path,
                   p.oom_score_adj, hooks, joins, cgroup_mount and "cgroup" not in namespaces,
                   warnings)

@@ -358,6 +358,8 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
         steps.append(op(_c.OP_JOIN_NET))
     elif "net" in cfg.namespaces and not beside:
         steps.append(op(_c.OP_LO_UP))
+    if cfg.personality is not None:
+        steps.append(op(_c.OP_PERSONALITY, arg=cfg.personality))
     if "time" in cfg.namespaces:
         # clone cannot take CLONE_NEWTIME; the init enters it when it execs
         steps.append(op(_c.OP_UNSHARE, flags=_c.NAMESPACE_FLAGS["time"], data="time"))
