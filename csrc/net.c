@@ -161,17 +161,23 @@ long iso_netif_make(int nl, const iso_netif_t *n, pid_t pid)
     return nl_call(nl, &m);
 }
 
-/* IPv6 address generation off (no link-local address, no duplicate
- * detection or router solicitation when it comes up): for a bridge's port,
- * and for a container's interface on a network without IPv6 */
-static void put_no_ipv6_ll(struct nlbuf *m)
+/* IPv6 address generation in mode: NONE (no link-local address, no
+ * duplicate detection or router solicitation when it comes up) for a
+ * bridge's port, and for a container's interface on a network without IPv6;
+ * EUI64 for one with IPv6, whatever the namespace's default (the bridge's
+ * guard knows its link-local address by its MAC) */
+static void put_ipv6_gen_mode(struct nlbuf *m, uint8_t mode)
 {
     struct rtattr *spec = nest_begin(m, IFLA_AF_SPEC);
     struct rtattr *inet6 = nest_begin(m, AF_INET6);
-    uint8_t mode = IN6_ADDR_GEN_MODE_NONE;
     attr_put(m, IFLA_INET6_ADDR_GEN_MODE, &mode, 1);
     nest_end(m, inet6);
     nest_end(m, spec);
+}
+
+static void put_no_ipv6_ll(struct nlbuf *m)
+{
+    put_ipv6_gen_mode(m, IN6_ADDR_GEN_MODE_NONE);
 }
 
 /* A permanent neighbour entry on index: addr (len bytes, of family) at mac. */
@@ -368,16 +374,17 @@ long iso_netif_configure(const iso_netif_t *n, const char **what)
         *what = "IPv6 address";
         r = add_addr((int)nl, AF_INET6, index, n->addr6, 16, n->prefix6);
     }
-    if (r == 0 && !n->has6) {
+    if (r == 0) {
         /* no IPv6 on the network: no link-local address either, nor its
-         * duplicate detection and router solicitations when it comes up */
+         * duplicate detection and router solicitations when it comes up;
+         * with IPv6, the link-local address of its MAC (EUI-64) */
         *what = "IPv6 address generation";
         struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof *ifi);
         ifi->ifi_family = AF_UNSPEC;
         ifi->ifi_index = index;
-        put_no_ipv6_ll(&m);
+        put_ipv6_gen_mode(&m, n->has6 ? IN6_ADDR_GEN_MODE_EUI64 : IN6_ADDR_GEN_MODE_NONE);
         r = nl_call((int)nl, &m);
-        if (r == -EAFNOSUPPORT)     /* a kernel without IPv6 */
+        if (r == -EAFNOSUPPORT && !n->has6)     /* a kernel without IPv6 */
             r = 0;
     }
     if (r == 0) {

@@ -985,7 +985,8 @@ address = sys.argv[1]
 family = socket.AF_INET6 if ":" in address else socket.AF_INET
 socket.socket(family, socket.SOCK_DGRAM).sendto(b"x", (address, 9))
 for _ in range(100):
-    out = subprocess.run(["ip", "neigh", "show", address], capture_output=True, text=True).stdout
+    out = subprocess.run(["ip", "neigh", "show", address.split("%")[0], "dev", "eth0"],
+                         capture_output=True, text=True).stdout
     if "lladdr" in out:
         break
     time.sleep(0.02)
@@ -1065,6 +1066,131 @@ def test_a_container_cannot_take_its_neighbours_ipv6_address_over():
         assert not any(attacker_mac in x.replace(":", "") and not x.startswith(attacker.ip6 + " ")
                        for x in seen.splitlines()), seen
         assert _resolved(victim, other.ip6) == other_mac
+
+
+#: a neighbour with CAP_NET_RAW: the frames given (hex), sent as they are
+SEND_FRAMES = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(3):
+    for frame in sys.argv[1:]:
+        s.send(bytes.fromhex(frame))
+    time.sleep(0.02)
+"""
+
+
+def _checksum(b: bytes) -> int:
+    b += b"\0" * (len(b) % 2)
+    n = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while n >> 16:
+        n = (n >> 16) + (n & 0xFFFF)
+    return ~n & 0xFFFF
+
+
+def _udp4_frame(dst_mac: bytes, src_mac: bytes, src: str, dst: str, text: bytes) -> str:
+    udp = struct.pack("!HHHH", 4000, 9999, 8 + len(text), 0) + text
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return (dst_mac + src_mac + b"\x08\x00" + ip + udp).hex()
+
+
+def _icmp6(src: str, dst: str, body: bytes) -> bytes:
+    a6 = lambda x: socket.inet_pton(socket.AF_INET6, x)     # noqa: E731
+    pseudo = a6(src) + a6(dst) + struct.pack("!I3xB", len(body), 58)
+    return body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+
+
+def _ipv6(src: str, dst: str, next_header: int, payload: bytes) -> bytes:
+    a6 = lambda x: socket.inet_pton(socket.AF_INET6, x)     # noqa: E731
+    return struct.pack("!IHBB", 0x60000000, len(payload), next_header, 255) + a6(src) + a6(dst) \
+        + payload
+
+
+def _na(src: str, dst: str, target: str, mac: bytes) -> bytes:
+    """A solicited, overriding neighbour advertisement: target is at mac."""
+    return _icmp6(src, dst, struct.pack("!BBHI", 136, 0, 0, 0x60000000)
+                  + socket.inet_pton(socket.AF_INET6, target) + bytes([2, 1]) + mac)
+
+
+def _link_local(mac: bytes) -> str:
+    return str(ipaddress.IPv6Address(bytes.fromhex("fe80000000000000") + bytes([mac[0] ^ 2])
+                                     + mac[1:3] + b"\xff\xfe" + mac[3:]))
+
+
+def test_frames_to_reserved_link_local_addresses_neither_move_a_mac_nor_reach_the_host():
+    """Frames to 01:80:c2:00:00:0X are the bridge's own (past every bridge
+    filter): sent from a neighbour's MAC, the bridge does not learn it on the
+    attacker's port; and what such frames carry (a datagram from a forged
+    source, a router advertisement) does not reach the host on the port."""
+    with isolate.Network(subnet="10.89.31.0/24") as net, \
+            isolate.Container(network=net, hostname="victim") as victim, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        vmac, amac = bytes.fromhex(_mac_of(victim)), bytes.fromhex(_mac_of(attacker))
+        gateway = str(net.gateway)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listener.bind((gateway, 9999))
+        listener.settimeout(1)
+        routes = subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout
+        frames = []
+        for last in (0x02, 0x03, 0x0E):
+            dst = bytes.fromhex("0180c20000") + bytes([last])
+            frames.append((dst + vmac + b"\x88\xcc" + bytes(46)).hex())
+            frames.append(_udp4_frame(dst, amac, victim.ip, gateway, b"forged"))
+            src = _link_local(amac)
+            ra = _icmp6(src, "ff02::1", struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+                        + bytes([1, 1]) + amac + struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 3600,
+                                                              3600, 0)
+                        + socket.inet_pton(socket.AF_INET6, "2001:db8:bad::"))
+            frames.append((dst + amac + b"\x86\xdd" + _ipv6(src, "ff02::1", 58, ra)).hex())
+        frames.append(_udp4_frame(net.mac, amac, attacker.ip, gateway, b"genuine"))
+        attacker.run([sys.executable, "-I", "-c", SEND_FRAMES, *frames], check=True)
+        got = []
+        with contextlib.suppress(socket.timeout):
+            while True:
+                got.append(listener.recvfrom(100)[0])
+        listener.close()
+        assert b"genuine" in got and b"forged" not in got, got
+        fdb = subprocess.run(["bridge", "fdb", "show", "br", net.bridge], capture_output=True,
+                             text=True, check=True).stdout
+        from isolate.network import veth_name
+        victim_port = veth_name(ipaddress.IPv4Address(victim.ip))
+        assert all(victim_port in x for x in fdb.splitlines() if vmac.hex(":") in x), fdb
+        assert subprocess.run(["ip", "-6", "route"], capture_output=True,
+                              text=True).stdout == routes
+
+
+def test_a_container_cannot_spoof_ipv6_neighbours_in_fragments_or_by_link_local_address():
+    """A neighbour advertisement split in fragments (the target in the second:
+    a host that reassembles bridged traffic, br_netfilter, would pass it on
+    whole), and advertisements and solicitations that claim another's
+    link-local address: the victim keeps the other at its own MAC."""
+    with isolate.Network(subnet="10.89.32.0/24", ipv6=True) as net, \
+            isolate.Container(network=net, hostname="victim") as victim, \
+            isolate.Container(network=net, hostname="other") as other, \
+            isolate.Container(network=net, hostname="attacker") as attacker:
+        vmac, omac, amac = (bytes.fromhex(_mac_of(c)) for c in (victim, other, attacker))
+        other_ll = _link_local(omac)
+        assert _resolved(victim, other.ip6) == omac.hex()
+        assert _resolved(victim, f"{other_ll}%eth0") == omac.hex()
+        body = _na(attacker.ip6, victim.ip6, other.ip6, amac)
+        frag = lambda offset, more, part: _ipv6(attacker.ip6, victim.ip6, 44, bytes(  # noqa: E731
+            [58, 0]) + struct.pack("!HI", offset | more, 7) + part)
+        e6 = vmac + amac + b"\x86\xdd"
+        frames = [(e6 + frag(0, 1, body[:8])).hex(), (e6 + frag(8, 0, body[8:])).hex(),
+                  (e6 + _ipv6(_link_local(amac), victim.ip6, 58,
+                              _na(_link_local(amac), victim.ip6, other_ll, amac))).hex(),
+                  (e6 + _ipv6(other_ll, victim.ip6, 58,
+                              _na(other_ll, victim.ip6, other_ll, amac))).hex()]
+        attacker.run([sys.executable, "-I", "-c", SEND_FRAMES, *frames], check=True)
+        time.sleep(0.2)
+        seen = victim.run(["ip", "-6", "neigh", "show", "dev", "eth0"], capture_output=True,
+                          text=True, check=True).stdout
+        assert not any(amac.hex(":") in x and not x.startswith((attacker.ip6 + " ",
+                                                                _link_local(amac) + " "))
+                       for x in seen.splitlines()), seen
+        assert _resolved(victim, other.ip6) == omac.hex()
 
 
 def test_a_kernel_that_cannot_guard_a_bridge_gets_no_network(monkeypatch):

@@ -175,11 +175,19 @@ def links(nl: Socket, master: int | None = None, kind: str | None = None) -> lis
     return out
 
 
+IFLA_INFO_DATA, IFLA_BR_MULTI_BOOLOPT, BR_BOOLOPT_NO_LL_LEARN = 2, 46, 0
+
+
 def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False,
-             address: bytes = b"") -> int:
+             address: bytes = b"", no_linklocal_learn: bool = False) -> int:
     """Make a link of kind (bridge) named name (with MAC address, if given):
-    its index."""
-    body = ifinfo() + attr(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, kind)])
+    its index. no_linklocal_learn: a bridge that learns no MAC from frames to
+    the reserved 01:80:c2:00:00:0X addresses (which its filters never see)."""
+    info = [attr(IFLA_INFO_KIND, kind)]
+    if no_linklocal_learn:
+        bit = 1 << BR_BOOLOPT_NO_LL_LEARN
+        info.append(attr(IFLA_INFO_DATA, [attr(IFLA_BR_MULTI_BOOLOPT, struct.pack("=II", bit, bit))]))
+    body = ifinfo() + attr(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, info)
     if address:
         body += attr(IFLA_ADDRESS, address)
     nl.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body, f"make {kind} {name}")
@@ -352,6 +360,13 @@ class Expr:
     @staticmethod
     def masquerade() -> bytes:
         return _expr("masq")
+
+    @staticmethod
+    def exthdr6_present(kind: int, reg: int = NFT_REG_1) -> bytes:
+        """Whether the IPv6 packet has an extension header of kind (44: a
+        fragment header): 1 or 0, one byte."""
+        return _expr("exthdr", attr(1, _be(reg)), attr(2, bytes([kind])), attr(3, _be(0)),
+                     attr(4, _be(1)), attr(5, _be(1)), attr(6, _be(0)))   # present, IPv6
 
     @staticmethod
     def lookup(set_name: str, set_id: int, reg: int, invert: bool = False) -> bytes:

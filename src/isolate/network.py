@@ -97,6 +97,13 @@ _GUARD_SETS = (("ports", 24, 1), ("addrs", 20, 2), ("addrs6", 32, 3), ("names", 
 _guarded: set[tuple[str, int, int]] = set()     # (bridge, its index, address): keys added
 
 
+def _link_local(mac: bytes) -> bytes:
+    """The IPv6 link-local address of an interface of MAC mac (EUI-64, as
+    the kernel makes it in the mode a container's interface has)."""
+    return bytes.fromhex("fe80000000000000") + bytes([mac[0] ^ 2]) + mac[1:3] + \
+        b"\xff\xfe" + mac[3:]
+
+
 def container_mac(address: ipaddress.IPv4Address) -> bytes:
     """The MAC address of the container at address (02:42 and the address,
     as Docker's): the bridge pins it for the address, so that no neighbour
@@ -307,7 +314,11 @@ class Network:
         # containers' (see container_mac).
         self.mac = bytes([0x0E]) + os.urandom(5)
         self.mac_set = True
-        index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias(), address=self.mac)
+        # It learns no MAC from frames to the reserved link-local addresses
+        # (01:80:c2:00:00:0X), which the bridge takes before any filter: a
+        # container could otherwise take a neighbour's MAC over on its port.
+        index = nl.link_add(sock, self.bridge, "bridge", alias=self._alias(), address=self.mac,
+                            no_linklocal_learn=True)
         try:
             self.index = index
             # it takes no router advertisements (its containers could send
@@ -365,6 +376,11 @@ class Network:
         # packet (CAP_NET_RAW) reaches the host's loopback services
         # (CVE-2020-8558). Dropped first, before any DNAT.
         t.chain("prerouting", "prerouting", -300)
+        # What comes in on a container's port itself, not on the bridge: the
+        # frames to the reserved link-local addresses, which the bridge hands
+        # to the host on the port past its own filters (a forged source, a
+        # router advertisement for the host's routes).
+        t.rule("prerouting", iif, E.cmp(nl.ifname(VETH_PREFIX, prefix=True)), E.verdict(nl.NF_DROP))
         for offset in (16, 12):      # to 127.0.0.0/8, and from it (a forged source)
             t.rule("prerouting", iif, E.cmp(br), E.meta(nl.NFT_META_NFPROTO),
                    E.cmp(bytes([nl.NFPROTO_IPV4])),
@@ -404,8 +420,12 @@ class Network:
         or teaches its neighbours (or the bridge's forwarding table) that
         another's address or MAC is at its port: no ARP or NDP spoofing, no
         forged sources. A container is no router either: its router
-        advertisements and redirects go. IPv6 link-local sources are let
-        through (their neighbour entries are of link-local addresses only).
+        advertisements and redirects go. Its IPv6 addresses are its global
+        one and its link-local one (EUI-64 of its MAC, as its interface is
+        made); the unspecified address (::) only for duplicate address
+        detection and multicast listener reports; on a network without IPv6
+        it sends none. Neighbour discovery in fragments goes too: nothing
+        could read its target before a host reassembled it (br_netfilter).
         A port's name, its MAC (container_mac) and its addresses all follow
         from its address: the sets hold them per address (guard_address),
         added as addresses are first used, and stay valid for every later
@@ -419,7 +439,6 @@ class Network:
         proto = E.meta(nl.NFT_META_PROTOCOL)
         arp, ip4, ip6 = (struct.pack("!H", p) for p in (0x0806, 0x0800, 0x86DD))
         icmp6 = (E.meta(nl.NFT_META_L4PROTO), E.cmp(bytes([58])))
-        not_link_local = (E.bitwise(b"\xff\xc0"), E.cmp(b"\xfe\x80", nl.NFT_CMP_NEQ))
 
         def not_in(set_name: str) -> bytes:
             set_id = next(i for n, _, i in _GUARD_SETS if n == set_name)
@@ -445,14 +464,23 @@ class Network:
         t.rule("prerouting", *port, proto, E.cmp(arp), *unknown("ports", NH, 8, 6), drop)
         t.rule("prerouting", *port, proto, E.cmp(arp), *unknown("addrs", NH, 14, 4), drop)
         t.rule("prerouting", *port, proto, E.cmp(ip4), *unknown("addrs", NH, 12, 4), drop)
-        t.rule("prerouting", *port, proto, E.cmp(ip6), E.payload(NH, 8, 2), *not_link_local,
-               E.payload(NH, 8, 16), E.cmp(bytes(16), nl.NFT_CMP_NEQ),
+        v6 = (*port, proto, E.cmp(ip6))
+        if self.subnet6 is None:        # its containers have no IPv6
+            t.rule("prerouting", *v6, drop)
+            return t
+        # a fragment with a hop limit of 255: neighbour discovery, in pieces
+        t.rule("prerouting", *v6, E.exthdr6_present(44), E.cmp(b"\x01"), E.payload(NH, 7, 1),
+               E.cmp(b"\xff"), drop)
+        unspecified = (E.payload(NH, 8, 16), E.cmp(bytes(16)))
+        t.rule("prerouting", *v6, *unspecified, E.meta(nl.NFT_META_L4PROTO),
+               E.cmp(bytes([58]), nl.NFT_CMP_NEQ), drop)
+        t.rule("prerouting", *v6, *unspecified, *icmp6, E.payload(TH, 0, 1),
+               *(E.cmp(bytes([k]), nl.NFT_CMP_NEQ) for k in (135, 131, 143)), drop)
+        t.rule("prerouting", *v6, E.payload(NH, 8, 16), E.cmp(bytes(16), nl.NFT_CMP_NEQ),
                *unknown("addrs6", NH, 8, 16), drop)
         for kind in (134, 137):         # router advertisement, redirect
-            t.rule("prerouting", *port, proto, E.cmp(ip6), *icmp6, E.payload(TH, 0, 1),
-                   E.cmp(bytes([kind])), drop)
-        t.rule("prerouting", *port, proto, E.cmp(ip6), *icmp6, E.payload(TH, 0, 1),
-               E.cmp(bytes([136])), E.payload(TH, 8, 2), *not_link_local,
+            t.rule("prerouting", *v6, *icmp6, E.payload(TH, 0, 1), E.cmp(bytes([kind])), drop)
+        t.rule("prerouting", *v6, *icmp6, E.payload(TH, 0, 1), E.cmp(bytes([136])),
                *unknown("addrs6", TH, 8, 16), drop)
         return t
 
@@ -465,9 +493,11 @@ class Network:
         if key in _guarded:
             return
         name = nl.ifname(veth_name(address))
-        keys = {"names": [name], "ports": [name + container_mac(address) + bytes(2)],
+        mac = container_mac(address)
+        keys = {"names": [name], "ports": [name + mac + bytes(2)],
                 "addrs": [name + address.packed],
-                "addrs6": [name + self.address6(address).packed] if self.subnet6 else []}
+                "addrs6": [name + self.address6(address).packed, name + _link_local(mac)]
+                if self.subnet6 else []}
         try:
             nl.set_add(self._table_name(), "bridge", keys)
         except nl.NetlinkError as e:
