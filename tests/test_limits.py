@@ -419,3 +419,27 @@ def test_pool_reports_cgroups_it_cannot_make_v1_only():
         assert r.stdout.count("cgroup: writing '1' to") == 2, r.stdout + r.stderr
     finally:
         _rmdir_soon(narrow)
+
+
+def test_an_oci_configs_unified_files_reach_the_containers_cgroup(tmp_path, rootfs):
+    """isolate-runc: linux.resources.unified (cgroup v2 files by name, as
+    Kubernetes sets memory.oom.group) is written into the container's cgroup,
+    as the container sees it; on cgroup v1 it is refused, as runc refuses it,
+    and nothing is left behind."""
+    from tests.test_runc import RUNC, _bundle, _cgroup_bases, _gone, _run
+    root, parent = str(tmp_path / "state"), f"isolate-test-unified-{os.getpid()}"
+    runc = [*RUNC, "--root", root]
+    bundle = _bundle(tmp_path, rootfs, ["cat", "/sys/fs/cgroup/memory.high",
+                                        "/sys/fs/cgroup/memory.oom.group"], parent, **{
+        "linux.resources.unified": {"memory.high": "33554432", "memory.oom.group": "1"}})
+    try:
+        r = _run(runc, "run", "--bundle", bundle, "c1", check=False)
+        if _cgroups.layout() == "v2":
+            assert r.returncode == 0 and r.stdout.split() == ["33554432", "1"], r.stderr
+        else:
+            assert r.returncode == 1 and "linux.resources.unified" in r.stderr, r.stderr
+        _gone(root, parent, "c1")
+    finally:
+        for base in _cgroup_bases(parent):
+            if os.path.isdir(base):
+                os.rmdir(base)

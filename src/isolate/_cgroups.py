@@ -620,27 +620,38 @@ class V2(Cgroups):
             path = os.path.dirname(path)
         return path
 
+    def _wanted(self) -> list[str]:
+        """The controllers its limits need (a unified file's: its prefix,
+        but cgroup.*, the core's)."""
+        out = []
+        for o, value in self.limits.items():
+            if o == "unified":
+                out += [k.split(".", 1)[0] for k, _ in value if k.split(".", 1)[0] != "cgroup"]
+            else:
+                out.append(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o]))
+        return list(dict.fromkeys(out))
+
     def create(self) -> Cgroups:
         base = self.base()
         _sweep_dir(base)
         _watch([base])
-        wanted = list(dict.fromkeys(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o])
-                                    for o in self.limits))
-        self._enable(base, wanted)
+        self._enable(base, self._with_stats(base))
         path = f"{base}/{self.name}"
         _mkdir(path)
         self.dirs[""] = path
         return self._apply()
 
+    def _with_stats(self, d: str) -> list[str]:
+        """What the limits need (else an error), and what stats read, where
+        offered below d: stats report memory, CPU and PIDs whatever the limit."""
+        offered = (_read(f"{d}/cgroup.controllers") or "").split()
+        return list(dict.fromkeys(
+            [*self._wanted(), *(c for c in ("cpu", "memory", "pids") if c in offered)]))
+
     def _make_at(self, parts: list[str], absolute: bool) -> None:
-        wanted = list(dict.fromkeys(V2_NAMES.get(CONTROLLERS[o], CONTROLLERS[o])
-                                    for o in self.limits))
         d = os.path.normpath(f"{ROOT}/{'' if absolute else _own('')}")
         for i, part in enumerate(parts):
-            offered = (_read(f"{d}/cgroup.controllers") or "").split()
-            # what stats read, where offered; what the limits need, or an error
-            self._enable(d, list(dict.fromkeys(
-                [*wanted, *(c for c in ("cpu", "memory", "pids") if c in offered)])))
+            self._enable(d, self._with_stats(d))
             d = f"{d}/{part}"
             _make_level(d, i == len(parts) - 1)
         self.dirs[""] = d
@@ -670,7 +681,9 @@ class V2(Cgroups):
 
     def _has(self, option: str) -> bool:
         # as on v1: what the container was made with (its controllers may be on anyway)
-        return CONTROLLERS[option] in {CONTROLLERS[o] for o in self.limits} and \
+        if option == "unified":
+            return True
+        return CONTROLLERS[option] in {CONTROLLERS.get(o) for o in self.limits} and \
             (option != "memory_swap" or "memory" in self.limits)
 
     def _set(self, option: str, value: Any) -> None:
@@ -697,6 +710,12 @@ class V2(Cgroups):
         elif option == "io_max":
             for dev, rates in value:
                 _write(f"{path}/io.max", dev + "".join(f" {k}={n}" for k, n in rates))
+        elif option == "unified":
+            for key, text in value:
+                if not os.path.exists(f"{path}/{key}"):
+                    raise CgroupError(errno.ENOENT, f"cgroup: unified {key!r}: no such file in "
+                                      f"{path} (a controller not enabled, or no such file)", path)
+                _write(f"{path}/{key}", text)
         self.limits[option] = value
 
     def _swap(self, n: int) -> None:

@@ -163,6 +163,7 @@ def load(bundle: str, spec: dict[str, Any] | None = None) -> Bundle:
                        and m.get("type") in ("cgroup", "cgroup2")
                        for m in spec.get("mounts") or [])
     limits = _resources(_get(linux, "resources", dict, "linux", {}))
+    unified = limits.pop("unified", None)
     sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), namespaces)
     if domainname:      # setdomainname(2), as the UTS namespace's sysctl
         if len(domainname.encode()) > 64 or "\n" in domainname:
@@ -231,6 +232,8 @@ def load(bundle: str, spec: dict[str, Any] | None = None) -> Bundle:
         raise
     except (ValueError, TypeError, OSError) as e:
         raise SpecError(f"config.json: {e}") from None
+    if unified:
+        cfg = dataclasses.replace(cfg, limits=(*cfg.limits, ("unified", unified)))
     cfg = dataclasses.replace(
         cfg, user=User(p.uid, p.gid, p.groups), no_new_privs=p.no_new_privs,
         rootfs_inplace=True, masked_paths=masked, readonly_paths=ro_paths, sysctls=sysctls,
@@ -505,10 +508,29 @@ def _resources(res: dict) -> dict[str, Any]:
                   "linux.resources.blockIO")
     if weight:      # v1's 10..1000 as v2's 1..10000, as runc converts it
         out["io_weight"] = 1 + (min(max(weight, 10), 1000) - 10) * 9999 // 990
-    for key in ("hugepageLimits", "rdma", "unified", "network"):
+    unified = _get(res, "unified", dict, "linux.resources", {})
+    if unified:
+        out["unified"] = _unified(unified)
+    for key in ("hugepageLimits", "rdma", "network"):
         if res.get(key):
             raise SpecError(f"linux.resources.{key}: not supported yet")
     return out
+
+
+def _unified(unified: dict) -> tuple[tuple[str, str], ...]:
+    """linux.resources.unified: cgroup v2 files of the container's cgroup
+    and their values, written after the other limits (as runc does); refused
+    on cgroup v1, as runc refuses it."""
+    from . import _cgroups
+    if _cgroups.layout() != "v2":
+        raise SpecError("linux.resources.unified: cgroup v2 files, and this host's cgroups "
+                        "are v1 (or a hybrid)")
+    for key, value in unified.items():
+        if not key or "/" in key or key in (".", "..") or "\0" in key:
+            raise SpecError(f"linux.resources.unified: {key!r} is not a file of a cgroup")
+        if not isinstance(value, str):
+            raise SpecError(f"linux.resources.unified.{key}: the value is a string")
+    return tuple(unified.items())
 
 
 def _sysctls(sysctl: dict, namespaces: set[str]) -> tuple[tuple[str, str], ...]:

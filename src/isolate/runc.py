@@ -906,7 +906,10 @@ def cmd_update(argv: list[str]) -> int:
         res.setdefault("blockIO", {})["weight"] = o["blkio-weight"]
     try:
         wanted = _oci._resources(res)
+        unified = wanted.pop("unified", None)
         limits = dict(_limits(**wanted))
+        if unified:
+            limits["unified"] = unified
     except (ValueError, TypeError) as e:
         raise Fatal(f"update: {e}") from None
     lock = Locked(cid)
