@@ -1193,6 +1193,32 @@ def test_a_container_cannot_spoof_ipv6_neighbours_in_fragments_or_by_link_local_
         assert _resolved(victim, other.ip6) == omac.hex()
 
 
+def test_a_network_made_before_guards_gets_one_when_used():
+    """A bridge made by an earlier isolate (no guard, MACs learnt from
+    link-local frames, a firewall without the rule for its ports) is brought
+    up to date by the first container on it, in place."""
+    from isolate import _netlink, network
+    with isolate.Network(subnet="10.89.33.0/24") as net:
+        # as an earlier isolate left it
+        _netlink.delete_table(f"isolate-{net.bridge}", "bridge")
+        subprocess.run(["ip", "link", "set", net.bridge, "type", "bridge",
+                        "no_linklocal_learn", "0"], check=True)
+        subprocess.run(["nft", "flush", "chain", "inet", f"isolate-{net.bridge}", "prerouting"],
+                       check=True)
+        network._guarded.clear()
+        with isolate.Container(network=net) as c:
+            assert c.run(["true"]).returncode == 0
+        guard = subprocess.run(["nft", "list", "table", "bridge", f"isolate-{net.bridge}"],
+                               capture_output=True, text=True).stdout
+        assert "chain prerouting" in guard, guard
+        link = subprocess.run(["ip", "-d", "link", "show", net.bridge], capture_output=True,
+                              text=True, check=True).stdout
+        assert "no_linklocal_learn 1" in link, link
+        firewall = subprocess.run(["nft", "list", "chain", "inet", f"isolate-{net.bridge}",
+                                   "prerouting"], capture_output=True, text=True).stdout
+        assert 'iifname "iv*" drop' in firewall, firewall
+
+
 def test_a_kernel_that_cannot_guard_a_bridge_gets_no_network(monkeypatch):
     """Without nftables for bridges (CONFIG_NF_TABLES_BRIDGE) a network
     would let its containers speak as each other: it is refused, with the

@@ -185,8 +185,7 @@ def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False
     the reserved 01:80:c2:00:00:0X addresses (which its filters never see)."""
     info = [attr(IFLA_INFO_KIND, kind)]
     if no_linklocal_learn:
-        bit = 1 << BR_BOOLOPT_NO_LL_LEARN
-        info.append(attr(IFLA_INFO_DATA, [attr(IFLA_BR_MULTI_BOOLOPT, struct.pack("=II", bit, bit))]))
+        info.append(_no_linklocal_learn())
     body = ifinfo() + attr(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, info)
     if address:
         body += attr(IFLA_ADDRESS, address)
@@ -197,6 +196,18 @@ def link_add(nl: Socket, name: str, kind: str, alias: str = "", up: bool = False
     if up:
         link_set(nl, index, up=True)
     return index
+
+
+def _no_linklocal_learn() -> bytes:
+    bit = 1 << BR_BOOLOPT_NO_LL_LEARN
+    return attr(IFLA_INFO_DATA, [attr(IFLA_BR_MULTI_BOOLOPT, struct.pack("=II", bit, bit))])
+
+
+def bridge_no_linklocal_learn(nl: Socket, index: int) -> None:
+    """A bridge made without no_linklocal_learn (see link_add): set now."""
+    body = ifinfo(index) + attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, "bridge"),
+                                                _no_linklocal_learn()])
+    nl.request(RTM_NEWLINK, NLM_F_ACK, body, f"set bridge {index}")
 
 
 IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
@@ -397,6 +408,13 @@ class Table:
         flags = NFT_TABLE_F_OWNER if owner else 0
         self.messages.append(_nft(NFT_MSG_NEWTABLE, self.family, attr(NFTA_TABLE_NAME, name),
                                   attr(NFTA_TABLE_FLAGS, _be(flags))))
+
+    def replacing(self) -> Table:
+        """The same table, made in place of the one of its name (removed in
+        the same transaction: nothing between is unfiltered)."""
+        self.messages.insert(0, ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
+                                 _NFGEN.pack(self.family, 0, 0) + attr(NFTA_TABLE_NAME, self.name)))
+        return self
 
     def chain(self, name: str, hook: str, priority: int, kind: str = "filter") -> None:
         self.messages.append(_nft(

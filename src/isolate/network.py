@@ -503,11 +503,27 @@ class Network:
         except nl.NetlinkError as e:
             if e.errno != errno.ENOENT:
                 raise
-            # a bridge made before it had a guard: given one (by one process)
-            with contextlib.suppress(nl.NetlinkError):
-                self._guard().commit()
+            self._upgrade()
             nl.set_add(self._table_name(), "bridge", keys)
         _guarded.add(key)
+
+    def _upgrade(self) -> None:
+        """A bridge made by an earlier isolate, without a guard: given one
+        (by one process: another's EEXIST is no error), with the rest of what
+        a bridge is made with now: its firewall (replaced in one transaction)
+        and no MAC learnt from link-local frames."""
+        try:
+            self._guard().commit()
+        except nl.NetlinkError as e:
+            if e.errno == errno.EEXIST:
+                return
+            raise
+        self._firewall().replacing().commit()
+        sock = _route()
+        try:
+            nl.bridge_no_linklocal_learn(sock, self.index)
+        finally:
+            sock.close()
 
     def _dir(self) -> str:
         """Its files' directory: of the network namespace it is first used in
@@ -643,7 +659,11 @@ class Network:
                         nl.link_del(sock, port["name"] or "", port["index"])
                 nl.link_del(sock, self.bridge)
                 nl.delete_table(self._table_name())
-                nl.delete_table(self._table_name(), "bridge")
+                try:
+                    nl.delete_table(self._table_name(), "bridge")
+                except nl.NetlinkError as e:      # a kernel without them has none
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT):
+                        raise
                 _remove_files(self.bridge)
                 self._removed = True
             finally:
