@@ -891,6 +891,14 @@ cdef extern from "<sys/prctl.h>" nogil:
         PR_SET_NAME
 
 
+def set_namespace(int fd, int nstype):
+    """setns(2) of the calling thread: for CLONE_NEWPID, the PID namespace
+    of the processes it makes from now on."""
+    if setns(fd, nstype) < 0:
+        import os
+        raise OSError(errno, os.strerror(errno))
+
+
 def set_process_name(bytes name):
     """The name ps and /proc/PID/comm give this process (15 bytes kept)."""
     prctl(PR_SET_NAME, <const char *>name, 0, 0, 0)

@@ -519,6 +519,36 @@ def test_sysctls_are_the_containers_own(runtime, tmp_path, rootfs):
     _gone(root, parent, "c1")
 
 
+def test_a_pid_namespace_is_joined_by_path(runtime, tmp_path, rootfs):
+    """linux.namespaces pid with a path (a Kubernetes pod that shares its
+    processes, `docker run --pid container:X`): the container's process is
+    in that namespace, beside its first process, not PID 1 of one of its
+    own."""
+    runc, root, parent = runtime
+    first = _bundle(tmp_path, rootfs, ["sleep", "60"], parent)
+    _run(runc, "run", "--detach", "--bundle", first, "c1")
+    try:
+        pid = _state(runc, "c1")["pid"]
+        spec = default_spec()
+        ns = [n for n in spec["linux"]["namespaces"] if n["type"] != "pid"]
+        ns.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
+        second = _bundle(tmp_path, rootfs, ["sh", "-c", "echo $$; cat /proc/1/cmdline"], parent,
+                         cid="c2", **{"linux.namespaces": ns})
+        r = _run(runc, "run", "--bundle", second, "c2")
+        own, first_cmdline = r.stdout.split("\n", 1)
+        assert int(own) > 1 and first_cmdline.startswith("sleep\0"), r.stdout
+        _gone(root, parent, "c2")
+        # a path that is no PID namespace: refused, naming it, nothing left
+        ns[-1] = {"type": "pid", "path": f"/proc/{pid}/ns/net"}
+        third = _bundle(tmp_path, rootfs, ["true"], parent, cid="c3", **{"linux.namespaces": ns})
+        r = _run(runc, "run", "--bundle", third, "c3", check=False)
+        assert r.returncode == 1 and f"/proc/{pid}/ns/net" in r.stderr, r.stderr
+        _gone(root, parent, "c3")
+    finally:
+        _run(runc, "delete", "--force", "c1")
+    _gone(root, parent, "c1")
+
+
 def test_a_personality_is_the_containers(runtime, tmp_path, rootfs):
     """linux.personality: LINUX32 has the container's `uname -m` say i686 on
     an x86-64 host (its own domain, not the runtime's); an unknown domain is

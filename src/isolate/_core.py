@@ -4,6 +4,7 @@ modules so that isolate-runc, which starts on every container's path, imports
 only this."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -11,6 +12,7 @@ import socket
 import stat
 import struct
 import threading
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from . import _isolate as _c
@@ -121,6 +123,37 @@ def _map_writer(cfg: Config) -> Callable[[int], None] | None:
     return functools.partial(write_id_maps, cfg)
 
 
+@contextlib.contextmanager
+def pid_namespace_for_children(cfg: Config) -> Iterator[None]:
+    """A PID namespace the container joins by path (an OCI config's: the
+    containers of a Kubernetes pod that shares its processes join its
+    sandbox's): the calling thread's children are made in it, for the
+    container's clone, then in its own again. (setns cannot move a process
+    into a PID namespace, only its children: as runc's does, the container's
+    first process is made in it.)"""
+    path = dict(cfg.joins).get("pid")
+    if path is None:
+        yield
+        return
+    own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _c.set_namespace(fd, _c.NAMESPACE_FLAGS["pid"])
+        except OSError as e:
+            from .errors import ContainerError
+            raise ContainerError(e.errno or errno.EINVAL, f"setns: {path}: {e.strerror}", path,
+                                 step="setns") from None
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _c.set_namespace(own, _c.NAMESPACE_FLAGS["pid"])
+    finally:
+        os.close(own)
+
+
 def _start(cfg: Config, container_id: str, spec: Any, run: int,
            cgroups: Cgroups | None = None) -> tuple[int, int, int, Any]:
     """Make the container's cgroups (unless given: the caller's, which stay
@@ -150,10 +183,11 @@ def _start(cfg: Config, container_id: str, spec: Any, run: int,
                 # on a network: its interface, and the namespace made ahead
                 # for it (a spare) if there was one
                 bridged = lease is not None and cfg.network not in USERMODE
-                pid, pidfd, ctl, _, held = _c.start_container(
-                    plan, _clone_flags(cfg, cgroups), spec, run, after_clone, cgroup_fd,
-                    pre, post, _plan.net_beside(cfg), lease.netif() if bridged else None,
-                    lease.netns if bridged else -1, bridged)
+                with pid_namespace_for_children(cfg):
+                    pid, pidfd, ctl, _, held = _c.start_container(
+                        plan, _clone_flags(cfg, cgroups), spec, run, after_clone, cgroup_fd,
+                        pre, post, _plan.net_beside(cfg), lease.netif() if bridged else None,
+                        lease.netns if bridged else -1, bridged)
                 break
             except OSError as e:
                 # its address was taken meanwhile by another process's container,

@@ -25,7 +25,7 @@ from .mounts import Mount
 NAMESPACES = {"pid": "pid", "network": "net", "mount": "mount", "ipc": "ipc", "uts": "uts",
               "user": "user", "cgroup": "cgroup", "time": "time"}
 #: the namespaces a container may join by path instead of making its own
-JOINABLE = {"net", "ipc", "uts", "cgroup"}
+JOINABLE = {"net", "ipc", "uts", "cgroup", "pid"}
 #: linux.personality's domains, as personality(2) takes them (PER_LINUX, PER_LINUX32)
 _DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",

@@ -122,7 +122,8 @@ def _special_fs_steps(cfg: Config, beside: bool) -> list[tuple]:
     if cfg.rootfs is not None and not cfg.readonly:
         steps += [op(_c.OP_MKDIR, dst=r + d, arg=0o755) for d in ("/proc", "/sys", "/dev")
                   if not _root_isdir(cfg, d)]
-    if "pid" in cfg.namespaces:
+    # a PID namespace of its own, or one joined (the proc mounted shows it)
+    if "pid" in cfg.namespaces or "pid" in dict(cfg.joins):
         steps.append(op(_c.OP_MOUNT, src="proc", dst=r + "/proc", fstype="proc",
                         flags=NOSUID | NODEV | NOEXEC))
     else:
@@ -320,8 +321,11 @@ def net_beside(cfg: Config) -> bool:
     """Whether the container's network namespace is made beside the child
     (see start_container), not by its clone: a namespace owned by the
     caller's user namespace, as with CLONE_NEWNET from the caller."""
+    # (not with a user-mode network, whose tool attaches to the child's; nor
+    # with a PID namespace joined: the helper, made in it, would not see its
+    # parent, and take it for gone)
     return _c.NET_BESIDE and "net" in cfg.namespaces and not cfg.userns \
-        and cfg.network not in USERMODE       # (whose tool attaches to the child's)
+        and cfg.network not in USERMODE and "pid" not in dict(cfg.joins)
 
 
 @functools.lru_cache(maxsize=64)
@@ -336,7 +340,10 @@ def container_steps(cfg: Config, beside: bool = False) -> tuple[tuple, ...]:
     steps = _userns_steps(cfg) if cfg.userns and cfg.uid_map is None \
         and cfg.network not in USERMODE else []
     # namespaces joined by path, before /sys (the joined network's) is mounted
-    steps += [op(_c.OP_SETNS, src=path, flags=_c.NAMESPACE_FLAGS[name]) for name, path in cfg.joins]
+    # (a PID namespace is joined by the caller, before the clone: see
+    # _core.pid_namespace_for_children)
+    steps += [op(_c.OP_SETNS, src=path, flags=_c.NAMESPACE_FLAGS[name])
+              for name, path in cfg.joins if name != "pid"]
     if "mount" in cfg.namespaces:
         steps += [
             op(_c.OP_MOUNT, dst="/", flags=REC | MS["private"]),
