@@ -251,6 +251,14 @@ def test_ctr_task_lifecycle_exec_pause_ps_metrics(containerd):
         net, uts = r.stdout.split()
         assert net == os.readlink(f"/proc/{pid}/ns/net")        # joined
         assert uts != os.readlink(f"/proc/{pid}/ns/uts")        # its own
+        # and one in t5's PID namespace sees t5's process as its PID 1
+        r = c.run("t8", "sh", "-c", "readlink /proc/self/ns/pid; echo $$; cat /proc/1/cmdline",
+                  options=("--with-ns", f"pid:/proc/{pid}/ns/pid"))
+        assert r.returncode == 0, r.stderr
+        ns, own, first = r.stdout.split("\n", 2)
+        assert ns == os.readlink(f"/proc/{pid}/ns/pid") and int(own) > 1, r.stdout
+        with open(f"/proc/{pid}/cmdline") as f:
+            assert first == f.read()
         c.ctr("task", "kill", "-s", "SIGKILL", "t5")
         _wait_for(lambda: "STOPPED" in c.ctr("task", "ls").stdout, what="t5 to stop")
     finally:
