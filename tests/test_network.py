@@ -1217,6 +1217,10 @@ def test_a_network_made_before_guards_gets_one_when_used():
         firewall = subprocess.run(["nft", "list", "chain", "inet", f"isolate-{net.bridge}",
                                    "prerouting"], capture_output=True, text=True).stdout
         assert 'iifname "iv*" drop' in firewall, firewall
+        # another process's upgrade, come late, adds nothing
+        net._upgrade()
+        assert subprocess.run(["nft", "list", "table", "bridge", f"isolate-{net.bridge}"],
+                              capture_output=True, text=True).stdout == guard
 
 
 def test_a_kernel_that_cannot_guard_a_bridge_gets_no_network(monkeypatch):

@@ -556,10 +556,19 @@ def test_a_personality_is_the_containers(runtime, tmp_path, rootfs):
     runc, root, parent = runtime
     if os.uname().machine != "x86_64":
         pytest.skip("LINUX32's name for the machine is x86's")
-    bundle = _bundle(tmp_path, rootfs, ["uname", "-m"], parent, **{
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "uname -m; sleep 60"], parent, **{
         "linux.personality": {"domain": "LINUX32"}})
-    assert _run(runc, "run", "--bundle", bundle, "c1").stdout.split() == ["i686"]
+    _run(runc, "run", "--detach", "--bundle", bundle, "c1")
+    try:
+        # one exec'd in it too (as runc's exec gives it)
+        assert _run(runc, "exec", "c1", "uname", "-m").stdout.split() == ["i686"]
+    finally:
+        _run(runc, "delete", "--force", "c1")
     _gone(root, parent, "c1")
+    bundle = _bundle(tmp_path, rootfs, ["uname", "-m"], parent, cid="c4", **{
+        "linux.personality": {"domain": "LINUX32"}})
+    assert _run(runc, "run", "--bundle", bundle, "c4").stdout.split() == ["i686"]
+    _gone(root, parent, "c4")
     bundle = _bundle(tmp_path, rootfs, ["uname", "-m"], parent, cid="c2", **{
         "linux.personality": {"domain": "LINUX64"}})
     r = _run(runc, "run", "--bundle", bundle, "c2", check=False)

@@ -401,19 +401,29 @@ class Table:
     self.nl), and the kernel removes it when that socket is closed, also
     by the end of its process."""
 
-    def __init__(self, name: str, family: str = "inet", owner: bool = False):
+    def __init__(self, name: str, family: str = "inet", owner: bool = False,
+                 exclusive: bool = False):
+        """exclusive: its making fails (EEXIST) where the table is there
+        already (else it is added to, as `nft add table` does)."""
         self.name, self.family, self.owner = name, FAMILIES[family], owner
         self.messages: list[tuple[int, int, bytes]] = []
         self.nl: Socket | None = None
         flags = NFT_TABLE_F_OWNER if owner else 0
-        self.messages.append(_nft(NFT_MSG_NEWTABLE, self.family, attr(NFTA_TABLE_NAME, name),
-                                  attr(NFTA_TABLE_FLAGS, _be(flags))))
+        kind, nlflags, body = _nft(NFT_MSG_NEWTABLE, self.family, attr(NFTA_TABLE_NAME, name),
+                                   attr(NFTA_TABLE_FLAGS, _be(flags)))
+        self.messages.append((kind, nlflags | (NLM_F_EXCL if exclusive else 0), body))
 
     def replacing(self) -> Table:
-        """The same table, made in place of the one of its name (removed in
-        the same transaction: nothing between is unfiltered)."""
+        """The same table, made in place of the one of its name, which must
+        be there (removed in the same transaction: nothing between is
+        unfiltered)."""
         self.messages.insert(0, ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
                                  _NFGEN.pack(self.family, 0, 0) + attr(NFTA_TABLE_NAME, self.name)))
+        return self
+
+    def also(self, other: Table) -> Table:
+        """other made in the same transaction as this table: both, or neither."""
+        self.messages += other.messages
         return self
 
     def chain(self, name: str, hook: str, priority: int, kind: str = "filter") -> None:

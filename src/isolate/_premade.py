@@ -7,7 +7,8 @@ command's directory, file, PATH, argv and environment, and its stdin, stdout
 and stderr as SCM_RIGHTS. The init then starts it as in run mode, reports
 its pid, and its wait status when it ends, and the container ends with it.
 So a command in a pool costs what its own fork, exec and wait cost: the rest
-was paid before. A thread keeps `size` of them ready.
+was paid before. Threads (one per core, at most _MAKERS) keep `size` of them
+ready.
 """
 from __future__ import annotations
 

@@ -339,15 +339,14 @@ class Network:
                 if self.subnet6 is not None:
                     _write_sysctl("net.ipv6.conf.all.forwarding", "1")
             self._firewall().commit()
+            with contextlib.suppress(OSError):      # a stale one: its bridge was not there
+                nl.delete_table(self._table_name(), "bridge")
             try:
                 self._guard().commit()
             except nl.NetlinkError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT, errno.ENOENT):
                     raise
-                raise NetworkError(
-                    f"network {self.name!r}: this kernel cannot filter what is bridged "
-                    f"(nftables of the bridge family, CONFIG_NF_TABLES_BRIDGE: {e.strerror}), "
-                    "without which a container could speak as another", network=self.name) from None
+                raise self._unguardable(e) from None
             self._write_files()
             nl.link_set(sock, index, up=True)
         except BaseException:
@@ -431,7 +430,7 @@ class Network:
         added as addresses are first used, and stay valid for every later
         holder of the address."""
         E, NH, TH = nl.Expr, nl.NFT_PAYLOAD_NETWORK_HEADER, nl.NFT_PAYLOAD_TRANSPORT_HEADER
-        t = nl.Table(self._table_name(), "bridge")
+        t = nl.Table(self._table_name(), "bridge", exclusive=True)
         for name, key_len, set_id in _GUARD_SETS:
             t.set(name, key_len, set_id)
         t.chain("prerouting", "prerouting", -300)
@@ -508,22 +507,35 @@ class Network:
         _guarded.add(key)
 
     def _upgrade(self) -> None:
-        """A bridge made by an earlier isolate, without a guard: given one
-        (by one process: another's EEXIST is no error), with the rest of what
-        a bridge is made with now: its firewall (replaced in one transaction)
-        and no MAC learnt from link-local frames."""
+        """A bridge made by an earlier isolate, without a guard: brought up to
+        what a bridge is made with now, no MAC learnt from link-local frames,
+        then its guard and its firewall (replaced) in one transaction, by one
+        process (another's, made meanwhile, is EEXIST: no error). Its running
+        containers' ports have no keys yet: they are let through until their
+        addresses are used again."""
+        sock = _route()
         try:
-            self._guard().commit()
+            if socket.if_nametoindex(self.bridge) != self.index:
+                raise OSError(errno.ENOENT, "")
+            nl.bridge_no_linklocal_learn(sock, self.index)
+        except OSError:
+            raise NetworkError(f"network {self.name!r} was removed", network=self.name) from None
+        finally:
+            sock.close()
+        try:
+            self._guard().also(self._firewall().replacing()).commit()
         except nl.NetlinkError as e:
             if e.errno == errno.EEXIST:
                 return
+            if e.errno in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT):
+                raise self._unguardable(e) from None
             raise
-        self._firewall().replacing().commit()
-        sock = _route()
-        try:
-            nl.bridge_no_linklocal_learn(sock, self.index)
-        finally:
-            sock.close()
+
+    def _unguardable(self, e: OSError) -> NetworkError:
+        return NetworkError(f"network {self.name!r}: this kernel cannot filter what is bridged "
+                            f"(nftables of the bridge family, CONFIG_NF_TABLES_BRIDGE: "
+                            f"{e.strerror}), without which a container could speak as another",
+                            network=self.name)
 
     def _dir(self) -> str:
         """Its files' directory: of the network namespace it is first used in

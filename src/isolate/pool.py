@@ -42,15 +42,11 @@ __all__ = ["Pool"]
 T = TypeVar("T")
 
 #: the zygote's start: without the '' that `python -c` puts first on its
-#: path. It runs with -S: the caller's sys.path comes whole in PYTHONPATH, and
-#: what .pth files import (whatever is installed) would be held by the zygote,
-#: its pages copied and freed by every container it makes; what site gives
-#: every program (exit, quit, help) is set here.
-_ZYGOTE_MAIN = """import sys, site
+#: path. (With site: what .pth files install, import hooks of editable
+#: installs among them, the caller's functions may need.)
+_ZYGOTE_MAIN = """import sys
 if sys.path[:1] == [""]:
     del sys.path[0]
-for name in ("setquit", "setcopyright", "sethelper"):
-    getattr(site, name, lambda: None)()
 from isolate._zygote import main
 main()
 """
@@ -437,7 +433,7 @@ class Pool(concurrent.futures.Executor):
             exe = sealed_copy(os.path.realpath(sys.executable))
             try:
                 self._zygote = subprocess.Popen(
-                    [sys.executable, "-S", "-c", _ZYGOTE_MAIN, str(theirs.fileno()), str(exe)],
+                    [sys.executable, "-c", _ZYGOTE_MAIN, str(theirs.fileno()), str(exe)],
                     executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe], env=env,
                     stdin=subprocess.DEVNULL, stdout=out[0][1].fileno(),
                     stderr=out[1][1].fileno())

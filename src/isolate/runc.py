@@ -985,8 +985,12 @@ def cmd_exec(argv: list[str]) -> int:
                         "socket")
         cg = _cgroups(state)
         from ._plan import op
-        join = _c.Plan([op(_c.OP_WRITE, dst=pth, data="0") for pth in cg.procs()]) \
-            if cg is not None else None
+        steps = [op(_c.OP_WRITE, dst=pth, data="0") for pth in cg.procs()] \
+            if cg is not None else []
+        cfg: Config = p.config
+        if cfg.personality is not None:     # the container's, as runc's exec gives it
+            steps.append(op(_c.OP_PERSONALITY, arg=cfg.personality))
+        join = _c.Plan(steps) if steps else None
         stdio = [0, 1, 2]
         master = -1
         if p.terminal:
@@ -994,7 +998,6 @@ def cmd_exec(argv: list[str]) -> int:
             stdio = [slave] * 3
         env = p.env
         path = dict(env).get("PATH", DEFAULT_PATH)
-        cfg: Config = p.config
         xspec = _c.ExecSpec(os.fsencode(p.args[0]), [os.fsencode(a) for a in p.args],
                            env_list(env), os.fsencode(path), os.fsencode(p.cwd), tuple(stdio),
                            _preserved(o["preserve-fds"]),
