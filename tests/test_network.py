@@ -1266,6 +1266,40 @@ def test_a_pools_containers_take_their_pins_with_them():
         _eventually(lambda: "10.89.26." in _neighbours(None, net.bridge), False)
 
 
+def test_a_pool_worker_that_got_no_container_holds_none_of_the_others():
+    """A pool worker whose container could not be made (no address left)
+    waits to report that to its first call: meanwhile it holds none of the
+    zygote's fds (the other containers' network namespaces among them)."""
+    with isolate.Network(subnet="10.89.34.0/29") as net:       # five addresses
+        with isolate.Pool(size=6, network=net) as pool:
+            zygote = pool._zygote.pid
+
+            def children(pid: int) -> list[int]:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    return [int(p) for p in f.read().split()]
+
+            def namespaces(pid: int) -> list[str]:
+                out = []
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                return [x for x in out if x.startswith("net:")]
+
+            deadline = time.monotonic() + 10
+            while len(children(zygote)) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # the bare child is the one in the zygote's own network namespace
+            mine = os.readlink(f"/proc/{zygote}/ns/net")
+            bare = [p for p in children(zygote) if os.readlink(f"/proc/{p}/ns/net") == mine]
+            assert bare, children(zygote)
+            time.sleep(0.3)
+            for p in bare:
+                assert namespaces(p) == [], namespaces(p)
+            with pytest.raises(isolate.errors.NetworkError):
+                for _ in range(6):
+                    pool.call(_eth0)
+
+
 def test_another_process_using_the_network_leaves_the_pins_alone():
     """A process's first use of a network checks the bridge's MAC: setting it
     again, unchanged, would have the kernel flush every neighbour entry on
