@@ -891,6 +891,14 @@ cdef extern from "<sys/prctl.h>" nogil:
         PR_SET_NAME
 
 
+def close_fds(keep):
+    """Close every fd from 3 up but those in keep (csrc's iso_close_fds)."""
+    cdef int fds[64]
+    if iso_close_fds(fds, _keep_array(keep, fds, -1)) < 0:
+        import os
+        raise OSError(errno, os.strerror(errno))
+
+
 def set_namespace(int fd, int nstype):
     """setns(2) of the calling thread: for CLONE_NEWPID, the PID namespace
     of the processes it makes from now on."""
@@ -910,13 +918,7 @@ def enter(ExecSpec spec, keep):
     and security. In C: in a fresh fork, each Python line run copies pages."""
     cdef iso_error_t err
     cdef int fds[64]
-    cdef size_t n = 0
-    for fd in sorted(keep):
-        if n == 64:
-            raise ValueError("too many fds to keep")
-        fds[n] = fd
-        n += 1
-    if iso_enter(&spec.x, fds, n, &err) < 0:
+    if iso_enter(&spec.x, fds, _keep_array(keep, fds, -1), &err) < 0:
         _raise(&err)
 
 

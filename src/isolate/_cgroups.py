@@ -635,34 +635,36 @@ class V2(Cgroups):
         base = self.base()
         _sweep_dir(base)
         _watch([base])
-        self._enable(base, self._with_stats(base))
+        self._enable(base, self._wanted())
         path = f"{base}/{self.name}"
         _mkdir(path)
         self.dirs[""] = path
         return self._apply()
 
-    def _with_stats(self, d: str) -> list[str]:
-        """What the limits need (else an error), and what stats read, where
-        offered below d: stats report memory, CPU and PIDs whatever the limit."""
-        offered = (_read(f"{d}/cgroup.controllers") or "").split()
-        return list(dict.fromkeys(
-            [*self._wanted(), *(c for c in ("cpu", "memory", "pids") if c in offered)]))
-
     def _make_at(self, parts: list[str], absolute: bool) -> None:
         d = os.path.normpath(f"{ROOT}/{'' if absolute else _own('')}")
         for i, part in enumerate(parts):
-            self._enable(d, self._with_stats(d))
+            self._enable(d, self._wanted())
             d = f"{d}/{part}"
             _make_level(d, i == len(parts) - 1)
         self.dirs[""] = d
 
-    @staticmethod
-    def _enable(base: str, wanted: list[str]) -> None:
+    #: what stats read, enabled too where offered: stats report memory, CPU
+    #: and PIDs whatever the limit
+    STATS = ("cpu", "memory", "pids")
+
+    @classmethod
+    def _enable(cls, base: str, wanted: list[str]) -> None:
+        """The controllers wanted (else an error), and STATS where offered,
+        enabled for base's children."""
         have = (_read(f"{base}/cgroup.subtree_control") or "").split()
-        missing = [c for c in wanted if c not in have]
+        missing = [c for c in dict.fromkeys([*wanted, *cls.STATS]) if c not in have]
         if not missing:
             return
         offered = (_read(f"{base}/cgroup.controllers") or "").split()
+        missing = [c for c in missing if c in offered or c in wanted]
+        if not missing:
+            return
         absent = [c for c in missing if c not in offered]
         if absent:
             raise CgroupError(errno.ENOTSUP, f"cgroup: the {', '.join(absent)} controller"

@@ -111,7 +111,7 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
     except BaseException as e:
         # not entered: what the zygote held (other containers' namespaces
         # and sockets) goes now, as enter() closes it
-        _close_but(fd, stdio)
+        _c.close_fds({fd, *stdio})
         # report with the first call, not now: a worker that failed at once
         # would only be replaced by another that fails
         if _wire.receive(fd) is not None:
@@ -125,16 +125,6 @@ def _worker(cfg, fd: int, setup_error: BaseException | None, spec, environ, stdi
     except BaseException as e:
         _wire.run_and_exit(fd, _call._reraise, (e,), {}, linger=True, trusted=trusted)
     _wire.run_and_exit(fd, fn, args, kwargs, linger=True, trusted=trusted)
-
-
-def _close_but(fd: int, stdio: set[int]) -> None:
-    """Every fd from 3 up closed but fd and stdio."""
-    low = 3
-    for keep in sorted({fd, *stdio} | {2}):
-        if keep >= low:
-            os.closerange(low, keep)
-            low = keep + 1
-    os.closerange(low, 1 << 30)
 
 
 def _status(sock: socket.socket) -> int | None:

@@ -513,13 +513,11 @@ class Network:
         process (another's, made meanwhile, is EEXIST: no error). Its running
         containers' ports have no keys yet: they are let through until their
         addresses are used again."""
+        if not self._present():
+            raise NetworkError(f"network {self.name!r} was removed", network=self.name)
         sock = _route()
         try:
-            if socket.if_nametoindex(self.bridge) != self.index:
-                raise OSError(errno.ENOENT, "")
             nl.bridge_no_linklocal_learn(sock, self.index)
-        except OSError:
-            raise NetworkError(f"network {self.name!r} was removed", network=self.name) from None
         finally:
             sock.close()
         try:
@@ -530,6 +528,13 @@ class Network:
             if e.errno in (errno.EOPNOTSUPP, errno.EAFNOSUPPORT):
                 raise self._unguardable(e) from None
             raise
+
+    def _present(self) -> bool:
+        """Whether its bridge is still there (not removed, nor made again)."""
+        try:
+            return socket.if_nametoindex(self.bridge) == self.index
+        except OSError:
+            return False
 
     def _unguardable(self, e: OSError) -> NetworkError:
         return NetworkError(f"network {self.name!r}: this kernel cannot filter what is bridged "
@@ -1142,11 +1147,8 @@ def _make_spare(q: Any, net: Network, key: tuple[str, int], _c: Any) -> None:
     with _pending_lock:
         if key in _spares or key in _closed:
             return
-    try:
-        if socket.if_nametoindex(net.bridge) != net.index:
-            return              # removed (and perhaps made again) meanwhile
-    except OSError:
-        return
+    if not net._present():
+        return                  # removed (and perhaps made again) meanwhile
     tried: set[int] = set()
     for _ in range(16):
         try:
